@@ -1,0 +1,32 @@
+"""vidinvert: edit real videos with CogVideoX by DDIM inversion and key/value injection.
+
+Data flows one way: video -> model adapter -> inversion -> editing (with attention injection) -> export.
+"""
+
+__version__ = "0.1.0"
+
+from .attention import InjectionConfig  # noqa: E402
+from .compat import sample  # noqa: E402
+from .editing import EditConfig, edit  # noqa: E402
+from .errors import VidinvertError  # noqa: E402
+from .inversion import Inversion, InversionMeta, invert  # noqa: E402
+from .model import VideoModel, load_pipeline  # noqa: E402
+from .video import Clip, read_video, side_by_side, write_video  # noqa: E402
+
+
+def encode(pipe_or_model, frames, **kwargs):
+    """Frames ``[F, C, H, W]`` in [-1, 1] -> float32 latents ``[1, T, C', h, w]`` (see ``VideoModel.encode``)."""
+    model = pipe_or_model if isinstance(pipe_or_model, VideoModel) else VideoModel(pipe_or_model)
+    return model.encode(frames, **kwargs)
+
+
+def decode(pipe_or_model, latents):
+    """Latents ``[B, T, C', h, w]`` -> float32 frames ``[B, F, C, H, W]`` in [-1, 1] (see ``VideoModel.decode``)."""
+    model = pipe_or_model if isinstance(pipe_or_model, VideoModel) else VideoModel(pipe_or_model)
+    return model.decode(latents)
+
+
+__all__ = [
+    "Clip", "EditConfig", "InjectionConfig", "Inversion", "InversionMeta", "VideoModel", "VidinvertError",
+    "decode", "edit", "encode", "invert", "load_pipeline", "read_video", "sample", "side_by_side", "write_video",
+]

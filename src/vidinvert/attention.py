@@ -1,0 +1,201 @@
+"""Key/value injection: the main branch's tokens attend to their own keys/values and to a reference branch's.
+
+The editor runs the main branch (the video being edited, one row per guidance condition and prompt) and a reference
+branch (the stored inversion trajectory) in one transformer batch. In each injected self-attention the main rows'
+queries see ``[own keys; reference keys]`` (text and video tokens of both, RoPE applied to each group's video
+tokens at their own positions); reference rows attend only to themselves, so the reference branch reproduces the
+inversion's computation. With no layout set the processor computes exactly what diffusers'
+``CogVideoXAttnProcessor2_0`` computes.
+
+Pieces: ``InjectionConfig`` (frozen user settings), ``BatchLayout`` (which rows are main/reference and who reads
+whom, built in one place), ``InjectionState`` (what the editor sets per step), ``KVInjectionProcessor`` (one per
+block) and ``injected()`` (installs them, restores the originals in ``finally``).
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+REFERENCE_TEXT_MODES = ("inversion", "edit")
+
+
+@dataclass(frozen=True)
+class InjectionConfig:
+    """User settings of key/value injection.
+
+    Args:
+        enabled: let the main branch attend to the reference branch's keys/values.
+        steps: fraction of the sampling steps, counted from the noisiest, that inject (1.0 = all, 0.5 = first half).
+        blocks: indices of the transformer blocks that inject; ``None`` = every block.
+        reference_text: ``"inversion"`` (the reference branch sees the prompt the video was inverted with: the
+            trajectory's own condition, one reference row shared by every main row) or ``"edit"`` (the public
+            script's layout: one reference row per main row, seeing that row's text, edit or negative prompt).
+    """
+
+    enabled: bool = True
+    steps: float = 1.0
+    blocks: tuple[int, ...] | None = None
+    reference_text: str = "inversion"
+
+    def __post_init__(self):
+        if not 0.0 <= self.steps <= 1.0:
+            raise ValueError(f"injection steps must be a fraction in [0, 1], got {self.steps}")
+        if self.reference_text not in REFERENCE_TEXT_MODES:
+            raise ValueError(f"reference_text must be one of {REFERENCE_TEXT_MODES}, got {self.reference_text!r}")
+        if self.blocks is not None:
+            object.__setattr__(self, "blocks", tuple(sorted(set(int(b) for b in self.blocks))))
+
+    def active_at(self, step: int, num_steps: int) -> bool:
+        """Whether sampling step ``step`` (0 = noisiest) of ``num_steps`` injects."""
+        return self.enabled and step < round(self.steps * num_steps)
+
+    def injects_block(self, index: int) -> bool:
+        return self.enabled and (self.blocks is None or index in self.blocks)
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """Rows of one transformer batch: ``num_main`` main rows first, then the reference rows.
+
+    Args:
+        num_main: rows of the main branch (guidance conditions x prompts).
+        ref_of_main: for each main row, the index (among the reference rows) of the reference row it attends to.
+        num_ref: number of reference rows.
+    """
+
+    num_main: int
+    ref_of_main: tuple[int, ...]
+    num_ref: int
+
+    @staticmethod
+    def build(num_main: int, shared_reference: bool) -> "BatchLayout":
+        """Shared: one reference row read by every main row. Not shared: reference row ``j`` for main row ``j``."""
+        if shared_reference:
+            return BatchLayout(num_main, (0,) * num_main, 1)
+        return BatchLayout(num_main, tuple(range(num_main)), num_main)
+
+    @property
+    def size(self) -> int:
+        return self.num_main + self.num_ref
+
+
+@dataclass
+class InjectionState:
+    """Per-call state the editor sets before each transformer evaluation. ``layout=None``: plain attention."""
+
+    layout: BatchLayout | None = None
+    calls: list = field(default_factory=list)  # batch size of each injected evaluation (for accounting)
+
+
+def _project(attn, hidden: torch.Tensor, text_length: int, rotary):
+    """Queries, keys, values ``[B, heads, S, head_dim]`` for the joint [text; video] sequence, RoPE on video."""
+    batch = hidden.shape[0]
+    query, key, value = attn.to_q(hidden), attn.to_k(hidden), attn.to_v(hidden)  # [B, S, heads * head_dim]
+    head_dim = key.shape[-1] // attn.heads
+    query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # [B, heads, S, head_dim]
+    key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # [B, heads, S, head_dim]
+    value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # [B, heads, S, head_dim]
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    if rotary is not None:
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        query = torch.cat([query[:, :, :text_length], apply_rotary_emb(query[:, :, text_length:], rotary)], dim=2)
+        if not attn.is_cross_attention:
+            key = torch.cat([key[:, :, :text_length], apply_rotary_emb(key[:, :, text_length:], rotary)], dim=2)
+    return query, key, value
+
+
+class KVInjectionProcessor:
+    """Self-attention processor of one CogVideoX block, with optional key/value injection.
+
+    Args:
+        state: shared per-step state; its ``layout`` says which rows are main and reference.
+        block_index: index of the block this processor serves.
+        inject: whether this block injects at all (``InjectionConfig.injects_block``).
+    """
+
+    def __init__(self, state: InjectionState, block_index: int, inject: bool):
+        self.state = state
+        self.block_index = block_index
+        self.inject = inject
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None):
+        """Same contract as diffusers' ``CogVideoXAttnProcessor2_0``: returns ``(video_out, text_out)``.
+
+        Args:
+            hidden_states: video tokens ``[B, N, D]``.
+            encoder_hidden_states: text tokens ``[B, L, D]``.
+            attention_mask: optional mask (CogVideoX passes none; refused while injecting).
+            image_rotary_emb: RoPE ``(cos, sin)`` for the N video tokens, or ``None``.
+        """
+        text_length = encoder_hidden_states.size(1)
+        hidden = torch.cat([encoder_hidden_states, hidden_states], dim=1)  # [B, L + N, D]
+        batch, length, _ = hidden.shape
+        layout = self.state.layout if self.inject else None
+        if attention_mask is not None:
+            if layout is not None:
+                raise ValueError("key/value injection does not support an attention mask")
+            attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+        query, key, value = _project(attn, hidden, text_length, image_rotary_emb)
+
+        if layout is None:
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+        else:
+            if layout.size != batch:
+                raise ValueError(f"batch layout expects {layout.size} rows, the batch has {batch}")
+            m = layout.num_main
+            ref_rows = torch.tensor(layout.ref_of_main, device=key.device) + m
+            key_main = torch.cat([key[:m], key[ref_rows]], dim=2)  # [m, heads, 2S, head_dim]
+            value_main = torch.cat([value[:m], value[ref_rows]], dim=2)  # [m, heads, 2S, head_dim]
+            out_main = F.scaled_dot_product_attention(query[:m], key_main, value_main, dropout_p=0.0, is_causal=False)
+            out_ref = F.scaled_dot_product_attention(query[m:], key[m:], value[m:], dropout_p=0.0, is_causal=False)
+            out = torch.cat([out_main, out_ref])  # [B, heads, S, head_dim]
+
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * out.shape[-1])  # [B, S, heads * head_dim]
+        out = attn.to_out[1](attn.to_out[0](out))  # linear projection, dropout
+        text_out, video_out = out.split([text_length, out.size(1) - text_length], dim=1)
+        return video_out, text_out
+
+
+_BLOCK = re.compile(r"^transformer_blocks\.(\d+)\.attn1\.processor$")
+
+
+@contextmanager
+def injected(transformer, config: InjectionConfig, state: InjectionState):
+    """Install one ``KVInjectionProcessor`` per block's self-attention; restore the originals on exit or error.
+
+    Args:
+        transformer: a ``CogVideoXTransformer3DModel``.
+        config: which blocks inject.
+        state: the state object the editor updates per step.
+
+    Yields:
+        ``state``.
+    """
+    originals = dict(transformer.attn_processors)
+    num_blocks = len(transformer.transformer_blocks)
+    if config.blocks is not None and any(not 0 <= b < num_blocks for b in config.blocks):
+        raise ValueError(f"injection blocks must be in 0..{num_blocks - 1}, got {list(config.blocks)}")
+    replacement = {}
+    for name, processor in originals.items():
+        match = _BLOCK.match(name)
+        if match:
+            index = int(match.group(1))
+            replacement[name] = KVInjectionProcessor(state, index, config.injects_block(index))
+        else:
+            replacement[name] = processor
+    transformer.set_attn_processor(replacement)
+    try:
+        yield state
+    finally:
+        transformer.set_attn_processor(dict(originals))
+        state.layout = None

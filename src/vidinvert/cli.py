@@ -1,0 +1,377 @@
+"""``vidinvert`` command line: invert, edit, reconstruct, info.
+
+Every option maps onto a field of ``ReadSettings``, ``InvertSettings``, ``EditConfig`` or ``InjectionConfig``; the
+resolved settings are written as JSON next to each output. Errors print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from .errors import VidinvertError
+
+SAMPLE_VIDEO = Path(__file__).parent / "assets" / "sample.mp4"
+EPILOG = """Without --model the embedded tiny CogVideoX (random weights, built in code, no download) runs: it proves the
+pipeline end to end but its pictures are noise. Use --model THUDM/CogVideoX-5b (or a local folder) for real edits."""
+
+
+# ---- option groups --------------------------------------------------------------------------------------------
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", "--model-path", dest="model", default=None,
+                       help="pipeline folder or hub id (THUDM/CogVideoX-5b); default: the embedded tiny model "
+                            "('tiny' = 5b-style, 'tiny-2b' = 2b-style)")
+    group.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                       help="model dtype; auto = bf16 on CUDA, fp32 on CPU (latents stay fp32 in the sampler)")
+    group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    group.add_argument("--cpu-offload", default="none", choices=["none", "model", "sequential"],
+                       help="keep models on the CPU until used: model (small slowdown) or sequential (least memory)")
+    group.add_argument("--vae-tiling", action="store_true", help="encode/decode in tiles (less memory for large frames)")
+    group.add_argument("--vae-slicing", action="store_true", help="decode one video of a batch at a time")
+
+
+def _add_read_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("frames")
+    group.add_argument("--skip-frames-start", type=int, default=0, help="frames dropped from the start")
+    group.add_argument("--skip-frames-end", type=int, default=0, help="frames dropped from the end")
+    group.add_argument("--frame-sample-step", type=int, default=None,
+                       help="take every n-th frame (default: only when the clip is longer than --max-num-frames)")
+    group.add_argument("--max-num-frames", type=int, default=49, help="most frames used, then trimmed to 4k+1 (49)")
+    group.add_argument("--height", type=int, default=None, help="frame height, a multiple of 16 (default: the model's)")
+    group.add_argument("--width", type=int, default=None, help="frame width, a multiple of 16 (default: the model's)")
+    group.add_argument("--resize", default="stretch", choices=["stretch", "crop"],
+                       help="stretch straight to size (as the reference) or cover and centre-crop (keeps aspect)")
+
+
+def _add_invert_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("inversion")
+    group.add_argument("--steps", "--num-inference-steps", dest="steps", type=int, default=50, help="DDIM steps (50)")
+    group.add_argument("--inversion", default="ddim", choices=["ddim", "fixed-point"],
+                       help="ddim: 1 evaluation/step, approximate; fixed-point: exact round trip, ~3 evaluations/step")
+    group.add_argument("--source-prompt", default="", help="text the video is inverted with (default: empty)")
+    group.add_argument("--inversion-guidance", type=float, default=1.0,
+                       help="guidance while inverting (1 = none; only matters with a --source-prompt)")
+    group.add_argument("--strength", type=float, default=1.0,
+                       help="fraction of the schedule inverted from the clean end (1 = down to pure noise)")
+    group.add_argument("--tol", type=float, default=1e-6, help="fixed-point: per-step relative residual")
+    group.add_argument("--max-iter", type=int, default=10, help="fixed-point: evaluations allowed per step")
+    group.add_argument("--anderson", type=int, default=0, help="fixed-point: Anderson acceleration history (0 = off)")
+
+
+def _add_edit_options(parser: argparse.ArgumentParser, guidance: float, start: str) -> None:
+    group = parser.add_argument_group("editing")
+    group.add_argument("--guidance", "--guidance-scale", dest="guidance", type=float, default=guidance,
+                       help=f"classifier-free guidance scale ({guidance})")
+    group.add_argument("--negative-prompt", default="", help="text of the unconditional branch")
+    group.add_argument("--start", default=start, choices=["inverted", "random"],
+                       help="start from the inverted noise, or from fresh noise drawn from --seed (the reference)")
+    group.add_argument("--seed", type=int, default=42, help="seed of the random start")
+    group.add_argument("--dynamic-guidance", action="store_true", help="CogVideoX's dynamic guidance schedule")
+    group.add_argument("--injection", default="on", choices=["on", "off"],
+                       help="let the edit attend to the source's keys/values (keeps structure and motion)")
+    group.add_argument("--injection-steps", type=float, default=1.0,
+                       help="fraction of steps, from the noisiest, that inject (1 = all)")
+    group.add_argument("--injection-blocks", default=None,
+                       help="comma-separated block indices that inject, e.g. 0-9,20 (default: all)")
+    group.add_argument("--reference-text", default="inversion", choices=["inversion", "edit"],
+                       help="what the reference branch reads: the inversion prompt (default, one shared row) or "
+                            "the edit prompt (the public script's layout, one row per guidance branch)")
+
+
+def _add_output_options(parser: argparse.ArgumentParser, what: str) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("-o", "--output", default=None, help=f"{what} path (default: <output-dir>/<video>_<kind>.mp4)")
+    group.add_argument("--output-dir", "--output-path", dest="output_dir", default="outputs",
+                       help="folder for outputs when -o is not given (outputs)")
+    group.add_argument("--fps", type=float, default=None, help="frame rate of written videos (default: the source's)")
+    group.add_argument("--no-comparison", action="store_true", help="skip the side-by-side source|result video")
+    group.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vidinvert",
+        description="Edit real videos with CogVideoX: DDIM inversion + key/value injection.",
+        epilog=EPILOG,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("invert", help="invert a video and save the trajectory (.inv) for later edits", epilog=EPILOG)
+    p.add_argument("video", nargs="?", default=str(SAMPLE_VIDEO), help="input video (default: the bundled sample)")
+    _add_model_options(p), _add_read_options(p), _add_invert_options(p)
+    _add_output_options(p, "inversion (.inv)")
+
+    p = sub.add_parser("edit", help="edit a video (or a saved .inv) with one or more prompts", epilog=EPILOG)
+    p.add_argument("video", nargs="?", default=str(SAMPLE_VIDEO),
+                   help="input video or saved inversion (.inv) (default: the bundled sample)")
+    p.add_argument("--prompt", action="append", required=True,
+                   help="edit prompt; repeat for several edits from one inversion, run in one batch")
+    p.add_argument("--save-inversion", default=None, help="also save the inversion made from the video here (.inv)")
+    _add_model_options(p), _add_read_options(p), _add_invert_options(p)
+    _add_edit_options(p, guidance=6.0, start="inverted")
+    _add_output_options(p, "edited video")
+
+    p = sub.add_parser("reconstruct", help="invert and regenerate with the source prompt; print PSNR/SSIM",
+                       epilog=EPILOG)
+    p.add_argument("video", nargs="?", default=str(SAMPLE_VIDEO), help="input video (default: the bundled sample)")
+    p.add_argument("--prompt", default=None, help="prompt to regenerate with (default: the --source-prompt)")
+    _add_model_options(p), _add_read_options(p), _add_invert_options(p)
+    _add_edit_options(p, guidance=1.0, start="inverted")
+    _add_output_options(p, "reconstructed video")
+
+    p = sub.add_parser("info", help="versions, devices and (with --model) the model's configuration")
+    _add_model_options(p)
+    return parser
+
+
+# ---- helpers --------------------------------------------------------------------------------------------------
+def _parse_blocks(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    blocks = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                low, high = part.split("-")
+                blocks.extend(range(int(low), int(high) + 1))
+            elif part:
+                blocks.append(int(part))
+    except ValueError:
+        raise VidinvertError(f"cannot read --injection-blocks {text!r}", "use indices and ranges like 0-9,20") from None
+    return tuple(blocks)
+
+
+def _open_model(args):
+    from .model import VideoModel, load_pipeline, resolve_device
+
+    device = resolve_device(args.device)
+    dtype = args.dtype if args.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    pipe = load_pipeline(args.model, dtype=dtype, device=device, cpu_offload=args.cpu_offload,
+                         vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing)
+    model = VideoModel(pipe, name=args.model or "tiny")
+    _open_model.last = model
+    if args.model is None or args.model.startswith("tiny"):
+        print("note: using the embedded tiny model (random weights, built in code): results are noise-like; "
+              "pass --model THUDM/CogVideoX-5b for real edits", file=sys.stderr)
+    return model
+
+
+def _settings(args):
+    from .jobs import InvertSettings, ReadSettings
+
+    read = ReadSettings(height=args.height, width=args.width, skip_start=args.skip_frames_start,
+                        skip_end=args.skip_frames_end, stride=args.frame_sample_step,
+                        max_frames=args.max_num_frames, resize=args.resize)
+    inv = InvertSettings(steps=args.steps, prompt=args.source_prompt, guidance=args.inversion_guidance,
+                         method=args.inversion, strength=args.strength, tol=args.tol, max_iter=args.max_iter,
+                         anderson=args.anderson)
+    return read, inv
+
+
+def _edit_config(args):
+    from .attention import InjectionConfig
+    from .editing import EditConfig
+
+    try:
+        injection = InjectionConfig(enabled=args.injection == "on", steps=args.injection_steps,
+                                    blocks=_parse_blocks(args.injection_blocks), reference_text=args.reference_text)
+    except ValueError as err:
+        raise VidinvertError(str(err), "see vidinvert edit --help") from None
+    return EditConfig(guidance=args.guidance, negative_prompt=args.negative_prompt, start=args.start,
+                      seed=args.seed, dynamic_guidance=args.dynamic_guidance, injection=injection)
+
+
+def _default_output(args, stem: str, kind: str, suffix: str = ".mp4") -> Path:
+    return Path(args.output) if args.output else Path(args.output_dir) / f"{stem}_{kind}{suffix}"
+
+
+def _numbered(path: Path, count: int) -> list[Path]:
+    """One path per prompt: ``out.mp4`` for one, ``out_1.mp4``, ``out_2.mp4`` ... for several."""
+    if count == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}_{k + 1}{path.suffix}") for k in range(count)]
+
+
+def _record(args, extra: dict) -> dict:
+    from . import __version__
+
+    options = {k: v for k, v in vars(args).items() if k != "func"}
+    return {"vidinvert": __version__, "command": args.command, "options": options, **extra}
+
+
+# ---- commands -------------------------------------------------------------------------------------------------
+def cmd_invert(args) -> int:
+    from .jobs import invert_source, open_source, peak_memory
+    from .outputs import plan_outputs, settings_path, write_json
+
+    read, inv_settings = _settings(args)
+    stem = Path(args.video).stem
+    out = _default_output(args, stem, "inversion", ".inv")
+    if out.suffix != ".inv":
+        raise VidinvertError(f"inversion output must end in .inv, got {out.name}", "e.g. -o clip.inv")
+    plan_outputs([out, settings_path(out)], args.force)
+    model = _open_model(args)
+    started = time.perf_counter()
+    source = open_source(model, args.video, read)
+    inversion = invert_source(model, source, inv_settings, progress=not args.quiet)
+    inversion.save(out, force=args.force)
+    seconds = time.perf_counter() - started
+    summary = {"output": str(out), "frames": source.clip.frames.shape[0], "size": list(source.clip.frames.shape[2:]),
+               "steps": len(inversion.meta.timesteps), "evaluations": sum(inversion.meta.iterations),
+               "seconds": round(seconds, 2), **peak_memory()}
+    write_json(settings_path(out), _record(args, {"result": summary, "read": dataclasses.asdict(read),
+                                                  "inversion": dataclasses.asdict(inv_settings)}), force=args.force)
+    print(json.dumps(summary))
+    return 0
+
+
+def _source_and_inversion(args, model, read, inv_settings):
+    """A video is opened and inverted; a .inv is loaded, validated, and its source re-read when still there."""
+    from .inversion import Inversion
+    from .jobs import invert_source, open_source
+
+    if Path(args.video).suffix == ".inv":
+        inversion = Inversion.load(args.video)
+        inversion.check_matches(model)
+        source = None
+        original = inversion.meta.source
+        if original and Path(original).is_file():
+            extra = inversion.meta.extra
+            stored = dataclasses.replace(read, height=inversion.meta.height, width=inversion.meta.width)
+            candidate = open_source(model, original, stored)
+            if candidate.hash == inversion.meta.source_hash:
+                source = candidate
+            elif extra:
+                print(f"note: {original} changed since it was inverted; comparing with the VAE round trip", file=sys.stderr)
+        return source, inversion
+    source = open_source(model, args.video, read)
+    return source, invert_source(model, source, inv_settings, progress=not args.quiet)
+
+
+def _run_edit(args, prompts: list[str], kind: str) -> tuple[dict, object, object, object]:
+    from .editing import EditStats, edit
+    from .jobs import decode, guard_memory, peak_memory
+    from .outputs import plan_outputs, settings_path, write_json
+    from .video import side_by_side, write_video
+
+    read, inv_settings = _settings(args)
+    config = _edit_config(args)
+    stem = Path(args.video).stem
+    outputs = _numbered(_default_output(args, stem, kind), len(prompts))
+    for out in outputs:
+        if out.suffix.lower() not in (".mp4", ".mov", ".mkv", ".gif"):
+            raise VidinvertError(f"cannot write {out.name}", "use an .mp4, .mov, .mkv or .gif output")
+    comparisons = [] if args.no_comparison else [o.with_name(f"{o.stem}_comparison{o.suffix}") for o in outputs]
+    save_inv = getattr(args, "save_inversion", None)
+    planned = outputs + comparisons + [settings_path(o) for o in outputs]
+    plan_outputs(planned + ([Path(save_inv)] if save_inv else []), args.force)
+
+    model = _open_model(args)
+    started = time.perf_counter()
+    source, inversion = _source_and_inversion(args, model, read, inv_settings)
+    if save_inv:
+        inversion.save(save_inv, force=args.force)
+    stats = EditStats()
+    with guard_memory("editing"):
+        latents = edit(model, inversion, prompts, config, progress=not args.quiet, stats=stats)
+    videos = decode(model, latents)  # [K, F, C, H, W]
+    reference = source.clip.frames if source is not None else decode(model, inversion.clean)[0]
+    fps = args.fps or (source.clip.fps if source is not None else inversion.meta.extra.get("fps", 8.0))
+    for k, out in enumerate(outputs):
+        write_video(videos[k], out, fps=fps, force=args.force)
+        if comparisons:
+            write_video(side_by_side(reference, videos[k]), comparisons[k], fps=fps, force=args.force)
+    summary = {"outputs": [str(o) for o in outputs], "comparisons": [str(c) for c in comparisons],
+               "prompts": prompts, "frames": videos.shape[1], "size": list(videos.shape[3:]), "fps": fps,
+               "transformer_calls": len(stats.batch_rows), "batch_rows": sorted(set(stats.batch_rows)),
+               "seconds": round(time.perf_counter() - started, 2), **peak_memory()}
+    record = _record(args, {"result": summary, "read": dataclasses.asdict(read),
+                            "inversion": dataclasses.asdict(inversion.meta), "edit": dataclasses.asdict(config)})
+    return summary, record, (source, inversion, latents, videos), outputs
+
+
+def cmd_edit(args) -> int:
+    from .outputs import settings_path, write_json
+
+    summary, record, _, outputs = _run_edit(args, args.prompt, "edit")
+    for out in outputs:
+        write_json(settings_path(out), record, force=args.force)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    from .jobs import decode
+    from .metrics import psnr, relative_error, ssim
+    from .outputs import settings_path, write_json
+
+    prompt = args.source_prompt if args.prompt is None else args.prompt
+    summary, record, (source, inversion, latents, videos), outputs = _run_edit(args, [prompt], "reconstruction")
+    model = _open_model.last  # the model _run_edit opened
+    result = videos[0]  # [F, C, H, W]
+    round_trip = decode(model, inversion.clean)[0]  # the VAE's own reconstruction of the input
+    fidelity = {
+        "latent_relative_error": relative_error(latents[0:1], inversion.clean),
+        "psnr_vs_vae_round_trip": psnr(result, round_trip),
+        "ssim_vs_vae_round_trip": ssim(result, round_trip),
+    }
+    if source is not None:
+        fidelity.update(psnr_vs_input=psnr(result, source.clip.frames), ssim_vs_input=ssim(result, source.clip.frames))
+    fidelity = {k: (round(v, 6) if abs(v) != float("inf") else "inf") for k, v in fidelity.items()}
+    record["result"]["fidelity"] = summary["fidelity"] = fidelity
+    for out in outputs:
+        write_json(settings_path(out), record, force=args.force)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_info(args) -> int:
+    import diffusers
+    import torch
+    import transformers
+
+    from . import __version__
+
+    info = {"vidinvert": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+            "cuda": torch.cuda.is_available(),
+            "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}
+    try:
+        import av
+
+        info["av"] = av.__version__
+    except ImportError:  # pragma: no cover - av is a dependency
+        info["av"] = None
+    if args.model is not None:
+        model = _open_model(args)
+        info["model"] = {"name": model.name, "fingerprint": model.fingerprint(),
+                         "transformer": dict(model.config), "scheduler": dict(model.pipe.scheduler.config)}
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+COMMANDS = {"invert": cmd_invert, "edit": cmd_edit, "reconstruct": cmd_reconstruct, "info": cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except VidinvertError as err:
+        print(f"vidinvert: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vidinvert: interrupted; no partial output was left", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""``edit()``: sample forward under new prompts while the attention also sees the stored trajectory.
+
+Per step ``i`` one transformer batch holds the main rows (``[uncond, cond]`` per prompt, or ``[cond]`` with
+guidance 1) and, while injection is active, the reference rows fed ``inversion.trajectory[i]``: by default a single
+row with the inversion prompt, shared by all main rows (K prompts cost ``2K + 1`` rows); in the public script's
+layout (``reference_text="edit"``) one reference row per main row with that row's text (``4`` rows for one prompt).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .attention import BatchLayout, InjectionConfig, InjectionState, injected
+from .errors import VidinvertError
+from .guidance import combine, dynamic_scale, guided_texts, needs_uncond
+from .inversion import Inversion
+from .model import VideoModel
+from .progress import progress_callback
+from .sampling import sample_ddim
+
+STARTS = ("inverted", "random")
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """Settings of an edit (the CLI maps its options onto these fields).
+
+    Args:
+        guidance: classifier-free guidance scale (CogVideoX's usual 6.0); 1 disables guidance.
+        negative_prompt: text of the uncond branch.
+        start: ``"inverted"`` starts from the inverted noise (keeps layout and colours best); ``"random"`` starts
+            from fresh Gaussian noise drawn from ``seed`` (what the public reference does).
+        seed: seed of the random start.
+        dynamic_guidance: CogVideoX's ``use_dynamic_cfg`` guidance schedule.
+        injection: key/value injection settings.
+    """
+
+    guidance: float = 6.0
+    negative_prompt: str = ""
+    start: str = "inverted"
+    seed: int = 42
+    dynamic_guidance: bool = False
+    injection: InjectionConfig = field(default_factory=InjectionConfig)
+
+    def __post_init__(self):
+        if self.guidance < 1.0:
+            raise VidinvertError(f"guidance must be >= 1, got {self.guidance}", "use 1 (no guidance) or more, e.g. 6")
+        if self.start not in STARTS:
+            raise VidinvertError(f"unknown start {self.start!r}", f"use one of {', '.join(STARTS)}")
+
+
+@dataclass
+class EditStats:
+    """What an edit evaluated: batch rows of each transformer call (for the benchmarks and the CLI summary)."""
+
+    batch_rows: list[int] = field(default_factory=list)
+
+
+def start_latents(inversion: Inversion, num_prompts: int, config: EditConfig) -> torch.Tensor:
+    """Initial latents ``[K, T, C, h, w]`` for K prompts: the inverted noise, or seeded Gaussian noise."""
+    noise = inversion.noise  # [B, T, C, h, w]
+    if noise.shape[0] != 1:
+        raise VidinvertError(f"edits take an inversion of one video, this one holds {noise.shape[0]}", "invert one video")
+    if config.start == "inverted":
+        return noise.float().repeat(num_prompts, 1, 1, 1, 1)  # [K, T, C, h, w]
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    fresh = torch.randn((num_prompts, *noise.shape[1:]), generator=generator, dtype=torch.float32)
+    return fresh.to(noise.device)
+
+
+def edit(
+    model: VideoModel,
+    inversion: Inversion,
+    prompts: str | list[str],
+    config: EditConfig = EditConfig(),
+    progress: bool = False,
+    stats: EditStats | None = None,
+) -> torch.Tensor:
+    """Regenerate the inverted video under ``prompts``.
+
+    Args:
+        model: the ``VideoModel`` the inversion was made with.
+        inversion: from ``invert`` or ``Inversion.load``.
+        prompts: one edit prompt, or several run in one batch sharing the reference branch.
+        config: guidance, start and injection settings.
+        progress: show a progress bar.
+        stats: filled with the batch size of every transformer call, if given.
+
+    Returns:
+        float32 latents ``[K, T, C, h, w]``, one video per prompt; decode with ``model.decode``.
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise VidinvertError("no edit prompt given", 'pass --prompt "..." (several allowed)')
+    inversion.check_matches(model)
+    schedule = inversion.schedule(model)
+    num_prompts, injection = len(prompts), config.injection
+    with_uncond = any(needs_uncond(config.guidance, p, config.negative_prompt) for p in prompts)
+    main_texts = guided_texts(prompts, config.negative_prompt, with_uncond)  # [neg, p1, neg, p2, ...] or [p1, ...]
+    shared = injection.reference_text == "inversion"
+    ref_texts = [inversion.meta.prompt] if shared else main_texts
+    layout = BatchLayout.build(len(main_texts), shared_reference=shared)
+    text_main = model.encode_text(main_texts)  # [M, L, D]
+    text_all = torch.cat([text_main, model.encode_text(ref_texts)])  # [M + R, L, D]
+    trajectory = inversion.trajectory
+    rows = 2 if with_uncond else 1
+    state = InjectionState()
+
+    def model_fn(x: torch.Tensor, i: int, t: int) -> torch.Tensor:
+        main = x.repeat_interleave(rows, dim=0)  # [M, T, C, h, w]
+        if injection.active_at(i, len(schedule)):
+            reference = trajectory[i].to(main.device, main.dtype).expand(layout.num_ref, -1, -1, -1, -1)  # [R, ...]
+            state.layout = layout
+            pred = model.predict(torch.cat([main, reference]), t, text_all)[: layout.num_main]
+        else:
+            state.layout = None
+            pred = model.predict(main, t, text_main)
+        if stats is not None:
+            stats.batch_rows.append(layout.size if state.layout is not None else layout.num_main)
+        scale = dynamic_scale(config.guidance, t, len(schedule)) if config.dynamic_guidance else config.guidance
+        return combine(pred, num_prompts, scale, with_uncond)
+
+    x = start_latents(inversion, num_prompts, config)
+    with injected(model.transformer, injection, state), progress_callback(len(schedule), "edit", progress) as callback:
+        return sample_ddim(model_fn, x, schedule, callback=callback)

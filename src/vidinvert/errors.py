@@ -1,0 +1,16 @@
+"""The one error type users see: a single line naming the problem and the fix."""
+
+
+class VidinvertError(Exception):
+    """A user-facing failure. ``str(err)`` is one line: what is wrong, then what to do.
+
+    Args:
+        problem: what went wrong, e.g. ``"video not found: clip.mp4"``.
+        fix: what the user should do, e.g. ``"check the path"``. Optional.
+    """
+
+    def __init__(self, problem: str, fix: str | None = None):
+        self.problem = problem.rstrip(". ")
+        self.fix = fix.rstrip(". ") if fix else None
+        message = self.problem if not self.fix else f"{self.problem}; {self.fix}"
+        super().__init__(" ".join(message.split()))

@@ -1,0 +1,293 @@
+"""Model adapter: loads a diffusers CogVideoX pipeline and exposes exactly what the samplers need.
+
+``VideoModel`` turns a pipeline into ``predict(latents, t, text) -> prediction`` plus the VAE and text encoder, so
+the samplers, the inversion and the editor never touch diffusers directly. Works for every CogVideoX text-to-video
+layout: 2b (sincos positions), 5b (RoPE), 1.5 (RoPE + temporal patches, padded here as the pipeline does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import torch
+
+from .errors import VidinvertError
+from .schedule import Schedule, schedule_from_scheduler
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TINY_MODELS = ("tiny", "tiny-5b", "tiny-2b")  # embedded default: random weights built in code (see tiny.py)
+OFFLOAD_MODES = ("none", "model", "sequential")
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"fp32" | "bf16" | "fp16"`` (or a torch dtype) -> torch dtype, with a one-line error otherwise."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise VidinvertError(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"`` -> CUDA when present else CPU; a CUDA request without CUDA is refused in one line."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise VidinvertError(f"unknown device {device!r}", "use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VidinvertError("CUDA was asked for but no CUDA device is available", "use --device cpu (slow) or auto")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise VidinvertError(f"unsupported device {str(device)!r}", "use cpu, cuda, cuda:N or auto")
+    return device
+
+
+def _from_pretrained(model: str, dtype: torch.dtype):
+    from diffusers import CogVideoXPipeline
+
+    path = Path(model).expanduser()
+    if path.exists():
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise VidinvertError(
+                f"{model} is not a diffusers pipeline folder (no model_index.json)",
+                "point --model at a folder saved with save_pretrained, or at a hub id such as THUDM/CogVideoX-5b",
+            )
+        try:
+            class_name = json.loads(index.read_text()).get("_class_name", "")
+        except (json.JSONDecodeError, OSError, AttributeError):
+            raise VidinvertError(f"{index} is not valid JSON", "re-download or re-save the pipeline") from None
+        if class_name != "CogVideoXPipeline":
+            raise VidinvertError(
+                f"{model} holds a {class_name or 'unknown'} pipeline, not a CogVideoX text-to-video pipeline",
+                "use a CogVideoX checkpoint such as THUDM/CogVideoX-2b or THUDM/CogVideoX-5b",
+            )
+        source = str(path)
+    elif model.count("/") == 1 and not model.startswith((".", "/", "~")):
+        source = model  # a hub id
+    else:
+        raise VidinvertError(f"model not found: {model}", "give a local pipeline folder or a hub id like THUDM/CogVideoX-5b")
+    try:
+        return CogVideoXPipeline.from_pretrained(source, torch_dtype=dtype)
+    except (OSError, ValueError, EnvironmentError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise VidinvertError(
+            f"could not load {model}: {first[:200]}",
+            "check the path or hub id, your network (hub ids download weights) and that it is a CogVideoX pipeline",
+        ) from None
+
+
+def load_pipeline(
+    model: str | None = None,
+    dtype: str | torch.dtype = "fp32",
+    device: str | torch.device | None = "auto",
+    cpu_offload: str = "none",
+    vae_tiling: bool = False,
+    vae_slicing: bool = False,
+):
+    """Load a CogVideoX text-to-video pipeline.
+
+    Args:
+        model: local pipeline folder, hub id (``THUDM/CogVideoX-5b``), or ``None``/``"tiny"``/``"tiny-2b"`` for the
+            embedded tiny random model built in code (no download; its output is noise, see tiny.py).
+        dtype: parameter dtype, ``"fp32" | "bf16" | "fp16"`` (bf16 is what the 5b weights are published in).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        cpu_offload: ``"none"``; ``"model"`` keeps each whole model on the CPU until it runs (small cost);
+            ``"sequential"`` streams layer by layer (least memory, slowest). Both need accelerate and CUDA.
+        vae_tiling: decode/encode in spatial tiles (large frames with little memory).
+        vae_slicing: decode a batch one video at a time.
+
+    Returns:
+        A ``diffusers.CogVideoXPipeline`` placed according to ``device``/``cpu_offload``.
+    """
+    torch_dtype = resolve_dtype(dtype)
+    target = resolve_device(device)
+    if cpu_offload not in OFFLOAD_MODES:
+        raise VidinvertError(f"unknown cpu offload mode {cpu_offload!r}", f"use one of {', '.join(OFFLOAD_MODES)}")
+    if model is None or model in TINY_MODELS:
+        from .tiny import TinyConfig, build_tiny_pipeline
+
+        pipe = build_tiny_pipeline(TinyConfig(style="2b" if model == "tiny-2b" else "5b"), dtype=torch_dtype)
+    else:
+        pipe = _from_pretrained(model, torch_dtype)
+    if cpu_offload != "none" and target.type != "cuda":
+        raise VidinvertError(f"--cpu-offload {cpu_offload} needs a CUDA device", "drop the option or use --device cuda")
+    if cpu_offload == "model":
+        pipe.enable_model_cpu_offload(device=target)
+    elif cpu_offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=target)
+    else:
+        pipe.to(target)
+    if vae_tiling:
+        pipe.vae.enable_tiling()
+    if vae_slicing:
+        pipe.vae.enable_slicing()
+    return pipe
+
+
+class VideoModel:
+    """What the samplers see of a CogVideoX pipeline.
+
+    Args:
+        pipe: a loaded ``CogVideoXPipeline`` (from ``load_pipeline`` or built by hand).
+        name: how the model is named in saved inversions and settings (default: the pipeline's path or "tiny").
+    """
+
+    def __init__(self, pipe, name: str | None = None):
+        missing = [n for n in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler") if getattr(pipe, n, None) is None]
+        if missing or not hasattr(pipe.transformer, "transformer_blocks"):
+            raise VidinvertError(
+                f"{type(pipe).__name__} is not a CogVideoX text-to-video pipeline (missing {', '.join(missing) or 'blocks'})",
+                "load one with vidinvert.load_pipeline",
+            )
+        self.pipe = pipe
+        self.name = name or getattr(pipe, "name_or_path", None) or "tiny"
+        self.transformer = pipe.transformer
+        self.vae = pipe.vae
+        self.config = pipe.transformer.config
+        self.text_length = self.config.max_text_seq_length  # prompts are padded/cut to this many tokens
+        self.spatial_factor = pipe.vae_scale_factor_spatial  # pixels per latent cell
+        self.temporal_factor = pipe.vae_scale_factor_temporal  # pixel frames per latent frame (after the first)
+        self.size_multiple = self.spatial_factor * self.config.patch_size  # frame sizes must divide by this
+        self._rope_cache: dict = {}
+        self._text_cache: dict = {}
+
+    # ---- identity -------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        # per diffusers pipelines/pipeline_utils.py: the execution device accounts for CPU-offload hooks
+        return self.pipe._execution_device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    def fingerprint(self) -> str:
+        """A short hash of the configs and a sample of the weights: tells one model from another cheaply."""
+        digest = hashlib.sha256()
+        for module in (self.transformer, self.vae):
+            digest.update(json.dumps(dict(module.config), sort_keys=True, default=str).encode())
+            params = list(module.parameters())
+            for p in (params[0], params[-1]):
+                digest.update(p.detach().flatten()[:256].float().cpu().numpy().tobytes())
+        digest.update(json.dumps(dict(self.pipe.scheduler.config), sort_keys=True, default=str).encode())
+        return digest.hexdigest()[:16]
+
+    def schedule(self, num_steps: int) -> Schedule:
+        """The forward scheduler's own schedule for ``num_steps`` steps (inversion uses the same one)."""
+        return schedule_from_scheduler(self.pipe.scheduler, num_steps)
+
+    # ---- text -----------------------------------------------------------------------------------------------
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """T5 embeddings ``[len(prompts), L, D]`` in the transformer dtype; warns when a prompt is cut to L tokens."""
+        out = []
+        for prompt in prompts:
+            if prompt not in self._text_cache:
+                self._warn_if_cut(prompt)
+                embeds, _ = self.pipe.encode_prompt(
+                    prompt,
+                    do_classifier_free_guidance=False,
+                    max_sequence_length=self.text_length,
+                    device=self.device,
+                    dtype=self.dtype,
+                )
+                self._text_cache[prompt] = embeds  # [1, L, D]
+            out.append(self._text_cache[prompt])
+        return torch.cat(out)  # [B, L, D]
+
+    def _warn_if_cut(self, prompt: str) -> None:
+        ids = self.pipe.tokenizer(prompt, add_special_tokens=True).input_ids
+        if len(ids) > self.text_length:
+            cut = self.pipe.tokenizer.decode(ids[self.text_length - 1 :], skip_special_tokens=True)
+            warnings.warn(
+                f"prompt longer than the model's {self.text_length} tokens; this part was cut: {cut!r}", stacklevel=3
+            )
+
+    # ---- VAE ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor, generator: torch.Generator | None = None, sample: bool = False) -> torch.Tensor:
+        """Frames ``[F, C, H, W]`` in [-1, 1] -> float32 latents ``[1, T, C', H/8, W/8]`` scaled by the VAE factor.
+
+        Args:
+            frames: ``F = 4k + 1`` RGB frames; H and W divisible by ``size_multiple``.
+            generator: used only when ``sample`` is True.
+            sample: draw from the VAE posterior (what the public reference does) instead of taking its mean
+                (deterministic, the default).
+        """
+        self.check_frames(frames)
+        video = frames.to(device=self.device, dtype=self.vae.dtype).unsqueeze(0).permute(0, 2, 1, 3, 4)  # [1, C, F, H, W]
+        posterior = self.vae.encode(video).latent_dist
+        latents = posterior.sample(generator) if sample else posterior.mode()  # [1, C', T, h, w]
+        latents = latents.permute(0, 2, 1, 3, 4).float()  # [1, T, C', h, w]
+        return latents * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents ``[B, T, C', h, w]`` -> float32 frames ``[B, F, C, H, W]`` in [-1, 1]."""
+        z = latents.to(device=self.device, dtype=self.vae.dtype) / self.vae.config.scaling_factor
+        video = self.vae.decode(z.permute(0, 2, 1, 3, 4)).sample  # [B, C, F, H, W]
+        return video.permute(0, 2, 1, 3, 4).float().clamp(-1, 1)  # [B, F, C, H, W]
+
+    def check_frames(self, frames: torch.Tensor) -> None:
+        """One-line errors for frame tensors the VAE or transformer cannot take."""
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise VidinvertError(f"frames must be [F, 3, H, W], got {tuple(frames.shape)}", "read them with read_video")
+        count, _, height, width = frames.shape
+        if (count - 1) % self.temporal_factor:
+            raise VidinvertError(
+                f"{count} frames do not fit CogVideoX's {self.temporal_factor}k+1 rule",
+                f"use {count - (count - 1) % self.temporal_factor} frames",
+            )
+        m = self.size_multiple
+        if height % m or width % m:
+            raise VidinvertError(
+                f"frame size {height}x{width} is not divisible by {m}",
+                f"resize to {max(m, height // m * m)}x{max(m, width // m * m)}",
+            )
+
+    # ---- transformer ----------------------------------------------------------------------------------------
+    def rotary(self, latent_frames: int, height: int, width: int):
+        """RoPE tables for a latent video of this size, or ``None`` for models with sincos positions (2b)."""
+        if not self.config.use_rotary_positional_embeddings:
+            return None
+        key = (latent_frames, height, width, str(self.device))
+        if key not in self._rope_cache:
+            # per diffusers pipelines/cogvideo/pipeline_cogvideox.py: the pipeline's own table builder, in pixels
+            self._rope_cache[key] = self.pipe._prepare_rotary_positional_embeddings(
+                height * self.spatial_factor, width * self.spatial_factor, latent_frames, self.device
+            )
+        return self._rope_cache[key]
+
+    @torch.no_grad()
+    def predict(self, latents: torch.Tensor, t: int, text: torch.Tensor) -> torch.Tensor:
+        """One transformer evaluation.
+
+        Args:
+            latents: ``[B, T, C', h, w]`` (any float dtype; cast to the model dtype here).
+            t: the model timestep, shared by the batch.
+            text: ``[B, L, D]`` prompt embeddings from ``encode_text``.
+
+        Returns:
+            float32 prediction ``[B, T, C', h, w]`` (a velocity for CogVideoX's v-prediction).
+        """
+        batch, frames, _, height, width = latents.shape
+        pad = 0
+        p_t = self.config.patch_size_t
+        if p_t is not None and frames % p_t:
+            # per diffusers pipeline_cogvideox.py (CogVideoX 1.5): pad the front to a multiple of patch_size_t
+            pad = p_t - frames % p_t
+            latents = torch.cat([latents[:, :1].expand(-1, pad, -1, -1, -1), latents], dim=1)  # [B, T+pad, C', h, w]
+        x = latents.to(device=self.device, dtype=self.dtype)
+        timestep = torch.full((batch,), int(t), device=self.device, dtype=torch.long)
+        out = self.transformer(
+            hidden_states=x,
+            encoder_hidden_states=text.to(device=self.device, dtype=self.dtype),
+            timestep=timestep,
+            image_rotary_emb=self.rotary(frames + pad, height, width),
+            return_dict=False,
+        )[0]
+        return out[:, pad:].float()

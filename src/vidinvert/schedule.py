@@ -1,0 +1,73 @@
+"""The noise schedule of one sampling run, taken as data from the forward scheduler (never rebuilt from its config).
+
+The public reference builds ``DDIMInverseScheduler(**pipe.scheduler.config)``; that class ignores CogVideoX's
+``snr_shift_scale`` (and computes ``scaled_linear`` betas in float32 instead of float64), so for CogVideoX-2b
+(shift 3.0) its inversion runs on another noise schedule than sampling. Here both directions read the one
+``alphas_cumprod`` table of the pipeline's own scheduler.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Per-step noise levels of a DDIM run, in sampling order (noisiest step first).
+
+    Step ``i`` of sampling evaluates the model at ``timesteps[i]`` and moves the latent from noise level
+    ``alpha_from[i]`` to ``alpha_to[i]`` (both are cumulative alpha-bar values). Inversion runs the same steps
+    backwards: step ``i`` moves from ``alpha_to[i]`` to ``alpha_from[i]`` with the model at ``timesteps[i]``.
+
+    Args:
+        timesteps: model timestep of each step, descending, length N.
+        alpha_from: float64 ``[N]`` alpha-bar at the start of each sampling step.
+        alpha_to: float64 ``[N]`` alpha-bar at the end of each sampling step.
+        prediction_type: what the model predicts: ``"v_prediction"``, ``"epsilon"`` or ``"sample"``.
+    """
+
+    timesteps: tuple[int, ...]
+    alpha_from: torch.Tensor
+    alpha_to: torch.Tensor
+    prediction_type: str
+
+    def __len__(self) -> int:
+        return len(self.timesteps)
+
+    def tail(self, count: int) -> "Schedule":
+        """The last ``count`` steps (the least noisy part): what a partial inversion covers."""
+        if not 0 < count <= len(self):
+            raise ValueError(f"count must be in 1..{len(self)}, got {count}")
+        start = len(self) - count
+        return Schedule(self.timesteps[start:], self.alpha_from[start:], self.alpha_to[start:], self.prediction_type)
+
+
+def schedule_from_scheduler(scheduler, num_steps: int) -> Schedule:
+    """Read the DDIM schedule of ``num_steps`` steps off a diffusers DDIM-family scheduler.
+
+    The scheduler is copied, so the pipeline's own scheduler keeps its state. The previous level of each step follows
+    diffusers' DDIM step: ``t - num_train_timesteps // num_steps``, or ``final_alpha_cumprod`` below zero
+    (per diffusers schedulers/scheduling_ddim_cogvideox.py ``step``).
+
+    Args:
+        scheduler: e.g. ``CogVideoXDDIMScheduler`` (anything with ``alphas_cumprod``, ``final_alpha_cumprod``,
+            ``set_timesteps`` and a ``config`` holding ``num_train_timesteps`` and ``prediction_type``).
+        num_steps: number of sampling steps, >= 1.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    for name in ("alphas_cumprod", "final_alpha_cumprod", "set_timesteps"):
+        if not hasattr(scheduler, name):
+            raise TypeError(f"{type(scheduler).__name__} is not a DDIM-family scheduler (no {name})")
+    work = copy.deepcopy(scheduler)
+    work.set_timesteps(num_steps)
+    timesteps = tuple(int(t) for t in work.timesteps)
+    table = scheduler.alphas_cumprod.to(torch.float64)
+    final = torch.as_tensor(scheduler.final_alpha_cumprod, dtype=torch.float64)
+    ratio = scheduler.config.num_train_timesteps // num_steps
+    alpha_from = torch.stack([table[t] for t in timesteps])
+    alpha_to = torch.stack([table[t - ratio] if t - ratio >= 0 else final for t in timesteps])
+    return Schedule(timesteps, alpha_from, alpha_to, scheduler.config.prediction_type)

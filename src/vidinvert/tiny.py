@@ -1,0 +1,160 @@
+"""Tiny, randomly initialised but complete CogVideoX pipelines, built deterministically in code.
+
+They exist because no real CogVideoX weights can be downloaded where this project is built and tested. Every part
+is the real diffusers/transformers class (transformer, VAE, T5 encoder, CogVideoXDDIMScheduler with CogVideoX's own
+v-prediction, zero-terminal-SNR configuration, and a fast tokenizer made in-process), so ``save_pretrained`` and
+``CogVideoXPipeline.from_pretrained`` take the same path that real weights take. The weights are random: outputs are
+noise-like, which is enough to prove the mathematics (round trips, equivalences), not the visual quality of an edit.
+
+Two styles mirror the published checkpoints:
+- ``"2b"``: sincos positional embeddings (no RoPE) and ``snr_shift_scale=3.0``, like THUDM/CogVideoX-2b;
+- ``"5b"``: rotary positional embeddings and ``snr_shift_scale=1.0``, like THUDM/CogVideoX-5b.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# The world the tokenizer knows: enough words for captions of simple synthetic clips and for tests.
+VOCABULARY = (
+    "a an the of on in with and to at is moving moves left right up down diagonally bouncing bounce still "
+    "red green blue yellow orange purple white black gray pink cyan magenta brown "
+    "disc circle ball square box triangle star shape object background sky grass sea road "
+    "small large big tiny dark light bright video clip frame cat dog car bird person walking running "
+    "slowly quickly across over under from into"
+).split()
+VOCABULARY = tuple(dict.fromkeys(VOCABULARY))  # unique, order kept
+SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    """Sizes of a tiny pipeline. Latent frames = (frames - 1) / 4 + 1; latent size = pixels / 8."""
+
+    style: str = "5b"  # "5b": RoPE + snr_shift_scale 1.0; "2b": sincos positions + snr_shift_scale 3.0
+    num_layers: int = 2  # transformer blocks
+    num_heads: int = 2  # attention heads per block
+    head_dim: int = 16  # channels per head (RoPE needs a multiple of 16)
+    text_dim: int = 32  # T5 hidden size
+    text_len: int = 16  # tokens per prompt (the transformer's max_text_seq_length)
+    latent_channels: int = 4  # VAE latent channels
+    vae_channels: int = 8  # VAE block width
+    sample_frames: int = 9  # pixel frames the positional table is built for
+    sample_size: int = 64  # pixel height and width the positional table is built for
+    seed: int = 0  # every weight is drawn from this seed
+
+
+def make_tokenizer(max_length: int = 16):
+    """A T5-like fast tokenizer over ``VOCABULARY``: lower-cases, splits on white space and punctuation, appends ``</s>``."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + VOCABULARY)}
+    core = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=max_length,
+    )
+
+
+def scheduler_config(style: str) -> dict:
+    """CogVideoX's published scheduler settings; only ``snr_shift_scale`` differs between 2b (3.0) and 5b (1.0)."""
+    return dict(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=True,
+        steps_offset=0,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+        snr_shift_scale=3.0 if style == "2b" else 1.0,
+    )
+
+
+def build_tiny_pipeline(config: TinyConfig = TinyConfig(), dtype: torch.dtype = torch.float32):
+    """Build a complete ``CogVideoXPipeline`` with random weights drawn from ``config.seed``.
+
+    Args:
+        config: sizes and style (see ``TinyConfig``).
+        dtype: parameter dtype of every model.
+
+    Returns:
+        A ``diffusers.CogVideoXPipeline`` on the CPU in eval mode.
+    """
+    if config.style not in ("2b", "5b"):
+        raise ValueError(f"unknown tiny style {config.style!r}; use '2b' or '5b'")
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    rope = config.style == "5b"
+    latent_size = config.sample_size // 8
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        vae = AutoencoderKLCogVideoX(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("CogVideoXDownBlock3D",) * 4,
+            up_block_types=("CogVideoXUpBlock3D",) * 4,
+            block_out_channels=(config.vae_channels,) * 4,
+            latent_channels=config.latent_channels,
+            layers_per_block=1,
+            norm_num_groups=2,
+            temporal_compression_ratio=4,
+            sample_height=config.sample_size,
+            sample_width=config.sample_size,
+        )
+        transformer = CogVideoXTransformer3DModel(
+            num_attention_heads=config.num_heads,
+            attention_head_dim=config.head_dim,
+            in_channels=config.latent_channels,
+            out_channels=config.latent_channels,
+            time_embed_dim=4 * config.head_dim,
+            text_embed_dim=config.text_dim,
+            num_layers=config.num_layers,
+            sample_width=latent_size,
+            sample_height=latent_size,
+            sample_frames=config.sample_frames,
+            patch_size=2,
+            temporal_compression_ratio=4,
+            max_text_seq_length=config.text_len,
+            use_rotary_positional_embeddings=rope,
+            use_learned_positional_embeddings=False,
+        )
+        text_encoder = T5EncoderModel(
+            T5Config(
+                vocab_size=len(SPECIAL_TOKENS) + len(VOCABULARY),
+                d_model=config.text_dim,
+                d_kv=8,
+                d_ff=2 * config.text_dim,
+                num_layers=2,
+                num_heads=4,
+                relative_attention_num_buckets=8,
+                dropout_rate=0.0,
+                pad_token_id=0,
+                eos_token_id=1,
+            )
+        )
+    pipe = CogVideoXPipeline(
+        tokenizer=make_tokenizer(config.text_len),
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=CogVideoXDDIMScheduler(**scheduler_config(config.style)),
+    )
+    if dtype != torch.float32:
+        pipe.to(dtype=dtype)
+    for module in (vae, transformer, text_encoder):
+        module.eval()
+    return pipe
