@@ -325,7 +325,7 @@ def cmd_reconstruct(args) -> int:
     }
     if source is not None:
         fidelity.update(psnr_vs_input=psnr(result, source.clip.frames), ssim_vs_input=ssim(result, source.clip.frames))
-    fidelity = {k: (round(v, 6) if abs(v) != float("inf") else "inf") for k, v in fidelity.items()}
+    fidelity = {k: (float(f"{v:.6g}") if abs(v) != float("inf") else "inf") for k, v in fidelity.items()}
     record["result"]["fidelity"] = summary["fidelity"] = fidelity
     for out in outputs:
         write_json(settings_path(out), record, force=args.force)

@@ -3,7 +3,7 @@
 Sampling step ``i`` is linear in its input and the model's prediction there (``sampling.step_coefficients``):
 ``x_to = A x_from + B f(x_from)``. Plain DDIM inversion evaluates ``f`` at the wrong point (``x_to``), so sampling
 does not return to the clean latents. Here, per step, we solve ``x_from = (x_to - B f(x_from)) / A`` by iterating
-that map from an initial guess until the step's residual ``||A x + B f(x) - x_to|| / ||x_to||`` is below ``tol``
+that map (damped when it diverges, as it can for the few large steps of a short schedule) from an initial guess until the step's residual ``||A x + B f(x) - x_to|| / ||x_to||`` is below ``tol``
 (this is the "fixed-point" inversion of e.g. Pan et al. 2023 and Garibi et al. 2024, "ReNoise"). Optional Anderson
 acceleration (type II, small history) mixes the last iterates to converge in fewer evaluations.
 
@@ -79,16 +79,21 @@ def invert_fixed_point(
         norm = x_to.norm().clamp_min(1e-30)
         best, best_residual, best_pred = guess, float("inf"), previous_pred
         history_x, history_g = [], []
-        x = guess
+        x, damping = guess, 1.0
         while count < max_iter:
             pred = model_fn(x, i, t).float()
             count += 1
             residual = float((coef_a * x + coef_b * pred - x_to).norm() / norm)
-            if residual < best_residual:
-                best, best_residual, best_pred = x, residual, pred
             if residual <= tol:
+                best, best_residual, best_pred = x, residual, pred
                 break
-            mapped = (x_to - coef_b * pred) / coef_a
+            if residual >= best_residual:  # diverging (large steps near the clean end): damp and restart
+                damping *= 0.5
+                history_x, history_g = [], []
+                x = best + damping * ((x_to - coef_b * best_pred) / coef_a - best)
+                continue
+            best, best_residual, best_pred = x, residual, pred
+            mapped = x + damping * ((x_to - coef_b * pred) / coef_a - x)
             if anderson > 0:
                 history_x, history_g = (history_x + [x])[-(anderson + 1) :], (history_g + [mapped])[-(anderson + 1) :]
                 x = _anderson(history_x, history_g)

@@ -72,7 +72,7 @@ def _from_pretrained(model: str, dtype: torch.dtype):
     else:
         raise VidinvertError(f"model not found: {model}", "give a local pipeline folder or a hub id like THUDM/CogVideoX-5b")
     try:
-        return CogVideoXPipeline.from_pretrained(source, torch_dtype=dtype)
+        return CogVideoXPipeline.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError, EnvironmentError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise VidinvertError(
@@ -129,6 +129,12 @@ def load_pipeline(
     return pipe
 
 
+def _config_json(config) -> bytes:
+    """A config as canonical JSON, without diffusers' bookkeeping keys (``_name_or_path``, versions...)."""
+    public = {k: v for k, v in dict(config).items() if not k.startswith("_")}
+    return json.dumps(public, sort_keys=True, default=str).encode()
+
+
 class VideoModel:
     """What the samplers see of a CogVideoX pipeline.
 
@@ -170,11 +176,11 @@ class VideoModel:
         """A short hash of the configs and a sample of the weights: tells one model from another cheaply."""
         digest = hashlib.sha256()
         for module in (self.transformer, self.vae):
-            digest.update(json.dumps(dict(module.config), sort_keys=True, default=str).encode())
+            digest.update(_config_json(module.config))
             params = list(module.parameters())
             for p in (params[0], params[-1]):
                 digest.update(p.detach().flatten()[:256].float().cpu().numpy().tobytes())
-        digest.update(json.dumps(dict(self.pipe.scheduler.config), sort_keys=True, default=str).encode())
+        digest.update(_config_json(self.pipe.scheduler.config))
         return digest.hexdigest()[:16]
 
     def schedule(self, num_steps: int) -> Schedule:

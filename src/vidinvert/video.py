@@ -1,0 +1,562 @@
+"""Video I/O: read a clip into [-1, 1] frames for CogVideoX, write results back out.
+
+Decoding and encoding use PyAV. Reading picks frames the way the public CogVideo
+DDIM-inversion script does (skip, stride, cap, then keep 4k + 1 frames) and stops
+decoding after the last frame it needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import numbers
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple
+
+import av
+import av.filter
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidinvert.errors import VidinvertError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # files a folder of frames may hold
+H264_SUFFIXES = (".mp4", ".mov", ".mkv")  # containers written with libx264
+RESIZE_MODES = ("stretch", "crop")  # stretch: straight to size; crop: cover then centre-crop
+DEFAULT_FPS = 8.0  # used when a file carries no frame rate at all
+
+# What a broken or unreadable file raises inside PyAV.
+_AV_ERRORS = (av.FFmpegError, OSError)
+
+
+@dataclass(frozen=True, eq=False)
+class Clip:
+    """Frames read from a video, with where they came from.
+
+    Args:
+        frames: float32 ``[F, C, H, W]``, RGB, values in [-1, 1].
+        fps: frames per second of ``frames``: the source fps divided by the stride used.
+        source: the path that was read.
+        indices: source frame index of each frame in ``frames``.
+        source_size: ``(height, width)`` of the source after rotation, before resizing.
+    """
+
+    frames: torch.Tensor
+    fps: float
+    source: str
+    indices: tuple[int, ...]
+    source_size: tuple[int, int]
+
+
+class _Source(NamedTuple):
+    """An open video or image folder: lazy frame loaders, frame count, frame rate."""
+
+    loaders: Iterator[Callable[[], np.ndarray]]  # each returns uint8 [H, W, 3]
+    total: int | None  # None when it was not worth counting
+    fps: float
+
+
+def read_video(
+    path: str | os.PathLike,
+    height: int | None = None,
+    width: int | None = None,
+    *,
+    skip_start: int = 0,
+    skip_end: int = 0,
+    stride: int | None = None,
+    max_frames: int = 49,
+    resize: str = "stretch",
+    multiple: int = 16,
+    temporal_multiple: int = 4,
+    min_frames: int = 5,
+    folder_fps: float = 8.0,
+) -> Clip:
+    """Read a video file, GIF or folder of images into a :class:`Clip`.
+
+    Args:
+        path: a video file, a GIF, or a folder of .png/.jpg frames (sorted by name).
+        height: output height; None keeps the source's (aspect-kept if only width is set).
+        width: output width; None keeps the source's (aspect-kept if only height is set).
+        skip_start: frames dropped from the start.
+        skip_end: frames dropped from the end.
+        stride: take every stride-th frame; None steps only when the range exceeds max_frames.
+        max_frames: most frames to keep.
+        resize: "stretch" resizes straight to size; "crop" scales to cover, then centre-crops.
+        multiple: output height and width must be multiples of this (16 for CogVideoX).
+        temporal_multiple: keep ``temporal_multiple * k + 1`` frames (4 for CogVideoX; 1 = any).
+        min_frames: fewest frames accepted after trimming.
+        folder_fps: frame rate given to a folder of images.
+
+    Returns:
+        A Clip whose ``frames`` are float32 ``[F, 3, H, W]`` in [-1, 1].
+    """
+    _check_read_args(skip_start, skip_end, stride, max_frames, resize, multiple,
+                     temporal_multiple, min_frames, folder_fps)
+    _check_multiple("height", height, multiple)
+    _check_multiple("width", width, multiple)
+    path = Path(path)
+    need_total = skip_end > 0 or stride is None
+    with _open_source(path, need_total, folder_fps) as src:
+        wanted, step = _plan(src.total, skip_start, skip_end, stride, max_frames,
+                             temporal_multiple)
+        frames, indices, source_size, seen = _collect(
+            src, wanted, path, lambda h, w: _target_size(h, w, height, width, multiple, path), resize)
+    if seen == 0:
+        raise VidinvertError(f"no decodable video frames in {path}", "the file looks corrupt; re-export it")
+    keep = _trim(len(frames), temporal_multiple)  # the file may hold fewer frames than it said
+    if keep < min_frames:
+        total = src.total if src.total is not None else seen
+        raise VidinvertError(
+            f"only {keep} frames selected from {path} ({total} in the source, "
+            f"skip_start={skip_start}, skip_end={skip_end}, stride={step}), need at least {min_frames}",
+            "skip fewer frames, use a smaller stride, or use a longer video",
+        )
+    return Clip(
+        frames=torch.stack(frames[:keep]),  # [F, 3, H, W]
+        fps=src.fps / step,
+        source=str(path),
+        indices=tuple(indices[:keep]),
+        source_size=(int(source_size[0]), int(source_size[1])),
+    )
+
+
+def _collect(src: _Source, wanted: range, path: Path, size_for: Callable, resize: str):
+    """Decode up to the last wanted index, keeping and resizing the wanted frames.
+
+    Args:
+        src: the open source; its loaders give uint8 ``[H, W, 3]`` frames.
+        wanted: source indices to keep, ascending.
+        path: for error messages.
+        size_for: maps the first frame's (height, width) to the output (height, width).
+        resize: "stretch" or "crop".
+
+    Returns:
+        (list of float ``[3, H, W]`` frames, their indices, first frame's (h, w), frames decoded).
+    """
+    frames, indices, source_size, size, seen = [], [], None, None, 0
+    try:
+        for index, load in enumerate(src.loaders):
+            seen = index + 1
+            if index in wanted:
+                rgb = load()  # [H, W, 3] uint8
+                if source_size is None:
+                    source_size = rgb.shape[:2]
+                    size = size_for(*source_size)
+                frames.append(_fit(_to_float(rgb), *size, resize))
+                indices.append(index)
+            if not wanted or index >= wanted[-1]:
+                break  # everything needed is decoded: stop here
+        else:
+            _check_not_truncated(path, src.total, seen)
+    except _AV_ERRORS as err:
+        raise VidinvertError(f"could not decode {path}: {_reason(err)}",
+                             "the file looks corrupt or truncated; re-export it") from None
+    return frames, indices, source_size, seen
+
+
+def _check_not_truncated(path: Path, total: int | None, decoded: int) -> None:
+    """Raise when the file ran out well before the frame count its header promised.
+
+    A few frames of slack allow for edit lists, which can hide frames the header counts.
+    """
+    if total is not None and decoded < total - max(2, total // 20):
+        raise VidinvertError(f"{path} is truncated or corrupt: only {decoded} of {total} frames decode",
+                             "re-export or re-download the video")
+
+
+def _check_read_args(skip_start, skip_end, stride, max_frames, resize, multiple,
+                     temporal_multiple, min_frames, folder_fps) -> None:
+    """Reject option values that make no sense, one clear line each."""
+    for name, value, low in [("skip_start", skip_start, 0), ("skip_end", skip_end, 0),
+                             ("max_frames", max_frames, 1), ("multiple", multiple, 1),
+                             ("temporal_multiple", temporal_multiple, 1),
+                             ("min_frames", min_frames, 1)]:
+        if not isinstance(value, numbers.Integral) or value < low:
+            raise VidinvertError(f"{name} must be an integer >= {low}, got {value!r}")
+    if stride is not None and (not isinstance(stride, numbers.Integral) or stride < 1):
+        raise VidinvertError(f"stride must be an integer >= 1, got {stride!r}",
+                             "or leave it unset to pick one automatically")
+    if resize not in RESIZE_MODES:
+        raise VidinvertError(f"unknown resize mode {resize!r}", f"use one of {', '.join(RESIZE_MODES)}")
+    if not folder_fps > 0:
+        raise VidinvertError(f"folder_fps must be > 0, got {folder_fps!r}")
+
+
+def _check_multiple(name: str, value: int | None, multiple: int) -> None:
+    """Raise unless ``value`` is None or a positive multiple of ``multiple``."""
+    if value is None or (isinstance(value, numbers.Integral) and value >= multiple and value % multiple == 0):
+        return
+    if not isinstance(value, numbers.Integral) or value < 1:
+        raise VidinvertError(f"{name} must be a positive integer, got {value!r}")
+    lower = value // multiple * multiple
+    options = [v for v in (lower, lower + multiple) if v >= multiple]
+    raise VidinvertError(f"{name} {value} is not a multiple of {multiple}",
+                         f"use {' or '.join(map(str, options))}")
+
+
+def _plan(total: int | None, skip_start: int, skip_end: int, stride: int | None,
+          max_frames: int, temporal_multiple: int) -> tuple[range, int]:
+    """Pick source frame indices; ``total`` may be None only with an explicit stride and no skip_end."""
+    if total is None:  # open-ended: stop once max_frames are reached or the file ends
+        step = stride
+        picked = range(skip_start, skip_start + step * max_frames, step)
+    else:
+        start, end = min(skip_start, total), max(0, total - skip_end)
+        count = max(0, end - start)
+        if stride is not None:
+            step = stride  # an explicit stride always applies
+        elif count <= max_frames:
+            step = 1  # the whole range fits: take all of it
+        else:
+            step = max(1, count // max_frames)
+        picked = range(start, end, step)[:max_frames]
+    return picked[:_trim(len(picked), temporal_multiple)], step
+
+
+def _trim(count: int, temporal_multiple: int) -> int:
+    """Largest ``temporal_multiple * k + 1`` that is <= count (0 when count is 0)."""
+    return 0 if count < 1 else (count - 1) // temporal_multiple * temporal_multiple + 1
+
+
+@contextlib.contextmanager
+def _open_source(path: Path, need_total: bool, folder_fps: float) -> Iterator[_Source]:
+    """Open a file or image folder for reading; map every failure to VidinvertError."""
+    if not path.exists():
+        raise VidinvertError(f"video not found: {path}", "check the path")
+    if path.is_dir():
+        images = _list_images(path)
+        yield _Source((partial(_read_image, p) for p in images), len(images), folder_fps)
+        return
+    if path.stat().st_size == 0:
+        raise VidinvertError(f"video file is empty: {path}", "re-export or re-download it")
+    container = _open_container(path)
+    try:
+        stream = _video_stream(container, path)
+        total = _count_frames(path, stream) if need_total else None
+        loaders = (partial(_frame_rgb, frame) for frame in _decode(container, stream))
+        yield _Source(loaders, total, _stream_fps(stream))
+    finally:
+        container.close()
+
+
+def _open_container(path: Path) -> av.container.InputContainer:
+    """``av.open`` with its errors turned into one readable line."""
+    try:
+        return av.open(str(path))
+    except _AV_ERRORS as err:
+        raise VidinvertError(
+            f"cannot read {path} as a video: {_reason(err)}",
+            "check it is a video file (mp4, mov, mkv, webm, gif) and not truncated",
+        ) from None
+
+
+def _video_stream(container, path: Path) -> av.video.stream.VideoStream:
+    """The first video stream, set up for threaded decoding."""
+    # FFmpeg's "tty" demuxer renders .txt/.nfo files as ANSI-art video; that is never what users mean.
+    if not container.streams.video or container.format.name == "tty":
+        raise VidinvertError(f"no video stream in {path}", "pass a video file, a GIF or a folder of images")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # decode with frame and slice threads
+    return stream
+
+
+def _count_frames(path: Path, stream) -> int:
+    """Frame count from the header, else by demuxing packets (no decoding)."""
+    if stream.frames > 0:
+        return stream.frames
+    try:
+        with av.open(str(path)) as container:  # a separate handle, so the decoding one stays at frame 0
+            return sum(1 for packet in container.demux(video=0) if packet.size)
+    except _AV_ERRORS as err:
+        raise VidinvertError(f"could not read {path}: {_reason(err)}",
+                             "the file looks corrupt or truncated; re-export it") from None
+
+
+def _decode(container, stream) -> Iterator[av.VideoFrame]:
+    """Decoded frames in display order; callers stop iterating once they have enough."""
+    yield from container.decode(stream)
+
+
+def _stream_fps(stream) -> float:
+    """The stream's frame rate in frames per second."""
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return float(rate)
+    return DEFAULT_FPS
+
+
+def _frame_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """Any pixel format -> uint8 RGB ``[H, W, 3]``, turned upright by the display rotation."""
+    rgb = frame.to_ndarray(format="rgb24")  # [H, W, 3]
+    quarter_turns = round(frame.rotation / 90) % 4  # rotation is counter-clockwise degrees
+    if quarter_turns:
+        rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns))  # [W, H, 3] for odd turns
+    return rgb
+
+
+def _list_images(folder: Path) -> list[Path]:
+    """Image files in ``folder``, sorted by name with digits compared as numbers."""
+    images = [p for p in folder.iterdir()
+              if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
+    if not images:
+        raise VidinvertError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {folder}",
+                             "pass a folder of frames or a video file")
+
+    def natural(p: Path) -> list:
+        return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", p.name)]
+
+    return sorted(images, key=natural)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """One image file -> uint8 RGB ``[H, W, 3]``."""
+    try:
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0), None)
+            if frame is None:
+                raise VidinvertError(f"no image data in {path}", "re-export or remove that file")
+            return _frame_rgb(frame)
+    except _AV_ERRORS as err:
+        raise VidinvertError(f"cannot read image {path}: {_reason(err)}",
+                             "re-export or remove that file") from None
+
+
+def _target_size(src_h: int, src_w: int, height: int | None, width: int | None,
+                 multiple: int, path: Path) -> tuple[int, int]:
+    """Output (height, width): given sizes, or the source's rounded to ``multiple``."""
+    if height is None and width is None:
+        height, width = src_h // multiple * multiple, src_w // multiple * multiple
+    elif width is None:
+        width = max(multiple, round(src_w * height / src_h / multiple) * multiple)
+    elif height is None:
+        height = max(multiple, round(src_h * width / src_w / multiple) * multiple)
+    if height == 0 or width == 0:
+        raise VidinvertError(f"{path} is only {src_h}x{src_w}, smaller than multiple={multiple}",
+                             "pass --height and --width explicitly or use a larger video")
+    return height, width
+
+
+def _to_float(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 ``[H, W, 3]`` -> float32 ``[3, H, W]`` in [-1, 1]."""
+    return torch.from_numpy(rgb).permute(2, 0, 1).float() / 127.5 - 1.0  # [3, H, W]
+
+
+def _fit(frame: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
+    """Resize one frame ``[C, H, W]`` to ``[C, height, width]`` by stretching or cover-and-crop."""
+    src_h, src_w = frame.shape[-2:]
+    if mode == "crop":
+        scale = max(height / src_h, width / src_w)
+        cover_h, cover_w = max(height, round(src_h * scale)), max(width, round(src_w * scale))
+        frame = _resize(frame, cover_h, cover_w)
+        top, left = (cover_h - height) // 2, (cover_w - width) // 2
+        return frame[:, top:top + height, left:left + width]
+    return _resize(frame, height, width)
+
+
+def _resize(frame: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Antialiased bilinear resize of ``[C, H, W]`` float to ``[C, height, width]``."""
+    if tuple(frame.shape[-2:]) == (height, width):
+        return frame
+    batch = frame.unsqueeze(0)  # [1, C, H, W]
+    out = F.interpolate(batch, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return out[0].clamp(-1.0, 1.0)  # [C, height, width]
+
+
+def _reason(err: BaseException) -> str:
+    """A short one-line reason from a PyAV/OS error."""
+    text = getattr(err, "strerror", None) or str(err) or type(err).__name__
+    return " ".join(str(text).split())
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_video(
+    frames: torch.Tensor | np.ndarray,
+    path: str | os.PathLike,
+    fps: float = 8.0,
+    *,
+    force: bool = False,
+    crf: int = 18,
+) -> Path:
+    """Write frames as H.264 (.mp4/.mov/.mkv) or GIF (.gif), atomically.
+
+    Args:
+        frames: float ``[F, C, H, W]`` in [-1, 1] (C = 3 or 1), or uint8 ``[F, H, W, C]``.
+        path: output file; its extension picks the format; missing folders are created.
+        fps: frames per second.
+        force: overwrite an existing file.
+        crf: H.264 quality, 0 (lossless) to 51 (worst); 18 looks visually lossless.
+
+    Returns:
+        The written path.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in H264_SUFFIXES + (".gif",):
+        raise VidinvertError(f"cannot write {path.name}: unsupported extension {suffix or '(none)'}",
+                             f"use one of {', '.join(H264_SUFFIXES + ('.gif',))}")
+    rgb = _as_uint8_hwc(frames)  # [F, H, W, 3]
+    if not fps > 0:
+        raise VidinvertError(f"fps must be > 0, got {fps!r}")
+    if path.is_dir():
+        raise VidinvertError(f"output {path} is a folder", "give a file name such as out.mp4")
+    if path.exists() and not force:
+        raise VidinvertError(f"output exists: {path}", "use --force to overwrite")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+        os.close(handle)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+    except OSError as err:
+        raise VidinvertError(f"cannot write to {path.parent}: {_reason(err)}",
+                             "check the folder is writable") from None
+    try:
+        encode = _encode_gif if suffix == ".gif" else _encode_h264
+        try:
+            encode(rgb, tmp, fps, crf)
+        except _AV_ERRORS as err:
+            raise VidinvertError(f"could not write {path}: {_reason(err)}",
+                                 "check the disk has space and the folder is writable") from None
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it, so put it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _as_uint8_hwc(frames: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Validate ``frames`` and return uint8 ``[F, H, W, 3]``."""
+    if isinstance(frames, np.ndarray):
+        frames = torch.from_numpy(frames)
+    if not isinstance(frames, torch.Tensor):
+        raise VidinvertError(f"frames must be a torch tensor or numpy array, got {type(frames).__name__}")
+    if frames.dtype == torch.uint8:
+        if frames.ndim != 4 or frames.shape[-1] not in (1, 3):
+            raise VidinvertError(f"uint8 frames must be [F, H, W, 3], got shape {list(frames.shape)}")
+        rgb = frames.cpu().numpy()
+    elif frames.is_floating_point():
+        if frames.ndim != 4 or frames.shape[1] not in (1, 3):
+            raise VidinvertError(f"float frames must be [F, 3, H, W], got shape {list(frames.shape)}")
+        rgb = to_uint8(frames)
+    else:
+        raise VidinvertError(f"frames must be float in [-1, 1] or uint8, got {frames.dtype}")
+    if 0 in rgb.shape:
+        raise VidinvertError(f"no frames to write (shape {list(rgb.shape)})")
+    if rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)  # grey [F, H, W, 1] -> [F, H, W, 3]
+    return np.ascontiguousarray(rgb)
+
+
+def _rate(fps: float) -> Fraction:
+    """fps as an exact fraction (29.97 -> 30000/1001)."""
+    return Fraction(fps).limit_denominator(1001)
+
+
+def _encode_h264(rgb: np.ndarray, path: str, fps: float, crf: int) -> None:
+    """Encode uint8 ``[F, H, W, 3]`` with libx264 / yuv420p, padding odd sizes to even."""
+    pad_h, pad_w = rgb.shape[1] % 2, rgb.shape[2] % 2
+    if pad_h or pad_w:
+        rgb = np.pad(rgb, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")  # [F, H', W', 3]
+    options = {} if path.lower().endswith(".mkv") else {"movflags": "+faststart"}  # index up front
+    with av.open(path, "w", options=options) as out:
+        stream = out.add_stream("libx264", rate=_rate(fps), options={"crf": str(crf)})
+        stream.height, stream.width = rgb.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for image in rgb:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())  # flush delayed frames
+
+
+def _encode_gif(rgb: np.ndarray, path: str, fps: float, crf: int) -> None:
+    """Encode uint8 ``[F, H, W, 3]`` as a GIF with one palette built from the whole clip (crf unused)."""
+    rate = _rate(fps)
+    graph = av.filter.Graph()
+    source = graph.add_buffer(width=rgb.shape[2], height=rgb.shape[1], format="rgb24", time_base=1 / rate)
+    split, sink = graph.add("split"), graph.add("buffersink")
+    palette, apply = graph.add("palettegen", "stats_mode=full"), graph.add("paletteuse")
+    source.link_to(split)
+    split.link_to(palette, 0, 0)
+    split.link_to(apply, 1, 0)
+    palette.link_to(apply, 0, 1)
+    apply.link_to(sink)
+    graph.configure()
+    for pts, image in enumerate(rgb):
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = pts, 1 / rate
+        graph.push(frame)
+    graph.push(None)  # end of input: palettegen now emits the palette
+    with av.open(path, "w") as out:
+        stream = out.add_stream("gif", rate=rate)
+        stream.height, stream.width = rgb.shape[1:3]
+        stream.pix_fmt = "pal8"
+        while True:
+            try:
+                frame = graph.pull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                break
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """float ``[F, C, H, W]`` in [-1, 1] -> uint8 numpy ``[F, H, W, C]``.
+
+    Args:
+        frames: float ``[F, C, H, W]`` in [-1, 1]; values outside are clipped.
+    """
+    scaled = ((frames.detach().float().cpu() + 1.0) * 127.5).nan_to_num(0.0)
+    return scaled.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # [F, H, W, C]
+
+
+def frames_hash(frames: torch.Tensor) -> str:
+    """sha256 hex of the frames quantised to uint8, with their shape; stable across re-reads.
+
+    Args:
+        frames: float ``[F, C, H, W]`` in [-1, 1].
+    """
+    digest = hashlib.sha256(str(tuple(frames.shape)).encode())
+    digest.update(np.ascontiguousarray(to_uint8(frames)).tobytes())
+    return digest.hexdigest()
+
+
+def side_by_side(left: torch.Tensor, right: torch.Tensor, gap: int = 2) -> torch.Tensor:
+    """Put two clips next to each other with a white gap, e.g. source | edit.
+
+    Args:
+        left: float ``[F, C, H, W]`` in [-1, 1].
+        right: float ``[F2, C, H2, W2]`` in [-1, 1]; resized to height H keeping its aspect.
+        gap: width of the white bar in pixels.
+
+    Returns:
+        float ``[min(F, F2), C, H, W + gap + W2']``.
+    """
+    if left.ndim != 4 or right.ndim != 4 or left.shape[1] != right.shape[1]:
+        raise VidinvertError(f"cannot place {list(left.shape)} beside {list(right.shape)}",
+                             "pass two [F, C, H, W] clips with the same channels")
+    count = min(left.shape[0], right.shape[0])
+    left, right = left[:count].float(), right[:count].float().to(left.device)
+    height = left.shape[2]
+    if right.shape[2] != height:
+        width = max(1, round(right.shape[3] * height / right.shape[2]))
+        right = F.interpolate(right, size=(height, width), mode="bilinear", antialias=True,
+                              align_corners=False).clamp(-1.0, 1.0)  # [F, C, H, W2']
+    bar = torch.ones(count, left.shape[1], height, gap, device=left.device)  # [F, C, H, gap], white
+    return torch.cat([left, bar, right], dim=-1)  # [F, C, H, W + gap + W2']

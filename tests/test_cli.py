@@ -1,0 +1,97 @@
+"""The command line end to end on the embedded tiny model and generated videos."""
+
+import json
+
+import av
+import pytest
+import torch
+
+from vidinvert.cli import main
+from vidinvert.video import write_video
+
+
+@pytest.fixture
+def video(tmp_path, frames):
+    """A 17-frame 64x64 mp4 at 12 fps (the conftest clip, played forwards then backwards)."""
+    clip = torch.cat([frames, frames.flip(0)[1:], frames[1:1]])[:17]  # [17, 3, 64, 64]
+    return write_video(clip, tmp_path / "clip.mp4", fps=12)
+
+
+def _probe(path):
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        count = sum(1 for _ in container.decode(stream))
+        return count, stream.codec_context.height, stream.codec_context.width, float(stream.average_rate)
+
+
+def test_edit_end_to_end(video, tmp_path, capsys):
+    out = tmp_path / "out" / "edited.mp4"
+    code = main(["edit", str(video), "--prompt", "a blue box", "--steps", "3", "-o", str(out), "--quiet"])
+    assert code == 0
+    assert _probe(out) == (17, 64, 64, 12.0)
+    comparison = out.with_name("edited_comparison.mp4")
+    count, height, width, _ = _probe(comparison)
+    assert (count, height) == (17, 64) and width > 128
+    settings = json.loads(out.with_suffix(".json").read_text())
+    assert settings["edit"]["guidance"] == 6.0 and settings["inversion"]["num_steps"] == 3
+    assert settings["result"]["batch_rows"] == [3]
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["transformer_calls"] == 3 and "peak_rss_mib" in summary
+
+
+def test_invert_then_edit_from_the_saved_inversion(video, tmp_path):
+    inv = tmp_path / "clip.inv"
+    assert main(["invert", str(video), "-o", str(inv), "--steps", "3", "--quiet"]) == 0
+    assert inv.is_file() and inv.with_suffix(".json").is_file()
+    out = tmp_path / "multi.mp4"
+    code = main(["edit", str(inv), "--prompt", "a blue box", "--prompt", "a red disc", "--steps", "3",
+                 "-o", str(out), "--quiet", "--no-comparison"])
+    assert code == 0
+    for name in ("multi_1.mp4", "multi_2.mp4"):
+        assert _probe(tmp_path / name)[:3] == (17, 64, 64)
+    assert not (tmp_path / "multi_1_comparison.mp4").exists()
+
+
+def test_reconstruct_reports_fidelity(video, tmp_path, capsys):
+    out = tmp_path / "recon.mp4"
+    assert main(["reconstruct", str(video), "--steps", "25", "--inversion", "fixed-point", "--max-iter", "20", "-o", str(out), "--quiet"]) == 0
+    fidelity = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["fidelity"]
+    assert fidelity["latent_relative_error"] < 1e-4
+    assert fidelity["psnr_vs_vae_round_trip"] == "inf" or fidelity["psnr_vs_vae_round_trip"] > 60
+    assert set(fidelity) >= {"ssim_vs_input", "psnr_vs_input", "ssim_vs_vae_round_trip"}
+
+
+def test_existing_output_needs_force_and_errors_are_one_line(video, tmp_path, capsys):
+    out = tmp_path / "edited.mp4"
+    out.write_bytes(b"keep me")
+    code = main(["edit", str(video), "--prompt", "x", "--steps", "2", "-o", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and out.read_bytes() == b"keep me"
+    assert err[-1].startswith("vidinvert: error:") and "--force" in err[-1]
+    assert main(["edit", str(video), "--prompt", "x", "--steps", "2", "-o", str(out), "--quiet", "--force"]) == 0
+    assert _probe(out)[0] == 17
+
+    assert main(["edit", str(tmp_path / "missing.mp4"), "--prompt", "x", "-o", str(tmp_path / "m.mp4")]) == 2
+    assert "not found" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert main(["edit", str(video), "--prompt", "x", "--model", str(tmp_path / "nomodel"), "-o", str(tmp_path / "n.mp4")]) == 2
+    assert "model not found" in capsys.readouterr().err
+    assert main(["invert", str(video), "--steps", "0", "-o", str(tmp_path / "z.inv")]) == 2
+    assert "steps must be" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "edited.json", "edited.mp4", "edited_comparison.mp4"]
+
+
+def test_info_prints_versions_and_model(capsys):
+    assert main(["info", "--model", "tiny-2b"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["torch"] and info["diffusers"].startswith("0.42")
+    assert info["model"]["scheduler"]["snr_shift_scale"] == 3.0
+    assert info["model"]["transformer"]["use_rotary_positional_embeddings"] is False
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["edit", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--skip-frames-start", "--frame-sample-step", "--max-num-frames", "--injection-steps",
+                   "--reference-text", "--cpu-offload", "--dtype", "--seed", "--fps", "--force"):
+        assert option in text

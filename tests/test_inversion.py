@@ -1,0 +1,146 @@
+"""Inversion: batch accounting, exact round trips, save/load, mismatch refusals."""
+
+import warnings
+
+import pytest
+import torch
+
+from vidinvert.errors import VidinvertError
+from vidinvert.exact import NotConvergedWarning
+from vidinvert.inversion import Inversion, invert, text_model_fn
+from vidinvert.metrics import relative_error
+from vidinvert.sampling import sample_ddim
+
+
+class CallCounter:
+    """Counts transformer forward calls and their batch sizes through a forward pre-hook."""
+
+    def __init__(self, transformer):
+        self.batches = []
+        self.handle = transformer.register_forward_pre_hook(self.hook, with_kwargs=True)
+
+    def hook(self, module, args, kwargs):
+        self.batches.append(kwargs["hidden_states"].shape[0])
+
+    def close(self):
+        self.handle.remove()
+
+
+@pytest.mark.parametrize("guidance", [1.0, 6.0])
+def test_inversion_with_identical_branches_runs_one_row_per_step(tiny_model, frames, guidance):
+    """Empty prompt + empty negative prompt: guidance changes nothing, so no second branch is evaluated."""
+    latents = tiny_model.encode(frames)
+    counter = CallCounter(tiny_model.transformer)
+    try:
+        inversion = invert(tiny_model, latents, steps=8, prompt="", guidance=guidance)
+    finally:
+        counter.close()
+    assert counter.batches == [1] * 8
+    assert inversion.trajectory.shape == (8, *latents.shape)
+
+
+def test_inversion_with_a_source_prompt_and_guidance_uses_two_rows(tiny_model, frames):
+    latents = tiny_model.encode(frames)
+    counter = CallCounter(tiny_model.transformer)
+    try:
+        invert(tiny_model, latents, steps=4, prompt="a red square", guidance=3.0)
+    finally:
+        counter.close()
+    assert counter.batches == [2] * 4
+
+
+def test_forward_sampler_equals_the_diffusers_pipeline(tiny_model):
+    """Our DDIM sampler + guidance reproduces CogVideoXPipeline.__call__ on the same starting noise."""
+    generator = torch.Generator().manual_seed(3)
+    noise = torch.randn(1, 3, 4, 8, 8, generator=generator)
+    prompt = "a red disc moving right"
+    expected = tiny_model.pipe(
+        prompt=prompt, num_frames=9, height=64, width=64, num_inference_steps=6, guidance_scale=4.0,
+        latents=noise.clone(), output_type="latent", max_sequence_length=tiny_model.text_length,
+    ).frames
+    fn = text_model_fn(tiny_model, prompt, "", 4.0)
+    ours = sample_ddim(fn, noise, tiny_model.schedule(6))
+    assert torch.allclose(ours, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("prompt,guidance", [("", 1.0), ("a red square moving right", 3.0)])
+def test_fixed_point_inversion_round_trips_to_float_precision(tiny_model, frames, prompt, guidance):
+    latents = tiny_model.encode(frames)
+    inversion = invert(tiny_model, latents, steps=50, prompt=prompt, guidance=guidance, method="fixed-point",
+                       tol=5e-7, max_iter=12)
+    back = sample_ddim(text_model_fn(tiny_model, prompt, "", guidance), inversion.noise, inversion.schedule(tiny_model))
+    assert relative_error(back, latents) <= 1e-5
+    plain = invert(tiny_model, latents, steps=50, prompt=prompt, guidance=guidance)
+    plain_back = sample_ddim(text_model_fn(tiny_model, prompt, "", guidance), plain.noise, plain.schedule(tiny_model))
+    assert relative_error(plain_back, latents) > 1e-2  # plain DDIM is far from exact here
+    assert sum(inversion.meta.iterations) / 50 < 4.5  # measured 3.5-4.2 on these tiny models
+
+
+def test_fixed_point_warns_at_its_cap(tiny_model, frames):
+    latents = tiny_model.encode(frames)
+    with pytest.warns(NotConvergedWarning, match="did not converge at step"):
+        inversion = invert(tiny_model, latents, steps=5, method="fixed-point", tol=1e-12, max_iter=2)
+    assert max(inversion.meta.iterations) == 2
+    assert torch.isfinite(inversion.trajectory).all()
+
+
+def test_partial_inversion_covers_the_tail_of_the_schedule(tiny_model, frames):
+    latents = tiny_model.encode(frames)
+    inversion = invert(tiny_model, latents, steps=20, strength=0.4, method="fixed-point", max_iter=12)
+    full = tiny_model.schedule(20)
+    assert inversion.meta.timesteps == full.timesteps[12:]
+    back = sample_ddim(text_model_fn(tiny_model, "", "", 1.0), inversion.noise, inversion.schedule(tiny_model))
+    assert relative_error(back, latents) < 1e-4
+
+
+def test_save_load_round_trip_and_checks(tiny_model, tiny_pipes, frames, tmp_path):
+    latents = tiny_model.encode(frames)
+    inversion = invert(tiny_model, latents, steps=4, meta={"source_hash": "abc", "fps": 8.0})
+    path = inversion.save(tmp_path / "clip.inv")
+    loaded = Inversion.load(path)
+    assert torch.equal(loaded.trajectory, inversion.trajectory) and torch.equal(loaded.clean, inversion.clean)
+    assert loaded.meta == inversion.meta
+    loaded.check_matches(tiny_model, source_hash="abc", num_steps=4)
+    with pytest.raises(VidinvertError, match="another video"):
+        loaded.check_matches(tiny_model, source_hash="xyz")
+    with pytest.raises(VidinvertError, match="4 steps"):
+        loaded.check_matches(tiny_model, num_steps=50)
+    from vidinvert.model import VideoModel
+
+    other = VideoModel(tiny_pipes["2b" if "5b" in tiny_model.name else "5b"])
+    with pytest.raises(VidinvertError, match="another model"):
+        loaded.check_matches(other)
+    with pytest.raises(VidinvertError, match="already exists"):
+        inversion.save(path)
+    inversion.save(path, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.inv"]  # no temp files left
+
+
+def test_load_refuses_damaged_files(tmp_path, tiny_model, frames):
+    inversion = invert(tiny_model, tiny_model.encode(frames), steps=3)
+    good = inversion.save(tmp_path / "good.inv").read_bytes()
+    cases = {"truncated.inv": good[: len(good) // 2], "garbage.inv": b"not a tensor file" * 10, "empty.inv": b""}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(VidinvertError) as info:
+            Inversion.load(tmp_path / name)
+        assert "\n" not in str(info.value)
+    with pytest.raises(VidinvertError, match="not found"):
+        Inversion.load(tmp_path / "missing.inv")
+
+
+def test_invert_refuses_bad_arguments(tiny_model, frames):
+    latents = tiny_model.encode(frames)
+    for kwargs, pattern in [
+        (dict(steps=0), "steps must be"),
+        (dict(guidance=0.5), "guidance must be"),
+        (dict(strength=1.5), "strength must be"),
+        (dict(method="magic"), "unknown inversion method"),
+    ]:
+        with pytest.raises(VidinvertError, match=pattern):
+            invert(tiny_model, latents, **kwargs)
+    with pytest.raises(VidinvertError, match="NaN"):
+        invert(tiny_model, latents * float("nan"), steps=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        invert(tiny_model, latents, steps=2)  # no warnings on the normal path

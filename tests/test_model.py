@@ -1,0 +1,81 @@
+"""Loading pipelines the way real weights load, and the model adapter's checks."""
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from vidinvert.errors import VidinvertError
+from vidinvert.model import VideoModel, load_pipeline, resolve_device, resolve_dtype
+
+
+def test_save_pretrained_then_load_pipeline_gives_the_same_model(tiny_pipes, tmp_path, frames):
+    for style, pipe in tiny_pipes.items():
+        folder = tmp_path / style
+        pipe.save_pretrained(folder)
+        loaded = VideoModel(load_pipeline(str(folder), dtype="fp32", device="cpu"))
+        original = VideoModel(pipe)
+        assert loaded.fingerprint() == original.fingerprint()
+        x = torch.randn(1, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+        text = original.encode_text(["a red disc"])
+        assert torch.equal(loaded.encode_text(["a red disc"]), text)
+        assert torch.allclose(loaded.predict(x, 400, text), original.predict(x, 400, text), atol=1e-6)
+        assert loaded.pipe.scheduler.config.snr_shift_scale == (3.0 if style == "2b" else 1.0)
+
+
+def test_load_pipeline_errors(tmp_path):
+    with pytest.raises(VidinvertError, match="model not found"):
+        load_pipeline(str(tmp_path / "absent"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VidinvertError, match="no model_index.json"):
+        load_pipeline(str(tmp_path / "empty"))
+    other = tmp_path / "sd"
+    other.mkdir()
+    (other / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    with pytest.raises(VidinvertError, match="not a CogVideoX"):
+        load_pipeline(str(other))
+    with pytest.raises(VidinvertError, match="unknown dtype"):
+        resolve_dtype("fp8")
+    with pytest.raises(VidinvertError, match="unknown device"):
+        resolve_device("quantum")
+    if not torch.cuda.is_available():
+        with pytest.raises(VidinvertError, match="no CUDA device"):
+            resolve_device("cuda")
+        with pytest.raises(VidinvertError, match="needs a CUDA device"):
+            load_pipeline("tiny", cpu_offload="model", device="cpu")
+
+
+def test_frames_are_checked_before_the_vae(tiny_model):
+    with pytest.raises(VidinvertError, match="4k\\+1"):
+        tiny_model.encode(torch.zeros(8, 3, 64, 64))
+    with pytest.raises(VidinvertError, match="not divisible by 16"):
+        tiny_model.encode(torch.zeros(9, 3, 60, 64))
+    with pytest.raises(VidinvertError, match="must be \\[F, 3, H, W\\]"):
+        tiny_model.encode(torch.zeros(9, 64, 64))
+
+
+def test_encode_decode_shapes_and_scaling(tiny_model, frames):
+    latents = tiny_model.encode(frames)
+    assert latents.shape == (1, 3, 4, 8, 8) and latents.dtype == torch.float32
+    video = tiny_model.decode(latents)
+    assert video.shape == (1, 9, 3, 64, 64) and video.abs().max() <= 1
+    raw = tiny_model.vae.encode(frames.unsqueeze(0).permute(0, 2, 1, 3, 4)).latent_dist.mode()
+    assert torch.allclose(latents, raw.permute(0, 2, 1, 3, 4) * tiny_model.vae.config.scaling_factor, atol=1e-6)
+
+
+def test_long_prompts_warn_with_what_was_cut(tiny_model):
+    prompt = " ".join(["a red disc moving right"] * 6)
+    with pytest.warns(UserWarning, match="this part was cut: .*moving right"):
+        tiny_model.encode_text([prompt])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny_model.encode_text(["a red disc"])
+
+
+def test_not_a_cogvideox_pipeline_is_refused():
+    class Fake:
+        transformer = vae = text_encoder = tokenizer = scheduler = None
+
+    with pytest.raises(VidinvertError, match="not a CogVideoX"):
+        VideoModel(Fake())
