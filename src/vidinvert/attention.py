@@ -35,18 +35,24 @@ class InjectionConfig:
         reference_text: ``"inversion"`` (the reference branch sees the prompt the video was inverted with: the
             trajectory's own condition, one reference row shared by every main row) or ``"edit"`` (the public
             script's layout: one reference row per main row, seeing that row's text, edit or negative prompt).
+        reuse_kv: take the reference keys/values recorded during inversion (``invert(..., record_kv=True)``)
+            instead of evaluating the reference row (needs ``reference_text="inversion"``); exact after
+            fixed-point inversion, an approximation after plain DDIM inversion (see ``KVCache``).
     """
 
     enabled: bool = True
     steps: float = 1.0
     blocks: tuple[int, ...] | None = None
     reference_text: str = "inversion"
+    reuse_kv: bool = False
 
     def __post_init__(self):
         if not 0.0 <= self.steps <= 1.0:
             raise ValueError(f"injection steps must be a fraction in [0, 1], got {self.steps}")
         if self.reference_text not in REFERENCE_TEXT_MODES:
             raise ValueError(f"reference_text must be one of {REFERENCE_TEXT_MODES}, got {self.reference_text!r}")
+        if self.reuse_kv and self.reference_text != "inversion":
+            raise ValueError("reuse_kv needs reference_text='inversion' (the recorded keys saw the inversion prompt)")
         if self.blocks is not None:
             object.__setattr__(self, "blocks", tuple(sorted(set(int(b) for b in self.blocks))))
 
@@ -84,12 +90,60 @@ class BatchLayout:
         return self.num_main + self.num_ref
 
 
+class KVCache:
+    """Reference keys/values recorded during inversion, per sampling step and block, within a memory budget.
+
+    Entry ``(i, block)`` holds ``(key, value)``, each ``[heads, S, head_dim]`` (RoPE applied), of the evaluation at
+    timestep ``t_i`` that inversion accepted for step ``i``. After fixed-point inversion that evaluation's input is
+    exactly ``trajectory[i]`` with the inversion prompt, i.e. what the reference row computes while editing
+    (``exact=True``); after plain DDIM inversion its input is the less noisy latent ``trajectory[i + 1]``
+    (``exact=False``: reuse then approximates the reference branch).
+
+    Args:
+        budget_bytes: most bytes the cache may hold.
+        device: where entries are kept (``"cpu"`` or the model's device).
+        exact: whether the entries are the reference branch's own keys/values.
+    """
+
+    def __init__(self, budget_bytes: int, device: str | torch.device = "cpu", exact: bool = True):
+        self.budget_bytes = int(budget_bytes)
+        self.device = torch.device(device)
+        self.exact = exact
+        self.entries: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.nbytes = 0
+
+    @staticmethod
+    def estimate_bytes(num_steps: int, num_blocks: int, tokens: int, inner_dim: int, element_size: int) -> int:
+        """Size of a full cache: steps x blocks x (key, value) x tokens x inner_dim x bytes per element."""
+        return num_steps * num_blocks * 2 * tokens * inner_dim * element_size
+
+    def put(self, step: int, blocks: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in blocks.values())
+        if self.nbytes + size > self.budget_bytes:
+            raise MemoryError(f"key/value cache over its budget of {self.budget_bytes / 2**30:.2f} GiB")
+        self.entries[step] = {b: (k.to(self.device), v.to(self.device)) for b, (k, v) in blocks.items()}
+        self.nbytes += size
+
+    def step(self, step: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]] | None:
+        return self.entries.get(step)
+
+
 @dataclass
 class InjectionState:
-    """Per-call state the editor sets before each transformer evaluation. ``layout=None``: plain attention."""
+    """Per-call state the editor (or inversion) sets before each transformer evaluation.
+
+    Args:
+        layout: row roles of the batch; ``None`` means plain attention. A layout with ``num_ref == 0`` reads the
+            reference keys/values from ``reference_kv`` instead of from reference rows.
+        reference_kv: ``{block: (key, value)}`` of the current step, each ``[heads, S, head_dim]``.
+        record_row: when set, every block stores the keys/values of this batch row into ``recorded``.
+        recorded: ``{block: (key, value)}`` of the last evaluation, filled when ``record_row`` is set.
+    """
 
     layout: BatchLayout | None = None
-    calls: list = field(default_factory=list)  # batch size of each injected evaluation (for accounting)
+    reference_kv: dict | None = None
+    record_row: int | None = None
+    recorded: dict = field(default_factory=dict)
 
 
 def _project(attn, hidden: torch.Tensor, text_length: int, rotary):
@@ -146,6 +200,9 @@ class KVInjectionProcessor:
             attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
             attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
         query, key, value = _project(attn, hidden, text_length, image_rotary_emb)
+        if self.state.record_row is not None:
+            row = self.state.record_row
+            self.state.recorded[self.block_index] = (key[row].detach().clone(), value[row].detach().clone())
 
         if layout is None:
             out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
@@ -153,12 +210,19 @@ class KVInjectionProcessor:
             if layout.size != batch:
                 raise ValueError(f"batch layout expects {layout.size} rows, the batch has {batch}")
             m = layout.num_main
-            ref_rows = torch.tensor(layout.ref_of_main, device=key.device) + m
-            key_main = torch.cat([key[:m], key[ref_rows]], dim=2)  # [m, heads, 2S, head_dim]
-            value_main = torch.cat([value[:m], value[ref_rows]], dim=2)  # [m, heads, 2S, head_dim]
-            out_main = F.scaled_dot_product_attention(query[:m], key_main, value_main, dropout_p=0.0, is_causal=False)
-            out_ref = F.scaled_dot_product_attention(query[m:], key[m:], value[m:], dropout_p=0.0, is_causal=False)
-            out = torch.cat([out_main, out_ref])  # [B, heads, S, head_dim]
+            if layout.num_ref == 0:  # reference keys/values recorded during inversion
+                ref_key, ref_value = self.state.reference_kv[self.block_index]  # [heads, S, head_dim]
+                ref_key = ref_key.to(key.device, key.dtype).expand(m, -1, -1, -1)  # [m, heads, S, head_dim]
+                ref_value = ref_value.to(value.device, value.dtype).expand(m, -1, -1, -1)
+            else:
+                ref_rows = torch.tensor(layout.ref_of_main, device=key.device) + m
+                ref_key, ref_value = key[ref_rows], value[ref_rows]  # [m, heads, S, head_dim]
+            key_main = torch.cat([key[:m], ref_key], dim=2)  # [m, heads, 2S, head_dim]
+            value_main = torch.cat([value[:m], ref_value], dim=2)  # [m, heads, 2S, head_dim]
+            out = F.scaled_dot_product_attention(query[:m], key_main, value_main, dropout_p=0.0, is_causal=False)
+            if layout.num_ref:
+                out_ref = F.scaled_dot_product_attention(query[m:], key[m:], value[m:], dropout_p=0.0, is_causal=False)
+                out = torch.cat([out, out_ref])  # [B, heads, S, head_dim]
 
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * out.shape[-1])  # [B, S, heads * head_dim]
         out = attn.to_out[1](attn.to_out[0](out))  # linear projection, dropout
@@ -198,4 +262,4 @@ def injected(transformer, config: InjectionConfig, state: InjectionState):
         yield state
     finally:
         transformer.set_attn_processor(dict(originals))
-        state.layout = None
+        state.layout, state.reference_kv, state.record_row = None, None, None

@@ -62,6 +62,9 @@ def _add_invert_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tol", type=float, default=1e-6, help="fixed-point: per-step relative residual")
     group.add_argument("--max-iter", type=int, default=10, help="fixed-point: evaluations allowed per step")
     group.add_argument("--anderson", type=int, default=0, help="fixed-point: Anderson acceleration history (0 = off)")
+    group.add_argument("--checkpoint-every", type=int, default=0,
+                       help="save the inverted steps every N steps to <output>.partial; rerunning the same command "
+                            "after an interruption resumes from it (0 = off)")
 
 
 def _add_edit_options(parser: argparse.ArgumentParser, guidance: float, start: str) -> None:
@@ -82,6 +85,11 @@ def _add_edit_options(parser: argparse.ArgumentParser, guidance: float, start: s
     group.add_argument("--reference-text", default="inversion", choices=["inversion", "edit"],
                        help="what the reference branch reads: the inversion prompt (default, one shared row) or "
                             "the edit prompt (the public script's layout, one row per guidance branch)")
+    group.add_argument("--reuse-kv", action="store_true",
+                       help="record the reference keys/values while inverting and reuse them instead of evaluating "
+                            "the reference branch (exact with --inversion fixed-point; approximate with ddim)")
+    group.add_argument("--kv-budget-gb", type=float, default=4.0,
+                       help="memory allowed for recorded keys/values; over it, nothing is recorded (4)")
 
 
 def _add_output_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -172,7 +180,8 @@ def _settings(args):
                         max_frames=args.max_num_frames, resize=args.resize)
     inv = InvertSettings(steps=args.steps, prompt=args.source_prompt, guidance=args.inversion_guidance,
                          method=args.inversion, strength=args.strength, tol=args.tol, max_iter=args.max_iter,
-                         anderson=args.anderson)
+                         anderson=args.anderson, record_kv=getattr(args, "reuse_kv", False),
+                         kv_budget_gb=getattr(args, "kv_budget_gb", 4.0), checkpoint_every=args.checkpoint_every)
     return read, inv
 
 
@@ -182,7 +191,8 @@ def _edit_config(args):
 
     try:
         injection = InjectionConfig(enabled=args.injection == "on", steps=args.injection_steps,
-                                    blocks=_parse_blocks(args.injection_blocks), reference_text=args.reference_text)
+                                    blocks=_parse_blocks(args.injection_blocks), reference_text=args.reference_text,
+                                    reuse_kv=args.reuse_kv)
     except ValueError as err:
         raise VidinvertError(str(err), "see vidinvert edit --help") from None
     return EditConfig(guidance=args.guidance, negative_prompt=args.negative_prompt, start=args.start,
@@ -221,7 +231,7 @@ def cmd_invert(args) -> int:
     model = _open_model(args)
     started = time.perf_counter()
     source = open_source(model, args.video, read)
-    inversion = invert_source(model, source, inv_settings, progress=not args.quiet)
+    inversion = invert_source(model, source, inv_settings, progress=not args.quiet, checkpoint=_partial(out))
     inversion.save(out, force=args.force)
     seconds = time.perf_counter() - started
     summary = {"output": str(out), "frames": source.clip.frames.shape[0], "size": list(source.clip.frames.shape[2:]),
@@ -233,7 +243,12 @@ def cmd_invert(args) -> int:
     return 0
 
 
-def _source_and_inversion(args, model, read, inv_settings):
+def _partial(output: Path) -> Path:
+    """Where an inversion for ``output`` keeps its checkpoint."""
+    return output.with_name(output.name + ".partial")
+
+
+def _source_and_inversion(args, model, read, inv_settings, checkpoint: Path):
     """A video is opened and inverted; a .inv is loaded, validated, and its source re-read when still there."""
     from .inversion import Inversion
     from .jobs import invert_source, open_source
@@ -253,7 +268,7 @@ def _source_and_inversion(args, model, read, inv_settings):
                 print(f"note: {original} changed since it was inverted; comparing with the VAE round trip", file=sys.stderr)
         return source, inversion
     source = open_source(model, args.video, read)
-    return source, invert_source(model, source, inv_settings, progress=not args.quiet)
+    return source, invert_source(model, source, inv_settings, progress=not args.quiet, checkpoint=checkpoint)
 
 
 def _run_edit(args, prompts: list[str], kind: str) -> tuple[dict, object, object, object]:
@@ -276,7 +291,8 @@ def _run_edit(args, prompts: list[str], kind: str) -> tuple[dict, object, object
 
     model = _open_model(args)
     started = time.perf_counter()
-    source, inversion = _source_and_inversion(args, model, read, inv_settings)
+    checkpoint = _partial(Path(save_inv) if save_inv else outputs[0].with_suffix(".inv"))
+    source, inversion = _source_and_inversion(args, model, read, inv_settings, checkpoint)
     if save_inv:
         inversion.save(save_inv, force=args.force)
     stats = EditStats()
@@ -369,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vidinvert: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("vidinvert: interrupted; no partial output was left", file=sys.stderr)
+        print("vidinvert: interrupted; no partial output was left (with --checkpoint-every, rerun the same command "
+              "to resume the inversion)", file=sys.stderr)
         return 130
 
 

@@ -102,6 +102,13 @@ def edit(
     shared = injection.reference_text == "inversion"
     ref_texts = [inversion.meta.prompt] if shared else main_texts
     layout = BatchLayout.build(len(main_texts), shared_reference=shared)
+    cache = inversion.kv_cache if injection.reuse_kv else None
+    if injection.reuse_kv and cache is None:
+        raise VidinvertError(
+            "reuse_kv needs an inversion recorded with record_kv=True in this process (caches are not saved)",
+            "invert with record_kv=True (CLI: --reuse-kv on a video, not a .inv), or drop reuse_kv",
+        )
+    cached_layout = BatchLayout(len(main_texts), (0,) * len(main_texts), 0)  # reference keys/values from the cache
     text_main = model.encode_text(main_texts)  # [M, L, D]
     text_all = torch.cat([text_main, model.encode_text(ref_texts)])  # [M + R, L, D]
     trajectory = inversion.trajectory
@@ -110,7 +117,11 @@ def edit(
 
     def model_fn(x: torch.Tensor, i: int, t: int) -> torch.Tensor:
         main = x.repeat_interleave(rows, dim=0)  # [M, T, C, h, w]
-        if injection.active_at(i, len(schedule)):
+        recorded = cache.step(i) if cache is not None else None
+        if injection.active_at(i, len(schedule)) and recorded is not None:
+            state.layout, state.reference_kv = cached_layout, recorded
+            pred = model.predict(main, t, text_main)
+        elif injection.active_at(i, len(schedule)):
             reference = trajectory[i].to(main.device, main.dtype).expand(layout.num_ref, -1, -1, -1, -1)  # [R, ...]
             state.layout = layout
             pred = model.predict(torch.cat([main, reference]), t, text_all)[: layout.num_main]
@@ -118,7 +129,7 @@ def edit(
             state.layout = None
             pred = model.predict(main, t, text_main)
         if stats is not None:
-            stats.batch_rows.append(layout.size if state.layout is not None else layout.num_main)
+            stats.batch_rows.append(state.layout.size if state.layout is not None else layout.num_main)
         scale = dynamic_scale(config.guidance, t, len(schedule)) if config.dynamic_guidance else config.guidance
         return combine(pred, num_prompts, scale, with_uncond)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import VidinvertError
+from .attention import InjectionConfig, InjectionState, KVCache, injected
 from .guidance import combine, guided_texts, needs_uncond
 from .model import VideoModel
 from .outputs import publish
@@ -59,11 +60,13 @@ class Inversion:
             sampling step ``i`` (entry 0 the noisiest). ``N <= meta.num_steps`` (fewer for a partial inversion).
         clean: float32 ``[B, T, C, h, w]``: the VAE latents that were inverted.
         meta: provenance and settings.
+        kv_cache: reference keys/values recorded with ``invert(..., record_kv=True)``, for ``reuse_kv`` edits.
     """
 
     trajectory: torch.Tensor
     clean: torch.Tensor
     meta: InversionMeta
+    kv_cache: KVCache | None = field(default=None, compare=False, repr=False)  # kept in memory only, never saved
 
     @property
     def noise(self) -> torch.Tensor:
@@ -186,6 +189,10 @@ def invert(
     strength: float = 1.0,
     progress: bool = False,
     meta: dict | None = None,
+    record_kv: bool = False,
+    kv_budget_gb: float = 4.0,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 10,
     **method_options,
 ) -> Inversion:
     """Invert clean latents along the model's own DDIM schedule.
@@ -204,6 +211,13 @@ def invert(
             noise); an edit then starts at that noise level.
         progress: show a progress bar.
         meta: extra fields for ``InversionMeta`` (source hash, path, frame selection...).
+        record_kv: keep every block's keys/values of the accepted evaluation of each step (``Inversion.kv_cache``)
+            so edits can skip the reference row (``InjectionConfig(reuse_kv=True)``); exact with ``fixed-point``.
+        kv_budget_gb: most memory the cache may take; a larger estimate records nothing and warns (edits then
+            recompute the reference branch). At 49 frames 480x720 a 50-step cache of CogVideoX-5b is ~460 GB.
+        checkpoint: file to save the finished steps to every ``checkpoint_every`` steps; an interrupted run given
+            the same file and settings resumes after the last saved step. Deleted when the inversion completes.
+        checkpoint_every: steps between checkpoint saves.
 
     Returns:
         An ``Inversion`` whose trajectory is ``[N, B, T, C, h, w]``, ``N = round(strength * steps)``.
@@ -224,15 +238,38 @@ def invert(
     schedule = model.schedule(steps).tail(count)
     model_fn = text_model_fn(model, prompt, negative_prompt, guidance)
     latents = latents.float()
-    with progress_callback(len(schedule), "invert", progress) as callback:
-        if method == "ddim":
-            trajectory = invert_ddim(model_fn, latents, schedule, callback=callback)
-            iterations = (1,) * len(schedule)
-        else:
+    recorder = _KVRecorder.create(model, latents, schedule, model_fn, method, kv_budget_gb) if record_kv else None
+    saver, done = None, None
+    if checkpoint is not None:
+        from .checkpoint import InversionCheckpoint, latents_hash
+
+        key = dict(model=model.fingerprint(), latents=latents_hash(latents), timesteps=schedule.timesteps,
+                   prompt=prompt, negative_prompt=negative_prompt, guidance=guidance, method=method, **method_options)
+        saver = InversionCheckpoint(checkpoint, checkpoint_every, key)
+        done = saver.resume()  # [k, B, T, C, h, w], sampling order, or None
+    resumed = 0 if done is None else done.shape[0]
+    remaining = schedule[: len(schedule) - resumed]
+    start = latents if done is None else done[0].to(latents.device)
+    inner = _chain(recorder.accept if recorder else None, saver.step if saver else None)
+    state = recorder.state if recorder else InjectionState()
+    trajectory, iterations = torch.empty(0, *latents.shape), ()
+    with injected(model.transformer, InjectionConfig(enabled=False), state), progress_callback(
+        len(remaining), "invert", progress, inner=inner
+    ) as callback:
+        fn = recorder.wrap(model_fn) if recorder else model_fn
+        if len(remaining) and method == "ddim":
+            trajectory = invert_ddim(fn, start, remaining, callback=callback)
+            iterations = (1,) * len(remaining)
+        elif len(remaining):
             from .exact import invert_fixed_point
 
-            trajectory, iterations = invert_fixed_point(model_fn, latents, schedule, callback=callback, **method_options)
-    extra = dict(meta or {})
+            trajectory, iterations = invert_fixed_point(fn, start, remaining, callback=callback, **method_options)
+    if done is not None:
+        trajectory = torch.cat([trajectory, done.to(trajectory.device)])  # [N, B, T, C, h, w]
+        iterations = tuple(iterations) + (0,) * resumed  # evaluations of resumed steps are not known
+    if saver is not None:
+        saver.finish()
+    extra = dict(meta or {}, **({"resumed_steps": resumed} if resumed else {}))
     info = {k: extra.pop(k) for k in ("source_hash", "source", "frames", "height", "width") if k in extra}
     frames = (latents.shape[1] - 1) * model.temporal_factor + 1
     return Inversion(
@@ -256,4 +293,66 @@ def invert(
             iterations=tuple(int(n) for n in iterations),
             extra=extra,
         ),
+        kv_cache=recorder.cache if recorder else None,
     )
+
+
+def _chain(*callbacks):
+    """One step callback calling each given one (``None`` entries skipped); ``None`` if there are none."""
+    active = [c for c in callbacks if c is not None]
+    if not active:
+        return None
+
+    def callback(i, t, x):
+        for c in active:
+            c(i, t, x)
+
+    return callback
+
+
+class _KVRecorder:
+    """Keeps, for each inversion step, the keys/values of the evaluation whose input the step accepted."""
+
+    def __init__(self, state: InjectionState, cache: KVCache, exact: bool):
+        self.state, self.cache, self.exact = state, cache, exact
+        self.recent: list = []  # [(input latents, step, {block: (key, value)})], the last two evaluations
+
+    @staticmethod
+    def create(model: VideoModel, latents, schedule: Schedule, model_fn, method: str, budget_gb: float):
+        """A recorder, or ``None`` (with a warning) when the full cache would exceed the budget."""
+        import warnings
+
+        _, frames, _, height, width = latents.shape
+        p, p_t = model.config.patch_size, model.config.patch_size_t or 1
+        tokens = model.text_length + -(-frames // p_t) * (height // p) * (width // p)
+        inner = model.config.num_attention_heads * model.config.attention_head_dim
+        element = torch.empty((), dtype=model.dtype).element_size()
+        need = KVCache.estimate_bytes(len(schedule), len(model.transformer.transformer_blocks), tokens, inner, element)
+        budget = int(budget_gb * 2**30)
+        if need > budget:
+            warnings.warn(
+                f"recording reference keys/values needs {need / 2**30:.3g} GiB, over the {budget_gb:g} GiB budget; "
+                "nothing recorded, edits will recompute the reference branch (raise --kv-budget-gb to reuse)",
+                stacklevel=3,
+            )
+            return None
+        row = model_fn.batch_rows - 1  # the cond row: the text the reference branch will see
+        state = InjectionState(record_row=row)
+        return _KVRecorder(state, KVCache(budget, device="cpu", exact=method == "fixed-point"), method == "fixed-point")
+
+    def wrap(self, model_fn):
+        def recording_fn(x, i, t):
+            pred = model_fn(x, i, t)
+            self.recent = (self.recent + [(x, i, dict(self.state.recorded))])[-2:]
+            return pred
+
+        recording_fn.batch_rows = model_fn.batch_rows
+        return recording_fn
+
+    def accept(self, i: int, t: int, x_accepted) -> None:
+        """Fixed-point: the evaluation at the accepted latent; DDIM: the step's only evaluation."""
+        for x, step, blocks in reversed(self.recent):
+            if step == i and (not self.exact or x is x_accepted):
+                self.cache.put(i, blocks)
+                break
+        self.recent = []

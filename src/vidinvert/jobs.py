@@ -43,6 +43,9 @@ class InvertSettings:
     tol: float = 1e-6  # fixed-point: per-step relative residual to reach
     max_iter: int = 10  # fixed-point: evaluations allowed per step
     anderson: int = 0  # fixed-point: Anderson history (0 = plain iteration)
+    record_kv: bool = False  # keep reference keys/values in memory for reuse_kv edits
+    kv_budget_gb: float = 4.0  # most memory the recorded keys/values may take
+    checkpoint_every: int = 0  # save finished steps every N steps so an interrupted run resumes (0 = off)
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,13 @@ def open_source(model: VideoModel, path: str, read: ReadSettings = ReadSettings(
     return Source(clip, latents, frames_hash(clip.frames))
 
 
-def invert_source(model: VideoModel, source: Source, settings: InvertSettings, progress: bool = False) -> Inversion:
-    """Invert an opened video; the inversion records the source hash and the frame selection."""
+def invert_source(
+    model: VideoModel, source: Source, settings: InvertSettings, progress: bool = False, checkpoint=None
+) -> Inversion:
+    """Invert an opened video; the inversion records the source hash and the frame selection.
+
+    ``checkpoint`` is the file partial inversions are saved to when ``settings.checkpoint_every > 0``.
+    """
     options = {}
     if settings.method == "fixed-point":
         options = dict(tol=settings.tol, max_iter=settings.max_iter, anderson=settings.anderson)
@@ -100,6 +108,10 @@ def invert_source(model: VideoModel, source: Source, settings: InvertSettings, p
             method=settings.method,
             strength=settings.strength,
             progress=progress,
+            record_kv=settings.record_kv,
+            kv_budget_gb=settings.kv_budget_gb,
+            checkpoint=checkpoint if settings.checkpoint_every > 0 else None,
+            checkpoint_every=max(1, settings.checkpoint_every),
             meta=dict(
                 source_hash=source.hash,
                 source=clip.source,

@@ -41,8 +41,13 @@ class Schedule:
         """The last ``count`` steps (the least noisy part): what a partial inversion covers."""
         if not 0 < count <= len(self):
             raise ValueError(f"count must be in 1..{len(self)}, got {count}")
-        start = len(self) - count
-        return Schedule(self.timesteps[start:], self.alpha_from[start:], self.alpha_to[start:], self.prediction_type)
+        return self[len(self) - count :]
+
+    def __getitem__(self, steps: slice) -> "Schedule":
+        """A contiguous run of steps, e.g. ``schedule[:k]`` (the noisiest k)."""
+        if not isinstance(steps, slice) or steps.step not in (None, 1):
+            raise TypeError("a Schedule is sliced with a contiguous slice, e.g. schedule[2:]")
+        return Schedule(self.timesteps[steps], self.alpha_from[steps], self.alpha_to[steps], self.prediction_type)
 
 
 def schedule_from_scheduler(scheduler, num_steps: int) -> Schedule:
