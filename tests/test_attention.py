@@ -113,3 +113,28 @@ def test_batch_layouts():
     assert (shared.size, shared.ref_of_main) == (5, (0, 0, 0, 0))
     paired = BatchLayout.build(2, shared_reference=False)
     assert (paired.size, paired.ref_of_main) == (4, (0, 1))
+
+
+def test_reference_rows_are_not_computed_after_the_last_injecting_block(tiny_model):
+    """With blocks=(0,), block 1 sees only the main rows, and the main rows' output is unchanged."""
+    x, text = _inputs(tiny_model, batch=3)
+    layout = BatchLayout.build(2, shared_reference=True)
+    seen = []
+    handle = tiny_model.transformer.transformer_blocks[1].register_forward_hook(
+        lambda module, args, output: seen.append(output[0].shape[0])
+    )
+    try:
+        results = []
+        for drop in (True, False):
+            config = InjectionConfig(blocks=(0,) if drop else None)
+            state = InjectionState()
+            with injected(tiny_model.transformer, config, state):
+                if not drop:  # the same computation without the row drop: block 1 injects nothing here
+                    for processor in tiny_model.transformer.attn_processors.values():
+                        processor.inject = processor.block_index == 0
+                state.layout = layout
+                results.append(tiny_model.predict(x, 500, text))
+    finally:
+        handle.remove()
+    assert seen == [2, 3]
+    assert torch.allclose(results[0][:2], results[1][:2], atol=1e-6)

@@ -144,3 +144,12 @@ def test_invert_refuses_bad_arguments(tiny_model, frames):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         invert(tiny_model, latents, steps=2)  # no warnings on the normal path
+
+
+def test_trajectory_device_option(tiny_model, frames):
+    latents = tiny_model.encode(frames)
+    inversion = invert(tiny_model, latents, steps=3, trajectory_device="cpu")
+    assert inversion.trajectory.device.type == "cpu"
+    assert torch.equal(inversion.trajectory, invert(tiny_model, latents, steps=3).trajectory)
+    with pytest.raises(VidinvertError, match="unknown device"):
+        invert(tiny_model, latents, steps=3, trajectory_device="warp-drive")

@@ -144,6 +144,7 @@ class InjectionState:
     reference_kv: dict | None = None
     record_row: int | None = None
     recorded: dict = field(default_factory=dict)
+    dropped_rows: int = 0  # reference rows removed after the last injecting block (restored before the output)
 
 
 def _project(attn, hidden: torch.Tensor, text_length: int, rotary):
@@ -230,6 +231,42 @@ class KVInjectionProcessor:
         return video_out, text_out
 
 
+def _drop_unread_reference_rows(transformer, config: InjectionConfig, state: InjectionState) -> list:
+    """Stop computing reference rows after the last injecting block: no later layer reads them.
+
+    A pre-hook on the next block removes the reference rows from its inputs (and so from every block after it); a
+    pre-hook on ``norm_final`` pads the batch back with zeros, so the transformer's output keeps its batch size (the
+    editor reads only the main rows). Returns the hook handles (none when the last block injects).
+    """
+    blocks = transformer.transformer_blocks
+    last = len(blocks) - 1 if config.blocks is None else max(config.blocks, default=-1)
+    if not config.enabled or last >= len(blocks) - 1:
+        return []
+
+    def drop(module, args, kwargs):
+        layout = state.layout
+        if layout is None or layout.num_ref == 0:
+            return None
+        state.dropped_rows = layout.num_ref
+        keep = layout.num_main
+        for name in ("hidden_states", "encoder_hidden_states", "temb"):
+            kwargs[name] = kwargs[name][:keep]
+        return args, kwargs
+
+    def restore(module, args):
+        if not state.dropped_rows:
+            return None
+        hidden = args[0]
+        padding = hidden.new_zeros(state.dropped_rows, *hidden.shape[1:])
+        state.dropped_rows = 0
+        return (torch.cat([hidden, padding]), *args[1:])
+
+    return [
+        blocks[last + 1].register_forward_pre_hook(drop, with_kwargs=True),
+        transformer.norm_final.register_forward_pre_hook(restore),
+    ]
+
+
 _BLOCK = re.compile(r"^transformer_blocks\.(\d+)\.attn1\.processor$")
 
 
@@ -258,8 +295,11 @@ def injected(transformer, config: InjectionConfig, state: InjectionState):
         else:
             replacement[name] = processor
     transformer.set_attn_processor(replacement)
+    hooks = _drop_unread_reference_rows(transformer, config, state)
     try:
         yield state
     finally:
+        for hook in hooks:
+            hook.remove()
         transformer.set_attn_processor(dict(originals))
         state.layout, state.reference_kv, state.record_row = None, None, None

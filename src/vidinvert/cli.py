@@ -62,6 +62,8 @@ def _add_invert_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tol", type=float, default=1e-6, help="fixed-point: per-step relative residual")
     group.add_argument("--max-iter", type=int, default=10, help="fixed-point: evaluations allowed per step")
     group.add_argument("--anderson", type=int, default=0, help="fixed-point: Anderson acceleration history (0 = off)")
+    group.add_argument("--trajectory-device", default=None,
+                       help="where the stored trajectory lives, e.g. cpu to spare GPU memory (default: the model's)")
     group.add_argument("--checkpoint-every", type=int, default=0,
                        help="save the inverted steps every N steps to <output>.partial; rerunning the same command "
                             "after an interruption resumes from it (0 = off)")
@@ -181,7 +183,8 @@ def _settings(args):
     inv = InvertSettings(steps=args.steps, prompt=args.source_prompt, guidance=args.inversion_guidance,
                          method=args.inversion, strength=args.strength, tol=args.tol, max_iter=args.max_iter,
                          anderson=args.anderson, record_kv=getattr(args, "reuse_kv", False),
-                         kv_budget_gb=getattr(args, "kv_budget_gb", 4.0), checkpoint_every=args.checkpoint_every)
+                         kv_budget_gb=getattr(args, "kv_budget_gb", 4.0), checkpoint_every=args.checkpoint_every,
+                         trajectory_device=args.trajectory_device)
     return read, inv
 
 

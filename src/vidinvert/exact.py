@@ -45,6 +45,7 @@ def invert_fixed_point(
     max_iter: int = 10,
     anderson: int = 0,
     callback: StepCallback | None = None,
+    store_device: torch.device | str | None = None,
 ):
     """Invert ``x0`` so that ``sample_ddim`` with the same ``model_fn`` returns to it, up to ``tol`` per step.
 
@@ -57,6 +58,7 @@ def invert_fixed_point(
             ``NotConvergedWarning`` names the step and its residual.
         anderson: history length for Anderson acceleration (0 = plain iteration; 2-3 is typical).
         callback: ``callback(i, t, x_noisier)`` after each step, ``i`` descending.
+        store_device: where the trajectory is kept; default: ``x0``'s.
 
     Returns:
         ``(trajectory [N, B, T, C, h, w] in sampling order, evaluations per step as a tuple in sampling order)``.
@@ -107,7 +109,8 @@ def invert_fixed_point(
                 stacklevel=2,
             )
         check_finite(best, i, t, "inversion")
-        trajectory[i], evaluations[i], previous_pred = best, count, best_pred
+        trajectory[i] = best if store_device is None else best.to(store_device)
+        evaluations[i], previous_pred = count, best_pred
         x_to = best
         if callback is not None:
             callback(i, t, best)

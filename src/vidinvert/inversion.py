@@ -18,7 +18,7 @@ import torch
 from .errors import VidinvertError
 from .attention import InjectionConfig, InjectionState, KVCache, injected
 from .guidance import combine, guided_texts, needs_uncond
-from .model import VideoModel
+from .model import VideoModel, resolve_device
 from .outputs import publish
 from .progress import progress_callback
 from .sampling import invert_ddim
@@ -193,6 +193,7 @@ def invert(
     kv_budget_gb: float = 4.0,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 10,
+    trajectory_device: str | torch.device | None = None,
     **method_options,
 ) -> Inversion:
     """Invert clean latents along the model's own DDIM schedule.
@@ -218,6 +219,8 @@ def invert(
         checkpoint: file to save the finished steps to every ``checkpoint_every`` steps; an interrupted run given
             the same file and settings resumes after the last saved step. Deleted when the inversion completes.
         checkpoint_every: steps between checkpoint saves.
+        trajectory_device: where the stored trajectory lives (``"cpu"`` spares GPU memory: 50 steps of a 49-frame
+            480x720 video are 50 x 13 x 16 x 60 x 90 float32 values = 225 MB); default: the latents' device.
 
     Returns:
         An ``Inversion`` whose trajectory is ``[N, B, T, C, h, w]``, ``N = round(strength * steps)``.
@@ -234,6 +237,8 @@ def invert(
         raise VidinvertError(f"latents must be [B, T, C, h, w], got {tuple(latents.shape)}", "encode frames with model.encode")
     if not torch.isfinite(latents).all():
         raise VidinvertError("the encoded latents contain NaN or inf", "check the input video, or use --dtype fp32/bf16")
+    if trajectory_device is not None:
+        trajectory_device = resolve_device(trajectory_device)
     count = max(1, round(strength * steps))
     schedule = model.schedule(steps).tail(count)
     model_fn = text_model_fn(model, prompt, negative_prompt, guidance)
@@ -252,18 +257,20 @@ def invert(
     start = latents if done is None else done[0].to(latents.device)
     inner = _chain(recorder.accept if recorder else None, saver.step if saver else None)
     state = recorder.state if recorder else InjectionState()
-    trajectory, iterations = torch.empty(0, *latents.shape), ()
+    trajectory, iterations = torch.empty(0, *latents.shape, device=trajectory_device or latents.device), ()
     with injected(model.transformer, InjectionConfig(enabled=False), state), progress_callback(
         len(remaining), "invert", progress, inner=inner
     ) as callback:
         fn = recorder.wrap(model_fn) if recorder else model_fn
         if len(remaining) and method == "ddim":
-            trajectory = invert_ddim(fn, start, remaining, callback=callback)
+            trajectory = invert_ddim(fn, start, remaining, callback=callback, store_device=trajectory_device)
             iterations = (1,) * len(remaining)
         elif len(remaining):
             from .exact import invert_fixed_point
 
-            trajectory, iterations = invert_fixed_point(fn, start, remaining, callback=callback, **method_options)
+            trajectory, iterations = invert_fixed_point(
+                fn, start, remaining, callback=callback, store_device=trajectory_device, **method_options
+            )
     if done is not None:
         trajectory = torch.cat([trajectory, done.to(trajectory.device)])  # [N, B, T, C, h, w]
         iterations = tuple(iterations) + (0,) * resumed  # evaluations of resumed steps are not known

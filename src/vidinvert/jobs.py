@@ -46,6 +46,7 @@ class InvertSettings:
     record_kv: bool = False  # keep reference keys/values in memory for reuse_kv edits
     kv_budget_gb: float = 4.0  # most memory the recorded keys/values may take
     checkpoint_every: int = 0  # save finished steps every N steps so an interrupted run resumes (0 = off)
+    trajectory_device: str | None = None  # where the stored trajectory lives ("cpu" spares GPU memory)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ def invert_source(
             kv_budget_gb=settings.kv_budget_gb,
             checkpoint=checkpoint if settings.checkpoint_every > 0 else None,
             checkpoint_every=max(1, settings.checkpoint_every),
+            trajectory_device=settings.trajectory_device,
             meta=dict(
                 source_hash=source.hash,
                 source=clip.source,

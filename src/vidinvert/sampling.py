@@ -107,6 +107,7 @@ def invert_ddim(
     x0: torch.Tensor,
     schedule: Schedule,
     callback: StepCallback | None = None,
+    store_device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Plain DDIM inversion: walk the schedule backwards, evaluating the model at the less noisy latent.
 
@@ -119,6 +120,7 @@ def invert_ddim(
         x0: float32 clean latents ``[B, T, C, H', W']`` (at level ``alpha_to[-1]``).
         schedule: steps in sampling order.
         callback: called as ``callback(i, t, x_noisier)`` after each inversion step, ``i`` descending.
+        store_device: where the trajectory is kept (e.g. ``"cpu"`` to spare GPU memory); default: ``x0``'s.
 
     Returns:
         float32 trajectory ``[N, B, T, C, H', W']`` in sampling order: entry ``i`` is the latent at the start of
@@ -131,7 +133,7 @@ def invert_ddim(
         pred = model_fn(x, i, t).float()
         x = ddim_move(x, pred, float(schedule.alpha_to[i]), float(schedule.alpha_from[i]), schedule.prediction_type)
         check_finite(x, i, t, "inversion")
-        trajectory[i] = x
+        trajectory[i] = x if store_device is None else x.to(store_device)
         if callback is not None:
             callback(i, t, x)
     return torch.stack(trajectory)  # [N, B, T, C, H', W']
