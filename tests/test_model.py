@@ -79,3 +79,24 @@ def test_not_a_cogvideox_pipeline_is_refused():
 
     with pytest.raises(VidinvertError, match="not a CogVideoX"):
         VideoModel(Fake())
+
+
+def test_cogvideox_1_5_layout_pads_latent_frames_like_the_pipeline(frames):
+    """Temporal patches (p_t = 2) with an odd latent frame count: padded at the front, stripped after."""
+    from vidinvert.editing import EditConfig, edit
+    from vidinvert.inversion import invert
+    from vidinvert.tiny import TinyConfig, build_tiny_pipeline
+
+    model = VideoModel(build_tiny_pipeline(TinyConfig(style="1.5")))
+    assert model.config.patch_size_t == 2
+    latents = model.encode(frames)  # [1, 3, 4, 8, 8]: 3 latent frames, not a multiple of 2
+    text = model.encode_text(["a red disc"])
+    pred = model.predict(latents, 500, text)
+    assert pred.shape == latents.shape
+    padded = torch.cat([latents[:, :1], latents], dim=1)  # what predict feeds the transformer
+    direct = model.transformer(hidden_states=padded, encoder_hidden_states=text,
+                               timestep=torch.tensor([500]), image_rotary_emb=model.rotary(4, 8, 8),
+                               return_dict=False)[0]
+    assert torch.allclose(pred, direct[:, 1:], atol=1e-6)
+    inversion = invert(model, latents, steps=4)
+    assert edit(model, inversion, "a blue box", EditConfig()).shape == latents.shape

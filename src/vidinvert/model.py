@@ -18,7 +18,7 @@ from .errors import VidinvertError
 from .schedule import Schedule, schedule_from_scheduler
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-TINY_MODELS = ("tiny", "tiny-5b", "tiny-2b")  # embedded default: random weights built in code (see tiny.py)
+TINY_MODELS = ("tiny", "tiny-5b", "tiny-2b", "tiny-1.5")  # random weights built in code (see tiny.py)
 OFFLOAD_MODES = ("none", "model", "sequential")
 
 
@@ -111,7 +111,8 @@ def load_pipeline(
     if model is None or model in TINY_MODELS:
         from .tiny import TinyConfig, build_tiny_pipeline
 
-        pipe = build_tiny_pipeline(TinyConfig(style="2b" if model == "tiny-2b" else "5b"), dtype=torch_dtype)
+        style = model.split("-", 1)[1] if model and "-" in model else "5b"
+        pipe = build_tiny_pipeline(TinyConfig(style=style), dtype=torch_dtype)
     else:
         pipe = _from_pretrained(model, torch_dtype)
     if cpu_offload != "none" and target.type != "cuda":

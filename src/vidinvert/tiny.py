@@ -6,9 +6,10 @@ v-prediction, zero-terminal-SNR configuration, and a fast tokenizer made in-proc
 ``CogVideoXPipeline.from_pretrained`` take the same path that real weights take. The weights are random: outputs are
 noise-like, which is enough to prove the mathematics (round trips, equivalences), not the visual quality of an edit.
 
-Two styles mirror the published checkpoints:
+Three styles mirror the published checkpoints:
 - ``"2b"``: sincos positional embeddings (no RoPE) and ``snr_shift_scale=3.0``, like THUDM/CogVideoX-2b;
-- ``"5b"``: rotary positional embeddings and ``snr_shift_scale=1.0``, like THUDM/CogVideoX-5b.
+- ``"5b"``: rotary positional embeddings and ``snr_shift_scale=1.0``, like THUDM/CogVideoX-5b;
+- ``"1.5"``: RoPE plus temporal patches (``patch_size_t=2``, no patch bias), like THUDM/CogVideoX1.5-5B.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
 class TinyConfig:
     """Sizes of a tiny pipeline. Latent frames = (frames - 1) / 4 + 1; latent size = pixels / 8."""
 
-    style: str = "5b"  # "5b": RoPE + snr_shift_scale 1.0; "2b": sincos positions + snr_shift_scale 3.0
+    style: str = "5b"  # "5b": RoPE + shift 1.0; "2b": sincos positions + shift 3.0; "1.5": RoPE + temporal patches
     num_layers: int = 2  # transformer blocks
     num_heads: int = 2  # attention heads per block
     head_dim: int = 16  # channels per head (RoPE needs a multiple of 16)
@@ -93,12 +94,13 @@ def build_tiny_pipeline(config: TinyConfig = TinyConfig(), dtype: torch.dtype = 
     Returns:
         A ``diffusers.CogVideoXPipeline`` on the CPU in eval mode.
     """
-    if config.style not in ("2b", "5b"):
-        raise ValueError(f"unknown tiny style {config.style!r}; use '2b' or '5b'")
+    if config.style not in ("2b", "5b", "1.5"):
+        raise ValueError(f"unknown tiny style {config.style!r}; use '2b', '5b' or '1.5'")
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
-    rope = config.style == "5b"
+    rope = config.style != "2b"
+    temporal_patches = 2 if config.style == "1.5" else None
     latent_size = config.sample_size // 8
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -127,6 +129,8 @@ def build_tiny_pipeline(config: TinyConfig = TinyConfig(), dtype: torch.dtype = 
             sample_height=latent_size,
             sample_frames=config.sample_frames,
             patch_size=2,
+            patch_size_t=temporal_patches,
+            patch_bias=temporal_patches is None,
             temporal_compression_ratio=4,
             max_text_seq_length=config.text_len,
             use_rotary_positional_embeddings=rope,
