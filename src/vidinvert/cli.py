@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .errors import VidinvertError
+from .web import add_serve_parser, cmd_serve
 
 SAMPLE_VIDEO = Path(__file__).parent / "assets" / "sample.mp4"
 EPILOG = """Without --model the embedded tiny CogVideoX (random weights, built in code, no download) runs: it proves the
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="versions, devices and (with --model) the model's configuration")
     _add_model_options(p)
+    add_serve_parser(sub)
     return parser
 
 
@@ -377,7 +379,7 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"invert": cmd_invert, "edit": cmd_edit, "reconstruct": cmd_reconstruct, "info": cmd_info}
+COMMANDS = {"invert": cmd_invert, "edit": cmd_edit, "reconstruct": cmd_reconstruct, "info": cmd_info, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -256,21 +257,10 @@ def invert(
     remaining = schedule[: len(schedule) - resumed]
     start = latents if done is None else done[0].to(latents.device)
     inner = _chain(recorder.accept if recorder else None, saver.step if saver else None)
-    state = recorder.state if recorder else InjectionState()
-    trajectory, iterations = torch.empty(0, *latents.shape, device=trajectory_device or latents.device), ()
-    with injected(model.transformer, InjectionConfig(enabled=False), state), progress_callback(
-        len(remaining), "invert", progress, inner=inner
-    ) as callback:
+    recording = injected(model.transformer, InjectionConfig(enabled=False), recorder.state) if recorder else nullcontext()
+    with recording, progress_callback(len(remaining), "invert", progress, inner=inner) as callback:
         fn = recorder.wrap(model_fn) if recorder else model_fn
-        if len(remaining) and method == "ddim":
-            trajectory = invert_ddim(fn, start, remaining, callback=callback, store_device=trajectory_device)
-            iterations = (1,) * len(remaining)
-        elif len(remaining):
-            from .exact import invert_fixed_point
-
-            trajectory, iterations = invert_fixed_point(
-                fn, start, remaining, callback=callback, store_device=trajectory_device, **method_options
-            )
+        trajectory, iterations = _solve(fn, start, remaining, method, callback, trajectory_device, method_options)
     if done is not None:
         trajectory = torch.cat([trajectory, done.to(trajectory.device)])  # [N, B, T, C, h, w]
         iterations = tuple(iterations) + (0,) * resumed  # evaluations of resumed steps are not known
@@ -302,6 +292,17 @@ def invert(
         ),
         kv_cache=recorder.cache if recorder else None,
     )
+
+
+def _solve(model_fn, start, schedule: Schedule, method: str, callback, store_device, options: dict):
+    """Run the chosen inversion over ``schedule`` -> (trajectory ``[N, B, T, C, h, w]``, evaluations per step)."""
+    if len(schedule) == 0:  # everything was resumed from a checkpoint
+        return torch.empty(0, *start.shape, device=store_device or start.device), ()
+    if method == "ddim":
+        return invert_ddim(model_fn, start, schedule, callback=callback, store_device=store_device), (1,) * len(schedule)
+    from .exact import invert_fixed_point
+
+    return invert_fixed_point(model_fn, start, schedule, callback=callback, store_device=store_device, **options)
 
 
 def _chain(*callbacks):
