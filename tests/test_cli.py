@@ -95,3 +95,18 @@ def test_help_explains_every_option(capsys):
     for option in ("--skip-frames-start", "--frame-sample-step", "--max-num-frames", "--injection-steps",
                    "--reference-text", "--cpu-offload", "--dtype", "--seed", "--fps", "--force"):
         assert option in text
+
+
+def test_saved_inversion_is_validated_before_use(video, tmp_path, frames, capsys):
+    inv = tmp_path / "clip.inv"
+    assert main(["invert", str(video), "-o", str(inv), "--steps", "3", "--quiet"]) == 0
+    out = tmp_path / "a.mp4"
+    assert main(["edit", str(video), "--use-inversion", str(inv), "--prompt", "x", "-o", str(out), "--quiet"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["result"]["transformer_calls"] == 3
+    other = write_video(frames.flip(0), tmp_path / "other.mp4", fps=12)
+    code = main(["edit", str(other), "--use-inversion", str(inv), "--prompt", "x", "-o", str(tmp_path / "b.mp4")])
+    assert code == 2 and "another video" in capsys.readouterr().err
+    code = main(["edit", str(inv), "--steps", "7", "--prompt", "x", "-o", str(tmp_path / "c.mp4")])
+    assert code == 2 and "3 steps, 7 were asked for" in capsys.readouterr().err
+    code = main(["edit", str(inv), "--model", "tiny-2b", "--prompt", "x", "-o", str(tmp_path / "d.mp4")])
+    assert code == 2 and "another model" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from .errors import VidinvertError
 from .web import add_serve_parser, cmd_serve
 
 SAMPLE_VIDEO = Path(__file__).parent / "assets" / "sample.mp4"
+DEFAULT_STEPS = 50
 EPILOG = """Without --model the embedded tiny CogVideoX (random weights, built in code, no download) runs: it proves the
 pipeline end to end but its pictures are noise. Use --model THUDM/CogVideoX-5b (or a local folder) for real edits."""
 
@@ -52,7 +53,8 @@ def _add_read_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_invert_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("inversion")
-    group.add_argument("--steps", "--num-inference-steps", dest="steps", type=int, default=50, help="DDIM steps (50)")
+    group.add_argument("--steps", "--num-inference-steps", dest="steps", type=int, default=None,
+                       help="DDIM steps (50; a saved inversion brings its own, and a different value is refused)")
     group.add_argument("--inversion", default="ddim", choices=["ddim", "fixed-point"],
                        help="ddim: 1 evaluation/step, approximate; fixed-point: exact round trip, ~3 evaluations/step")
     group.add_argument("--source-prompt", default="", help="text the video is inverted with (default: empty)")
@@ -95,6 +97,13 @@ def _add_edit_options(parser: argparse.ArgumentParser, guidance: float, start: s
                        help="memory allowed for recorded keys/values; over it, nothing is recorded (4)")
 
 
+def _add_saved_inversion_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--save-inversion", default=None, help="also save the inversion made from the video (.inv)")
+    parser.add_argument("--use-inversion", default=None,
+                        help="start from this saved inversion (.inv) instead of inverting VIDEO again; refused if it "
+                             "was made from other frames, another model or another step count")
+
+
 def _add_output_options(parser: argparse.ArgumentParser, what: str) -> None:
     group = parser.add_argument_group("output")
     group.add_argument("-o", "--output", default=None, help=f"{what} path (default: <output-dir>/<video>_<kind>.mp4)")
@@ -124,14 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input video or saved inversion (.inv) (default: the bundled sample)")
     p.add_argument("--prompt", action="append", required=True,
                    help="edit prompt; repeat for several edits from one inversion, run in one batch")
-    p.add_argument("--save-inversion", default=None, help="also save the inversion made from the video here (.inv)")
+    _add_saved_inversion_options(p)
     _add_model_options(p), _add_read_options(p), _add_invert_options(p)
     _add_edit_options(p, guidance=6.0, start="inverted")
     _add_output_options(p, "edited video")
 
     p = sub.add_parser("reconstruct", help="invert and regenerate with the source prompt; print PSNR/SSIM",
                        epilog=EPILOG)
-    p.add_argument("video", nargs="?", default=str(SAMPLE_VIDEO), help="input video (default: the bundled sample)")
+    p.add_argument("video", nargs="?", default=str(SAMPLE_VIDEO),
+                   help="input video or saved inversion (.inv) (default: the bundled sample)")
+    _add_saved_inversion_options(p)
     p.add_argument("--prompt", default=None, help="prompt to regenerate with (default: the --source-prompt)")
     _add_model_options(p), _add_read_options(p), _add_invert_options(p)
     _add_edit_options(p, guidance=1.0, start="inverted")
@@ -169,7 +180,6 @@ def _open_model(args):
     pipe = load_pipeline(args.model, dtype=dtype, device=device, cpu_offload=args.cpu_offload,
                          vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing)
     model = VideoModel(pipe, name=args.model or "tiny")
-    _open_model.last = model
     if args.model is None or args.model.startswith("tiny"):
         print("note: using the embedded tiny model (random weights, built in code): results are noise-like; "
               "pass --model THUDM/CogVideoX-5b for real edits", file=sys.stderr)
@@ -182,7 +192,7 @@ def _settings(args):
     read = ReadSettings(height=args.height, width=args.width, skip_start=args.skip_frames_start,
                         skip_end=args.skip_frames_end, stride=args.frame_sample_step,
                         max_frames=args.max_num_frames, resize=args.resize)
-    inv = InvertSettings(steps=args.steps, prompt=args.source_prompt, guidance=args.inversion_guidance,
+    inv = InvertSettings(steps=DEFAULT_STEPS if args.steps is None else args.steps, prompt=args.source_prompt, guidance=args.inversion_guidance,
                          method=args.inversion, strength=args.strength, tol=args.tol, max_iter=args.max_iter,
                          anderson=args.anderson, record_kv=getattr(args, "reuse_kv", False),
                          kv_budget_gb=getattr(args, "kv_budget_gb", 4.0), checkpoint_every=args.checkpoint_every,
@@ -254,29 +264,41 @@ def _partial(output: Path) -> Path:
 
 
 def _source_and_inversion(args, model, read, inv_settings, checkpoint: Path):
-    """A video is opened and inverted; a .inv is loaded, validated, and its source re-read when still there."""
+    """Open and invert the video, or load a saved inversion (validated against model, steps and video).
+
+    Given only a ``.inv``, its source video is re-read with the saved frame settings when it is still there (for the
+    comparison video); if it changed, the comparison falls back to the VAE round trip of the stored latents.
+    """
     from .inversion import Inversion
-    from .jobs import invert_source, open_source
+    from .jobs import ReadSettings, invert_source, open_source
 
-    if Path(args.video).suffix == ".inv":
-        inversion = Inversion.load(args.video)
-        inversion.check_matches(model)
-        source = None
-        original = inversion.meta.source
-        if original and Path(original).is_file():
-            extra = inversion.meta.extra
-            stored = dataclasses.replace(read, height=inversion.meta.height, width=inversion.meta.width)
-            candidate = open_source(model, original, stored)
-            if candidate.hash == inversion.meta.source_hash:
-                source = candidate
-            elif extra:
-                print(f"note: {original} changed since it was inverted; comparing with the VAE round trip", file=sys.stderr)
+    saved = args.video if Path(args.video).suffix == ".inv" else getattr(args, "use_inversion", None)
+    if saved is None:
+        source = open_source(model, args.video, read)
+        return source, invert_source(model, source, inv_settings, progress=not args.quiet, checkpoint=checkpoint)
+    inversion = Inversion.load(saved)
+    inversion.check_matches(model, num_steps=args.steps)
+    if saved != args.video:  # a video and its saved inversion: they must belong together
+        source = open_source(model, args.video, read)
+        inversion.check_matches(source_hash=source.hash)
         return source, inversion
-    source = open_source(model, args.video, read)
-    return source, invert_source(model, source, inv_settings, progress=not args.quiet, checkpoint=checkpoint)
+    original, stored = inversion.meta.source, inversion.meta.extra.get("read")
+    if not (original and stored and Path(original).is_file()):
+        return None, inversion
+    source = open_source(model, original, ReadSettings(**stored))
+    if source.hash != inversion.meta.source_hash:
+        print(f"note: {original} changed since it was inverted; comparing with the VAE round trip", file=sys.stderr)
+        return None, inversion
+    return source, inversion
 
 
-def _run_edit(args, prompts: list[str], kind: str) -> tuple[dict, object, object, object]:
+def _run_edit(args, prompts: list[str], kind: str):
+    """Plan outputs, open the model, invert (or load), edit, decode and write the videos.
+
+    Returns:
+        ``(summary, record, model, source, inversion, latents, videos, outputs)``; the settings JSON is left to the
+        caller, which may add to the record.
+    """
     from .editing import EditStats, edit
     from .jobs import decode, guard_memory, peak_memory
     from .outputs import plan_outputs, settings_path, write_json
@@ -316,13 +338,13 @@ def _run_edit(args, prompts: list[str], kind: str) -> tuple[dict, object, object
                "seconds": round(time.perf_counter() - started, 2), **peak_memory()}
     record = _record(args, {"result": summary, "read": dataclasses.asdict(read),
                             "inversion": dataclasses.asdict(inversion.meta), "edit": dataclasses.asdict(config)})
-    return summary, record, (source, inversion, latents, videos), outputs
+    return summary, record, model, source, inversion, latents, videos, outputs
 
 
 def cmd_edit(args) -> int:
     from .outputs import settings_path, write_json
 
-    summary, record, _, outputs = _run_edit(args, args.prompt, "edit")
+    summary, record, *_, outputs = _run_edit(args, args.prompt, "edit")
     for out in outputs:
         write_json(settings_path(out), record, force=args.force)
     print(json.dumps(summary))
@@ -335,8 +357,7 @@ def cmd_reconstruct(args) -> int:
     from .outputs import settings_path, write_json
 
     prompt = args.source_prompt if args.prompt is None else args.prompt
-    summary, record, (source, inversion, latents, videos), outputs = _run_edit(args, [prompt], "reconstruction")
-    model = _open_model.last  # the model _run_edit opened
+    summary, record, model, source, inversion, latents, videos, outputs = _run_edit(args, [prompt], "reconstruction")
     result = videos[0]  # [F, C, H, W]
     round_trip = decode(model, inversion.clean)[0]  # the VAE's own reconstruction of the input
     fidelity = {

@@ -4,6 +4,7 @@ front end); each step is a thin composition of the library functions, with setti
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import resource
 from contextlib import contextmanager
@@ -56,6 +57,7 @@ class Source:
     clip: Clip
     latents: torch.Tensor  # float32 [1, T, C, h, w]
     hash: str  # frames_hash of clip.frames
+    read: ReadSettings  # how the frames were taken (saved with an inversion, to re-read the same frames)
 
 
 def native_size(model: VideoModel) -> tuple[int, int]:
@@ -84,7 +86,7 @@ def open_source(model: VideoModel, path: str, read: ReadSettings = ReadSettings(
         latents = model.encode(clip.frames)
     if not torch.isfinite(latents).all():
         raise VidinvertError("the VAE produced NaN/inf latents", "use --dtype fp32 or bf16 instead of fp16")
-    return Source(clip, latents, frames_hash(clip.frames))
+    return Source(clip, latents, frames_hash(clip.frames), read)
 
 
 def invert_source(
@@ -122,6 +124,7 @@ def invert_source(
                 width=clip.frames.shape[3],
                 fps=clip.fps,
                 indices=list(clip.indices),
+                read=dataclasses.asdict(source.read),
             ),
             **options,
         )
