@@ -146,11 +146,7 @@ class Inversion:
                 f"{path} is not a readable vidinvert inversion ({type(err).__name__})",
                 "it may be truncated or from another tool; run `vidinvert invert` again",
             ) from None
-        if raw.get("format_version") != FORMAT_VERSION:
-            raise VidinvertError(f"{path} has format version {raw.get('format_version')}", "invert the video again")
-        for key in ("timesteps", "latent_shape", "iterations"):
-            raw[key] = tuple(raw.get(key, ()))
-        meta = InversionMeta(**raw)
+        meta = _parse_meta(raw, path)
         if (
             trajectory.ndim != 6
             or tuple(trajectory.shape[1:]) != meta.latent_shape
@@ -161,6 +157,25 @@ class Inversion:
         if not (torch.isfinite(trajectory).all() and torch.isfinite(clean).all()):
             raise VidinvertError(f"{path} holds non-finite values", "invert the video again")
         return Inversion(trajectory, clean, meta)
+
+
+def _parse_meta(raw, path: Path) -> InversionMeta:
+    """``InversionMeta`` from a file's JSON header; any other shape is a one-line error."""
+    version = raw.get("format_version") if isinstance(raw, dict) else None
+    if version != FORMAT_VERSION:
+        raise VidinvertError(f"{path} has inversion format {version!r}, not {FORMAT_VERSION}", "invert the video again")
+    try:
+        fields = dict(raw)
+        for key in ("timesteps", "latent_shape", "iterations"):
+            fields[key] = tuple(int(v) for v in fields.get(key, ()))
+        meta = InversionMeta(**fields)
+        if not isinstance(meta.extra, dict) or not isinstance(meta.model_fingerprint, str):
+            raise TypeError("malformed fields")
+        return meta
+    except (TypeError, ValueError, AttributeError) as err:
+        raise VidinvertError(
+            f"{path} has damaged metadata ({type(err).__name__})", "run `vidinvert invert` again"
+        ) from None
 
 
 def text_model_fn(model: VideoModel, prompt: str, negative_prompt: str, guidance: float):

@@ -2,7 +2,11 @@
 
 Decoding and encoding use PyAV. Reading picks frames the way the public CogVideo
 DDIM-inversion script does (skip, stride, cap, then keep 4k + 1 frames) and stops
-decoding after the last frame it needs.
+decoding after the last frame it needs, so memory does not grow with the video's length.
+
+Every unusable input (missing, empty, truncated or corrupt file, audio only, too few
+frames, too large a size) raises a one-line :class:`VidinvertError`, never a PyAV error.
+Output sizes are capped at ``MAX_SIDE`` pixels a side and ``MAX_PIXELS`` pixels a frame.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import av.filter
 import numpy as np
 import torch
 import torch.nn.functional as F
+from av.stream import Disposition
 
 from vidinvert.errors import VidinvertError
 
@@ -31,9 +36,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # files a folder of frames may hold
 H264_SUFFIXES = (".mp4", ".mov", ".mkv")  # containers written with libx264
 RESIZE_MODES = ("stretch", "crop")  # stretch: straight to size; crop: cover then centre-crop
 DEFAULT_FPS = 8.0  # used when a file carries no frame rate at all
+MAX_FPS = 1000.0  # a container rate above this is junk (e.g. a 1/90000 time base read as a rate)
+# Output size limits: far above CogVideoX's 480x720 (1.0) and 768x1360 (1.5), yet 49 float frames
+# at the limit are still only ~4.9 GB. Larger sizes are refused before anything is decoded.
+MAX_SIDE = 4096  # largest output height or width
+MAX_PIXELS = 3840 * 2160  # largest output height * width (4K UHD)
+EXAMPLE_SIZE = "--height 480 --width 720"  # CogVideoX's native size, suggested in errors
 
-# What a broken or unreadable file raises inside PyAV.
-_AV_ERRORS = (av.FFmpegError, OSError)
+# What a broken or unreadable file raises inside PyAV (UnicodeDecodeError: mangled metadata text).
+_AV_ERRORS = (av.FFmpegError, OSError, UnicodeDecodeError)
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,7 +70,7 @@ class _Source(NamedTuple):
     """An open video or image folder: lazy frame loaders, frame count, frame rate."""
 
     loaders: Iterator[Callable[[], np.ndarray]]  # each returns uint8 [H, W, 3]
-    total: int | None  # None when it was not worth counting
+    total: int | None  # None when unknown and not worth counting
     fps: float
 
 
@@ -96,27 +107,37 @@ def read_video(
 
     Returns:
         A Clip whose ``frames`` are float32 ``[F, 3, H, W]`` in [-1, 1].
+
+    Raises:
+        VidinvertError: one line naming the problem and the fix, for a missing, empty, truncated or
+            corrupt file, no video stream (audio only, cover art only), fewer than ``min_frames`` frames,
+            or an output size over ``MAX_SIDE`` a side / ``MAX_PIXELS`` a frame (refused before decoding).
     """
     _check_read_args(skip_start, skip_end, stride, max_frames, resize, multiple,
                      temporal_multiple, min_frames, folder_fps)
+    _check_size_limit(height, width)
     _check_multiple("height", height, multiple)
     _check_multiple("width", width, multiple)
     path = Path(path)
     need_total = skip_end > 0 or stride is None
     with _open_source(path, need_total, folder_fps) as src:
-        wanted, step = _plan(src.total, skip_start, skip_end, stride, max_frames,
-                             temporal_multiple)
+        wanted, step, picked = _plan(src.total, skip_start, skip_end, stride, max_frames,
+                                     temporal_multiple)
         frames, indices, source_size, seen = _collect(
             src, wanted, path, lambda h, w: _target_size(h, w, height, width, multiple, path), resize)
     if seen == 0:
-        raise VidinvertError(f"no decodable video frames in {path}", "the file looks corrupt; re-export it")
+        promised = f" (its header promises {src.total})" if src.total else ""
+        raise VidinvertError(f"no decodable video frames in {path}{promised}",
+                             "the file looks corrupt or truncated; re-export it")
     keep = _trim(len(frames), temporal_multiple)  # the file may hold fewer frames than it said
     if keep < min_frames:
         total = src.total if src.total is not None else seen
+        rule = f" (frame counts must be {temporal_multiple}k+1)" if temporal_multiple > 1 else ""
+        count = sum(1 for index in picked if index < total)  # picked before trimming to 4k+1
         raise VidinvertError(
-            f"only {keep} frames selected from {path} ({total} in the source, "
-            f"skip_start={skip_start}, skip_end={skip_end}, stride={step}), need at least {min_frames}",
-            "skip fewer frames, use a smaller stride, or use a longer video",
+            f"only {keep} frames selected from {path} ({total} in the source, {count} picked "
+            f"with skip_start={skip_start}, skip_end={skip_end}, stride={step}), need at least {min_frames}{rule}",
+            _too_few_fix(total, skip_start, skip_end, step, min_frames, temporal_multiple),
         )
     return Clip(
         frames=torch.stack(frames[:keep]),  # [F, 3, H, W]
@@ -161,12 +182,28 @@ def _collect(src: _Source, wanted: range, path: Path, size_for: Callable, resize
     return frames, indices, source_size, seen
 
 
+def _too_few_fix(total: int, skip_start: int, skip_end: int, step: int, min_frames: int,
+                 temporal_multiple: int) -> str:
+    """What to change when too few frames were selected: only the options that were actually in the way."""
+    if total < min_frames:
+        return f"use a video with at least {min_frames} frames"
+    changes = []
+    if skip_start or skip_end:
+        changes.append("skip fewer frames")
+    if step > 1:
+        changes.append("use a smaller stride")
+    # the frames that would be kept with stride 1 and no skips
+    if not changes or _trim(total - skip_start - skip_end, temporal_multiple) < min_frames:
+        changes.append(f"use a longer video (at least {min_frames} frames after skipping)")
+    return ", or ".join(changes)
+
+
 def _check_not_truncated(path: Path, total: int | None, decoded: int) -> None:
     """Raise when the file ran out well before the frame count its header promised.
 
     A few frames of slack allow for edit lists, which can hide frames the header counts.
     """
-    if total is not None and decoded < total - max(2, total // 20):
+    if total is not None and 0 < decoded < total - max(2, total // 20):  # 0: read_video says so
         raise VidinvertError(f"{path} is truncated or corrupt: only {decoded} of {total} frames decode",
                              "re-export or re-download the video")
 
@@ -187,6 +224,24 @@ def _check_read_args(skip_start, skip_end, stride, max_frames, resize, multiple,
         raise VidinvertError(f"unknown resize mode {resize!r}", f"use one of {', '.join(RESIZE_MODES)}")
     if not folder_fps > 0:
         raise VidinvertError(f"folder_fps must be > 0, got {folder_fps!r}")
+    if _trim(max_frames, temporal_multiple) < min_frames:
+        raise VidinvertError(
+            f"max_frames={max_frames} keeps at most {_trim(max_frames, temporal_multiple)} frames, "
+            f"need at least {min_frames}",
+            f"raise max_frames (--max_num_frames) to at least {min_frames}",
+        )
+
+
+def _check_size_limit(height: int | None, width: int | None) -> None:
+    """Refuse an asked-for output size above MAX_SIDE / MAX_PIXELS before any decoding."""
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, numbers.Integral) and value > MAX_SIDE:
+            raise VidinvertError(f"{name} {value} is too large (at most {MAX_SIDE})",
+                                 f"use a smaller size, e.g. {EXAMPLE_SIZE}")
+    if isinstance(height, numbers.Integral) and isinstance(width, numbers.Integral) \
+            and height * width > MAX_PIXELS:
+        raise VidinvertError(f"size {height}x{width} is too large (at most {MAX_PIXELS:,} pixels a frame)",
+                             f"use a smaller size, e.g. {EXAMPLE_SIZE}")
 
 
 def _check_multiple(name: str, value: int | None, multiple: int) -> None:
@@ -202,8 +257,12 @@ def _check_multiple(name: str, value: int | None, multiple: int) -> None:
 
 
 def _plan(total: int | None, skip_start: int, skip_end: int, stride: int | None,
-          max_frames: int, temporal_multiple: int) -> tuple[range, int]:
-    """Pick source frame indices; ``total`` may be None only with an explicit stride and no skip_end."""
+          max_frames: int, temporal_multiple: int) -> tuple[range, int, range]:
+    """Pick source frame indices; ``total`` may be None only with an explicit stride and no skip_end.
+
+    Returns:
+        (indices to keep, trimmed to ``temporal_multiple * k + 1``; the stride; the indices before trimming).
+    """
     if total is None:  # open-ended: stop once max_frames are reached or the file ends
         step = stride
         picked = range(skip_start, skip_start + step * max_frames, step)
@@ -217,7 +276,7 @@ def _plan(total: int | None, skip_start: int, skip_end: int, stride: int | None,
         else:
             step = max(1, count // max_frames)
         picked = range(start, end, step)[:max_frames]
-    return picked[:_trim(len(picked), temporal_multiple)], step
+    return picked[:_trim(len(picked), temporal_multiple)], step, picked
 
 
 def _trim(count: int, temporal_multiple: int) -> int:
@@ -239,17 +298,27 @@ def _open_source(path: Path, need_total: bool, folder_fps: float) -> Iterator[_S
     container = _open_container(path)
     try:
         stream = _video_stream(container, path)
-        total = _count_frames(path, stream) if need_total else None
-        loaders = (partial(_frame_rgb, frame) for frame in _decode(container, stream))
+        # the header's count is free; demux to count only when the plan needs a count
+        total = _count_frames(path, stream) if need_total else (stream.frames or None)
+        loaders = (partial(_frame_rgb, frame, path) for frame in _decode(container, stream))
         yield _Source(loaders, total, _stream_fps(stream))
     finally:
         container.close()
 
 
+def _av_open(path: Path) -> av.container.InputContainer:
+    """``av.open`` for reading a local file.
+
+    The absolute path keeps FFmpeg from taking a name such as ``take:2.mp4`` for a protocol;
+    undecodable metadata text (often a damaged header) is replaced instead of raising.
+    """
+    return av.open(str(path.absolute()), metadata_errors="replace")
+
+
 def _open_container(path: Path) -> av.container.InputContainer:
     """``av.open`` with its errors turned into one readable line."""
     try:
-        return av.open(str(path))
+        return _av_open(path)
     except _AV_ERRORS as err:
         raise VidinvertError(
             f"cannot read {path} as a video: {_reason(err)}",
@@ -258,11 +327,20 @@ def _open_container(path: Path) -> av.container.InputContainer:
 
 
 def _video_stream(container, path: Path) -> av.video.stream.VideoStream:
-    """The first video stream, set up for threaded decoding."""
+    """The first video stream that is not a cover image, set up for threaded decoding."""
+    videos = [s for s in container.streams.video if not s.disposition & Disposition.attached_pic]
     # FFmpeg's "tty" demuxer renders .txt/.nfo files as ANSI-art video; that is never what users mean.
-    if not container.streams.video or container.format.name == "tty":
-        raise VidinvertError(f"no video stream in {path}", "pass a video file, a GIF or a folder of images")
-    stream = container.streams.video[0]
+    if not videos or container.format.name == "tty":
+        if container.streams.video and container.format.name != "tty":
+            what = " (only a cover image)"
+        elif container.streams.audio:
+            what = " (audio only)"
+        elif not container.streams:
+            what = " (no streams at all: the file may be truncated or an empty recording)"
+        else:
+            what = ""
+        raise VidinvertError(f"no video stream in {path}{what}", "pass a video file, a GIF or a folder of images")
+    stream = videos[0]
     stream.thread_type = "AUTO"  # decode with frame and slice threads
     return stream
 
@@ -272,8 +350,8 @@ def _count_frames(path: Path, stream) -> int:
     if stream.frames > 0:
         return stream.frames
     try:
-        with av.open(str(path)) as container:  # a separate handle, so the decoding one stays at frame 0
-            return sum(1 for packet in container.demux(video=0) if packet.size)
+        with _av_open(path) as container:  # a separate handle, so the decoding one stays at frame 0
+            return sum(1 for packet in container.demux(container.streams[stream.index]) if packet.size)
     except _AV_ERRORS as err:
         raise VidinvertError(f"could not read {path}: {_reason(err)}",
                              "the file looks corrupt or truncated; re-export it") from None
@@ -285,16 +363,20 @@ def _decode(container, stream) -> Iterator[av.VideoFrame]:
 
 
 def _stream_fps(stream) -> float:
-    """The stream's frame rate in frames per second."""
+    """The stream's frame rate in frames per second (the average one for variable-rate video)."""
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate:
+        if rate and 0 < float(rate) <= MAX_FPS:
             return float(rate)
     return DEFAULT_FPS
 
 
-def _frame_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """Any pixel format -> uint8 RGB ``[H, W, 3]``, turned upright by the display rotation."""
-    rgb = frame.to_ndarray(format="rgb24")  # [H, W, 3]
+def _frame_rgb(frame: av.VideoFrame, path: Path) -> np.ndarray:
+    """Any pixel format -> uint8 RGB ``[H, W, 3]`` (alpha dropped), turned upright by the display rotation."""
+    try:
+        rgb = frame.to_ndarray(format="rgb24")  # [H, W, 3]
+    except ValueError as err:  # a pixel format swscale cannot convert
+        raise VidinvertError(f"cannot convert the {frame.format.name} frames of {path} to RGB: {_reason(err)}",
+                             "re-export the video as 8-bit H.264 (yuv420p)") from None
     quarter_turns = round(frame.rotation / 90) % 4  # rotation is counter-clockwise degrees
     if quarter_turns:
         rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns))  # [W, H, 3] for odd turns
@@ -318,11 +400,13 @@ def _list_images(folder: Path) -> list[Path]:
 def _read_image(path: Path) -> np.ndarray:
     """One image file -> uint8 RGB ``[H, W, 3]``."""
     try:
-        with av.open(str(path)) as container:
+        with _av_open(path) as container:
+            if not container.streams.video:
+                raise VidinvertError(f"no image data in {path}", "re-export or remove that file")
             frame = next(container.decode(video=0), None)
             if frame is None:
                 raise VidinvertError(f"no image data in {path}", "re-export or remove that file")
-            return _frame_rgb(frame)
+            return _frame_rgb(frame, path)
     except _AV_ERRORS as err:
         raise VidinvertError(f"cannot read image {path}: {_reason(err)}",
                              "re-export or remove that file") from None
@@ -340,6 +424,11 @@ def _target_size(src_h: int, src_w: int, height: int | None, width: int | None,
     if height == 0 or width == 0:
         raise VidinvertError(f"{path} is only {src_h}x{src_w}, smaller than multiple={multiple}",
                              "pass --height and --width explicitly or use a larger video")
+    if height > MAX_SIDE or width > MAX_SIDE or height * width > MAX_PIXELS:
+        raise VidinvertError(
+            f"{path} ({src_h}x{src_w}) would be read at {height}x{width}, more than the limit "
+            f"({MAX_SIDE} a side, {MAX_PIXELS:,} pixels a frame)",
+            f"pass a smaller size, e.g. {EXAMPLE_SIZE}")
     return height, width
 
 

@@ -43,9 +43,12 @@ DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 # ---- defaults: the CLI's own ----------------------------------------------------------------------------------
 def cli_defaults() -> dict:
     """The defaults of ``vidinvert edit``, read from the CLI's parser so the page can never drift from it."""
-    from .cli import build_parser
+    from .cli import DEFAULT_STEPS, build_parser
 
-    return vars(build_parser().parse_args(["edit", "--prompt", ""]))
+    defaults = vars(build_parser().parse_args(["edit", "--prompt", ""]))
+    if defaults["steps"] is None:  # the CLI leaves it open so a saved inversion can bring its own
+        defaults["steps"] = DEFAULT_STEPS
+    return defaults
 
 
 def _optional_int(value, name: str) -> int | None:
