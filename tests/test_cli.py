@@ -110,3 +110,12 @@ def test_saved_inversion_is_validated_before_use(video, tmp_path, frames, capsys
     assert code == 2 and "3 steps, 7 were asked for" in capsys.readouterr().err
     code = main(["edit", str(inv), "--model", "tiny-2b", "--prompt", "x", "-o", str(tmp_path / "d.mp4")])
     assert code == 2 and "another model" in capsys.readouterr().err
+
+
+def test_reference_compatible_flag_reproduces_the_public_layout(video, tmp_path):
+    out = tmp_path / "ref.mp4"
+    assert main(["edit", str(video), "--prompt", "x", "--steps", "2", "--reference-compatible", "-o", str(out),
+                 "--quiet", "--no-comparison"]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["edit"]["start"] == "random" and record["edit"]["injection"]["reference_text"] == "edit"
+    assert record["result"]["batch_rows"] == [4]

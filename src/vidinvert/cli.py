@@ -90,6 +90,8 @@ def _add_edit_options(parser: argparse.ArgumentParser, guidance: float, start: s
     group.add_argument("--reference-text", default="inversion", choices=["inversion", "edit"],
                        help="what the reference branch reads: the inversion prompt (default, one shared row) or "
                             "the edit prompt (the public script's layout, one row per guidance branch)")
+    group.add_argument("--reference-compatible", action="store_true",
+                       help="reproduce the public CogVideo script's edit: --reference-text edit and --start random")
     group.add_argument("--reuse-kv", action="store_true",
                        help="record the reference keys/values while inverting and reuse them instead of evaluating "
                             "the reference branch (exact with --inversion fixed-point; approximate with ddim)")
@@ -204,6 +206,8 @@ def _edit_config(args):
     from .attention import InjectionConfig
     from .editing import EditConfig
 
+    if args.reference_compatible:
+        args.reference_text, args.start = "edit", "random"
     try:
         injection = InjectionConfig(enabled=args.injection == "on", steps=args.injection_steps,
                                     blocks=_parse_blocks(args.injection_blocks), reference_text=args.reference_text,
