@@ -1,0 +1,167 @@
+"""Exact inversion: how closely does sampling return to the video after each inversion strategy?
+
+For each step count x inversion strategy x model style (tiny random CogVideoX pipelines, 2b style = sincos positions
++ snr_shift 3.0, 5b style = RoPE + shift 1.0): invert the clip's VAE latents with guidance 1 and an empty prompt,
+sample back from the inverted noise with plain DDIM (same empty prompt, guidance 1), and report
+
+- the relative latent error ``||x0_back - x0|| / ||x0||``,
+- the PSNR of the decoded result against the VAE round trip (decode of the clean latents), so the VAE's own loss
+  is left out,
+- evaluations per step (mean of ``Inversion.meta.iterations``),
+- seconds of the inversion and of the sampling back (fastest of ``--repeats`` runs).
+
+    python bench/fidelity.py                   # steps 10,25,50; writes bench/results/fidelity.{json,md}
+    python bench/fidelity.py --steps 10,25
+    python bench/fidelity.py --quick           # steps 4, 5b style only, one run (for tests; writes nothing)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+
+def load_common():
+    """bench/common.py, loaded by path under a private name (bench/ is not a package)."""
+    name = "vidinvert_bench_common"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().with_name("common.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+bc = load_common()
+
+
+def strategies(tol: float, max_iter: int) -> dict:
+    """Name -> ``invert`` keyword arguments."""
+    return {
+        "ddim": dict(method="ddim"),
+        "fixed-point": dict(method="fixed-point", tol=tol, max_iter=max_iter),
+        "fixed-point+anderson2": dict(method="fixed-point", tol=tol, max_iter=max_iter, anderson=2),
+    }
+
+
+def measure_one(model, latents, reference_frames, steps: int, options: dict, repeats: int) -> dict:
+    """Invert, sample back and compare; the fastest of ``repeats`` runs gives the seconds (results are identical)."""
+    from vidinvert.exact import NotConvergedWarning
+    from vidinvert.inversion import invert, text_model_fn
+    from vidinvert.metrics import psnr, relative_error
+    from vidinvert.sampling import sample_ddim
+
+    invert_times, sample_times = [], []
+    for _ in range(repeats):
+        with warnings.catch_warnings(record=True) as records:
+            warnings.simplefilter("always", NotConvergedWarning)
+            start = time.perf_counter()
+            inversion = invert(model, latents, steps=steps, **options)
+            invert_times.append(time.perf_counter() - start)
+        unconverged = sum(1 for r in records if issubclass(r.category, NotConvergedWarning))
+        start = time.perf_counter()
+        back = sample_ddim(text_model_fn(model, "", "", 1.0), inversion.noise, inversion.schedule(model))
+        sample_times.append(time.perf_counter() - start)
+    decoded = model.decode(back)[0]  # [F, C, H, W]
+    iterations = inversion.meta.iterations
+    return {
+        "rel_latent_error": relative_error(back, inversion.clean),
+        "psnr_db": psnr(decoded, reference_frames),
+        "evals_per_step": round(sum(iterations) / len(iterations), 3),
+        "max_evals_step": max(iterations),
+        "unconverged_steps": unconverged,
+        "invert_s": round(min(invert_times), 4),
+        "sample_back_s": round(min(sample_times), 4),
+        "invert_s_runs": [round(t, 4) for t in invert_times],
+    }
+
+
+def to_markdown(data: dict) -> str:
+    cfg = data["config"]
+    headers = ["style", "steps", "inversion", "rel. latent error", "PSNR vs VAE round trip (dB)", "evals/step",
+               "unconverged steps", "invert s", "sample-back s"]
+    rows = [[r["style"], r["steps"], r["method"], r["rel_latent_error"], r["psnr_db"], r["evals_per_step"],
+             r["unconverged_steps"], r["invert_s"], r["sample_back_s"]] for r in data["rows"]]
+    return "\n".join([
+        "# Inversion fidelity (invert -> sample back)",
+        "",
+        data["note"],
+        "",
+        f"Models: tiny random CogVideoX pipelines ({cfg['model']}), 2b style = sincos positions + snr_shift 3.0, "
+        f"5b style = RoPE + snr_shift 1.0. Clip: {data['clip']}. Inversion and sampling back use the empty prompt at "
+        f"guidance 1; fixed-point uses tol {cfg['tol']:g}, max_iter {cfg['max_iter']}. PSNR compares the decoded "
+        "result with the decoded clean latents (the VAE round trip), so the VAE's own loss is excluded; "
+        "'unconverged steps' counts steps that stopped at max_iter above tol.",
+        "",
+        bc.markdown_table(headers, rows),
+    ])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", default=None, help="comma-separated step counts (default 10,25,50; --quick: 4)")
+    parser.add_argument("--styles", default=None, help="comma-separated model styles (default 2b,5b; --quick: 5b)")
+    parser.add_argument("--methods", default="ddim,fixed-point,fixed-point+anderson2", help="strategies to run")
+    parser.add_argument("--tol", type=float, default=1e-6, help="fixed-point tolerance (default 1e-6)")
+    parser.add_argument("--max-iter", type=int, default=20, help="fixed-point evaluations per step (default 20)")
+    parser.add_argument("--frames", type=int, default=9, help="clip frames, 4k+1 (default 9)")
+    parser.add_argument("--size", type=int, default=64, help="clip height and width (default 64)")
+    parser.add_argument("--clip", choices=("sample", "synthetic"), default="sample",
+                        help="bundled sample.mp4 (default) or the tests' synthetic moving square")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per configuration (default 2; quick 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--quick", action="store_true", help="steps 4, one style, one run (for tests)")
+    parser.add_argument("--out", default=None, help="folder for fidelity.{json,md} (default bench/results; quick: none)")
+    args = parser.parse_args(argv)
+    threads = bc.setup(args.threads)
+    from vidinvert.model import VideoModel
+    from vidinvert.tiny import TinyConfig, build_tiny_pipeline
+
+    steps_list = [int(s) for s in (args.steps or ("4" if args.quick else "10,25,50")).split(",")]
+    styles = [s.strip() for s in (args.styles or ("5b" if args.quick else "2b,5b")).split(",")]
+    table = strategies(args.tol, args.max_iter)
+    methods = [m.strip() for m in args.methods.split(",")]
+    unknown = [m for m in methods if m not in table]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; use {', '.join(table)}")
+    repeats = args.repeats or (1 if args.quick else 2)
+    frames, clip = bc.load_clip(args.frames, args.size, args.clip)
+    rows = []
+    for style in styles:
+        model = VideoModel(build_tiny_pipeline(TinyConfig(style=style, sample_frames=args.frames,
+                                                          sample_size=args.size)), name=f"tiny-{style}")
+        latents = model.encode(frames)
+        reference_frames = model.decode(latents)[0]  # the VAE round trip
+        for steps in steps_list:
+            for method in methods:
+                result = measure_one(model, latents, reference_frames, steps, table[method], repeats)
+                rows.append({"style": style, "steps": steps, "method": method, **result})
+                print(f"{style} steps={steps:>3} {method:<22} rel_err={result['rel_latent_error']:.3e} "
+                      f"psnr={result['psnr_db']:.2f} evals/step={result['evals_per_step']} "
+                      f"invert={result['invert_s']}s", file=sys.stderr)
+    data = {
+        "bench": "fidelity",
+        "note": bc.CPU_NOTE.format(threads=threads, repeats=repeats),
+        "clip": clip,
+        "config": {"steps": steps_list, "styles": styles, "methods": methods, "tol": args.tol,
+                   "max_iter": args.max_iter, "repeats": repeats, "model": "TinyConfig defaults: 2 layers, 2 heads x 16",
+                   "guidance": 1.0, "prompt": ""},
+        "rows": rows,
+        "machine": bc.machine_info("cpu"),
+    }
+    markdown = to_markdown(data)
+    print(markdown)
+    print(json.dumps(bc.json_safe(data)))
+    out = args.out if args.out is not None else (None if args.quick else str(bc.RESULTS_DIR))
+    for path in bc.write_results("fidelity", data, markdown, out):
+        print(f"wrote {path}", file=sys.stderr)
+    return data
+
+
+if __name__ == "__main__":
+    main()
