@@ -18,7 +18,6 @@ sample back from the inverted noise with plain DDIM (same empty prompt, guidance
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -26,18 +25,8 @@ import warnings
 from pathlib import Path
 
 
-def load_common():
-    """bench/common.py, loaded by path under a private name (bench/ is not a package)."""
-    name = "vidinvert_bench_common"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().with_name("common.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-bc = load_common()
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is a folder of scripts, not a package
+import common as bc  # noqa: E402
 
 
 def strategies(tol: float, max_iter: int) -> dict:

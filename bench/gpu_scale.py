@@ -21,7 +21,6 @@ each phase; weights included). It also prints the size the kv_reuse cache would 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import warnings
@@ -30,18 +29,8 @@ from pathlib import Path
 import torch
 
 
-def load_common():
-    """bench/common.py, loaded by path under a private name (bench/ is not a package)."""
-    name = "vidinvert_bench_common"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().with_name("common.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-bc = load_common()
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is a folder of scripts, not a package
+import common as bc  # noqa: E402
 
 # THUDM/CogVideoX-5b transformer/config.json: the diffusers defaults except 48 heads, 42 layers and RoPE
 # (scripts/convert_cogvideox_to_diffusers.py: "For 5B, num_layers is 42 ... num_attention_heads is 48 ...

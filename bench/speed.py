@@ -19,25 +19,14 @@ and the fastest repeat of each mode is reported. ``total_s`` = inversion + edit 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
 
 
-def load_common():
-    """bench/common.py, loaded by path under a private name (bench/ is not a package)."""
-    name = "vidinvert_bench_common"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().with_name("common.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-bc = load_common()
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is a folder of scripts, not a package
+import common as bc  # noqa: E402
 
 GOALS = {"default": 1.4, "kv_reuse": 1.8, "prompts_4": 2.2}  # speedup over reference_compatible (issue goals)
 MEMORY_TOLERANCE_MIB = 1.0  # memory-run peaks are deterministic to ~0.1 MiB; allow rounding
