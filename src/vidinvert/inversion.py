@@ -275,6 +275,8 @@ def invert(
     recording = injected(model.transformer, InjectionConfig(enabled=False), recorder.state) if recorder else nullcontext()
     with recording, progress_callback(len(remaining), "invert", progress, inner=inner) as callback:
         fn = recorder.wrap(model_fn) if recorder else model_fn
+        if recorder is not None and recorder.exact:  # the recorder keeps the evaluation at each accepted latent
+            method_options = {**method_options, "verify": True}
         trajectory, iterations = _solve(fn, start, remaining, method, callback, trajectory_device, method_options)
     if done is not None:
         trajectory = torch.cat([trajectory, done.to(trajectory.device)])  # [N, B, T, C, h, w]
