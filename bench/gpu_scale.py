@@ -179,7 +179,7 @@ def measure_mode(model, latents, mode, steps, device, kv_budget_gb, kv_method) -
 def to_markdown(data: dict) -> str:
     cfg = data["config"]
     headers = ["mode", "invert batch", "edit batch", "invert s/step", "edit s/step", "decode s/video",
-               "total s (inv+edit)", "per edit s", "speedup", f"total s at 50 steps", "peak GPU MiB"]
+               "total s (inv+edit)", "per edit s", "speedup", "total s at 50 steps", "peak GPU MiB"]
     rows = []
     for mode in cfg["modes"]:
         r = data[mode]

@@ -305,7 +305,7 @@ def _run_edit(args, prompts: list[str], kind: str):
     """
     from .editing import EditStats, edit
     from .jobs import decode, guard_memory, peak_memory
-    from .outputs import plan_outputs, settings_path, write_json
+    from .outputs import plan_outputs, settings_path
     from .video import side_by_side, write_video
 
     read, inv_settings = _settings(args)
