@@ -100,3 +100,21 @@ def test_cogvideox_1_5_layout_pads_latent_frames_like_the_pipeline(frames):
     assert torch.allclose(pred, direct[:, 1:], atol=1e-6)
     inversion = invert(model, latents, steps=4)
     assert edit(model, inversion, "a blue box", EditConfig()).shape == latents.shape
+
+
+def test_frame_counts_beyond_the_position_table_warn(tiny_model):
+    frames = torch.zeros(53, 3, 64, 64)  # the tiny models' tables are made for 49 frames, as CogVideoX's
+    with pytest.warns(UserWarning, match="more than the 49 this model's positions were made for"):
+        tiny_model.check_frames(frames)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny_model.check_frames(torch.zeros(9, 3, 64, 64))
+
+
+def test_learned_position_tables_refuse_other_sizes(tiny_model, monkeypatch):
+    from types import SimpleNamespace
+
+    learned = SimpleNamespace(**{**dict(tiny_model.config), "use_learned_positional_embeddings": True})
+    monkeypatch.setattr(tiny_model, "config", learned)
+    with pytest.raises(VidinvertError, match="learned position table only takes 64x64"):
+        tiny_model.check_frames(torch.zeros(9, 3, 64, 128))

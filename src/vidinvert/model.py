@@ -255,6 +255,25 @@ class VideoModel:
                 f"frame size {height}x{width} is not divisible by {m}",
                 f"resize to {max(m, height // m * m)}x{max(m, width // m * m)}",
             )
+        self._check_positions(count, height, width)
+
+    def _check_positions(self, count: int, height: int, width: int) -> None:
+        """Learned position tables fix the size (refused otherwise); sincos/RoPE tables extend, with a warning past
+        the frame count the model was trained on (per diffusers embeddings.py ``CogVideoXPatchEmbed``)."""
+        native_h = self.config.sample_height * self.spatial_factor
+        native_w = self.config.sample_width * self.spatial_factor
+        trained = self.config.sample_frames
+        if self.config.use_learned_positional_embeddings and (height, width) != (native_h, native_w):
+            raise VidinvertError(
+                f"this model's learned position table only takes {native_h}x{native_w} frames, not {height}x{width}",
+                f"use --height {native_h} --width {native_w}",
+            )
+        if count > trained:
+            warnings.warn(
+                f"{count} frames is more than the {trained} this model's positions were made for; quality may drop "
+                f"(use --max-num-frames {trained} to stay within them)",
+                stacklevel=3,
+            )
 
     # ---- transformer ----------------------------------------------------------------------------------------
     def rotary(self, latent_frames: int, height: int, width: int):

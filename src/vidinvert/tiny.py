@@ -42,7 +42,7 @@ class TinyConfig:
     text_len: int = 16  # tokens per prompt (the transformer's max_text_seq_length)
     latent_channels: int = 4  # VAE latent channels
     vae_channels: int = 8  # VAE block width
-    sample_frames: int = 9  # pixel frames the positional table is built for
+    sample_frames: int = 49  # pixel frames the positional table is built for (as CogVideoX)
     sample_size: int = 64  # pixel height and width the positional table is built for
     seed: int = 0  # every weight is drawn from this seed
 
