@@ -1,0 +1,530 @@
+"""Train the demo CogVideoX on the synthetic world (``world.py``), on the CPU, in under an hour.
+
+Run ``python -m vidinvert.demo.train --out DIR``. Every part is the real diffusers/transformers class, saved with
+``CogVideoXPipeline.save_pretrained`` so that ``CogVideoXPipeline.from_pretrained(DIR)`` (and ``vidinvert --model DIR``)
+load it like published weights:
+
+1. ``AutoencoderKLCogVideoX`` (3 down blocks: 4x spatial, 4x temporal compression), trained on 32x32 crops around
+   the object (cheap: a quarter of the pixels, and the object is a larger share of them), then on whole frames;
+   loss: L1 (object pixels weighted up) + MSE + a small KL term. Its ``scaling_factor`` is then set to
+   1 / std of the latents, as CogVideoX's is.
+2. ``T5EncoderModel``: small, randomly initialised from the seed and frozen (every caption gets its own embedding; the
+   transformer learns to read them). The tokenizer is ``vidinvert.tiny.make_tokenizer`` (a WordLevel tokenizer over
+   ``tiny.VOCABULARY``, which holds every caption word).
+3. ``CogVideoXTransformer3DModel`` with rotary positions (the CogVideoX-5b layout) and patch size 4, trained on
+   pre-encoded latents of training-split clips (never a ``world.HELDOUT`` combination) with the standard CogVideoX
+   objective: noise added by ``CogVideoXDDIMScheduler.add_noise`` (CogVideoX-5b's config: v-prediction, zero-terminal
+   SNR, trailing spacing, snr_shift_scale 1.0) at uniformly drawn timesteps, MSE against
+   ``scheduler.get_velocity``. (The fine-tuning examples' form ``1 / (1 - alpha_bar) * |x0_pred - x0|^2`` is this same
+   loss.) Captions are dropped to "" 10% of the time so classifier-free guidance works. The saved weights are an EMA.
+
+Reproducible: everything is drawn from ``--seed`` and fixed step counts; bit-identical results need the same torch
+build and thread count (``--threads``, default 1, which also leaves the other core of a 2-core machine free).
+``--max-minutes`` is a safety net for slow machines: a stage that would overrun stops early (logged as such).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import judges
+from .world import BACKGROUNDS, HELDOUT, ClipSpec, caption, combos, make_batch, random_spec, sample_specs
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_OUT = PACKAGE_DIR / "model"
+DEFAULT_SAMPLE = PACKAGE_DIR / "sample.mp4"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes and training settings of the demo model."""
+
+    seed: int = 0
+    threads: int = 1
+    # VAE
+    vae_channels: tuple[int, ...] = (8, 16, 32, 32)  # 4 blocks: 8x spatial compression, as CogVideoX
+    latent_channels: int = 8
+    vae_groups: int = 4
+    vae_crop_steps: int = 600  # steps on 32x32 crops around the object
+    vae_full_steps: int = 200  # then steps on whole 64x64 frames
+    vae_crop: int = 32
+    vae_crop_batch: int = 8
+    vae_full_batch: int = 4
+    vae_lr: float = 2e-3
+    object_weight: float = 4.0  # L1 weight of object pixels is 1 + object_weight
+    kl_weight: float = 1e-3
+    # text encoder
+    text_dim: int = 64
+    text_len: int = 16
+    # transformer
+    heads: int = 4
+    head_dim: int = 32
+    layers: int = 6
+    patch_size: int = 2
+    dataset_clips: int = 4000
+    steps: int = 4500
+    batch: int = 32
+    lr: float = 5e-4
+    warmup: int = 200
+    min_lr_ratio: float = 0.1
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1
+    log_every: int = 100
+
+
+def build_components(config: DemoConfig):
+    """Fresh (seeded) VAE, transformer, text encoder, tokenizer and scheduler."""
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    from vidinvert.tiny import SPECIAL_TOKENS, VOCABULARY, make_tokenizer, scheduler_config
+
+    blocks = len(config.vae_channels)
+    spatial = 2 ** (blocks - 1)
+    latent_size = 64 // spatial
+    torch.manual_seed(config.seed)
+    vae = AutoencoderKLCogVideoX(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("CogVideoXDownBlock3D",) * blocks,
+        up_block_types=("CogVideoXUpBlock3D",) * blocks,
+        block_out_channels=tuple(config.vae_channels),
+        latent_channels=config.latent_channels,
+        layers_per_block=1,
+        norm_num_groups=config.vae_groups,
+        temporal_compression_ratio=4,
+        sample_height=64,
+        sample_width=64,
+    )
+    torch.manual_seed(config.seed + 1)
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=config.heads,
+        attention_head_dim=config.head_dim,
+        in_channels=config.latent_channels,
+        out_channels=config.latent_channels,
+        time_embed_dim=4 * config.head_dim,
+        text_embed_dim=config.text_dim,
+        num_layers=config.layers,
+        sample_width=latent_size,
+        sample_height=latent_size,
+        sample_frames=9,
+        patch_size=config.patch_size,
+        temporal_compression_ratio=4,
+        max_text_seq_length=config.text_len,
+        use_rotary_positional_embeddings=True,
+        use_learned_positional_embeddings=False,
+    )
+    torch.manual_seed(config.seed + 2)
+    text_encoder = T5EncoderModel(
+        T5Config(
+            vocab_size=len(SPECIAL_TOKENS) + len(VOCABULARY),
+            d_model=config.text_dim,
+            d_kv=16,
+            d_ff=2 * config.text_dim,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            dropout_rate=0.0,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    )
+    tokenizer = make_tokenizer(config.text_len)
+    scheduler = CogVideoXDDIMScheduler(**scheduler_config("5b"))
+    return vae, transformer, text_encoder, tokenizer, scheduler
+
+
+class Log:
+    """Prints and keeps lines for TRAINING.md."""
+
+    def __init__(self, stream=sys.stdout):
+        self.lines: list[str] = []
+        self.stream = stream
+        self.start = time.time()
+
+    def __call__(self, text: str = "") -> None:
+        self.lines.append(text)
+        print(text, file=self.stream, flush=True)
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+
+def _lr(step: int, total: int, base: float, warmup: int, min_ratio: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _crop(frames: torch.Tensor, masks: torch.Tensor, specs: list[ClipSpec], size: int, rng: np.random.Generator):
+    """Crop ``size`` x ``size`` windows around each clip's object track (random jitter)."""
+    out_f, out_m = [], []
+    full = frames.shape[-1]
+    for i, spec in enumerate(specs):
+        cx, cy = spec.track().mean(axis=0)
+        ox = int(np.clip(round(cx - size / 2 + rng.integers(-6, 7)), 0, full - size))
+        oy = int(np.clip(round(cy - size / 2 + rng.integers(-6, 7)), 0, full - size))
+        out_f.append(frames[i, :, :, oy : oy + size, ox : ox + size])
+        out_m.append(masks[i, :, oy : oy + size, ox : ox + size])
+    return torch.stack(out_f), torch.stack(out_m)
+
+
+def vae_loss(vae, frames: torch.Tensor, masks: torch.Tensor, config: DemoConfig, generator: torch.Generator):
+    """``(loss, psnr, kl)`` of one batch; frames ``[B, F, 3, H, W]``, masks ``[B, F, H, W]``."""
+    x = frames.permute(0, 2, 1, 3, 4)  # [B, 3, F, H, W]
+    posterior = vae.encode(x).latent_dist
+    z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+    rec = vae.decode(z).sample  # [B, 3, F, H, W]
+    weight = 1 + config.object_weight * masks[:, None]  # [B, 1, F, H, W]
+    l1 = ((rec - x).abs() * weight).mean()
+    mse = ((rec - x) ** 2).mean()
+    kl = posterior.kl().mean() / z[0].numel()
+    loss = l1 + mse + config.kl_weight * kl
+    return loss, 10 * math.log10(4.0 / max(mse.item(), 1e-12)), kl.item()
+
+
+def train_vae(vae, config: DemoConfig, log: Log, deadline: float) -> dict:
+    """Crop stage then full-frame stage; returns timing and the last losses."""
+    rng = np.random.default_rng(config.seed + 10)
+    generator = torch.Generator().manual_seed(config.seed + 11)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    total = config.vae_crop_steps + config.vae_full_steps
+    vae.train()
+    start = time.time()
+    window: list[tuple[float, float]] = []
+    log("| step | stage | loss | PSNR dB (batch) | elapsed s |")
+    log("|---:|---|---:|---:|---:|")
+    last = {}
+    step = 0
+    for step in range(total):
+        crop = step < config.vae_crop_steps
+        batch = config.vae_crop_batch if crop else config.vae_full_batch
+        specs = [random_spec(rng, combo) for combo in _draw_combos(rng, batch)]
+        frames, masks, _ = make_batch(specs)
+        if crop:
+            frames, masks = _crop(frames, masks, specs, config.vae_crop, rng)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(step, total, config.vae_lr, 50, config.min_lr_ratio)
+        loss, psnr, kl = vae_loss(vae, frames, masks, config, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        window.append((loss.item(), psnr))
+        if (step + 1) % config.log_every == 0 or step + 1 == total or step + 1 == config.vae_crop_steps:
+            mean_loss = sum(w[0] for w in window) / len(window)
+            mean_psnr = sum(w[1] for w in window) / len(window)
+            last = dict(loss=mean_loss, psnr=mean_psnr, kl=kl)
+            log(f"| {step + 1} | {'crop' if crop else 'full'} | {mean_loss:.4f} | {mean_psnr:.2f} | {time.time() - start:.0f} |")
+            window = []
+        if time.time() > deadline:
+            log(f"\nVAE stage stopped early at step {step + 1} of {total} (time budget).")
+            break
+    vae.eval()
+    return dict(steps=step + 1, seconds=time.time() - start, **last)
+
+
+_TRAIN_COMBOS = combos("train")
+
+
+def _draw_combos(rng: np.random.Generator, n: int) -> list[tuple[str, str, str]]:
+    return [_TRAIN_COMBOS[i] for i in rng.integers(len(_TRAIN_COMBOS), size=n)]
+
+
+@torch.no_grad()
+def encode_clips(vae, frames: torch.Tensor, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std ``[N, T, C, h, w]`` (unscaled) of frames ``[N, F, 3, H, W]``."""
+    means, stds = [], []
+    for i in range(0, frames.shape[0], batch):
+        posterior = vae.encode(frames[i : i + batch].permute(0, 2, 1, 3, 4)).latent_dist
+        means.append(posterior.mean.permute(0, 2, 1, 3, 4))
+        stds.append(posterior.std.permute(0, 2, 1, 3, 4))
+    return torch.cat(means), torch.cat(stds)
+
+
+@torch.no_grad()
+def evaluate_vae(vae, log: Log, seed: int) -> dict:
+    """Round trip of held-out clips: PSNR and whether the judges still read the right colour and motion."""
+    specs = sample_specs(24, seed, "heldout")
+    frames, _, _ = make_batch(specs)
+    means, _ = encode_clips(vae, frames)
+    rec = torch.cat([vae.decode(means[i : i + 8].permute(0, 2, 1, 3, 4)).sample for i in range(0, len(specs), 8)])
+    rec = rec.permute(0, 2, 1, 3, 4).clamp(-1, 1)  # [N, F, 3, H, W]
+    psnrs, colour_ok, motion_ok, dist = [], 0, 0, []
+    for i, spec in enumerate(specs):
+        mse = float(((rec[i] - frames[i]) ** 2).mean())
+        psnrs.append(10 * math.log10(4.0 / mse))
+        colour_ok += judges.object_colour(rec[i]) == spec.colour
+        motion_ok += judges.motion(rec[i]) == spec.motion
+        dist.append(judges.centroid_distance(rec[i], frames[i]))
+    result = dict(
+        psnr=float(np.mean(psnrs)), colour=colour_ok / len(specs), motion=motion_ok / len(specs),
+        centroid_px=float(np.median(dist)),
+    )
+    log(f"\nVAE round trip on {len(specs)} held-out clips: PSNR {result['psnr']:.2f} dB, judged colour "
+        f"{result['colour']:.0%}, motion {result['motion']:.0%}, median centroid error {result['centroid_px']:.2f} px")
+    return result
+
+
+def make_pipeline(vae, transformer, text_encoder, tokenizer, scheduler):
+    from diffusers import CogVideoXPipeline
+
+    return CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                             scheduler=scheduler)
+
+
+@torch.no_grad()
+def caption_table(pipe, captions: list[str], text_len: int) -> dict[str, torch.Tensor]:
+    """Prompt embeddings ``[L, D]`` per caption, exactly as the pipeline computes them."""
+    table = {}
+    for text in captions:
+        embeds, _ = pipe.encode_prompt(text, do_classifier_free_guidance=False, max_sequence_length=text_len,
+                                       device=torch.device("cpu"), dtype=torch.float32)
+        table[text] = embeds[0]
+    return table
+
+
+def train_transformer(pipe, latents_mean, latents_std, captions, config: DemoConfig, log: Log, deadline: float,
+                      val) -> tuple[torch.nn.Module, dict]:
+    """v-prediction training on pre-encoded latents; returns (EMA transformer, summary)."""
+    transformer, scheduler = pipe.transformer, pipe.scheduler
+    scaling = pipe.vae.config.scaling_factor
+    texts = caption_table(pipe, sorted(set(captions)) + [""], config.text_len)
+    text_rows = torch.stack([texts[c] for c in captions])  # [N, L, D]
+    empty = texts[""]
+    _, frames, channels, height, width = latents_mean.shape
+    rotary = pipe._prepare_rotary_positional_embeddings(
+        height * pipe.vae_scale_factor_spatial, width * pipe.vae_scale_factor_spatial, frames, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(config.seed + 20)
+    ema = copy.deepcopy(transformer).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(transformer.parameters(), lr=config.lr, betas=(0.9, 0.99), weight_decay=1e-4)
+    transformer.train()
+    num_train = scheduler.config.num_train_timesteps
+    count = latents_mean.shape[0]
+
+    def forward(model, x0, text, t, noise):
+        noisy = scheduler.add_noise(x0, noise, t)
+        target = scheduler.get_velocity(x0, noise, t)
+        pred = model(hidden_states=noisy, encoder_hidden_states=text, timestep=t, image_rotary_emb=rotary,
+                     return_dict=False)[0]
+        return torch.mean((pred.float() - target) ** 2)
+
+    log("| step | loss (train, mean) | val loss (held-out, EMA) | lr | elapsed s |")
+    log("|---:|---:|---:|---:|---:|")
+    start = time.time()
+    window: list[float] = []
+    history = []
+    step = 0
+    for step in range(config.steps):
+        index = torch.randint(count, (config.batch,), generator=generator)
+        x0 = (latents_mean[index] + latents_std[index] * torch.randn(latents_mean[index].shape, generator=generator)) * scaling
+        drop = torch.rand(config.batch, generator=generator) < config.caption_dropout
+        text = torch.where(drop[:, None, None], empty[None], text_rows[index])
+        t = torch.randint(num_train, (config.batch,), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        lr = _lr(step, config.steps, config.lr, config.warmup, config.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = forward(transformer, x0, text, t, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+        optimizer.step()
+        decay = min(config.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), transformer.parameters()):
+                p_ema.lerp_(p, 1 - decay)
+        window.append(loss.item())
+        last_step = step + 1 == config.steps or time.time() > deadline
+        if (step + 1) % config.log_every == 0 or last_step:
+            val_loss = ""
+            if (step + 1) % (5 * config.log_every) == 0 or last_step:
+                with torch.no_grad():
+                    val_loss = forward(ema, *val).item()
+            mean = sum(window) / len(window)
+            history.append(dict(step=step + 1, loss=mean, val=val_loss, seconds=time.time() - start))
+            log(f"| {step + 1} | {mean:.4f} | {val_loss if val_loss == '' else f'{val_loss:.4f}'} | {lr:.2e} | "
+                f"{time.time() - start:.0f} |")
+            window = []
+        if time.time() > deadline:
+            log(f"\nTransformer stage stopped early at step {step + 1} of {config.steps} (time budget).")
+            break
+    ema.train(False)
+    final_val = next((h["val"] for h in reversed(history) if h["val"] != ""), None)
+    return ema, dict(steps=step + 1, seconds=time.time() - start, loss=history[-1]["loss"] if history else None,
+                     val=final_val)
+
+
+def validation_batch(pipe, vae, config: DemoConfig, count: int = 48):
+    """Fixed held-out latents, texts, timesteps and noise: a comparable validation loss throughout training."""
+    specs = sample_specs(count, config.seed + 30, "heldout")
+    frames, _, captions = make_batch(specs)
+    means, _ = encode_clips(vae, frames)
+    x0 = means * vae.config.scaling_factor
+    texts = caption_table(pipe, captions, config.text_len)
+    text = torch.stack([texts[c] for c in captions])
+    generator = torch.Generator().manual_seed(config.seed + 31)
+    t = torch.linspace(20, 980, count).round().long()
+    noise = torch.randn(x0.shape, generator=generator)
+    return x0, text, t, noise
+
+
+@torch.no_grad()
+def quick_text_to_video(pipe, log: Log, seed: int, steps: int = 50, guidance: float = 6.0) -> dict:
+    """Generate each held-out combination once (black background) and judge colour and motion."""
+    colour_ok = motion_ok = 0
+    rows = []
+    for k, (colour, shape, motion) in enumerate(HELDOUT):
+        prompt = caption(colour, shape, motion, list(BACKGROUNDS)[k % len(BACKGROUNDS)])
+        video = pipe(prompt=prompt, height=64, width=64, num_frames=9, num_inference_steps=steps,
+                     guidance_scale=guidance, generator=torch.Generator().manual_seed(seed + k), output_type="pt",
+                     max_sequence_length=pipe.transformer.config.max_text_seq_length).frames
+        clip = video[0] * 2 - 1  # [F, 3, H, W] in [-1, 1]
+        got_colour, got_motion = judges.object_colour(clip), judges.motion(clip)
+        colour_ok += got_colour == colour
+        motion_ok += got_motion == motion
+        rows.append(f"| {prompt} | {got_colour} | {got_motion} |")
+    log(f"\nText to video, held-out combinations ({steps} steps, guidance {guidance}): colour "
+        f"{colour_ok}/{len(HELDOUT)}, motion {motion_ok}/{len(HELDOUT)}\n")
+    log("| prompt | judged colour | judged motion |")
+    log("|---|---|---|")
+    for row in rows:
+        log(row)
+    return dict(colour=colour_ok / len(HELDOUT), motion=motion_ok / len(HELDOUT))
+
+
+def sample_spec() -> ClipSpec:
+    """The bundled sample clip: a held-out combination (a red disc moving right), never seen in training."""
+    assert ("red", "disc", "right") in HELDOUT
+    return ClipSpec("red", "disc", "right", "sky", radius=8.5, speed=3.0, x0=18.0, y0=30.0)
+
+
+def write_sample(path: str | os.PathLike = DEFAULT_SAMPLE, force: bool = True) -> Path:
+    """Render ``sample_spec()`` and write it as H.264 with ``vidinvert.video.write_video``."""
+    from vidinvert.video import write_video
+
+    from .world import render
+
+    frames, _ = render(sample_spec())
+    return write_video(frames, path, fps=8.0, force=force, crf=10)
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vidinvert.demo.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder for the pipeline (save_pretrained)")
+    parser.add_argument("--sample", default=str(DEFAULT_SAMPLE), help="where to write the held-out sample clip ('' = skip)")
+    parser.add_argument("--seed", type=int, default=DemoConfig.seed)
+    parser.add_argument("--threads", type=int, default=DemoConfig.threads)
+    parser.add_argument("--vae-crop-steps", type=int, default=DemoConfig.vae_crop_steps)
+    parser.add_argument("--vae-full-steps", type=int, default=DemoConfig.vae_full_steps)
+    parser.add_argument("--steps", type=int, default=DemoConfig.steps, help="transformer steps")
+    parser.add_argument("--dataset-clips", type=int, default=DemoConfig.dataset_clips)
+    parser.add_argument("--batch", type=int, default=DemoConfig.batch)
+    parser.add_argument("--max-minutes", type=float, default=58.0, help="stop stages early past this wall time")
+    parser.add_argument("--eval-steps", type=int, default=50, help="sampling steps of the final check (0 = skip)")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config = replace(DemoConfig(), seed=args.seed, threads=args.threads, vae_crop_steps=args.vae_crop_steps,
+                     vae_full_steps=args.vae_full_steps, steps=args.steps, dataset_clips=args.dataset_clips,
+                     batch=args.batch)
+    log = Log()
+    budget_end = log.start + 60 * args.max_minutes
+    log("# Training log of the vidinvert demo model\n")
+    log(f"Command: `python -m vidinvert.demo.train {' '.join(argv if argv is not None else sys.argv[1:])}`  ")
+    log(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (torch threads {args.threads}), torch "
+        f"{torch.__version__}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    log("Config:\n\n```json\n" + json.dumps(asdict(config), indent=1) + "\n```\n")
+
+    import diffusers
+    import transformers
+
+    log(f"diffusers {diffusers.__version__}, transformers {transformers.__version__}\n")
+    vae, transformer, text_encoder, tokenizer, scheduler = build_components(config)
+    sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in
+             (("vae", vae), ("transformer", transformer), ("text_encoder", text_encoder))}
+    log(f"Parameters: {sizes}\n")
+
+    # ---- 1. VAE
+    log("## 1. VAE\n")
+    vae_budget = log.start + 60 * args.max_minutes * 0.30
+    vae_summary = train_vae(vae, config, log, min(vae_budget, budget_end))
+    vae.requires_grad_(False)
+    vae_eval = evaluate_vae(vae, log, config.seed + 40)
+
+    # ---- 2. latents of the training set, scaling factor
+    log("\n## 2. Latents\n")
+    t0 = time.time()
+    specs = sample_specs(config.dataset_clips, config.seed + 50, "train")
+    means, stds = [], []
+    for i in range(0, len(specs), 64):
+        frames, _, _ = make_batch(specs[i : i + 64])
+        m, s = encode_clips(vae, frames)
+        means.append(m)
+        stds.append(s)
+    latents_mean, latents_std = torch.cat(means), torch.cat(stds)
+    scaling = float(1.0 / latents_mean.std())
+    vae.register_to_config(scaling_factor=scaling)
+    captions = [s.caption for s in specs]
+    log(f"{len(specs)} training clips encoded in {time.time() - t0:.0f} s: latents {tuple(latents_mean.shape)}, "
+        f"std {latents_mean.std():.3f} -> scaling_factor {scaling:.4f}; mean posterior std {latents_std.mean():.4f}; "
+        f"{len(set(captions))} distinct captions")
+
+    # ---- 3. transformer
+    log("\n## 3. Transformer\n")
+    text_encoder.requires_grad_(False).eval()
+    pipe = make_pipeline(vae, transformer, text_encoder, tokenizer, scheduler)
+    val = validation_batch(pipe, vae, config)
+    ema, tr_summary = train_transformer(pipe, latents_mean, latents_std, captions, config, log, budget_end, val)
+    pipe = make_pipeline(vae, ema, text_encoder, tokenizer, scheduler)
+
+    # ---- 4. save
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(out, safe_serialization=True)
+    for path in out.rglob("*"):
+        if path.is_file():
+            path.chmod(0o644)  # safetensors writes 0600
+    train_seconds = log.elapsed()
+    log(f"\n## 4. Result\n\nSaved to `{out.name}/` ({folder_size(out) / 2**20:.1f} MiB) after {train_seconds / 60:.1f} min "
+        f"(VAE {vae_summary['seconds'] / 60:.1f} min, {vae_summary['steps']} steps; transformer "
+        f"{tr_summary['seconds'] / 60:.1f} min, {tr_summary['steps']} steps).  ")
+    log(f"Final VAE loss {vae_summary.get('loss', float('nan')):.4f} (batch PSNR {vae_summary.get('psnr', float('nan')):.2f} dB); "
+        f"final transformer loss {tr_summary['loss']:.4f} (train), {tr_summary['val']:.4f} (held-out, EMA).")
+    if args.eval_steps > 0:
+        from diffusers import CogVideoXPipeline
+
+        loaded = CogVideoXPipeline.from_pretrained(out)
+        loaded.set_progress_bar_config(disable=True)
+        quick_text_to_video(loaded, log, config.seed + 60, steps=args.eval_steps)
+    if args.sample:
+        path = write_sample(args.sample)
+        log(f"\nSample clip (held-out combination, \"{sample_spec().caption}\") written to `{Path(path).name}`.")
+    log(f"\nTotal wall time {log.elapsed() / 60:.1f} min.")
+    (out / "TRAINING.md").write_text("\n".join(log.lines) + "\n")
+    (out / "training_summary.json").write_text(json.dumps(dict(
+        config=asdict(config), vae=vae_summary, vae_eval=vae_eval, transformer=tr_summary,
+        minutes=log.elapsed() / 60, size_mib=folder_size(out) / 2**20), indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""The demo world, its judges, and (when shipped) the trained demo model."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidinvert.demo import judges, world
+from vidinvert.demo.world import (
+    BACKGROUNDS, COLOURS, HELDOUT, MOTIONS, SHAPES, ClipSpec, combos, make_batch, parse_caption, render, sample_specs,
+)
+
+MODEL_DIR = Path(world.__file__).resolve().parent / "model"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one thread avoids oversubscription on a busy machine; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_same_seed_same_clips_other_seed_other_clips():
+    a, _, caps_a = make_batch(sample_specs(6, seed=3))
+    b, _, caps_b = make_batch(sample_specs(6, seed=3))
+    c, _, _ = make_batch(sample_specs(6, seed=4))
+    assert torch.equal(a, b) and caps_a == caps_b
+    assert not torch.equal(a, c)
+    assert a.shape == (6, world.FRAMES, 3, world.SIZE, world.SIZE)
+    assert a.min() >= -1 and a.max() <= 1
+
+
+def test_batch_rendering_equals_single_rendering():
+    specs = sample_specs(5, seed=0, split="all")
+    batch, masks, _ = make_batch(specs)
+    for k, spec in enumerate(specs):
+        frames, mask = render(spec)
+        assert torch.equal(frames, batch[k]) and torch.equal(mask, masks[k])
+
+
+def test_heldout_combinations_never_in_training_split():
+    train = set(combos("train"))
+    assert not train & set(HELDOUT)
+    assert len(train) + len(HELDOUT) == len(COLOURS) * len(SHAPES) * len(MOTIONS)
+    assert {s.combo for s in sample_specs(400, seed=1, split="train")} <= train
+    assert {s.combo for s in sample_specs(40, seed=1, split="heldout")} == set(HELDOUT)
+    for field, values in ((0, COLOURS), (1, SHAPES), (2, MOTIONS)):  # every word is known from training combos
+        assert {c[field] for c in train} == set(values)
+
+
+def test_captions_use_the_tokenizer_vocabulary_and_parse_back():
+    from vidinvert.tiny import make_tokenizer
+
+    tokenizer = make_tokenizer(16)
+    unk = tokenizer.unk_token_id
+    for spec in sample_specs(30, seed=2, split="all"):
+        assert parse_caption(spec.caption) == (spec.colour, spec.shape, spec.motion, spec.background)
+        ids = tokenizer(spec.caption).input_ids
+        assert unk not in ids and len(ids) <= 16
+    assert spec.caption.startswith(f"a {spec.colour} {spec.shape} ")
+
+
+@pytest.mark.parametrize("colour", list(COLOURS))
+def test_judges_read_the_drawn_colour_and_motion(colour):
+    rng = np.random.default_rng(len(colour))
+    for k, motion in enumerate(MOTIONS):
+        spec = world.random_spec(rng, (colour, SHAPES[k % 3], motion), background=list(BACKGROUNDS)[k % 3])
+        frames, _ = render(spec)
+        assert judges.object_colour(frames) == colour, spec
+        assert judges.motion(frames) == motion, spec
+        true_track = torch.from_numpy(spec.track()).float()
+        assert (judges.centroids(frames) - true_track).norm(dim=1).max() < 1.0
+
+
+def test_caption_matches_the_drawing():
+    spec = ClipSpec("yellow", "square", "right", "gray", radius=8, speed=3, x0=16, y0=30)
+    assert spec.caption == "a yellow square moving right on a gray background"
+    frames, masks = render(spec)
+    x_first = judges.centroids(frames)[0, 0]
+    x_last = judges.centroids(frames)[-1, 0]
+    assert x_last - x_first == pytest.approx(24, abs=0.5)
+    inside = frames[0, :, 30, 16]  # object centre in frame 0
+    assert torch.allclose((inside + 1) / 2, torch.tensor(COLOURS["yellow"]), atol=1e-6)
+    assert masks[0, 30, 16] == 1 and masks[0, 2, 2] == 0
+
+
+def test_classify_track():
+    f = np.arange(9, dtype=float)
+    assert judges.classify_track(np.stack([10 + 3 * f, 0 * f + 30], 1)) == "right"
+    assert judges.classify_track(np.stack([40 - 3 * f, 0 * f + 30], 1)) == "left"
+    assert judges.classify_track(np.stack([0 * f + 30, 40 - 3 * f], 1)) == "up"
+    assert judges.classify_track(np.stack([10 + 2 * f, 40 - 2 * f], 1)) == "up right"
+    assert judges.classify_track(np.stack([40 - 2 * f, 10 + 2 * f], 1)) == "down left"
+    assert judges.classify_track(np.stack([0 * f + 30, 20 + 3 * (4 - abs(f - 4))], 1)) == "bouncing"
+    assert judges.classify_track(np.stack([30 + 0.5 * np.sin(f), 0 * f + 30], 1)) == "still"
+    assert judges.classify_track(np.full((9, 2), np.nan)) == "none"
+
+
+def test_background_psnr_ignores_the_object_and_sees_the_background():
+    spec = ClipSpec("red", "disc", "right", "sky", x0=18, y0=30)
+    source, _ = render(spec)
+    recoloured, _ = render(replace(spec, colour="green"))
+    assert judges.background_psnr(source, recoloured) == math.inf  # only the object differs
+    assert judges.centroid_distance(source, recoloured) < 0.3
+    noisy = source + 0.02 * torch.randn(source.shape, generator=torch.Generator().manual_seed(0))
+    assert 30 < judges.background_psnr(source, noisy) < 45
+    shifted, _ = render(replace(spec, x0=21))
+    assert judges.centroid_distance(source, shifted) == pytest.approx(3.0, abs=0.3)
+
+
+@pytest.mark.skipif(not (MODEL_DIR / "model_index.json").is_file(), reason="demo model not shipped")
+def test_shipped_model_loads_offline_and_samples(monkeypatch):
+    from diffusers import CogVideoXPipeline
+
+    from vidinvert.model import VideoModel
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = CogVideoXPipeline.from_pretrained(MODEL_DIR)
+    pipe.set_progress_bar_config(disable=True)
+    size = sum(p.stat().st_size for p in MODEL_DIR.rglob("*") if p.is_file())
+    assert size <= 30 * 2**20
+    assert pipe.transformer.config.use_rotary_positional_embeddings
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size == 16
+    caption = world.caption(*HELDOUT[0], "black")
+    out = pipe(prompt=caption, height=64, width=64, num_frames=9, num_inference_steps=2, guidance_scale=6.0,
+               generator=torch.Generator().manual_seed(0), output_type="pt",
+               max_sequence_length=pipe.transformer.config.max_text_seq_length).frames
+    assert out.shape == (1, 9, 3, 64, 64) and torch.isfinite(out).all()
+    model = VideoModel(pipe)
+    frames, _ = render(ClipSpec("red", "disc", "right", "black"))
+    latents = model.encode(frames)
+    side = 64 // pipe.vae_scale_factor_spatial
+    assert latents.shape == (1, 3, pipe.transformer.config.in_channels, side, side)
+    assert model.decode(latents).shape == (1, 9, 3, 64, 64)
+    a = model.encode_text([world.caption("red", "disc", "right", "black")])
+    b = model.encode_text([world.caption("green", "disc", "right", "black")])
+    assert not torch.allclose(a, b)  # captions get distinct embeddings
