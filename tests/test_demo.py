@@ -143,3 +143,18 @@ def test_shipped_model_loads_offline_and_samples(monkeypatch):
     a = model.encode_text([world.caption("red", "disc", "right", "black")])
     b = model.encode_text([world.caption("green", "disc", "right", "black")])
     assert not torch.allclose(a, b)  # captions get distinct embeddings
+
+
+@pytest.mark.skipif(not (MODEL_DIR.parent / "sample.mp4").is_file(), reason="sample clip not shipped")
+def test_sample_clip_is_the_heldout_combination_it_claims():
+    from vidinvert.demo.train import sample_spec
+    from vidinvert.video import read_video
+
+    spec = sample_spec()
+    assert spec.combo in HELDOUT
+    clip = read_video(MODEL_DIR.parent / "sample.mp4")
+    assert clip.frames.shape == (9, 3, 64, 64)
+    assert judges.object_colour(clip.frames) == spec.colour
+    assert judges.motion(clip.frames) == spec.motion
+    drawn, _ = render(spec)
+    assert judges.centroid_distance(clip.frames, drawn) < 1.0

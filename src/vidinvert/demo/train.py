@@ -4,19 +4,22 @@ Run ``python -m vidinvert.demo.train --out DIR``. Every part is the real diffuse
 ``CogVideoXPipeline.save_pretrained`` so that ``CogVideoXPipeline.from_pretrained(DIR)`` (and ``vidinvert --model DIR``)
 load it like published weights:
 
-1. ``AutoencoderKLCogVideoX`` (3 down blocks: 4x spatial, 4x temporal compression), trained on 32x32 crops around
-   the object (cheap: a quarter of the pixels, and the object is a larger share of them), then on whole frames;
-   loss: L1 (object pixels weighted up) + MSE + a small KL term. Its ``scaling_factor`` is then set to
-   1 / std of the latents, as CogVideoX's is.
+1. ``AutoencoderKLCogVideoX`` (4 down blocks: 8x spatial and 4x temporal compression, as CogVideoX; 8 latent
+   channels), trained first on 32x32 crops around the object (a quarter of the pixels, and the object is a larger
+   share of them, which is what the VAE is slow to learn), then on whole frames; loss: L1 (object pixels weighted
+   up) + MSE + a small KL term. Its ``scaling_factor`` is then set to 1 / std of the latents, as CogVideoX's is.
 2. ``T5EncoderModel``: small, randomly initialised from the seed and frozen (every caption gets its own embedding; the
    transformer learns to read them). The tokenizer is ``vidinvert.tiny.make_tokenizer`` (a WordLevel tokenizer over
-   ``tiny.VOCABULARY``, which holds every caption word).
-3. ``CogVideoXTransformer3DModel`` with rotary positions (the CogVideoX-5b layout) and patch size 4, trained on
+   ``tiny.VOCABULARY``, which holds every caption word); prompts are 16 tokens (``max_text_seq_length``).
+3. ``CogVideoXTransformer3DModel`` with rotary positions (the CogVideoX-5b layout) and patch size 2, trained on
    pre-encoded latents of training-split clips (never a ``world.HELDOUT`` combination) with the standard CogVideoX
    objective: noise added by ``CogVideoXDDIMScheduler.add_noise`` (CogVideoX-5b's config: v-prediction, zero-terminal
    SNR, trailing spacing, snr_shift_scale 1.0) at uniformly drawn timesteps, MSE against
    ``scheduler.get_velocity``. (The fine-tuning examples' form ``1 / (1 - alpha_bar) * |x0_pred - x0|^2`` is this same
    loss.) Captions are dropped to "" 10% of the time so classifier-free guidance works. The saved weights are an EMA.
+
+Calling the saved pipeline directly: pass ``max_sequence_length=16`` to ``CogVideoXPipeline.__call__`` (its default,
+226, pads the prompt far beyond what the model was trained on); vidinvert's ``VideoModel`` does this by itself.
 
 Reproducible: everything is drawn from ``--seed`` and fixed step counts; bit-identical results need the same torch
 build and thread count (``--threads``, default 1, which also leaves the other core of a 2-core machine free).
@@ -33,7 +36,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
