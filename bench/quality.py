@@ -13,7 +13,11 @@ learned metric):
     target colour (goal >= 80%), mean per-frame centroid distance to the source (goal <= 2 px), background PSNR
     against the source (goal >= 25 dB), for injection on/off x start inverted/random x reference text
     inversion/edit (``inverted`` + ``inversion`` is the library default; ``random`` + ``edit`` is the public
-    CogVideo script's layout).
+    CogVideo script's layout), and for edits that re-sample only part of the schedule (``strength``) or start from
+    K-RNR (``krnr``);
+(d) reconstruction from plain DDIM inversion, where the zero-terminal-SNR end loses the source: full strength,
+    strength 0.95 from the stored latent, and K-RNR of order 1-3 (and the adaptive variant) at 0.95, the authors'
+    setting (``vidinvert.krnr``).
 
     python bench/quality.py                      # writes docs/quality.md and docs/quality.png
     python bench/quality.py --quick              # fewer clips and steps, writes nothing
@@ -57,6 +61,22 @@ def edit_configs():
         "injection on, start random, ref edit (public script)": dict(enabled=True, start="random", ref="edit"),
         "injection off, start inverted": dict(enabled=False, start="inverted", ref="inversion"),
         "injection off, start random (plain text to video)": dict(enabled=False, start="random", ref="inversion"),
+        "injection on, start inverted, strength 0.8": dict(enabled=True, start="inverted", ref="inversion", strength=0.8),
+        "injection on, start inverted, strength 0.6": dict(enabled=True, start="inverted", ref="inversion", strength=0.6),
+        "injection on, K-RNR order 2 at strength 0.95": dict(enabled=True, start="inverted", ref="inversion",
+                                                             strength=0.95, krnr=2),
+    }
+
+
+def krnr_settings():
+    """Name -> EditConfig keyword arguments of the reconstructions from plain DDIM inversion (section d)."""
+    return {
+        "strength 1 (inverted noise)": dict(),
+        "strength 0.95, stored latent": dict(strength=0.95),
+        "strength 0.95, K-RNR order 1": dict(strength=0.95, krnr=1),
+        "strength 0.95, K-RNR order 2": dict(strength=0.95, krnr=2),
+        "strength 0.95, K-RNR order 3": dict(strength=0.95, krnr=3),
+        "strength 0.95, adaptive K-RNR (order 3)": dict(strength=0.95, krnr=3, krnr_adaptive=True),
     }
 
 
@@ -171,7 +191,8 @@ def run(model_dir: Path, clips: int, steps: int, guidance: float, edit_guidance:
         if configs is not None and name not in configs:
             continue
         t = time.time()
-        config = EditConfig(guidance=edit_guidance, start=opts["start"], seed=seed,
+        config = EditConfig(guidance=edit_guidance, start=opts["start"], seed=seed, strength=opts.get("strength"),
+                            krnr=opts.get("krnr"),
                             injection=InjectionConfig(enabled=opts["enabled"], reference_text=opts["ref"]))
         rows = []
         for k, (spec, inv, src) in enumerate(zip(specs, inversions, sources)):
@@ -194,11 +215,24 @@ def run(model_dir: Path, clips: int, steps: int, guidance: float, edit_guidance:
             background_psnr=sum(r["background_psnr"] for r in rows) / len(rows),
             seconds=time.time() - t,
         )
+    # (d) reconstruction from plain DDIM inversion: strength and K-RNR
+    t = time.time()
+    ddim_inversions = [invert(model, z, steps=steps, prompt=spec.caption) for spec, z in zip(specs, latents)]
+    krnr_rows = {}
+    for name, opts in krnr_settings().items():
+        values = []
+        for spec, inv, rt in zip(specs, ddim_inversions, round_trips):
+            clip = model.decode(edit(model, inv, spec.caption, EditConfig(guidance=1.0, **opts)))[0]
+            values.append((psnr(clip, rt), judges.object_colour(clip) == spec.colour, judges.motion(clip) == spec.motion))
+        krnr_rows[name] = dict(psnr_vs_vae=sum(v[0] for v in values) / len(values),
+                               colour=sum(v[1] for v in values) / len(values),
+                               motion=sum(v[2] for v in values) / len(values))
+    timings["ddim_krnr_s"] = time.time() - t
     timings["total_s"] = time.time() - t0
     results = dict(
         model=str(model_dir), held_out_combinations=[list(c) for c in HELDOUT], source_clips=clips, steps=steps,
         edit_guidance=edit_guidance, goals=GOALS, text_to_video=t2v, vae_round_trip=vae, reconstruction=recon,
-        edits=edits, timings=timings, threads=torch.get_num_threads(),
+        edits=edits, ddim_reconstruction=krnr_rows, timings=timings, threads=torch.get_num_threads(),
     )
     return results, dict(sources=sources, recons=recons, edits=edit_clips, specs=specs)
 
@@ -247,6 +281,11 @@ def to_markdown(r: dict) -> str:
             f"{e['centroid_px']:.2f}{missing}{'' if e['centroid_px'] <= g['edit_centroid_px'] else ' (missed)'} | "
             f"{e['background_psnr']:.1f}{'' if e['background_psnr'] >= g['edit_background_psnr'] else ' (missed)'} | "
             f"{e['motion_kept']:.0%} | {e['seconds']:.0f} |")
+    lines += ["", "(d) reconstruction from plain DDIM inversion (one evaluation per step, source caption, guidance 1), "
+              f"{r['source_clips']} clips:", "",
+              "| start | PSNR vs VAE round trip | colour kept | motion kept |", "|---|---:|---:|---:|"]
+    for name, d in r.get("ddim_reconstruction", {}).items():
+        lines.append(f"| {name} | {d['psnr_vs_vae']:.1f} dB | {d['colour']:.0%} | {d['motion']:.0%} |")
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in r["timings"].items()) +
               f"; torch threads {r['threads']}."]
     return "\n".join(lines)

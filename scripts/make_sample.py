@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidinvert.video import write_video
+from vidinvert.export import write_video
 
 FRAMES = 33  # 4 * 8 + 1, the count CogVideoX's VAE wants
 HEIGHT, WIDTH = 128, 128  # pixels

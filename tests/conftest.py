@@ -25,6 +25,14 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=f"{marker} tests run only with -m {marker}"))
 
 
+@pytest.fixture(autouse=True)
+def tiny_default_model(request, monkeypatch):
+    """Commands run without --model use the tiny random model in tests (exact-maths checks need it), except in
+    tests marked ``demo_default``, which check the shipped default itself."""
+    if request.node.get_closest_marker("demo_default") is None:
+        monkeypatch.setattr("vidinvert.model.default_model", lambda: "tiny")
+
+
 @pytest.fixture(scope="session")
 def tiny_pipes():
     """``{"2b": pipe, "5b": pipe}``: tiny random pipelines in float32 on the CPU."""

@@ -36,32 +36,77 @@ def test_processor_equals_diffusers_on_one_attention_layer(tiny_model):
         assert torch.allclose(a, b, atol=1e-6, rtol=0)
 
 
-def test_injection_attends_over_own_and_reference_keys(tiny_model):
-    """Main rows see [own; reference] keys: check one layer against an explicit computation."""
-    attn = tiny_model.transformer.transformer_blocks[0].attn1
-    dim = attn.to_q.in_features
-    generator = torch.Generator().manual_seed(2)
-    video, text = torch.randn(3, 48, dim, generator=generator), torch.randn(3, 16, dim, generator=generator)
-    rope = tiny_model.rotary(3, 8, 8)
-    state = InjectionState(layout=BatchLayout.build(2, shared_reference=True))
-    out_video, out_text = KVInjectionProcessor(state, 0, inject=True)(attn, video, text, image_rotary_emb=rope)
-
+def _explicit_projection(attn, video, text, rope):
+    """Queries, keys, values ``[B, heads, S, head_dim]`` computed step by step, RoPE on the video tokens."""
     from diffusers.models.embeddings import apply_rotary_emb
 
     joint = torch.cat([text, video], 1)
-    heads = attn.heads
-    q, k, v = (f(joint).view(3, 64, heads, -1).transpose(1, 2) for f in (attn.to_q, attn.to_k, attn.to_v))
+    batch, length, _ = joint.shape
+    q, k, v = (f(joint).view(batch, length, attn.heads, -1).transpose(1, 2) for f in (attn.to_q, attn.to_k, attn.to_v))
     q, k = attn.norm_q(q), attn.norm_k(k)
     if rope is not None:
-        q = torch.cat([q[:, :, :16], apply_rotary_emb(q[:, :, 16:], rope)], 2)
-        k = torch.cat([k[:, :, :16], apply_rotary_emb(k[:, :, 16:], rope)], 2)
-    for row in range(3):
-        keys = torch.cat([k[row], k[2]], 1) if row < 2 else k[row]  # reference row 2 sees only itself
-        values = torch.cat([v[row], v[2]], 1) if row < 2 else v[row]
-        weights = torch.softmax(q[row] @ keys.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
-        expected = attn.to_out[0]((weights @ values).transpose(0, 1).reshape(64, -1))
-        assert torch.allclose(out_text[row], expected[:16], atol=1e-5)
-        assert torch.allclose(out_video[row], expected[16:], atol=1e-5)
+        q = torch.cat([q[:, :, : text.shape[1]], apply_rotary_emb(q[:, :, text.shape[1] :], rope)], 2)
+        k = torch.cat([k[:, :, : text.shape[1]], apply_rotary_emb(k[:, :, text.shape[1] :], rope)], 2)
+    return q, k, v
+
+
+def _explicit_attention(attn, q, keys, values):
+    """softmax(q keys^T / sqrt(d)) values for one row (``[heads, S, d]`` queries), projected out: ``[S, D]``."""
+    weights = torch.softmax(q @ keys.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
+    return attn.to_out[0]((weights @ values).transpose(0, 1).reshape(q.shape[1], -1))
+
+
+LAYOUTS = {  # name: (layout, batch rows)
+    "shared": (BatchLayout.build(2, shared_reference=True), 3),
+    "paired": (BatchLayout.build(2, shared_reference=False), 4),
+    "crossed": (BatchLayout(2, (1, 0), 2), 4),
+    "recorded": (BatchLayout(2, (0, 0), 0), 2),  # reference keys/values from a recorded row, as reuse_kv
+}
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_injection_equals_explicit_attention_over_own_and_reference_keys(tiny_model, name):
+    """Main row j: softmax(q_j [k_j; k_ref(j)]^T) [v_j; v_ref(j)]; reference rows see only themselves."""
+    layout, batch = LAYOUTS[name]
+    attn = tiny_model.transformer.transformer_blocks[0].attn1
+    dim = attn.to_q.in_features
+    generator = torch.Generator().manual_seed(2)
+    video, text = torch.randn(4, 48, dim, generator=generator), torch.randn(4, 16, dim, generator=generator)
+    rope = tiny_model.rotary(3, 8, 8)
+    q, k, v = _explicit_projection(attn, video, text, rope)
+    state = InjectionState(layout=layout)
+    if layout.num_ref == 0:  # rows 0, 1 main; row 3 plays the recorded reference
+        record = InjectionState(record_row=3)
+        KVInjectionProcessor(record, 0, inject=True)(attn, video, text, image_rotary_emb=rope)
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(record.recorded[0], (k[3], v[3])))
+        state.reference_kv = record.recorded
+    out_video, out_text = KVInjectionProcessor(state, 0, inject=True)(
+        attn, video[:batch], text[:batch], image_rotary_emb=rope
+    )
+    for row in range(batch):
+        if row < layout.num_main:
+            ref = 3 if layout.num_ref == 0 else layout.num_main + layout.ref_of_main[row]
+            keys, values = torch.cat([k[row], k[ref]], 1), torch.cat([v[row], v[ref]], 1)  # [heads, 2S, d]
+        else:
+            keys, values = k[row], v[row]
+        expected = _explicit_attention(attn, q[row], keys, values)
+        assert (out_text[row] - expected[:16]).abs().max() < 1e-5
+        assert (out_video[row] - expected[16:]).abs().max() < 1e-5
+
+
+def test_injection_under_autograd_matches_and_backpropagates(tiny_model):
+    """RoPE is written in place over the video slice: gradients still flow, and the numbers match no-grad ones."""
+    attn = tiny_model.transformer.transformer_blocks[0].attn1
+    processor = KVInjectionProcessor(InjectionState(layout=BatchLayout.build(2, shared_reference=True)), 0, inject=True)
+    video = torch.randn(3, 48, attn.to_q.in_features, requires_grad=True)
+    words = torch.randn(3, 16, attn.to_q.in_features)
+    rope = tiny_model.rotary(3, 8, 8)
+    graded = processor(attn, video, words, image_rotary_emb=rope)
+    graded[0].sum().backward()
+    assert video.grad is not None and torch.isfinite(video.grad).all()
+    with torch.no_grad():
+        plain = processor(attn, video, words, image_rotary_emb=rope)
+    assert all(torch.equal(a, b) for a, b in zip(graded, plain))
 
 
 def test_identical_main_and_reference_rows_give_the_plain_prediction(tiny_model):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vidinvert.cli import main
-from vidinvert.video import write_video
+from vidinvert.export import write_video
 
 
 @pytest.fixture
@@ -119,3 +119,19 @@ def test_reference_compatible_flag_reproduces_the_public_layout(video, tmp_path)
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["edit"]["start"] == "random" and record["edit"]["injection"]["reference_text"] == "edit"
     assert record["result"]["batch_rows"] == [4]
+
+
+def test_krnr_edit_inverts_in_full_and_resamples_the_strength(video, tmp_path, capsys):
+    out, inv = tmp_path / "krnr.mp4", tmp_path / "krnr.inv"
+    code = main(["edit", str(video), "--prompt", "a blue box", "--steps", "20", "--krnr", "2", "--save-inversion",
+                 str(inv), "-o", str(out), "--quiet", "--no-comparison"])
+    assert code == 0 and _probe(out)[:3] == (17, 64, 64)
+    settings = json.loads(out.with_suffix(".json").read_text())
+    assert len(settings["inversion"]["timesteps"]) == 20  # K-RNR needs the fully inverted noise
+    assert settings["edit"]["strength"] == 0.95 and settings["edit"]["krnr"] == 2
+    calls = [json.loads(line)["transformer_calls"] for line in capsys.readouterr().out.strip().splitlines()]
+    assert calls == [19]  # the edit re-samples round(0.95 * 20) steps
+    out2 = tmp_path / "half.mp4"
+    assert main(["edit", str(inv), "--prompt", "a blue box", "--steps", "20", "--strength", "0.5", "-o", str(out2),
+                 "--quiet", "--no-comparison"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["transformer_calls"] == 10

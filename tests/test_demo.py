@@ -115,7 +115,6 @@ def test_background_psnr_ignores_the_object_and_sees_the_background():
     assert judges.centroid_distance(source, shifted) == pytest.approx(3.0, abs=0.3)
 
 
-@pytest.mark.skipif(not (MODEL_DIR / "model_index.json").is_file(), reason="demo model not shipped")
 def test_shipped_model_loads_offline_and_samples(monkeypatch):
     from diffusers import CogVideoXPipeline
 
@@ -145,7 +144,6 @@ def test_shipped_model_loads_offline_and_samples(monkeypatch):
     assert not torch.allclose(a, b)  # captions get distinct embeddings
 
 
-@pytest.mark.skipif(not (MODEL_DIR.parent / "sample.mp4").is_file(), reason="sample clip not shipped")
 def test_sample_clip_is_the_heldout_combination_it_claims():
     from vidinvert.demo.train import sample_spec
     from vidinvert.video import read_video
@@ -158,3 +156,23 @@ def test_sample_clip_is_the_heldout_combination_it_claims():
     assert judges.motion(clip.frames) == spec.motion
     drawn, _ = render(spec)
     assert judges.centroid_distance(clip.frames, drawn) < 1.0
+
+
+@pytest.mark.demo_default
+def test_the_default_command_edits_the_sample_with_the_demo_model(tmp_path, capsys):
+    import json
+
+    from vidinvert.cli import main
+    from vidinvert.model import default_model
+    from vidinvert.video import read_video
+    from vidinvert.web import SAMPLE_VIDEO, Studio
+
+    assert default_model() == "demo" and Studio().label == "demo"
+    assert SAMPLE_VIDEO == MODEL_DIR.parent / "sample.mp4"
+    out = tmp_path / "edit.mp4"
+    assert main(["edit", "--prompt", "a green disc moving right in a dark sky", "--steps", "4", "-o", str(out),
+                 "--quiet"]) == 0
+    assert "bundled demo model" in capsys.readouterr().err
+    assert read_video(out).frames.shape == (9, 3, 64, 64)
+    settings = json.loads(out.with_suffix(".json").read_text())
+    assert settings["options"]["model"] == "demo" and settings["options"]["video"] == str(SAMPLE_VIDEO)

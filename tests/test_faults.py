@@ -13,7 +13,7 @@ from vidinvert.inversion import invert
 from vidinvert.metrics import relative_error
 from vidinvert.model import VideoModel
 from vidinvert.outputs import plan_outputs
-from vidinvert.video import write_video
+from vidinvert.export import write_video
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_unwritable_output_folder_is_refused_before_any_compute(video, tmp_path,
 
 def test_interrupted_inversion_resumes_from_its_checkpoint(video, tmp_path, monkeypatch, capsys):
     out = tmp_path / "clip.inv"
-    args = ["invert", str(video), "--steps", "6", "--checkpoint-every", "2", "-o", str(out), "--quiet"]
+    args = ["invert", str(video), "--model", "tiny", "--steps", "6", "--checkpoint-every", "2", "-o", str(out), "--quiet"]
     _fail_at_call(monkeypatch, 5, make_error=KeyboardInterrupt)  # dies during the 5th step
     assert main(args) == 130
     assert "interrupted" in capsys.readouterr().err
@@ -93,7 +93,7 @@ def test_interrupted_inversion_resumes_from_its_checkpoint(video, tmp_path, monk
     # the resumed inversion equals an uninterrupted one
     fresh = tmp_path / "fresh.inv"
     monkeypatch.undo()
-    assert main(["invert", str(video), "--steps", "6", "-o", str(fresh), "--quiet"]) == 0
+    assert main(["invert", str(video), "--model", "tiny", "--steps", "6", "-o", str(fresh), "--quiet"]) == 0
     from vidinvert.inversion import Inversion
 
     assert torch.allclose(Inversion.load(out).trajectory, Inversion.load(fresh).trajectory, atol=1e-6)

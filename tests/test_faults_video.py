@@ -18,7 +18,8 @@ import torch
 
 from vidinvert import video
 from vidinvert.errors import VidinvertError
-from vidinvert.video import MAX_PIXELS, MAX_SIDE, read_video, to_uint8, write_video
+from vidinvert.export import write_video
+from vidinvert.video import MAX_PIXELS, MAX_SIDE, read_video, to_uint8
 
 COLOUR = (200, 100, 50)  # a flat test colour; chroma subsampling keeps flat colours exact
 

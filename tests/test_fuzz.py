@@ -21,7 +21,8 @@ from hypothesis import strategies as st  # noqa: E402
 from vidinvert.errors import VidinvertError  # noqa: E402
 from vidinvert.inversion import Inversion, invert  # noqa: E402
 from vidinvert.model import VideoModel  # noqa: E402
-from vidinvert.video import read_video, write_video  # noqa: E402
+from vidinvert.export import write_video  # noqa: E402
+from vidinvert.video import read_video  # noqa: E402
 
 
 def fuzz_settings(examples: int, shrink: bool = True) -> settings:

@@ -1,4 +1,4 @@
-"""Tests for vidinvert.video: reading, frame selection, resizing, writing, helpers."""
+"""Tests for vidinvert.video (reading, frame selection, resizing, helpers) and vidinvert.export (writing)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,9 @@ import torch
 from vidinvert import video
 from vidinvert.errors import VidinvertError
 from vidinvert.metrics import psnr
-from vidinvert.video import (
-    Clip,
-    frames_hash,
-    read_video,
-    side_by_side,
-    to_uint8,
-    write_video,
-)
+from vidinvert import export
+from vidinvert.export import side_by_side, write_video
+from vidinvert.video import Clip, frames_hash, read_video, to_uint8
 
 BITS = 10  # frame numbers up to 1023 are drawn as 10 black/white columns
 ASSET = Path(video.__file__).parent / "assets" / "sample.mp4"
@@ -380,7 +375,7 @@ def test_failed_encode_removes_temp_and_keeps_old_file(tmp_path, monkeypatch):
         Path(tmp).write_bytes(b"half a video")
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(video, "_encode_h264", broken)
+    monkeypatch.setattr(export, "_encode_h264", broken)
     with pytest.raises(RuntimeError):
         write_video(smooth_frames(3, 16, 16), path, force=True)
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]

@@ -22,6 +22,8 @@ import pytest
 from vidinvert.errors import VidinvertError
 from vidinvert.web import SAMPLE_VIDEO, Studio, error_line, parse_prompts, settings_from_form
 
+TINY_CLIP = Path(__file__).resolve().parents[1] / "src" / "vidinvert" / "assets" / "sample.mp4"  # 33 frames 128x128
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -200,7 +202,7 @@ def _run_edit(page, prompts: str, timeout: float = 90_000) -> None:
 
 
 def test_page_edits_the_uploaded_sample(page, tmp_path):
-    page.locator("#input-video input[type=file]").set_input_files(str(SAMPLE_VIDEO))
+    page.locator("#input-video input[type=file]").set_input_files(str(TINY_CLIP))
     _expect()(page.locator("#input-frames img").first).to_be_visible()
     assert "33 frames" in _status(page)  # the preview describes the selected range
     _run_edit(page, "a blue disc moving right")
@@ -240,10 +242,10 @@ def test_bad_file_shows_one_line_error_then_page_still_works(page, tmp_path):
     _expect()(page.locator("#status")).to_contain_text("sample.mp4")
     page.locator("#steps input").fill(STEPS)
     page.click("#invert")
-    _expect()(page.locator("#status")).to_contain_text("Inverted 33 frames", timeout=90_000)
+    _expect()(page.locator("#status")).to_contain_text("Inverted 9 frames", timeout=90_000)  # the demo clip
     _run_edit(page, "a red disc\na green square")
     assert "with 2 prompts" in _status(page) and "(inversion reused)" in _status(page)
     files = _downloads(page)
     assert len(files) == 6 and {"sample_edit_1.mp4", "sample_edit_2.mp4"} <= set(files)
-    assert _video_info(_fetch(page, files["sample_edit_2.mp4"], tmp_path / "second.mp4")) == (33, 64, 64)
+    assert _video_info(_fetch(page, files["sample_edit_2.mp4"], tmp_path / "second.mp4")) == (9, 64, 64)
     _expect()(page.locator("#result-choice")).to_be_visible()

@@ -9,9 +9,10 @@ from .attention import InjectionConfig  # noqa: E402
 from .compat import sample  # noqa: E402
 from .editing import EditConfig, edit  # noqa: E402
 from .errors import VidinvertError  # noqa: E402
+from .export import side_by_side, write_video  # noqa: E402
 from .inversion import Inversion, InversionMeta, invert  # noqa: E402
 from .model import VideoModel, load_pipeline  # noqa: E402
-from .video import Clip, read_video, side_by_side, write_video  # noqa: E402
+from .video import Clip, read_video  # noqa: E402
 
 
 def encode(pipe_or_model, frames, **kwargs):

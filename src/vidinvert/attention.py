@@ -10,6 +10,11 @@ inversion's computation. With no layout set the processor computes exactly what 
 Pieces: ``InjectionConfig`` (frozen user settings), ``BatchLayout`` (which rows are main/reference and who reads
 whom, built in one place), ``InjectionState`` (what the editor sets per step), ``KVInjectionProcessor`` (one per
 block) and ``injected()`` (installs them, restores the originals in ``finally``).
+
+Copies: queries/keys/values stay in the projections' token-major memory (``[B, S, heads, head_dim]``, handed to
+SDPA as transposed views, the layout diffusers' own processor uses), RoPE is written over the video slice in place,
+a shared reference row is broadcast rather than gathered, and the main rows' ``[own; reference]`` keys/values are
+written once, by one ``cat`` per tensor. Results are bit-identical to the earlier gather-and-concatenate code.
 """
 
 from __future__ import annotations
@@ -89,6 +94,22 @@ class BatchLayout:
     def size(self) -> int:
         return self.num_main + self.num_ref
 
+    def reference_for_main(self, reference: torch.Tensor) -> torch.Tensor:
+        """The reference row each main row reads, without copying where the layout allows.
+
+        Args:
+            reference: ``[R, ...]``, one entry per reference row (R = ``num_ref``, or 1 for recorded keys/values).
+
+        Returns:
+            ``[num_main, ...]``: a broadcast view when every main row reads row 0, the rows themselves when main row
+            ``j`` reads reference row ``j``, a gathered copy otherwise.
+        """
+        if all(j == 0 for j in self.ref_of_main):
+            return reference[:1].expand(self.num_main, *reference.shape[1:])
+        if self.ref_of_main == tuple(range(reference.shape[0])):
+            return reference
+        return reference[list(self.ref_of_main)]
+
 
 class KVCache:
     """Reference keys/values recorded during inversion, per sampling step and block, within a memory budget.
@@ -148,23 +169,22 @@ class InjectionState:
 
 
 def _project(attn, hidden: torch.Tensor, text_length: int, rotary):
-    """Queries, keys, values ``[B, heads, S, head_dim]`` for the joint [text; video] sequence, RoPE on video."""
-    batch = hidden.shape[0]
-    query, key, value = attn.to_q(hidden), attn.to_k(hidden), attn.to_v(hidden)  # [B, S, heads * head_dim]
-    head_dim = key.shape[-1] // attn.heads
-    query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # [B, heads, S, head_dim]
-    key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # [B, heads, S, head_dim]
-    value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # [B, heads, S, head_dim]
-    if attn.norm_q is not None:
+    """Queries, keys, values ``[B, S, heads, head_dim]`` (token-major) for the joint [text; video] sequence, RoPE on
+    video. SDPA takes them as ``.transpose(1, 2)`` views, the layout diffusers' processor hands it."""
+    query = attn.to_q(hidden).unflatten(-1, (attn.heads, -1))  # [B, S, heads, head_dim]
+    key = attn.to_k(hidden).unflatten(-1, (attn.heads, -1))  # [B, S, heads, head_dim]
+    value = attn.to_v(hidden).unflatten(-1, (attn.heads, -1))  # [B, S, heads, head_dim]
+    if attn.norm_q is not None:  # a LayerNorm over head_dim: the same numbers in either layout
         query = attn.norm_q(query)
     if attn.norm_k is not None:
         key = attn.norm_k(key)
     if rotary is not None:
         from diffusers.models.embeddings import apply_rotary_emb
 
-        query = torch.cat([query[:, :, :text_length], apply_rotary_emb(query[:, :, text_length:], rotary)], dim=2)
-        if not attn.is_cross_attention:
-            key = torch.cat([key[:, :, :text_length], apply_rotary_emb(key[:, :, text_length:], rotary)], dim=2)
+        # per diffusers attention_processor.py CogVideoXAttnProcessor2_0: RoPE written over the video slice in place
+        for tensor in (query,) if attn.is_cross_attention else (query, key):
+            video = tensor[:, text_length:].transpose(1, 2)  # [B, heads, N, head_dim] view
+            video.copy_(apply_rotary_emb(video, rotary))
     return query, key, value
 
 
@@ -200,34 +220,42 @@ class KVInjectionProcessor:
                 raise ValueError("key/value injection does not support an attention mask")
             attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
             attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-        query, key, value = _project(attn, hidden, text_length, image_rotary_emb)
+        query, key, value = _project(attn, hidden, text_length, image_rotary_emb)  # [B, S, heads, head_dim]
         if self.state.record_row is not None:
             row = self.state.record_row
-            self.state.recorded[self.block_index] = (key[row].detach().clone(), value[row].detach().clone())
+            self.state.recorded[self.block_index] = (  # [heads, S, head_dim]
+                key[row].detach().transpose(0, 1).clone(),
+                value[row].detach().transpose(0, 1).clone(),
+            )
 
         if layout is None:
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+            out = F.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
+                                                 attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+            out = out.transpose(1, 2)  # [B, S, heads, head_dim]
         else:
             if layout.size != batch:
                 raise ValueError(f"batch layout expects {layout.size} rows, the batch has {batch}")
             m = layout.num_main
-            if layout.num_ref == 0:  # reference keys/values recorded during inversion
-                ref_key, ref_value = self.state.reference_kv[self.block_index]  # [heads, S, head_dim]
-                ref_key = ref_key.to(key.device, key.dtype).expand(m, -1, -1, -1)  # [m, heads, S, head_dim]
-                ref_value = ref_value.to(value.device, value.dtype).expand(m, -1, -1, -1)
+            if layout.num_ref == 0:  # reference keys/values recorded during inversion, [heads, S, head_dim]
+                ref_key, ref_value = self.state.reference_kv[self.block_index]
+                ref_key = ref_key.to(key.device, key.dtype).transpose(0, 1).unsqueeze(0)  # [1, S, heads, head_dim]
+                ref_value = ref_value.to(value.device, value.dtype).transpose(0, 1).unsqueeze(0)
             else:
-                ref_rows = torch.tensor(layout.ref_of_main, device=key.device) + m
-                ref_key, ref_value = key[ref_rows], value[ref_rows]  # [m, heads, S, head_dim]
-            key_main = torch.cat([key[:m], ref_key], dim=2)  # [m, heads, 2S, head_dim]
-            value_main = torch.cat([value[:m], ref_value], dim=2)  # [m, heads, 2S, head_dim]
-            out = F.scaled_dot_product_attention(query[:m], key_main, value_main, dropout_p=0.0, is_causal=False)
+                ref_key, ref_value = key[m:], value[m:]  # [R, S, heads, head_dim]
+            ref_key, ref_value = layout.reference_for_main(ref_key), layout.reference_for_main(ref_value)  # [m, ...]
+            key_main = torch.cat([key[:m], ref_key], dim=1)  # [m, 2S, heads, head_dim]
+            value_main = torch.cat([value[:m], ref_value], dim=1)  # [m, 2S, heads, head_dim]
+            out = F.scaled_dot_product_attention(query[:m].transpose(1, 2), key_main.transpose(1, 2),
+                                                 value_main.transpose(1, 2), dropout_p=0.0, is_causal=False)
+            out = out.transpose(1, 2)  # [m, S, heads, head_dim]
             if layout.num_ref:
-                out_ref = F.scaled_dot_product_attention(query[m:], key[m:], value[m:], dropout_p=0.0, is_causal=False)
-                out = torch.cat([out, out_ref])  # [B, heads, S, head_dim]
+                out_ref = F.scaled_dot_product_attention(query[m:].transpose(1, 2), key[m:].transpose(1, 2),
+                                                         value[m:].transpose(1, 2), dropout_p=0.0, is_causal=False)
+                out = torch.cat([out, out_ref.transpose(1, 2)])  # [B, S, heads, head_dim]
 
-        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * out.shape[-1])  # [B, S, heads * head_dim]
+        out = out.reshape(batch, length, -1)  # [B, S, heads * head_dim]
         out = attn.to_out[1](attn.to_out[0](out))  # linear projection, dropout
-        text_out, video_out = out.split([text_length, out.size(1) - text_length], dim=1)
+        text_out, video_out = out.split([text_length, length - text_length], dim=1)
         return video_out, text_out
 
 

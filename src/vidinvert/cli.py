@@ -15,20 +15,20 @@ import time
 from pathlib import Path
 
 from .errors import VidinvertError
-from .web import add_serve_parser, cmd_serve
+from .web import SAMPLE_VIDEO, add_serve_parser, cmd_serve
 
-SAMPLE_VIDEO = Path(__file__).parent / "assets" / "sample.mp4"
 DEFAULT_STEPS = 50
-EPILOG = """Without --model the embedded tiny CogVideoX (random weights, built in code, no download) runs: it proves the
-pipeline end to end but its pictures are noise. Use --model THUDM/CogVideoX-5b (or a local folder) for real edits."""
+EPILOG = """Without --model the bundled demo model runs (a 2.5M-parameter CogVideoX trained on a synthetic world of
+coloured shapes, no download; see vidinvert.demo); --model tiny runs a tiny random-weight model built in code. Use
+--model THUDM/CogVideoX-5b (or a local folder) for real videos."""
 
 
 # ---- option groups --------------------------------------------------------------------------------------------
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", "--model-path", dest="model", default=None,
-                       help="pipeline folder or hub id (THUDM/CogVideoX-5b); default: the embedded tiny model "
-                            "('tiny' = 5b-style, 'tiny-2b' = 2b-style)")
+                       help="pipeline folder or hub id (THUDM/CogVideoX-5b); default: 'demo', the bundled demo model "
+                            "('tiny' = tiny random 5b-style model, 'tiny-2b' = 2b-style)")
     group.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                        help="model dtype; auto = bf16 on CUDA, fp32 on CPU (latents stay fp32 in the sampler)")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
@@ -60,8 +60,9 @@ def _add_invert_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--source-prompt", default="", help="text the video is inverted with (default: empty)")
     group.add_argument("--inversion-guidance", type=float, default=1.0,
                        help="guidance while inverting (1 = none; only matters with a --source-prompt)")
-    group.add_argument("--strength", type=float, default=1.0,
-                       help="fraction of the schedule inverted from the clean end (1 = down to pure noise)")
+    group.add_argument("--strength", type=float, default=None,
+                       help="fraction of the schedule inverted (and re-sampled by an edit) from the clean end (1 = "
+                            "down to pure noise; default 1, with --krnr 0.95: then the inversion still runs in full)")
     group.add_argument("--tol", type=float, default=1e-6, help="fixed-point: per-step relative residual")
     group.add_argument("--max-iter", type=int, default=10, help="fixed-point: evaluations allowed per step")
     group.add_argument("--anderson", type=int, default=0, help="fixed-point: Anderson acceleration history (0 = off)")
@@ -95,6 +96,11 @@ def _add_edit_options(parser: argparse.ArgumentParser, guidance: float, start: s
     group.add_argument("--reuse-kv", action="store_true",
                        help="record the reference keys/values while inverting and reuse them instead of evaluating "
                             "the reference branch (exact with --inversion fixed-point; approximate with ddim)")
+    group.add_argument("--krnr", type=int, default=None, metavar="K",
+                       help="start from the K-order recursive noise representation of the clean latent and the "
+                            "inverted noise at the --strength step (K-RNR, Yesiltepe & Yanardag 2025; e.g. 2)")
+    group.add_argument("--krnr-adaptive", action="store_true",
+                       help="the authors' adaptive K-RNR (moment-matched to order 2, which it equals)")
     group.add_argument("--kv-budget-gb", type=float, default=4.0,
                        help="memory allowed for recorded keys/values; over it, nothing is recorded (4)")
 
@@ -175,14 +181,19 @@ def _parse_blocks(text: str | None) -> tuple[int, ...] | None:
 
 
 def _open_model(args):
-    from .model import VideoModel, load_pipeline, resolve_device
+    from .model import DEMO_MODEL, VideoModel, default_model, load_pipeline, resolve_device
 
     device = resolve_device(args.device)
     dtype = args.dtype if args.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    args.model = args.model or default_model()  # recorded as resolved in the settings JSON
     pipe = load_pipeline(args.model, dtype=dtype, device=device, cpu_offload=args.cpu_offload,
                          vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing)
-    model = VideoModel(pipe, name=args.model or "tiny")
-    if args.model is None or args.model.startswith("tiny"):
+    model = VideoModel(pipe, name=args.model)
+    if args.model == DEMO_MODEL:
+        print("note: using the bundled demo model, a 2.5M-parameter CogVideoX trained on a synthetic world: it knows "
+              "captions like 'a red disc moving right on a black background'; pass --model THUDM/CogVideoX-5b for "
+              "real videos", file=sys.stderr)
+    elif args.model.startswith("tiny"):
         print("note: using the embedded tiny model (random weights, built in code): results are noise-like; "
               "pass --model THUDM/CogVideoX-5b for real edits", file=sys.stderr)
     return model
@@ -195,11 +206,25 @@ def _settings(args):
                         skip_end=args.skip_frames_end, stride=args.frame_sample_step,
                         max_frames=args.max_num_frames, resize=args.resize)
     inv = InvertSettings(steps=DEFAULT_STEPS if args.steps is None else args.steps, prompt=args.source_prompt, guidance=args.inversion_guidance,
-                         method=args.inversion, strength=args.strength, tol=args.tol, max_iter=args.max_iter,
+                         method=args.inversion, strength=_inversion_strength(args), tol=args.tol, max_iter=args.max_iter,
                          anderson=args.anderson, record_kv=getattr(args, "reuse_kv", False),
                          kv_budget_gb=getattr(args, "kv_budget_gb", 4.0), checkpoint_every=args.checkpoint_every,
                          trajectory_device=args.trajectory_device)
     return read, inv
+
+
+def _inversion_strength(args) -> float:
+    """K-RNR needs the fully inverted noise, so with --krnr the inversion runs in full and --strength is the edit's."""
+    if getattr(args, "krnr", None) is not None or args.strength is None:
+        return 1.0
+    return args.strength
+
+
+def _edit_strength(args) -> float | None:
+    """--strength, or 0.95 with --krnr (the authors' value); unset: every step the inversion stored."""
+    if args.strength is None and args.krnr is not None:
+        return 0.95
+    return args.strength
 
 
 def _edit_config(args):
@@ -215,7 +240,8 @@ def _edit_config(args):
     except ValueError as err:
         raise VidinvertError(str(err), "see vidinvert edit --help") from None
     return EditConfig(guidance=args.guidance, negative_prompt=args.negative_prompt, start=args.start,
-                      seed=args.seed, dynamic_guidance=args.dynamic_guidance, injection=injection)
+                      seed=args.seed, dynamic_guidance=args.dynamic_guidance, injection=injection,
+                      strength=_edit_strength(args), krnr=args.krnr, krnr_adaptive=args.krnr_adaptive)
 
 
 def _default_output(args, stem: str, kind: str, suffix: str = ".mp4") -> Path:
@@ -306,7 +332,7 @@ def _run_edit(args, prompts: list[str], kind: str):
     from .editing import EditStats, edit
     from .jobs import decode, guard_memory, peak_memory
     from .outputs import plan_outputs, settings_path
-    from .video import side_by_side, write_video
+    from .export import side_by_side, write_video
 
     read, inv_settings = _settings(args)
     config = _edit_config(args)

@@ -8,6 +8,7 @@ layout (``reference_text="edit"``) one reference row per main row with that row'
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +17,7 @@ from .attention import BatchLayout, InjectionConfig, InjectionState, injected
 from .errors import VidinvertError
 from .guidance import combine, dynamic_scale, guided_texts, needs_uncond
 from .inversion import Inversion
+from .krnr import krnr, krnr_adaptive
 from .model import VideoModel
 from .progress import progress_callback
 from .sampling import sample_ddim
@@ -35,6 +37,14 @@ class EditConfig:
         seed: seed of the random start.
         dynamic_guidance: CogVideoX's ``use_dynamic_cfg`` guidance schedule.
         injection: key/value injection settings.
+        strength: fraction of the model's schedule the edit re-samples, from the clean end (``None``: every step the
+            inversion stored). At most what the inversion covers; with a full inversion and ``strength < 1`` the
+            edit starts from the stored latent at that step (the same latent a partial inversion would end on).
+        krnr: start an ``inverted`` edit from the order-``krnr`` recursive noise representation (K-RNR) of the
+            clean latent and the inversion's noisiest latent at the edit's first noise level, instead of the stored
+            latent there (``None``: off; the authors pair it with a full inversion and strength 0.95).
+        krnr_adaptive: use the authors' adaptive variant (moment-matched to order 2; equal to order 2, see
+            ``krnr.py``).
     """
 
     guidance: float = 6.0
@@ -43,12 +53,24 @@ class EditConfig:
     seed: int = 42
     dynamic_guidance: bool = False
     injection: InjectionConfig = field(default_factory=InjectionConfig)
+    strength: float | None = None
+    krnr: int | None = None
+    krnr_adaptive: bool = False
 
     def __post_init__(self):
         if self.guidance < 1.0:
             raise VidinvertError(f"guidance must be >= 1, got {self.guidance}", "use 1 (no guidance) or more, e.g. 6")
         if self.start not in STARTS:
             raise VidinvertError(f"unknown start {self.start!r}", f"use one of {', '.join(STARTS)}")
+        if self.strength is not None and not 0.0 < self.strength <= 1.0:
+            raise VidinvertError(f"edit strength must be in (0, 1], got {self.strength}", "use e.g. 0.95")
+        if self.krnr is not None and self.krnr < 0:
+            raise VidinvertError(f"K-RNR order must be >= 0, got {self.krnr}", "use e.g. --krnr 2")
+        if self.krnr_adaptive and self.krnr is None:
+            raise VidinvertError("krnr_adaptive needs a K-RNR order", "pass --krnr K with --krnr-adaptive")
+        if self.krnr is not None and self.start != "inverted":
+            raise VidinvertError("K-RNR builds an inverted start; it does not apply to a random start",
+                                 "use --start inverted with --krnr")
 
 
 @dataclass
@@ -58,11 +80,37 @@ class EditStats:
     batch_rows: list[int] = field(default_factory=list)
 
 
-def start_latents(inversion: Inversion, num_prompts: int, config: EditConfig) -> torch.Tensor:
-    """Initial latents ``[K, T, C, h, w]`` for K prompts: the inverted noise, or seeded Gaussian noise."""
-    noise = inversion.noise  # [B, T, C, h, w]
+def edit_offset(inversion: Inversion, strength: float | None) -> int:
+    """Index of the stored step an edit of ``strength`` starts at (0 = the inversion's noisiest)."""
+    stored = len(inversion.meta.timesteps)
+    if strength is None:
+        return 0
+    count = max(1, round(strength * inversion.meta.num_steps))
+    if count > stored:
+        raise VidinvertError(
+            f"edit strength {strength} needs {count} inverted steps, the inversion holds {stored}",
+            f"invert with --strength {strength} or more, or edit with --strength {stored / inversion.meta.num_steps:g}",
+        )
+    return stored - count
+
+
+def start_latents(
+    inversion: Inversion, num_prompts: int, config: EditConfig, offset: int = 0, alpha_bar: float | None = None
+) -> torch.Tensor:
+    """Initial latents ``[K, T, C, h, w]`` for K prompts: the stored latent at ``offset`` (or its K-RNR at noise
+    level ``alpha_bar``, the edit's first), or seeded Gaussian noise."""
+    noise = inversion.trajectory[offset]  # [B, T, C, h, w]
     if noise.shape[0] != 1:
         raise VidinvertError(f"edits take an inversion of one video, this one holds {noise.shape[0]}", "invert one video")
+    if config.start == "inverted" and config.krnr is not None:
+        if alpha_bar is None:
+            raise ValueError("K-RNR needs the noise level of the edit's first step")
+        if alpha_bar == 0.0:
+            warnings.warn("K-RNR at the zero-SNR step returns the inverted noise unchanged; edit with a strength "
+                          "below 1 (the authors use 0.95) for it to have an effect", stacklevel=3)
+        build = krnr_adaptive if config.krnr_adaptive else krnr
+        clean, terminal = inversion.clean.float(), inversion.trajectory[0].float()
+        return build(clean, terminal, alpha_bar, config.krnr).repeat(num_prompts, 1, 1, 1, 1)
     if config.start == "inverted":
         return noise.float().repeat(num_prompts, 1, 1, 1, 1)  # [K, T, C, h, w]
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
@@ -95,7 +143,8 @@ def edit(
     if not prompts:
         raise VidinvertError("no edit prompt given", 'pass --prompt "..." (several allowed)')
     inversion.check_matches(model)
-    schedule = inversion.schedule(model)
+    offset = edit_offset(inversion, config.strength)
+    schedule = inversion.schedule(model)[offset:]
     num_prompts, injection = len(prompts), config.injection
     with_uncond = any(needs_uncond(config.guidance, p, config.negative_prompt) for p in prompts)
     main_texts = guided_texts(prompts, config.negative_prompt, with_uncond)  # [neg, p1, neg, p2, ...] or [p1, ...]
@@ -117,12 +166,12 @@ def edit(
 
     def model_fn(x: torch.Tensor, i: int, t: int) -> torch.Tensor:
         main = x.repeat_interleave(rows, dim=0)  # [M, T, C, h, w]
-        recorded = cache.step(i) if cache is not None else None
+        recorded = cache.step(offset + i) if cache is not None else None
         if injection.active_at(i, len(schedule)) and recorded is not None:
             state.layout, state.reference_kv = cached_layout, recorded
             pred = model.predict(main, t, text_main)
         elif injection.active_at(i, len(schedule)):
-            reference = trajectory[i].to(main.device, main.dtype).expand(layout.num_ref, -1, -1, -1, -1)  # [R, ...]
+            reference = trajectory[offset + i].to(main.device, main.dtype).expand(layout.num_ref, -1, -1, -1, -1)  # [R, ...]
             state.layout = layout
             pred = model.predict(torch.cat([main, reference]), t, text_all)[: layout.num_main]
         else:
@@ -133,6 +182,6 @@ def edit(
         scale = dynamic_scale(config.guidance, t, len(schedule)) if config.dynamic_guidance else config.guidance
         return combine(pred, num_prompts, scale, with_uncond)
 
-    x = start_latents(inversion, num_prompts, config)
+    x = start_latents(inversion, num_prompts, config, offset, float(schedule.alpha_from[0]))
     with injected(model.transformer, injection, state), progress_callback(len(schedule), "edit", progress) as callback:
         return sample_ddim(model_fn, x, schedule, callback=callback)

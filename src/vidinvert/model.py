@@ -19,6 +19,7 @@ from .schedule import Schedule, schedule_from_scheduler
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TINY_MODELS = ("tiny", "tiny-5b", "tiny-2b", "tiny-1.5")  # random weights built in code (see tiny.py)
+DEMO_MODEL = "demo"  # the small CogVideoX trained on the synthetic world, shipped in vidinvert/demo/model
 OFFLOAD_MODES = ("none", "model", "sequential")
 
 
@@ -81,6 +82,13 @@ def _from_pretrained(model: str, dtype: torch.dtype):
         ) from None
 
 
+def default_model() -> str:
+    """The model used when none is named: the shipped demo model, or the tiny random one where it is missing."""
+    from .demo import model_available
+
+    return DEMO_MODEL if model_available() else "tiny"
+
+
 def load_pipeline(
     model: str | None = None,
     dtype: str | torch.dtype = "fp32",
@@ -92,8 +100,10 @@ def load_pipeline(
     """Load a CogVideoX text-to-video pipeline.
 
     Args:
-        model: local pipeline folder, hub id (``THUDM/CogVideoX-5b``), or ``None``/``"tiny"``/``"tiny-2b"`` for the
-            embedded tiny random model built in code (no download; its output is noise, see tiny.py).
+        model: local pipeline folder, hub id (``THUDM/CogVideoX-5b``), ``"demo"`` for the shipped demo model
+            (trained on a synthetic world of coloured shapes, see ``vidinvert.demo``), ``"tiny"``/``"tiny-2b"``/...
+            for a tiny random model built in code (no download; its output is noise, see tiny.py), or ``None`` for
+            ``default_model()``.
         dtype: parameter dtype, ``"fp32" | "bf16" | "fp16"`` (bf16 is what the 5b weights are published in).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         cpu_offload: ``"none"``; ``"model"`` keeps each whole model on the CPU until it runs (small cost);
@@ -108,7 +118,15 @@ def load_pipeline(
     target = resolve_device(device)
     if cpu_offload not in OFFLOAD_MODES:
         raise VidinvertError(f"unknown cpu offload mode {cpu_offload!r}", f"use one of {', '.join(OFFLOAD_MODES)}")
-    if model is None or model in TINY_MODELS:
+    model = default_model() if model is None else model
+    if model == DEMO_MODEL:
+        from .demo import MODEL_DIR, model_available
+
+        if not model_available():
+            raise VidinvertError(f"the demo model is not installed ({MODEL_DIR} has no model_index.json)",
+                                 "train it with python -m vidinvert.demo.train, or pass --model tiny")
+        pipe = _from_pretrained(str(MODEL_DIR), torch_dtype)
+    elif model in TINY_MODELS:
         from .tiny import TinyConfig, build_tiny_pipeline
 
         style = model.split("-", 1)[1] if model and "-" in model else "5b"

@@ -1,6 +1,6 @@
-"""Video I/O: read a clip into [-1, 1] frames for CogVideoX, write results back out.
+"""Video input: read a clip into [-1, 1] frames for CogVideoX (writing is in ``export.py``).
 
-Decoding and encoding use PyAV. Reading picks frames the way the public CogVideo
+Decoding uses PyAV. Reading picks frames the way the public CogVideo
 DDIM-inversion script does (skip, stride, cap, then keep 4k + 1 frames) and stops
 decoding after the last frame it needs, so memory does not grow with the video's length.
 
@@ -16,15 +16,12 @@ import hashlib
 import numbers
 import os
 import re
-import tempfile
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
 import av
-import av.filter
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,7 +30,6 @@ from av.stream import Disposition
 from vidinvert.errors import VidinvertError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # files a folder of frames may hold
-H264_SUFFIXES = (".mp4", ".mov", ".mkv")  # containers written with libx264
 RESIZE_MODES = ("stretch", "crop")  # stretch: straight to size; crop: cover then centre-crop
 DEFAULT_FPS = 8.0  # used when a file carries no frame rate at all
 MAX_FPS = 1000.0  # a container rate above this is junk (e.g. a 1/90000 time base read as a rate)
@@ -44,7 +40,7 @@ MAX_PIXELS = 3840 * 2160  # largest output height * width (4K UHD)
 EXAMPLE_SIZE = "--height 480 --width 720"  # CogVideoX's native size, suggested in errors
 
 # What a broken or unreadable file raises inside PyAV (UnicodeDecodeError: mangled metadata text).
-_AV_ERRORS = (av.FFmpegError, OSError, UnicodeDecodeError)
+AV_ERRORS = (av.FFmpegError, OSError, UnicodeDecodeError)
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,8 +172,8 @@ def _collect(src: _Source, wanted: range, path: Path, size_for: Callable, resize
                 break  # everything needed is decoded: stop here
         else:
             _check_not_truncated(path, src.total, seen)
-    except _AV_ERRORS as err:
-        raise VidinvertError(f"could not decode {path}: {_reason(err)}",
+    except AV_ERRORS as err:
+        raise VidinvertError(f"could not decode {path}: {reason(err)}",
                              "the file looks corrupt or truncated; re-export it") from None
     return frames, indices, source_size, seen
 
@@ -319,9 +315,9 @@ def _open_container(path: Path) -> av.container.InputContainer:
     """``av.open`` with its errors turned into one readable line."""
     try:
         return _av_open(path)
-    except _AV_ERRORS as err:
+    except AV_ERRORS as err:
         raise VidinvertError(
-            f"cannot read {path} as a video: {_reason(err)}",
+            f"cannot read {path} as a video: {reason(err)}",
             "check it is a video file (mp4, mov, mkv, webm, gif) and not truncated",
         ) from None
 
@@ -352,8 +348,8 @@ def _count_frames(path: Path, stream) -> int:
     try:
         with _av_open(path) as container:  # a separate handle, so the decoding one stays at frame 0
             return sum(1 for packet in container.demux(container.streams[stream.index]) if packet.size)
-    except _AV_ERRORS as err:
-        raise VidinvertError(f"could not read {path}: {_reason(err)}",
+    except AV_ERRORS as err:
+        raise VidinvertError(f"could not read {path}: {reason(err)}",
                              "the file looks corrupt or truncated; re-export it") from None
 
 
@@ -375,7 +371,7 @@ def _frame_rgb(frame: av.VideoFrame, path: Path) -> np.ndarray:
     try:
         rgb = frame.to_ndarray(format="rgb24")  # [H, W, 3]
     except ValueError as err:  # a pixel format swscale cannot convert
-        raise VidinvertError(f"cannot convert the {frame.format.name} frames of {path} to RGB: {_reason(err)}",
+        raise VidinvertError(f"cannot convert the {frame.format.name} frames of {path} to RGB: {reason(err)}",
                              "re-export the video as 8-bit H.264 (yuv420p)") from None
     quarter_turns = round(frame.rotation / 90) % 4  # rotation is counter-clockwise degrees
     if quarter_turns:
@@ -407,8 +403,8 @@ def _read_image(path: Path) -> np.ndarray:
             if frame is None:
                 raise VidinvertError(f"no image data in {path}", "re-export or remove that file")
             return _frame_rgb(frame, path)
-    except _AV_ERRORS as err:
-        raise VidinvertError(f"cannot read image {path}: {_reason(err)}",
+    except AV_ERRORS as err:
+        raise VidinvertError(f"cannot read image {path}: {reason(err)}",
                              "re-export or remove that file") from None
 
 
@@ -458,148 +454,10 @@ def _resize(frame: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return out[0].clamp(-1.0, 1.0)  # [C, height, width]
 
 
-def _reason(err: BaseException) -> str:
+def reason(err: BaseException) -> str:
     """A short one-line reason from a PyAV/OS error."""
     text = getattr(err, "strerror", None) or str(err) or type(err).__name__
     return " ".join(str(text).split())
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-def write_video(
-    frames: torch.Tensor | np.ndarray,
-    path: str | os.PathLike,
-    fps: float = 8.0,
-    *,
-    force: bool = False,
-    crf: int = 18,
-) -> Path:
-    """Write frames as H.264 (.mp4/.mov/.mkv) or GIF (.gif), atomically.
-
-    Args:
-        frames: float ``[F, C, H, W]`` in [-1, 1] (C = 3 or 1), or uint8 ``[F, H, W, C]``.
-        path: output file; its extension picks the format; missing folders are created.
-        fps: frames per second.
-        force: overwrite an existing file.
-        crf: H.264 quality, 0 (lossless) to 51 (worst); 18 looks visually lossless.
-
-    Returns:
-        The written path.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in H264_SUFFIXES + (".gif",):
-        raise VidinvertError(f"cannot write {path.name}: unsupported extension {suffix or '(none)'}",
-                             f"use one of {', '.join(H264_SUFFIXES + ('.gif',))}")
-    rgb = _as_uint8_hwc(frames)  # [F, H, W, 3]
-    if not fps > 0:
-        raise VidinvertError(f"fps must be > 0, got {fps!r}")
-    if path.is_dir():
-        raise VidinvertError(f"output {path} is a folder", "give a file name such as out.mp4")
-    if path.exists() and not force:
-        raise VidinvertError(f"output exists: {path}", "use --force to overwrite")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-        os.close(handle)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-    except OSError as err:
-        raise VidinvertError(f"cannot write to {path.parent}: {_reason(err)}",
-                             "check the folder is writable") from None
-    try:
-        encode = _encode_gif if suffix == ".gif" else _encode_h264
-        try:
-            encode(rgb, tmp, fps, crf)
-        except _AV_ERRORS as err:
-            raise VidinvertError(f"could not write {path}: {_reason(err)}",
-                                 "check the disk has space and the folder is writable") from None
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    """The process umask (reading it means setting it, so put it straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _as_uint8_hwc(frames: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Validate ``frames`` and return uint8 ``[F, H, W, 3]``."""
-    if isinstance(frames, np.ndarray):
-        frames = torch.from_numpy(frames)
-    if not isinstance(frames, torch.Tensor):
-        raise VidinvertError(f"frames must be a torch tensor or numpy array, got {type(frames).__name__}")
-    if frames.dtype == torch.uint8:
-        if frames.ndim != 4 or frames.shape[-1] not in (1, 3):
-            raise VidinvertError(f"uint8 frames must be [F, H, W, 3], got shape {list(frames.shape)}")
-        rgb = frames.cpu().numpy()
-    elif frames.is_floating_point():
-        if frames.ndim != 4 or frames.shape[1] not in (1, 3):
-            raise VidinvertError(f"float frames must be [F, 3, H, W], got shape {list(frames.shape)}")
-        rgb = to_uint8(frames)
-    else:
-        raise VidinvertError(f"frames must be float in [-1, 1] or uint8, got {frames.dtype}")
-    if 0 in rgb.shape:
-        raise VidinvertError(f"no frames to write (shape {list(rgb.shape)})")
-    if rgb.shape[-1] == 1:
-        rgb = np.repeat(rgb, 3, axis=-1)  # grey [F, H, W, 1] -> [F, H, W, 3]
-    return np.ascontiguousarray(rgb)
-
-
-def _rate(fps: float) -> Fraction:
-    """fps as an exact fraction (29.97 -> 30000/1001)."""
-    return Fraction(fps).limit_denominator(1001)
-
-
-def _encode_h264(rgb: np.ndarray, path: str, fps: float, crf: int) -> None:
-    """Encode uint8 ``[F, H, W, 3]`` with libx264 / yuv420p, padding odd sizes to even."""
-    pad_h, pad_w = rgb.shape[1] % 2, rgb.shape[2] % 2
-    if pad_h or pad_w:
-        rgb = np.pad(rgb, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")  # [F, H', W', 3]
-    options = {} if path.lower().endswith(".mkv") else {"movflags": "+faststart"}  # index up front
-    with av.open(path, "w", options=options) as out:
-        stream = out.add_stream("libx264", rate=_rate(fps), options={"crf": str(crf)})
-        stream.height, stream.width = rgb.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for image in rgb:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        out.mux(stream.encode())  # flush delayed frames
-
-
-def _encode_gif(rgb: np.ndarray, path: str, fps: float, crf: int) -> None:
-    """Encode uint8 ``[F, H, W, 3]`` as a GIF with one palette built from the whole clip (crf unused)."""
-    rate = _rate(fps)
-    graph = av.filter.Graph()
-    source = graph.add_buffer(width=rgb.shape[2], height=rgb.shape[1], format="rgb24", time_base=1 / rate)
-    split, sink = graph.add("split"), graph.add("buffersink")
-    palette, apply = graph.add("palettegen", "stats_mode=full"), graph.add("paletteuse")
-    source.link_to(split)
-    split.link_to(palette, 0, 0)
-    split.link_to(apply, 1, 0)
-    palette.link_to(apply, 0, 1)
-    apply.link_to(sink)
-    graph.configure()
-    for pts, image in enumerate(rgb):
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts, frame.time_base = pts, 1 / rate
-        graph.push(frame)
-    graph.push(None)  # end of input: palettegen now emits the palette
-    with av.open(path, "w") as out:
-        stream = out.add_stream("gif", rate=rate)
-        stream.height, stream.width = rgb.shape[1:3]
-        stream.pix_fmt = "pal8"
-        while True:
-            try:
-                frame = graph.pull()
-            except (av.error.BlockingIOError, av.error.EOFError):
-                break
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -624,28 +482,3 @@ def frames_hash(frames: torch.Tensor) -> str:
     digest = hashlib.sha256(str(tuple(frames.shape)).encode())
     digest.update(np.ascontiguousarray(to_uint8(frames)).tobytes())
     return digest.hexdigest()
-
-
-def side_by_side(left: torch.Tensor, right: torch.Tensor, gap: int = 2) -> torch.Tensor:
-    """Put two clips next to each other with a white gap, e.g. source | edit.
-
-    Args:
-        left: float ``[F, C, H, W]`` in [-1, 1].
-        right: float ``[F2, C, H2, W2]`` in [-1, 1]; resized to height H keeping its aspect.
-        gap: width of the white bar in pixels.
-
-    Returns:
-        float ``[min(F, F2), C, H, W + gap + W2']``.
-    """
-    if left.ndim != 4 or right.ndim != 4 or left.shape[1] != right.shape[1]:
-        raise VidinvertError(f"cannot place {list(left.shape)} beside {list(right.shape)}",
-                             "pass two [F, C, H, W] clips with the same channels")
-    count = min(left.shape[0], right.shape[0])
-    left, right = left[:count].float(), right[:count].float().to(left.device)
-    height = left.shape[2]
-    if right.shape[2] != height:
-        width = max(1, round(right.shape[3] * height / right.shape[2]))
-        right = F.interpolate(right, size=(height, width), mode="bilinear", antialias=True,
-                              align_corners=False).clamp(-1.0, 1.0)  # [F, C, H, W2']
-    bar = torch.ones(count, left.shape[1], height, gap, device=left.device)  # [F, C, H, gap], white
-    return torch.cat([left, bar, right], dim=-1)  # [F, C, H, W + gap + W2']

@@ -32,7 +32,16 @@ from typing import Callable
 
 from .errors import VidinvertError
 
-SAMPLE_VIDEO = Path(__file__).parent / "assets" / "sample.mp4"
+
+
+def _sample_video() -> Path:
+    """The bundled clip: the demo world's held-out sample where the demo model ships, else the tiny model's clip."""
+    from .demo import SAMPLE_CLIP
+
+    return SAMPLE_CLIP if SAMPLE_CLIP.is_file() else Path(__file__).parent / "assets" / "sample.mp4"
+
+
+SAMPLE_VIDEO = _sample_video()
 PREVIEW_FRAMES = 6  # input frames shown under the player
 PREVIEW_WIDTH = 256  # pixel width the preview frames are read at (aspect kept)
 CACHE_SIZE = 4  # inversions kept in memory (least recently used dropped first)
@@ -48,6 +57,8 @@ def cli_defaults() -> dict:
     defaults = vars(build_parser().parse_args(["edit", "--prompt", ""]))
     if defaults["steps"] is None:  # the CLI leaves it open so a saved inversion can bring its own
         defaults["steps"] = DEFAULT_STEPS
+    if defaults["strength"] is None:  # unset: the whole schedule (the page has no K-RNR option)
+        defaults["strength"] = 1.0
     return defaults
 
 
@@ -172,11 +183,13 @@ class Studio:
 
     @property
     def is_tiny(self) -> bool:
-        return self.model_name is None or self.model_name.startswith("tiny")
+        return self.label.startswith("tiny")
 
     @property
     def label(self) -> str:
-        return self.model_name or "tiny"
+        from .model import default_model
+
+        return self.model_name or default_model()
 
     def model(self):
         """The app's ``VideoModel``, loaded on first use (the CLI's device and dtype rules)."""
@@ -227,7 +240,7 @@ class Studio:
         from .editing import EditStats, edit
         from .jobs import decode, guard_memory, peak_memory
         from .outputs import write_json
-        from .video import side_by_side, write_video
+        from .export import side_by_side, write_video
 
         with self._lock:
             started = time.perf_counter()
@@ -331,7 +344,8 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
     """The Gradio ``Blocks`` of the page.
 
     Args:
-        studio: the model and inversion cache (default: a new one over the embedded tiny model).
+        studio: the model and inversion cache (default: a new one over the default model, see
+            ``model.default_model``).
         output_root: folder that holds one temp folder per browser session (default: a new temp folder; the
             caller removes it when the app stops, as ``cmd_serve`` does).
     """
@@ -353,6 +367,10 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
         if studio.is_tiny:
             note += (" — the embedded tiny model (random weights, built in code): results are noise-like. "
                      "Start with `vidinvert serve --model THUDM/CogVideoX-5b` for real edits.")
+        elif studio.label == "demo":
+            note += (" — the bundled demo model, trained on a synthetic world of coloured shapes: try the sample and "
+                     "prompts like 'a green disc moving right in a dark sky'. Start with "
+                     "`vidinvert serve --model THUDM/CogVideoX-5b` for real videos.")
         gr.Markdown(note)
         with gr.Row():
             with gr.Column(scale=5):
@@ -505,7 +523,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it, no login)")
     parser.add_argument("--port", type=int, default=7860, help="port (7860)")
     parser.add_argument("--model", "--model-path", dest="model", default=None,
-                        help="pipeline folder or hub id (THUDM/CogVideoX-5b); default: the embedded tiny model")
+                        help="pipeline folder or hub id (THUDM/CogVideoX-5b); default: 'demo', the bundled demo model "
+                             "('tiny' = tiny random model)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                         help="model dtype; auto = bf16 on CUDA, fp32 on CPU")

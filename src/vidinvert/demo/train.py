@@ -60,13 +60,13 @@ class DemoConfig:
     vae_channels: tuple[int, ...] = (8, 16, 32, 32)  # 4 blocks: 8x spatial compression, as CogVideoX
     latent_channels: int = 8
     vae_groups: int = 4
-    vae_crop_steps: int = 600  # steps on 32x32 crops around the object
-    vae_full_steps: int = 200  # then steps on whole 64x64 frames
+    vae_crop_steps: int = 900  # steps on 32x32 crops around the object
+    vae_full_steps: int = 300  # then steps on whole 64x64 frames
     vae_crop: int = 32
     vae_crop_batch: int = 8
     vae_full_batch: int = 4
     vae_lr: float = 2e-3
-    object_weight: float = 4.0  # L1 weight of object pixels is 1 + object_weight
+    object_weight: float = 8.0  # L1 weight of object pixels is 1 + object_weight
     kl_weight: float = 1e-3
     # text encoder
     text_dim: int = 64
@@ -77,7 +77,7 @@ class DemoConfig:
     layers: int = 6
     patch_size: int = 2
     dataset_clips: int = 4000
-    steps: int = 4500
+    steps: int = 5500
     batch: int = 32
     lr: float = 5e-4
     warmup: int = 200
@@ -416,8 +416,8 @@ def sample_spec() -> ClipSpec:
 
 
 def write_sample(path: str | os.PathLike = DEFAULT_SAMPLE, force: bool = True) -> Path:
-    """Render ``sample_spec()`` and write it as H.264 with ``vidinvert.video.write_video``."""
-    from vidinvert.video import write_video
+    """Render ``sample_spec()`` and write it as H.264 with ``vidinvert.export.write_video``."""
+    from vidinvert.export import write_video
 
     from .world import render
 
