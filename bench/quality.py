@@ -14,7 +14,7 @@ learned metric):
     against the source (goal >= 25 dB), for injection on/off x start inverted/random x reference text
     inversion/edit (``inverted`` + ``inversion`` is the library default; ``random`` + ``edit`` is the public
     CogVideo script's layout), and for edits that re-sample only part of the schedule (``strength``) or start from
-    K-RNR (``krnr``);
+    K-RNR (``krnr``), or weight the reference tokens up (``reference_weight``);
 (d) reconstruction from plain DDIM inversion, where the zero-terminal-SNR end loses the source: full strength,
     strength 0.95 from the stored latent, and K-RNR of order 1-3 (and the adaptive variant) at 0.95, the authors'
     setting (``vidinvert.krnr``).
@@ -65,6 +65,8 @@ def edit_configs():
         "injection on, start inverted, strength 0.6": dict(enabled=True, start="inverted", ref="inversion", strength=0.6),
         "injection on, K-RNR order 2 at strength 0.95": dict(enabled=True, start="inverted", ref="inversion",
                                                              strength=0.95, krnr=2),
+        "injection on, reference weight 8 on the first 60% of steps": dict(enabled=True, start="inverted",
+                                                                           ref="inversion", weight=8.0, weight_steps=0.6),
     }
 
 
@@ -193,7 +195,9 @@ def run(model_dir: Path, clips: int, steps: int, guidance: float, edit_guidance:
         t = time.time()
         config = EditConfig(guidance=edit_guidance, start=opts["start"], seed=seed, strength=opts.get("strength"),
                             krnr=opts.get("krnr"),
-                            injection=InjectionConfig(enabled=opts["enabled"], reference_text=opts["ref"]))
+                            injection=InjectionConfig(enabled=opts["enabled"], reference_text=opts["ref"],
+                                                      reference_weight=opts.get("weight", 1.0),
+                                                      reference_weight_steps=opts.get("weight_steps", 1.0)))
         rows = []
         for k, (spec, inv, src) in enumerate(zip(specs, inversions, sources)):
             target = EDIT_TARGET[spec.colour]

@@ -1,5 +1,7 @@
 """The injection processor: equal to diffusers' processor when off, correct when on, always restored."""
 
+import math
+
 import pytest
 import torch
 from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0
@@ -50,9 +52,10 @@ def _explicit_projection(attn, video, text, rope):
     return q, k, v
 
 
-def _explicit_attention(attn, q, keys, values):
-    """softmax(q keys^T / sqrt(d)) values for one row (``[heads, S, d]`` queries), projected out: ``[S, D]``."""
-    weights = torch.softmax(q @ keys.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
+def _explicit_attention(attn, q, keys, values, bias=None):
+    """softmax(q keys^T / sqrt(d) + bias) values for one row (``[heads, S, d]`` queries), projected out: ``[S, D]``."""
+    logits = q @ keys.transpose(-1, -2) / q.shape[-1] ** 0.5
+    weights = torch.softmax(logits if bias is None else logits + bias, dim=-1)
     return attn.to_out[0]((weights @ values).transpose(0, 1).reshape(q.shape[1], -1))
 
 
@@ -65,8 +68,9 @@ LAYOUTS = {  # name: (layout, batch rows)
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
-def test_injection_equals_explicit_attention_over_own_and_reference_keys(tiny_model, name):
-    """Main row j: softmax(q_j [k_j; k_ref(j)]^T) [v_j; v_ref(j)]; reference rows see only themselves."""
+@pytest.mark.parametrize("weight", [1.0, 3.0])
+def test_injection_equals_explicit_attention_over_own_and_reference_keys(tiny_model, name, weight):
+    """Main row j: softmax(q_j [k_j; k_ref(j)]^T + [0; log w]) [v_j; v_ref(j)]; reference rows see only themselves."""
     layout, batch = LAYOUTS[name]
     attn = tiny_model.transformer.transformer_blocks[0].attn1
     dim = attn.to_q.in_features
@@ -74,7 +78,7 @@ def test_injection_equals_explicit_attention_over_own_and_reference_keys(tiny_mo
     video, text = torch.randn(4, 48, dim, generator=generator), torch.randn(4, 16, dim, generator=generator)
     rope = tiny_model.rotary(3, 8, 8)
     q, k, v = _explicit_projection(attn, video, text, rope)
-    state = InjectionState(layout=layout)
+    state = InjectionState(layout=layout, reference_bias=math.log(weight))
     if layout.num_ref == 0:  # rows 0, 1 main; row 3 plays the recorded reference
         record = InjectionState(record_row=3)
         KVInjectionProcessor(record, 0, inject=True)(attn, video, text, image_rotary_emb=rope)
@@ -87,11 +91,23 @@ def test_injection_equals_explicit_attention_over_own_and_reference_keys(tiny_mo
         if row < layout.num_main:
             ref = 3 if layout.num_ref == 0 else layout.num_main + layout.ref_of_main[row]
             keys, values = torch.cat([k[row], k[ref]], 1), torch.cat([v[row], v[ref]], 1)  # [heads, 2S, d]
+            bias = torch.cat([torch.zeros(64), torch.full((64,), math.log(weight))])  # [2S]
         else:
-            keys, values = k[row], v[row]
-        expected = _explicit_attention(attn, q[row], keys, values)
+            keys, values, bias = k[row], v[row], None
+        expected = _explicit_attention(attn, q[row], keys, values, bias)
         assert (out_text[row] - expected[:16]).abs().max() < 1e-5
         assert (out_video[row] - expected[16:]).abs().max() < 1e-5
+
+
+def test_reference_weight_schedule_and_refusals():
+    config = InjectionConfig(reference_weight=8.0, reference_weight_steps=0.6)
+    assert [config.reference_bias(i, 10) for i in (0, 5, 6, 9)] == [math.log(8.0)] * 2 + [0.0] * 2
+    assert InjectionConfig().reference_bias(0, 10) == 0.0
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="reference weight"):
+            InjectionConfig(reference_weight=bad)
+    with pytest.raises(ValueError, match="reference weight steps"):
+        InjectionConfig(reference_weight_steps=1.5)
 
 
 def test_injection_under_autograd_matches_and_backpropagates(tiny_model):

@@ -53,6 +53,15 @@ def test_injection_window_and_off(tiny_model, inversion):
     assert stats.batch_rows == [1] * 6
 
 
+def test_reference_weight_moves_the_edit_towards_the_source(tiny_model, inversion):
+    plain = edit(tiny_model, inversion, "a blue box", EditConfig())
+    weighted = edit(tiny_model, inversion, "a blue box",
+                    EditConfig(injection=InjectionConfig(reference_weight=50.0, reference_weight_steps=1.0)))
+    source = edit(tiny_model, inversion, "", EditConfig(guidance=1.0))  # the inversion's own text: the source back
+    assert torch.isfinite(weighted).all() and relative_error(weighted, plain) > 1e-4
+    assert relative_error(weighted, source) < relative_error(plain, source)
+
+
 def test_injection_changes_the_result(tiny_model, inversion):
     on = edit(tiny_model, inversion, "a blue box", EditConfig())
     off = edit(tiny_model, inversion, "a blue box", EditConfig(injection=InjectionConfig(enabled=False)))

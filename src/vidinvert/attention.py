@@ -19,6 +19,7 @@ written once, by one ``cat`` per tensor. Results are bit-identical to the earlie
 
 from __future__ import annotations
 
+import math
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,6 +44,11 @@ class InjectionConfig:
         reuse_kv: take the reference keys/values recorded during inversion (``invert(..., record_kv=True)``)
             instead of evaluating the reference row (needs ``reference_text="inversion"``); exact after
             fixed-point inversion, an approximation after plain DDIM inversion (see ``KVCache``).
+        reference_weight: how much more the main rows attend to the reference tokens than to their own: ``log w``
+            is added to their logits for the reference keys (1 = plain attention over ``[own; reference]``; larger
+            keeps the source's layout more and lets the edit change less).
+        reference_weight_steps: fraction of the sampling steps, from the noisiest, that use ``reference_weight``
+            (later injecting steps use weight 1).
     """
 
     enabled: bool = True
@@ -50,12 +56,18 @@ class InjectionConfig:
     blocks: tuple[int, ...] | None = None
     reference_text: str = "inversion"
     reuse_kv: bool = False
+    reference_weight: float = 1.0
+    reference_weight_steps: float = 1.0
 
     def __post_init__(self):
         if not 0.0 <= self.steps <= 1.0:
             raise ValueError(f"injection steps must be a fraction in [0, 1], got {self.steps}")
         if self.reference_text not in REFERENCE_TEXT_MODES:
             raise ValueError(f"reference_text must be one of {REFERENCE_TEXT_MODES}, got {self.reference_text!r}")
+        if not (self.reference_weight > 0 and math.isfinite(self.reference_weight)):
+            raise ValueError(f"reference weight must be a positive number, got {self.reference_weight}")
+        if not 0.0 <= self.reference_weight_steps <= 1.0:
+            raise ValueError(f"reference weight steps must be a fraction in [0, 1], got {self.reference_weight_steps}")
         if self.reuse_kv and self.reference_text != "inversion":
             raise ValueError("reuse_kv needs reference_text='inversion' (the recorded keys saw the inversion prompt)")
         if self.blocks is not None:
@@ -64,6 +76,12 @@ class InjectionConfig:
     def active_at(self, step: int, num_steps: int) -> bool:
         """Whether sampling step ``step`` (0 = noisiest) of ``num_steps`` injects."""
         return self.enabled and step < round(self.steps * num_steps)
+
+    def reference_bias(self, step: int, num_steps: int) -> float:
+        """Logit offset of the reference keys at sampling step ``step``: ``log(reference_weight)`` or 0."""
+        if self.reference_weight == 1.0 or step >= round(self.reference_weight_steps * num_steps):
+            return 0.0
+        return math.log(self.reference_weight)
 
     def injects_block(self, index: int) -> bool:
         return self.enabled and (self.blocks is None or index in self.blocks)
@@ -163,6 +181,7 @@ class InjectionState:
 
     layout: BatchLayout | None = None
     reference_kv: dict | None = None
+    reference_bias: float = 0.0
     record_row: int | None = None
     recorded: dict = field(default_factory=dict)
     dropped_rows: int = 0  # reference rows removed after the last injecting block (restored before the output)
@@ -245,8 +264,13 @@ class KVInjectionProcessor:
             ref_key, ref_value = layout.reference_for_main(ref_key), layout.reference_for_main(ref_value)  # [m, ...]
             key_main = torch.cat([key[:m], ref_key], dim=1)  # [m, 2S, heads, head_dim]
             value_main = torch.cat([value[:m], ref_value], dim=1)  # [m, 2S, heads, head_dim]
+            bias = None
+            if self.state.reference_bias:  # log(reference weight) on the reference keys' logits
+                bias = torch.zeros(1, 2 * length, device=query.device, dtype=query.dtype)  # [1, 2S]
+                bias[:, length:] = self.state.reference_bias
             out = F.scaled_dot_product_attention(query[:m].transpose(1, 2), key_main.transpose(1, 2),
-                                                 value_main.transpose(1, 2), dropout_p=0.0, is_causal=False)
+                                                 value_main.transpose(1, 2), attn_mask=bias, dropout_p=0.0,
+                                                 is_causal=False)
             out = out.transpose(1, 2)  # [m, S, heads, head_dim]
             if layout.num_ref:
                 out_ref = F.scaled_dot_product_attention(query[m:].transpose(1, 2), key[m:].transpose(1, 2),

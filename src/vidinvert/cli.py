@@ -91,6 +91,11 @@ def _add_edit_options(parser: argparse.ArgumentParser, guidance: float, start: s
     group.add_argument("--reference-text", default="inversion", choices=["inversion", "edit"],
                        help="what the reference branch reads: the inversion prompt (default, one shared row) or "
                             "the edit prompt (the public script's layout, one row per guidance branch)")
+    group.add_argument("--reference-weight", type=float, default=1.0,
+                       help="how much more the edit attends to the source's tokens than to its own (1 = plain; e.g. "
+                            "8 keeps the layout closer and changes less)")
+    group.add_argument("--reference-weight-steps", type=float, default=1.0,
+                       help="fraction of steps, from the noisiest, that use --reference-weight (e.g. 0.6)")
     group.add_argument("--reference-compatible", action="store_true",
                        help="reproduce the public CogVideo script's edit: --reference-text edit and --start random")
     group.add_argument("--reuse-kv", action="store_true",
@@ -236,7 +241,8 @@ def _edit_config(args):
     try:
         injection = InjectionConfig(enabled=args.injection == "on", steps=args.injection_steps,
                                     blocks=_parse_blocks(args.injection_blocks), reference_text=args.reference_text,
-                                    reuse_kv=args.reuse_kv)
+                                    reuse_kv=args.reuse_kv, reference_weight=args.reference_weight,
+                                    reference_weight_steps=args.reference_weight_steps)
     except ValueError as err:
         raise VidinvertError(str(err), "see vidinvert edit --help") from None
     return EditConfig(guidance=args.guidance, negative_prompt=args.negative_prompt, start=args.start,

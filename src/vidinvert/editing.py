@@ -167,6 +167,7 @@ def edit(
     def model_fn(x: torch.Tensor, i: int, t: int) -> torch.Tensor:
         main = x.repeat_interleave(rows, dim=0)  # [M, T, C, h, w]
         recorded = cache.step(offset + i) if cache is not None else None
+        state.reference_bias = injection.reference_bias(i, len(schedule))
         if injection.active_at(i, len(schedule)) and recorded is not None:
             state.layout, state.reference_kv = cached_layout, recorded
             pred = model.predict(main, t, text_main)
