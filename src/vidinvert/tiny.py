@@ -84,6 +84,27 @@ def scheduler_config(style: str) -> dict:
     )
 
 
+def make_text_encoder(text_dim: int, head_dim: int):
+    """A small randomly initialised ``T5EncoderModel`` over ``VOCABULARY`` (2 layers, 4 heads of ``head_dim``),
+    drawn from torch's current random state."""
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=len(SPECIAL_TOKENS) + len(VOCABULARY),
+            d_model=text_dim,
+            d_kv=head_dim,
+            d_ff=2 * text_dim,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            dropout_rate=0.0,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    )
+
+
 def build_tiny_pipeline(config: TinyConfig = TinyConfig(), dtype: torch.dtype = torch.float32):
     """Build a complete ``CogVideoXPipeline`` with random weights drawn from ``config.seed``.
 
@@ -97,7 +118,6 @@ def build_tiny_pipeline(config: TinyConfig = TinyConfig(), dtype: torch.dtype = 
     if config.style not in ("2b", "5b", "1.5"):
         raise ValueError(f"unknown tiny style {config.style!r}; use '2b', '5b' or '1.5'")
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
-    from transformers import T5Config, T5EncoderModel
 
     rope = config.style != "2b"
     temporal_patches = 2 if config.style == "1.5" else None
@@ -136,20 +156,7 @@ def build_tiny_pipeline(config: TinyConfig = TinyConfig(), dtype: torch.dtype = 
             use_rotary_positional_embeddings=rope,
             use_learned_positional_embeddings=False,
         )
-        text_encoder = T5EncoderModel(
-            T5Config(
-                vocab_size=len(SPECIAL_TOKENS) + len(VOCABULARY),
-                d_model=config.text_dim,
-                d_kv=8,
-                d_ff=2 * config.text_dim,
-                num_layers=2,
-                num_heads=4,
-                relative_attention_num_buckets=8,
-                dropout_rate=0.0,
-                pad_token_id=0,
-                eos_token_id=1,
-            )
-        )
+        text_encoder = make_text_encoder(config.text_dim, head_dim=8)
     pipe = CogVideoXPipeline(
         tokenizer=make_tokenizer(config.text_len),
         text_encoder=text_encoder,

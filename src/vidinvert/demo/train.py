@@ -90,9 +90,8 @@ class DemoConfig:
 def build_components(config: DemoConfig):
     """Fresh (seeded) VAE, transformer, text encoder, tokenizer and scheduler."""
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
-    from transformers import T5Config, T5EncoderModel
 
-    from vidinvert.tiny import SPECIAL_TOKENS, VOCABULARY, make_tokenizer, scheduler_config
+    from vidinvert.tiny import make_text_encoder, make_tokenizer, scheduler_config
 
     blocks = len(config.vae_channels)
     spatial = 2 ** (blocks - 1)
@@ -130,20 +129,7 @@ def build_components(config: DemoConfig):
         use_learned_positional_embeddings=False,
     )
     torch.manual_seed(config.seed + 2)
-    text_encoder = T5EncoderModel(
-        T5Config(
-            vocab_size=len(SPECIAL_TOKENS) + len(VOCABULARY),
-            d_model=config.text_dim,
-            d_kv=16,
-            d_ff=2 * config.text_dim,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            dropout_rate=0.0,
-            pad_token_id=0,
-            eos_token_id=1,
-        )
-    )
+    text_encoder = make_text_encoder(config.text_dim, head_dim=16)
     tokenizer = make_tokenizer(config.text_len)
     scheduler = CogVideoXDDIMScheduler(**scheduler_config("5b"))
     return vae, transformer, text_encoder, tokenizer, scheduler
