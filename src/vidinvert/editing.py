@@ -99,9 +99,9 @@ def start_latents(
 ) -> torch.Tensor:
     """Initial latents ``[K, T, C, h, w]`` for K prompts: the stored latent at ``offset`` (or its K-RNR at noise
     level ``alpha_bar``, the edit's first), or seeded Gaussian noise."""
-    noise = inversion.trajectory[offset]  # [B, T, C, h, w]
-    if noise.shape[0] != 1:
-        raise VidinvertError(f"edits take an inversion of one video, this one holds {noise.shape[0]}", "invert one video")
+    stored = inversion.trajectory[offset]  # [B, T, C, h, w]
+    if stored.shape[0] != 1:
+        raise VidinvertError(f"edits take an inversion of one video, this one holds {stored.shape[0]}", "invert one video")
     if config.start == "inverted" and config.krnr is not None:
         if alpha_bar is None:
             raise ValueError("K-RNR needs the noise level of the edit's first step")
@@ -109,13 +109,13 @@ def start_latents(
             warnings.warn("K-RNR at the zero-SNR step returns the inverted noise unchanged; edit with a strength "
                           "below 1 (the authors use 0.95) for it to have an effect", stacklevel=3)
         build = krnr_adaptive if config.krnr_adaptive else krnr
-        clean, terminal = inversion.clean.float(), inversion.trajectory[0].float()
-        return build(clean, terminal, alpha_bar, config.krnr).repeat(num_prompts, 1, 1, 1, 1)
+        start = build(inversion.clean.float(), inversion.noise.float(), alpha_bar, config.krnr)  # [1, T, C, h, w]
+        return start.repeat(num_prompts, 1, 1, 1, 1)
     if config.start == "inverted":
-        return noise.float().repeat(num_prompts, 1, 1, 1, 1)  # [K, T, C, h, w]
+        return stored.float().repeat(num_prompts, 1, 1, 1, 1)  # [K, T, C, h, w]
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
-    fresh = torch.randn((num_prompts, *noise.shape[1:]), generator=generator, dtype=torch.float32)
-    return fresh.to(noise.device)
+    fresh = torch.randn((num_prompts, *stored.shape[1:]), generator=generator, dtype=torch.float32)
+    return fresh.to(stored.device)
 
 
 def edit(

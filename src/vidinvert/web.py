@@ -352,6 +352,8 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: no calls home
     import gradio as gr
 
+    from .model import DEMO_MODEL
+
     studio = studio or Studio()
     root = Path(output_root) if output_root is not None else Path(tempfile.mkdtemp(prefix="vidinvert-web-"))
     d = cli_defaults()
@@ -367,7 +369,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
         if studio.is_tiny:
             note += (" — the embedded tiny model (random weights, built in code): results are noise-like. "
                      "Start with `vidinvert serve --model THUDM/CogVideoX-5b` for real edits.")
-        elif studio.label == "demo":
+        elif studio.label == DEMO_MODEL:
             note += (" — the bundled demo model, trained on a synthetic world of coloured shapes: try the sample and "
                      "prompts like 'a green disc moving right in a dark sky'. Start with "
                      "`vidinvert serve --model THUDM/CogVideoX-5b` for real videos.")
