@@ -176,26 +176,29 @@ def test_batch_layouts():
     assert (paired.size, paired.ref_of_main) == (4, (0, 1))
 
 
-def test_reference_rows_are_not_computed_after_the_last_injecting_block(tiny_model):
-    """With blocks=(0,), block 1 sees only the main rows, and the main rows' output is unchanged."""
+@pytest.mark.parametrize("blocks", [(0,), ()])
+def test_reference_rows_are_not_computed_after_the_last_injecting_block(tiny_model, blocks):
+    """Every block after the last injecting one sees only the main rows (with blocks=() that is every block, so
+    the drop must hold for several blocks in a row), and the main rows' output is unchanged."""
     x, text = _inputs(tiny_model, batch=3)
     layout = BatchLayout.build(2, shared_reference=True)
     seen = []
-    handle = tiny_model.transformer.transformer_blocks[1].register_forward_hook(
-        lambda module, args, output: seen.append(output[0].shape[0])
-    )
+    handles = [block.register_forward_hook(lambda module, args, output: seen.append(output[0].shape[0]))
+               for block in tiny_model.transformer.transformer_blocks]
     try:
         results = []
         for drop in (True, False):
-            config = InjectionConfig(blocks=(0,) if drop else None)
+            config = InjectionConfig(blocks=blocks if drop else None)
             state = InjectionState()
             with injected(tiny_model.transformer, config, state):
-                if not drop:  # the same computation without the row drop: block 1 injects nothing here
+                if not drop:  # the same computation without the row drop: only the chosen blocks inject here
                     for processor in tiny_model.transformer.attn_processors.values():
-                        processor.inject = processor.block_index == 0
+                        processor.inject = processor.block_index in blocks
                 state.layout = layout
                 results.append(tiny_model.predict(x, 500, text))
     finally:
-        handle.remove()
-    assert seen == [2, 3]
+        for handle in handles:
+            handle.remove()
+    kept = [3 if b <= max(blocks, default=-1) else 2 for b in range(len(handles))]
+    assert seen == kept + [3] * len(handles)
     assert torch.allclose(results[0][:2], results[1][:2], atol=1e-6)

@@ -286,9 +286,10 @@ class KVInjectionProcessor:
 def _drop_unread_reference_rows(transformer, config: InjectionConfig, state: InjectionState) -> list:
     """Stop computing reference rows after the last injecting block: no later layer reads them.
 
-    A pre-hook on the next block removes the reference rows from its inputs (and so from every block after it); a
-    pre-hook on ``norm_final`` pads the batch back with zeros, so the transformer's output keeps its batch size (the
-    editor reads only the main rows). Returns the hook handles (none when the last block injects).
+    A pre-hook on every later block keeps only the main rows of its inputs (the transformer hands each block the
+    full-batch timestep embedding again, so one cut at the first of them is not enough); a pre-hook on
+    ``norm_final`` pads the batch back with zeros, so the transformer's output keeps its batch size (the editor
+    reads only the main rows). Returns the hook handles (none when the last block injects).
     """
     blocks = transformer.transformer_blocks
     last = len(blocks) - 1 if config.blocks is None else max(config.blocks, default=-1)
@@ -302,7 +303,7 @@ def _drop_unread_reference_rows(transformer, config: InjectionConfig, state: Inj
         state.dropped_rows = layout.num_ref
         keep = layout.num_main
         for name in ("hidden_states", "encoder_hidden_states", "temb"):
-            kwargs[name] = kwargs[name][:keep]
+            kwargs[name] = kwargs[name][:keep]  # a no-op for inputs already cut by the previous block
         return args, kwargs
 
     def restore(module, args):
@@ -313,10 +314,8 @@ def _drop_unread_reference_rows(transformer, config: InjectionConfig, state: Inj
         state.dropped_rows = 0
         return (torch.cat([hidden, padding]), *args[1:])
 
-    return [
-        blocks[last + 1].register_forward_pre_hook(drop, with_kwargs=True),
-        transformer.norm_final.register_forward_pre_hook(restore),
-    ]
+    handles = [block.register_forward_pre_hook(drop, with_kwargs=True) for block in blocks[last + 1 :]]
+    return handles + [transformer.norm_final.register_forward_pre_hook(restore)]
 
 
 _BLOCK = re.compile(r"^transformer_blocks\.(\d+)\.attn1\.processor$")
