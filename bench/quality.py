@@ -14,7 +14,8 @@ learned metric):
     against the source (goal >= 25 dB), for injection on/off x start inverted/random x reference text
     inversion/edit (``inverted`` + ``inversion`` is the library default; ``random`` + ``edit`` is the public
     CogVideo script's layout), and for edits that re-sample only part of the schedule (``strength``) or start from
-    K-RNR (``krnr``), or weight the reference tokens up (``reference_weight``);
+    K-RNR (``krnr``), or weight the reference tokens up (``reference_weight``), or blend into the source outside a
+    mask of where the source and edit captions disagree (``blend``; the inversions carry the source caption);
 (d) reconstruction from plain DDIM inversion, where the zero-terminal-SNR end loses the source: full strength,
     strength 0.95 from the stored latent, and K-RNR of order 1-3 (and the adaptive variant) at 0.95, the authors'
     setting (``vidinvert.krnr``).
@@ -67,6 +68,8 @@ def edit_configs():
                                                              strength=0.95, krnr=2),
         "injection on, reference weight 8 on the first 60% of steps": dict(enabled=True, start="inverted",
                                                                            ref="inversion", weight=8.0, weight_steps=0.6),
+        "injection on, local blend (mask: source vs edit caption)": dict(enabled=True, start="inverted",
+                                                                         ref="inversion", blend=True),
     }
 
 
@@ -118,7 +121,7 @@ def run(model_dir: Path, clips: int, steps: int, guidance: float, edit_guidance:
     """All measurements; returns (results, clips for the picture)."""
     from diffusers import CogVideoXPipeline
 
-    from vidinvert import EditConfig, InjectionConfig, VideoModel, edit, invert
+    from vidinvert import BlendConfig, EditConfig, InjectionConfig, VideoModel, edit, invert
     from vidinvert.demo import judges
     from vidinvert.demo.world import BACKGROUNDS, HELDOUT, caption, parse_caption
     from vidinvert.exact import NotConvergedWarning
@@ -194,7 +197,7 @@ def run(model_dir: Path, clips: int, steps: int, guidance: float, edit_guidance:
             continue
         t = time.time()
         config = EditConfig(guidance=edit_guidance, start=opts["start"], seed=seed, strength=opts.get("strength"),
-                            krnr=opts.get("krnr"),
+                            krnr=opts.get("krnr"), blend=BlendConfig(enabled=opts.get("blend", False)),
                             injection=InjectionConfig(enabled=opts["enabled"], reference_text=opts["ref"],
                                                       reference_weight=opts.get("weight", 1.0),
                                                       reference_weight_steps=opts.get("weight_steps", 1.0)))

@@ -6,6 +6,7 @@ Data flows one way: video -> model adapter -> inversion -> editing (with attenti
 __version__ = "0.1.0"
 
 from .attention import InjectionConfig  # noqa: E402
+from .blend import BlendConfig  # noqa: E402
 from .compat import sample  # noqa: E402
 from .editing import EditConfig, edit  # noqa: E402
 from .errors import VidinvertError  # noqa: E402
@@ -28,6 +29,6 @@ def decode(pipe_or_model, latents):
 
 
 __all__ = [
-    "Clip", "EditConfig", "InjectionConfig", "Inversion", "InversionMeta", "VideoModel", "VidinvertError",
+    "BlendConfig", "Clip", "EditConfig", "InjectionConfig", "Inversion", "InversionMeta", "VideoModel", "VidinvertError",
     "decode", "edit", "encode", "invert", "load_pipeline", "read_video", "sample", "side_by_side", "write_video",
 ]

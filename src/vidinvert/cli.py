@@ -108,6 +108,16 @@ def _add_edit_options(parser: argparse.ArgumentParser, guidance: float, start: s
                        help="the authors' adaptive K-RNR (moment-matched to order 2, which it equals)")
     group.add_argument("--kv-budget-gb", type=float, default=4.0,
                        help="memory allowed for recorded keys/values; over it, nothing is recorded (4)")
+    group.add_argument("--blend", action="store_true",
+                       help="local blend: edit only where the edit prompt and a description of the source disagree "
+                            "(DiffEdit-style mask); everywhere else the latents are put back to the source's")
+    group.add_argument("--blend-source", default="",
+                       help="what the video shows, for --blend's mask (default: the --source-prompt it was inverted with)")
+    group.add_argument("--blend-threshold", type=float, default=0.5,
+                       help="fraction of a frame's largest disagreement above which it is edited (0.5)")
+    group.add_argument("--blend-grow", type=int, default=0, help="latent pixels the blend mask is dilated by (0)")
+    group.add_argument("--blend-steps", type=float, default=1.0,
+                       help="fraction of steps, from the noisiest, that blend (1 = all)")
 
 
 def _add_saved_inversion_options(parser: argparse.ArgumentParser) -> None:
@@ -234,6 +244,7 @@ def _edit_strength(args) -> float | None:
 
 def _edit_config(args):
     from .attention import InjectionConfig
+    from .blend import BlendConfig
     from .editing import EditConfig
 
     if args.reference_compatible:
@@ -245,9 +256,15 @@ def _edit_config(args):
                                     reference_weight_steps=args.reference_weight_steps)
     except ValueError as err:
         raise VidinvertError(str(err), "see vidinvert edit --help") from None
+    saved = Path(args.video).suffix == ".inv" or getattr(args, "use_inversion", None)
+    if args.blend and not (args.blend_source or args.source_prompt or saved):
+        raise VidinvertError("--blend needs a description of what the video shows now",
+                             'pass --blend-source "..." (or invert with --source-prompt "...")')
+    blend = BlendConfig(enabled=args.blend, source_prompt=args.blend_source, threshold=args.blend_threshold,
+                        grow=args.blend_grow, steps=args.blend_steps)
     return EditConfig(guidance=args.guidance, negative_prompt=args.negative_prompt, start=args.start,
                       seed=args.seed, dynamic_guidance=args.dynamic_guidance, injection=injection,
-                      strength=_edit_strength(args), krnr=args.krnr, krnr_adaptive=args.krnr_adaptive)
+                      strength=_edit_strength(args), krnr=args.krnr, krnr_adaptive=args.krnr_adaptive, blend=blend)
 
 
 def _default_output(args, stem: str, kind: str, suffix: str = ".mp4") -> Path:
@@ -370,7 +387,9 @@ def _run_edit(args, prompts: list[str], kind: str):
             write_video(side_by_side(reference, videos[k]), comparisons[k], fps=fps, force=args.force)
     summary = {"outputs": [str(o) for o in outputs], "comparisons": [str(c) for c in comparisons],
                "prompts": prompts, "frames": videos.shape[1], "size": list(videos.shape[3:]), "fps": fps,
-               "transformer_calls": len(stats.batch_rows), "batch_rows": sorted(set(stats.batch_rows)),
+               "transformer_calls": len(stats.batch_rows) + len(stats.mask_rows),
+               "batch_rows": sorted(set(stats.batch_rows + stats.mask_rows)),
+               **({"blend_coverage": [round(c, 4) for c in stats.blend_coverage]} if config.blend.enabled else {}),
                "seconds": round(time.perf_counter() - started, 2), **peak_memory()}
     record = _record(args, {"result": summary, "read": dataclasses.asdict(read),
                             "inversion": dataclasses.asdict(inversion.meta), "edit": dataclasses.asdict(config)})

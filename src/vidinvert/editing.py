@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .attention import BatchLayout, InjectionConfig, InjectionState, injected
+from .blend import BlendConfig, blend_step, edit_mask, mask_levels
 from .errors import VidinvertError
 from .guidance import combine, dynamic_scale, guided_texts, needs_uncond
 from .inversion import Inversion
@@ -45,6 +46,8 @@ class EditConfig:
             latent there (``None``: off; the authors pair it with a full inversion and strength 0.95).
         krnr_adaptive: use the authors' adaptive variant (moment-matched to order 2; equal to order 2, see
             ``krnr.py``).
+        blend: local blend (``blend.py``): after every step, outside a mask of where the edit prompt departs from
+            the source's description, the latent is put back to the inversion's.
     """
 
     guidance: float = 6.0
@@ -56,6 +59,7 @@ class EditConfig:
     strength: float | None = None
     krnr: int | None = None
     krnr_adaptive: bool = False
+    blend: BlendConfig = field(default_factory=BlendConfig)
 
     def __post_init__(self):
         if self.guidance < 1.0:
@@ -75,9 +79,11 @@ class EditConfig:
 
 @dataclass
 class EditStats:
-    """What an edit evaluated: batch rows of each transformer call (for the benchmarks and the CLI summary)."""
+    """What an edit evaluated (for the benchmarks and the CLI summary)."""
 
-    batch_rows: list[int] = field(default_factory=list)
+    batch_rows: list[int] = field(default_factory=list)  # rows of each sampling step's transformer call
+    mask_rows: list[int] = field(default_factory=list)  # rows of each call that built the blend mask
+    blend_coverage: list[float] = field(default_factory=list)  # per prompt: fraction of latent pixels edited
 
 
 def edit_offset(inversion: Inversion, strength: float | None) -> int:
@@ -183,6 +189,22 @@ def edit(
         scale = dynamic_scale(config.guidance, t, len(schedule)) if config.dynamic_guidance else config.guidance
         return combine(pred, num_prompts, scale, with_uncond)
 
+    mask = None
+    if config.blend.enabled:
+        mask = edit_mask(model, inversion, config.blend.source_prompt, prompts, config.blend, offset)  # [K, T, 1, h, w]
+        if stats is not None:
+            stats.mask_rows = [num_prompts + 1] * len(mask_levels(len(schedule), config.blend.levels))
+            stats.blend_coverage = mask.mean(dim=(1, 2, 3, 4)).tolist()
+
+    def blend_into_source(i: int, x: torch.Tensor) -> torch.Tensor:
+        """Outside the mask, put the latent after step ``i`` back to the inversion's at the same level."""
+        if not config.blend.active_at(i, len(schedule)):
+            return x
+        after = offset + i + 1
+        source = trajectory[after] if after < len(trajectory) else inversion.clean  # [1, T, C, h, w]
+        return blend_step(mask.to(x.device), x, source.to(x.device, x.dtype))
+
     x = start_latents(inversion, num_prompts, config, offset, float(schedule.alpha_from[0]))
     with injected(model.transformer, injection, state), progress_callback(len(schedule), "edit", progress) as callback:
-        return sample_ddim(model_fn, x, schedule, callback=callback)
+        return sample_ddim(model_fn, x, schedule, callback=callback,
+                           post_step=blend_into_source if mask is not None else None)

@@ -80,6 +80,7 @@ def sample_ddim(
     x: torch.Tensor,
     schedule: Schedule,
     callback: StepCallback | None = None,
+    post_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Run DDIM sampling (eta = 0) from ``x`` at level ``schedule.alpha_from[0]`` to the end of the schedule.
 
@@ -88,6 +89,7 @@ def sample_ddim(
         x: float32 latents ``[B, T, C, H', W']`` at the first step's noise level.
         schedule: steps in sampling order.
         callback: called as ``callback(i, t, x_after_step)`` after each step.
+        post_step: ``(i, x_after_step) -> x`` applied after each step, before the callback (e.g. a local blend).
 
     Returns:
         float32 latents ``[B, T, C, H', W']`` after the last step.
@@ -96,6 +98,8 @@ def sample_ddim(
     for i, t in enumerate(schedule.timesteps):
         pred = model_fn(x, i, t).float()
         x = ddim_move(x, pred, float(schedule.alpha_from[i]), float(schedule.alpha_to[i]), schedule.prediction_type)
+        if post_step is not None:
+            x = post_step(i, x)
         check_finite(x, i, t, "sampling")
         if callback is not None:
             callback(i, t, x)
