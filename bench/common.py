@@ -302,12 +302,23 @@ FOUR_PROMPTS = (
     "a yellow star bouncing",
     "a white cat walking across the grass",
 )
-EXPECTED_BATCH = {  # transformer rows per call: (inversion, edit) for one prompt with guidance 6
+EXPECTED_BATCH = {  # transformer rows per call: (inversion, edit) for one prompt with guidance 6, one call per step
     "reference_compatible": (2, 4),  # the public script: two identical "" branches, then [neg, cond, ref, ref]
     "default": (1, 3),  # identical branches skipped; [neg, cond] + one shared reference row
     "kv_reuse": (1, 2),  # reference keys/values recorded while inverting: [neg, cond] only
     "prompts_4": (1, 9),  # 4 x [neg, cond] + one shared reference row
 }
+# Where the library splits calls (EditConfig rows_per_call "auto": on the CPU for large enough rows) the shared
+# reference row runs alone and the main rows in calls of 2: the same rows per step, in smaller calls.
+EXPECTED_EDIT_CALLS_SPLIT = {"reference_compatible": [4], "default": [1, 2], "kv_reuse": [2], "prompts_4": [1, 2]}
+
+
+def expected_batches(mode: str, split: bool = False) -> tuple[int, list[int]]:
+    """(inversion rows per call, sorted distinct edit rows per call) of ``mode``, with or without split calls."""
+    inv, edit = EXPECTED_BATCH[mode]
+    return inv, EXPECTED_EDIT_CALLS_SPLIT[mode] if split else [edit]
+
+
 MODE_NOTES = {
     "reference_compatible": (
         "public CogVideo inference/ddim_inversion.py cost: inversion at guidance 6 on two identical empty-text "
@@ -315,9 +326,9 @@ MODE_NOTES = {
         "to the same ids, so both rows are identical, as in the script), then edit with reference_text='edit' "
         "and start='random' (batch 4)"
     ),
-    "default": "invert(method='ddim') at batch 1, edit with the default EditConfig (batch 3)",
-    "kv_reuse": "invert(record_kv=True) at batch 1, edit with InjectionConfig(reuse_kv=True) (batch 2)",
-    "prompts_4": "default inversion, then one edit call with 4 prompts (batch 9); speedup is per edit",
+    "default": "invert(method='ddim') at batch 1, edit with the default EditConfig (3 rows per step)",
+    "kv_reuse": "invert(record_kv=True) at batch 1, edit with InjectionConfig(reuse_kv=True) (2 rows per step)",
+    "prompts_4": "default inversion, then one edit call with 4 prompts (9 rows per step); speedup is per edit",
 }
 
 
@@ -339,10 +350,11 @@ def run_mode(model, latents, mode: str, steps: int, timer: Timer, counter: CallC
         ``{"available": bool, "num_prompts": K, "edit_batch_rows": [...], "decoded_videos": n, ...}``.
     """
     from vidinvert.attention import InjectionConfig
-    from vidinvert.editing import EditConfig, EditStats, edit
+    from vidinvert.editing import EditConfig, EditStats, edit, resolve_rows_per_call
     from vidinvert.inversion import invert
 
-    info: dict = {"available": True, "note": MODE_NOTES[mode]}
+    info: dict = {"available": True, "note": MODE_NOTES[mode],
+                  "rows_per_call": resolve_rows_per_call("auto", model, latents.shape)}
     if mode == "kv_reuse":
         ok, reason = kv_reuse_status()
         if not ok:
@@ -397,12 +409,12 @@ def run_mode(model, latents, mode: str, steps: int, timer: Timer, counter: CallC
     return info
 
 
-def batch_check(mode: str, calls: dict) -> dict:
-    """Compare the counted batch sizes of a mode with ``EXPECTED_BATCH``."""
-    want_inv, want_edit = EXPECTED_BATCH[mode]
+def batch_check(mode: str, calls: dict, split: bool = False) -> dict:
+    """Compare the counted batch sizes of a mode with ``expected_batches``."""
+    want_inv, want_edit = expected_batches(mode, split)
     got_inv = sorted(int(b) for b in calls.get("invert", {}).get("batch_sizes", {}))
     got_edit = sorted(int(b) for b in calls.get("edit", {}).get("batch_sizes", {}))
     return {
         "expected": {"invert": want_inv, "edit": want_edit},
-        "ok": got_inv == [want_inv] and got_edit == [want_edit],
+        "ok": got_inv == [want_inv] and got_edit == want_edit,
     }

@@ -169,7 +169,7 @@ def measure_mode(model, latents, mode, steps, device, kv_budget_gb, kv_method) -
         "per_edit_s": round(total / info["num_prompts"], 3),
         "total_s_at_50_steps": round(total / steps * 50, 1),
         "transformer_calls": calls,
-        "batch_check": bc.batch_check(mode, calls),
+        "batch_check": bc.batch_check(mode, calls, info["rows_per_call"] is not None),
         "peak_gpu_mib": timer.peak_gpu_mib or None,
         "peak_gpu_mib_max": max(timer.peak_gpu_mib.values()) if timer.peak_gpu_mib else None,
         "peak_rss_mib": bc.peak_rss_mib(),

@@ -3,9 +3,12 @@
 Modes (same model, clip and step count):
     reference_compatible  the public CogVideo ``inference/ddim_inversion.py`` cost: inversion at guidance 6 on two
                           identical empty-text branches (batch 2), edit in the script's layout (batch 4)
-    default               vidinvert's defaults: inversion at batch 1, edit at batch 3
-    kv_reuse              inversion records the reference keys/values, the edit reuses them (batch 2)
-    prompts_4             default inversion + one edit call with 4 prompts (batch 9); compared per edit
+    default               vidinvert's defaults: inversion at batch 1, edit at 3 rows per step
+    kv_reuse              inversion records the reference keys/values, the edit reuses them (2 rows per step)
+    prompts_4             default inversion + one edit call with 4 prompts (9 rows per step); compared per edit
+
+At this size the CPU default (``EditConfig.rows_per_call="auto"``) evaluates the shared reference row alone and the
+main rows in calls of 2 (batch sizes 1 and 2); the rows per step are the same as in one call.
 
 Each mode runs in a fresh subprocess (peak RSS is a process-lifetime number), modes are interleaved across repeats,
 and the fastest repeat of each mode is reported. ``total_s`` = inversion + edit (prompts_4: + its 4-prompt edit;
@@ -73,7 +76,7 @@ def run_child(mode: str, steps: int, quick: bool, threads: int, kv_budget_gb: fl
         "phases_s": {k: round(v, 4) for k, v in timer.seconds.items()},
         "phases_cpu_s": {k: round(v, 4) for k, v in timer.cpu_seconds.items()},
         "transformer_calls": calls,
-        "batch_check": bc.batch_check(mode, calls),
+        "batch_check": bc.batch_check(mode, calls, info["rows_per_call"] is not None),
         "peak_rss_mib": max([rss_setup, *timer.rss_phase_peak.values()]) if timer.rss_phases else bc.peak_rss_mib(),
         "rss_after_setup_mib": rss_setup,
         "rss_phase_peak_mib": dict(timer.rss_phase_peak),  # each phase's own peak (kernel mark reset per phase)

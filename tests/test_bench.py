@@ -54,7 +54,9 @@ def test_fidelity_quick(tmp_path):
 
 
 def check_speed_modes(data: dict, modes) -> None:
-    expected = {"reference_compatible": (2, 4), "default": (1, 3), "kv_reuse": (1, 2), "prompts_4": (1, 9)}
+    one_call = {"reference_compatible": [4], "default": [3], "kv_reuse": [2], "prompts_4": [9]}
+    split = {"reference_compatible": [4], "default": [1, 2], "kv_reuse": [2], "prompts_4": [1, 2]}  # reference row alone
+    calls_per_step = {"reference_compatible": 1, "default": 2, "kv_reuse": 1, "prompts_4": 5}  # when split
     for mode in modes:
         record = data[mode]
         if mode == "kv_reuse" and not kv_available():
@@ -62,9 +64,13 @@ def check_speed_modes(data: dict, modes) -> None:
             continue
         assert record["total_s"] > 0 and all(v >= 0 for v in record["phases_s"].values())
         calls = record["transformer_calls"]
-        assert set(calls["invert"]["batch_sizes"]) == {str(expected[mode][0])}, mode
-        assert set(calls["edit"]["batch_sizes"]) == {str(expected[mode][1])}, mode
-        assert calls["invert"]["calls"] == calls["edit"]["calls"] == record["steps"]
+        is_split = record["rows_per_call"] is not None
+        assert set(calls["invert"]["batch_sizes"]) == {"2" if mode == "reference_compatible" else "1"}, mode
+        assert set(calls["edit"]["batch_sizes"]) == {str(b) for b in (split if is_split else one_call)[mode]}, mode
+        assert calls["invert"]["calls"] == record["steps"]
+        assert calls["edit"]["calls"] == (calls_per_step[mode] if is_split else 1) * record["steps"], mode
+        assert calls["edit"]["rows"] == record["steps"] * {"reference_compatible": 4, "default": 3, "kv_reuse": 2,
+                                                           "prompts_4": 9}[mode], mode  # the same rows per step
         assert record["batch_check"]["ok"], mode
         assert record["peak_rss_mib"] > 0
 

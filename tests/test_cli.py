@@ -36,7 +36,15 @@ def test_edit_end_to_end(video, tmp_path, capsys):
     assert settings["edit"]["guidance"] == 6.0 and settings["inversion"]["num_steps"] == 3
     assert settings["result"]["batch_rows"] == [3]
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["transformer_calls"] == 3 and "peak_rss_mib" in summary
+    assert summary["edit_steps"] == 3 and summary["transformer_calls"] == 3 and "peak_rss_mib" in summary
+    split = tmp_path / "split.mp4"
+    assert main(["edit", str(video), "--prompt", "a blue box", "--steps", "3", "-o", str(split), "--quiet",
+                 "--rows-per-call", "2", "--no-comparison"]) == 0
+    result = json.loads(split.with_suffix(".json").read_text())["result"]
+    assert result["batch_rows"] == [1, 2] and result["transformer_calls"] == 6  # reference row, then uncond + cond
+    with pytest.raises(SystemExit) as refused:  # argparse: usage line plus a one-line reason
+        main(["edit", str(video), "--prompt", "x", "--rows-per-call", "0"])
+    assert refused.value.code == 2 and "count >= 1" in capsys.readouterr().err
 
 
 def test_invert_then_edit_from_the_saved_inversion(video, tmp_path):
@@ -102,7 +110,7 @@ def test_saved_inversion_is_validated_before_use(video, tmp_path, frames, capsys
     assert main(["invert", str(video), "-o", str(inv), "--steps", "3", "--quiet"]) == 0
     out = tmp_path / "a.mp4"
     assert main(["edit", str(video), "--use-inversion", str(inv), "--prompt", "x", "-o", str(out), "--quiet"]) == 0
-    assert json.loads(out.with_suffix(".json").read_text())["result"]["transformer_calls"] == 3
+    assert json.loads(out.with_suffix(".json").read_text())["result"]["edit_steps"] == 3
     other = write_video(frames.flip(0), tmp_path / "other.mp4", fps=12)
     code = main(["edit", str(other), "--use-inversion", str(inv), "--prompt", "x", "-o", str(tmp_path / "b.mp4")])
     assert code == 2 and "another video" in capsys.readouterr().err
@@ -129,12 +137,12 @@ def test_krnr_edit_inverts_in_full_and_resamples_the_strength(video, tmp_path, c
     settings = json.loads(out.with_suffix(".json").read_text())
     assert len(settings["inversion"]["timesteps"]) == 20  # K-RNR needs the fully inverted noise
     assert settings["edit"]["strength"] == 0.95 and settings["edit"]["krnr"] == 2
-    calls = [json.loads(line)["transformer_calls"] for line in capsys.readouterr().out.strip().splitlines()]
+    calls = [json.loads(line)["edit_steps"] for line in capsys.readouterr().out.strip().splitlines()]
     assert calls == [19]  # the edit re-samples round(0.95 * 20) steps
     out2 = tmp_path / "half.mp4"
     assert main(["edit", str(inv), "--prompt", "a blue box", "--steps", "20", "--strength", "0.5", "-o", str(out2),
                  "--quiet", "--no-comparison"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["transformer_calls"] == 10
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["edit_steps"] == 10
 
 
 def test_blend_edit_needs_a_source_description_and_reports_its_mask(video, tmp_path, capsys):

@@ -17,15 +17,38 @@ def inversion(tiny_model, frames):
     return invert(tiny_model, tiny_model.encode(frames), steps=6)
 
 
+ONE_CALL = dict(rows_per_call=None)  # every row of a step in one transformer call (the default on GPUs)
+
+
 def test_default_layout_shares_one_reference_row(tiny_model, inversion):
     counter = CallCounter(tiny_model.transformer)
     try:
         stats = EditStats()
-        out = edit(tiny_model, inversion, "a blue box", EditConfig(guidance=6.0), stats=stats)
+        out = edit(tiny_model, inversion, "a blue box", EditConfig(guidance=6.0, **ONE_CALL), stats=stats)
     finally:
         counter.close()
     assert out.shape == inversion.clean.shape
     assert counter.batches == [3] * 6 == stats.batch_rows  # uncond + cond + one shared reference row
+
+
+def test_reference_first_then_main_rows_in_small_calls_equals_one_call(tiny_model, inversion):
+    """With ``rows_per_call`` the shared reference row runs alone and the main rows follow in calls of at most that
+    many rows, reading the keys/values it left: the same edit up to float rounding."""
+    prompts = ["a blue box", "a green disc", "a red ball"]
+    one_call = edit(tiny_model, inversion, prompts, EditConfig(**ONE_CALL))
+    for cap, calls in ((2, [1, 2, 2, 2]), (4, [1, 4, 2]), (6, [1, 6])):
+        stats = EditStats()
+        split = edit(tiny_model, inversion, prompts, EditConfig(rows_per_call=cap), stats=stats)
+        assert stats.batch_rows == calls * 6
+        assert relative_error(split, one_call) < 1e-5
+    stats = EditStats()
+    edit(tiny_model, inversion, prompts, EditConfig(), stats=stats)  # "auto": rows this small run in one call
+    assert stats.batch_rows == [7] * 6
+    weighted = InjectionConfig(reference_weight=8.0, reference_weight_steps=0.5)  # the bias reaches the split path
+    assert relative_error(edit(tiny_model, inversion, prompts, EditConfig(injection=weighted, rows_per_call=2)),
+                          edit(tiny_model, inversion, prompts, EditConfig(injection=weighted, **ONE_CALL))) < 1e-5
+    with pytest.raises(VidinvertError, match="rows per call"):
+        EditConfig(rows_per_call=0)
 
 
 def test_reference_compatible_layout_is_the_public_scripts_batch_of_four(tiny_model, inversion):
@@ -37,17 +60,21 @@ def test_reference_compatible_layout_is_the_public_scripts_batch_of_four(tiny_mo
 def test_several_prompts_share_the_reference_and_match_single_runs(tiny_model, inversion):
     stats = EditStats()
     prompts = ["a blue box", "a green disc"]
-    both = edit(tiny_model, inversion, prompts, EditConfig(), stats=stats)
+    both = edit(tiny_model, inversion, prompts, EditConfig(**ONE_CALL), stats=stats)
     assert stats.batch_rows == [5] * 6  # 2 prompts x (uncond, cond) + 1 reference row
     for k, prompt in enumerate(prompts):
-        alone = edit(tiny_model, inversion, prompt, EditConfig())
+        alone = edit(tiny_model, inversion, prompt, EditConfig(**ONE_CALL))
         assert torch.allclose(both[k : k + 1], alone, atol=1e-5)
 
 
 def test_injection_window_and_off(tiny_model, inversion):
     stats = EditStats()
-    edit(tiny_model, inversion, "a blue box", EditConfig(injection=InjectionConfig(steps=0.5)), stats=stats)
+    edit(tiny_model, inversion, "a blue box", EditConfig(injection=InjectionConfig(steps=0.5), **ONE_CALL), stats=stats)
     assert stats.batch_rows == [3, 3, 3, 2, 2, 2]
+    stats = EditStats()
+    edit(tiny_model, inversion, "a blue box", EditConfig(injection=InjectionConfig(steps=0.5), rows_per_call=2),
+         stats=stats)
+    assert stats.batch_rows == [1, 2] * 3 + [2] * 3  # the reference row alone while injecting
     stats = EditStats()
     edit(tiny_model, inversion, "a blue box", EditConfig(guidance=1.0, injection=InjectionConfig(enabled=False)), stats=stats)
     assert stats.batch_rows == [1] * 6
@@ -104,3 +131,15 @@ def test_edit_refuses_bad_settings(tiny_model, inversion, tiny_pipes):
     other = VideoModel(tiny_pipes["2b" if "5b" in tiny_model.name else "5b"])
     with pytest.raises(VidinvertError, match="another model"):
         edit(other, inversion, "a blue box")
+
+
+def test_auto_rows_per_call_splits_only_large_rows_on_the_cpu(tiny_model):
+    from vidinvert.editing import SPLIT_MIN_VALUES, resolve_rows_per_call
+
+    width = tiny_model.config.num_attention_heads * tiny_model.config.attention_head_dim
+    text = tiny_model.config.max_text_seq_length
+    small, large = (1, 3, 4, 8, 8), (1, 13, 4, 32, 32)  # 16 + 3 x 4 x 4 tokens; 16 + 13 x 16 x 16 tokens
+    assert (text + 48) * width < SPLIT_MIN_VALUES <= (text + 13 * 256) * width
+    assert resolve_rows_per_call("auto", tiny_model, small) is None
+    assert resolve_rows_per_call("auto", tiny_model, large) == 2
+    assert resolve_rows_per_call(3, tiny_model, small) == 3 and resolve_rows_per_call(None, tiny_model, large) is None

@@ -108,6 +108,10 @@ def _add_edit_options(parser: argparse.ArgumentParser, guidance: float, start: s
                        help="the authors' adaptive K-RNR (moment-matched to order 2, which it equals)")
     group.add_argument("--kv-budget-gb", type=float, default=4.0,
                        help="memory allowed for recorded keys/values; over it, nothing is recorded (4)")
+    group.add_argument("--rows-per-call", default="auto", type=_rows_per_call,
+                       help="main rows per transformer call after the shared reference row: a number, 'all' (one "
+                            "call of every row) or 'auto' (default: 2 on the CPU, where small calls are faster; all "
+                            "on GPUs)")
     group.add_argument("--blend", action="store_true",
                        help="local blend: edit only where the edit prompt and a description of the source disagree "
                             "(DiffEdit-style mask); everywhere else the latents are put back to the source's")
@@ -118,6 +122,18 @@ def _add_edit_options(parser: argparse.ArgumentParser, guidance: float, start: s
     group.add_argument("--blend-grow", type=int, default=0, help="latent pixels the blend mask is dilated by (0)")
     group.add_argument("--blend-steps", type=float, default=1.0,
                        help="fraction of steps, from the noisiest, that blend (1 = all)")
+
+
+def _rows_per_call(text: str):
+    if text in ("auto", "all"):
+        return None if text == "all" else text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a count >= 1, 'all' or 'auto', got {text!r}")
+    return value
 
 
 def _add_saved_inversion_options(parser: argparse.ArgumentParser) -> None:
@@ -264,7 +280,8 @@ def _edit_config(args):
                         grow=args.blend_grow, steps=args.blend_steps)
     return EditConfig(guidance=args.guidance, negative_prompt=args.negative_prompt, start=args.start,
                       seed=args.seed, dynamic_guidance=args.dynamic_guidance, injection=injection,
-                      strength=_edit_strength(args), krnr=args.krnr, krnr_adaptive=args.krnr_adaptive, blend=blend)
+                      strength=_edit_strength(args), krnr=args.krnr, krnr_adaptive=args.krnr_adaptive, blend=blend,
+                      rows_per_call=args.rows_per_call)
 
 
 def _default_output(args, stem: str, kind: str, suffix: str = ".mp4") -> Path:
@@ -387,7 +404,7 @@ def _run_edit(args, prompts: list[str], kind: str):
             write_video(side_by_side(reference, videos[k]), comparisons[k], fps=fps, force=args.force)
     summary = {"outputs": [str(o) for o in outputs], "comparisons": [str(c) for c in comparisons],
                "prompts": prompts, "frames": videos.shape[1], "size": list(videos.shape[3:]), "fps": fps,
-               "transformer_calls": len(stats.batch_rows) + len(stats.mask_rows),
+               "edit_steps": stats.steps, "transformer_calls": len(stats.batch_rows) + len(stats.mask_rows),
                "batch_rows": sorted(set(stats.batch_rows + stats.mask_rows)),
                **({"blend_coverage": [round(c, 4) for c in stats.blend_coverage]} if config.blend.enabled else {}),
                "seconds": round(time.perf_counter() - started, 2), **peak_memory()}

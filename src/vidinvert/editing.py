@@ -1,9 +1,11 @@
 """``edit()``: sample forward under new prompts while the attention also sees the stored trajectory.
 
-Per step ``i`` one transformer batch holds the main rows (``[uncond, cond]`` per prompt, or ``[cond]`` with
+Per step ``i`` the transformer evaluates the main rows (``[uncond, cond]`` per prompt, or ``[cond]`` with
 guidance 1) and, while injection is active, the reference rows fed ``inversion.trajectory[i]``: by default a single
 row with the inversion prompt, shared by all main rows (K prompts cost ``2K + 1`` rows); in the public script's
 layout (``reference_text="edit"``) one reference row per main row with that row's text (``4`` rows for one prompt).
+One call holds them all, or (``rows_per_call``, on the CPU by default) the shared reference row goes first, alone,
+and the main rows follow in smaller calls that read the keys/values it left.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ class EditConfig:
             ``krnr.py``).
         blend: local blend (``blend.py``): after every step, outside a mask of where the edit prompt departs from
             the source's description, the latent is put back to the inversion's.
+        rows_per_call: with a shared reference row, evaluate it alone first (every block's keys/values kept for
+            the step: ``2 x blocks x tokens x inner_dim`` values) and the main rows after it in calls of at most this
+            many rows; equal to the one-call batch up to float rounding. ``None``: one call of every row.
+            ``"auto"``: ``ROWS_PER_CALL_CPU`` on the CPU for rows large enough that smaller calls are faster,
+            one call otherwise and on GPUs (see ``resolve_rows_per_call``).
     """
 
     guidance: float = 6.0
@@ -60,6 +67,7 @@ class EditConfig:
     krnr: int | None = None
     krnr_adaptive: bool = False
     blend: BlendConfig = field(default_factory=BlendConfig)
+    rows_per_call: int | str | None = "auto"
 
     def __post_init__(self):
         if self.guidance < 1.0:
@@ -72,6 +80,9 @@ class EditConfig:
             raise VidinvertError(f"K-RNR order must be >= 0, got {self.krnr}", "use e.g. --krnr 2")
         if self.krnr_adaptive and self.krnr is None:
             raise VidinvertError("krnr_adaptive needs a K-RNR order", "pass --krnr K with --krnr-adaptive")
+        if not (self.rows_per_call in (None, "auto") or (isinstance(self.rows_per_call, int) and self.rows_per_call >= 1)):
+            raise VidinvertError(f"rows per call must be a count >= 1, 'auto' or None, got {self.rows_per_call!r}",
+                                 "use e.g. --rows-per-call 2, or auto")
         if self.krnr is not None and self.start != "inverted":
             raise VidinvertError("K-RNR builds an inverted start; it does not apply to a random start",
                                  "use --start inverted with --krnr")
@@ -81,9 +92,36 @@ class EditConfig:
 class EditStats:
     """What an edit evaluated (for the benchmarks and the CLI summary)."""
 
-    batch_rows: list[int] = field(default_factory=list)  # rows of each sampling step's transformer call
+    steps: int = 0  # sampling steps of the edit
+    batch_rows: list[int] = field(default_factory=list)  # rows of each transformer call of the sampling steps
     mask_rows: list[int] = field(default_factory=list)  # rows of each call that built the blend mask
     blend_coverage: list[float] = field(default_factory=list)  # per prompt: fraction of latent pixels edited
+
+
+ROWS_PER_CALL_CPU = 2  # main rows per transformer call on the CPU (one prompt's uncond and cond)
+SPLIT_MIN_VALUES = 2**16  # "auto" splits only rows this large (tokens x width); below, per-call overhead dominates
+
+
+def resolve_rows_per_call(setting: int | str | None, model: VideoModel, latent_shape) -> int | None:
+    """``EditConfig.rows_per_call`` for this model and latent size ``[B, T, C, h, w]``: a row count, or ``None``
+    for one call of every row.
+
+    ``"auto"`` splits on the CPU only, and only rows of at least ``SPLIT_MIN_VALUES`` activations (tokens x width).
+    Measured with one torch thread: ``bench/speed.py``'s model (336 tokens x 512) takes 2.6-2.7 s for a 9-row call
+    and 2.4 s for the reference row plus four 2-row calls; the demo model (80 tokens x 128) edits in 2.2 s in one
+    call per step and 2.9 s split.
+    """
+    if setting != "auto":
+        return setting
+    if model.device.type != "cpu":
+        return None  # GPUs are faster with larger batches
+    config = model.config
+    _, frames, _, height, width = latent_shape
+    tokens = config.max_text_seq_length + frames * (height // config.patch_size) * (width // config.patch_size)
+    if config.patch_size_t:
+        tokens = config.max_text_seq_length + (tokens - config.max_text_seq_length) // config.patch_size_t
+    width_values = config.num_attention_heads * config.attention_head_dim
+    return ROWS_PER_CALL_CPU if tokens * width_values >= SPLIT_MIN_VALUES else None
 
 
 def edit_offset(inversion: Inversion, strength: float | None) -> int:
@@ -140,7 +178,7 @@ def edit(
         prompts: one edit prompt, or several run in one batch sharing the reference branch.
         config: guidance, start and injection settings.
         progress: show a progress bar.
-        stats: filled with the batch size of every transformer call, if given.
+        stats: filled with the rows of every transformer call, if given.
 
     Returns:
         float32 latents ``[K, T, C, h, w]``, one video per prompt; decode with ``model.decode``.
@@ -163,29 +201,53 @@ def edit(
             "reuse_kv needs an inversion recorded with record_kv=True in this process (caches are not saved)",
             "invert with record_kv=True (CLI: --reuse-kv on a video, not a .inv), or drop reuse_kv",
         )
-    cached_layout = BatchLayout(len(main_texts), (0,) * len(main_texts), 0)  # reference keys/values from the cache
     text_main = model.encode_text(main_texts)  # [M, L, D]
     text_all = torch.cat([text_main, model.encode_text(ref_texts)])  # [M + R, L, D]
     trajectory = inversion.trajectory
     rows = 2 if with_uncond else 1
     state = InjectionState()
 
+    if stats is not None:
+        stats.steps = len(schedule)
+    cap = resolve_rows_per_call(config.rows_per_call, model, inversion.clean.shape)
+    split = cap is not None and shared  # the paired layout keeps each reference row beside its main row
+    text_ref = text_all[len(main_texts) :]  # [R, L, D]
+
+    def predict(x: torch.Tensor, t: int, text: torch.Tensor, layout_now: BatchLayout | None) -> torch.Tensor:
+        state.layout = layout_now
+        if stats is not None:
+            stats.batch_rows.append(x.shape[0])
+        return model.predict(x, t, text)
+
+    def predict_main(main: torch.Tensor, t: int, reference_kv: dict) -> torch.Tensor:
+        """Main rows reading ``reference_kv`` (``{block: (key, value)}``), in calls of at most ``cap`` rows."""
+        state.reference_kv = reference_kv
+        step = cap or main.shape[0]
+        preds = []
+        for start in range(0, main.shape[0], step):
+            chunk = main[start : start + step]
+            n = chunk.shape[0]
+            preds.append(predict(chunk, t, text_main[start : start + n], BatchLayout(n, (0,) * n, 0)))
+        return torch.cat(preds)  # [M, T, C, h, w]
+
     def model_fn(x: torch.Tensor, i: int, t: int) -> torch.Tensor:
         main = x.repeat_interleave(rows, dim=0)  # [M, T, C, h, w]
         recorded = cache.step(offset + i) if cache is not None else None
         state.reference_bias = injection.reference_bias(i, len(schedule))
-        if injection.active_at(i, len(schedule)) and recorded is not None:
-            state.layout, state.reference_kv = cached_layout, recorded
-            pred = model.predict(main, t, text_main)
-        elif injection.active_at(i, len(schedule)):
-            reference = trajectory[offset + i].to(main.device, main.dtype).expand(layout.num_ref, -1, -1, -1, -1)  # [R, ...]
-            state.layout = layout
-            pred = model.predict(torch.cat([main, reference]), t, text_all)[: layout.num_main]
+        active = injection.active_at(i, len(schedule))
+        reference = trajectory[offset + i].to(main.device, main.dtype)  # [1, T, C, h, w]
+        if active and recorded is not None:
+            pred = predict_main(main, t, recorded)
+        elif active and split:  # the reference row alone, keeping every block's keys/values for this step
+            state.record_row, state.recorded = 0, {}
+            predict(reference, t, text_ref, None)
+            step_kv, state.record_row, state.recorded = state.recorded, None, {}
+            pred = predict_main(main, t, step_kv)
+        elif active:
+            batch = torch.cat([main, reference.expand(layout.num_ref, -1, -1, -1, -1)])  # [M + R, T, C, h, w]
+            pred = predict(batch, t, text_all, layout)[: layout.num_main]
         else:
-            state.layout = None
-            pred = model.predict(main, t, text_main)
-        if stats is not None:
-            stats.batch_rows.append(state.layout.size if state.layout is not None else layout.num_main)
+            pred = predict(main, t, text_main, None)
         scale = dynamic_scale(config.guidance, t, len(schedule)) if config.dynamic_guidance else config.guidance
         return combine(pred, num_prompts, scale, with_uncond)
 
