@@ -110,8 +110,8 @@ def _add_edit_options(parser: argparse.ArgumentParser, guidance: float, start: s
                        help="memory allowed for recorded keys/values; over it, nothing is recorded (4)")
     group.add_argument("--rows-per-call", default="auto", type=_rows_per_call,
                        help="main rows per transformer call after the shared reference row: a number, 'all' (one "
-                            "call of every row) or 'auto' (default: 2 on the CPU, where small calls are faster; all "
-                            "on GPUs)")
+                            "call of every row) or 'auto' (default: 2 on the CPU for large rows, where small calls "
+                            "are faster; all for small rows and on GPUs)")
     group.add_argument("--blend", action="store_true",
                        help="local blend: edit only where the edit prompt and a description of the source disagree "
                             "(DiffEdit-style mask); everywhere else the latents are put back to the source's")
