@@ -4,8 +4,8 @@ Per step ``i`` the transformer evaluates the main rows (``[uncond, cond]`` per p
 guidance 1) and, while injection is active, the reference rows fed ``inversion.trajectory[i]``: by default a single
 row with the inversion prompt, shared by all main rows (K prompts cost ``2K + 1`` rows); in the public script's
 layout (``reference_text="edit"``) one reference row per main row with that row's text (``4`` rows for one prompt).
-One call holds them all, or (``rows_per_call``, on the CPU by default) the shared reference row goes first, alone,
-and the main rows follow in smaller calls that read the keys/values it left.
+One call holds them all, or (``rows_per_call``; by default on the CPU for large rows) the shared reference row goes
+first, alone, and the main rows follow in smaller calls that read the keys/values it left.
 """
 
 from __future__ import annotations
@@ -117,9 +117,9 @@ def resolve_rows_per_call(setting: int | str | None, model: VideoModel, latent_s
         return None  # GPUs are faster with larger batches
     config = model.config
     _, frames, _, height, width = latent_shape
+    if config.patch_size_t:  # CogVideoX 1.5 pads the frames to a multiple of patch_size_t
+        frames = -(-frames // config.patch_size_t)
     tokens = config.max_text_seq_length + frames * (height // config.patch_size) * (width // config.patch_size)
-    if config.patch_size_t:
-        tokens = config.max_text_seq_length + (tokens - config.max_text_seq_length) // config.patch_size_t
     width_values = config.num_attention_heads * config.attention_head_dim
     return ROWS_PER_CALL_CPU if tokens * width_values >= SPLIT_MIN_VALUES else None
 
@@ -235,17 +235,16 @@ def edit(
         recorded = cache.step(offset + i) if cache is not None else None
         state.reference_bias = injection.reference_bias(i, len(schedule))
         active = injection.active_at(i, len(schedule))
-        reference = trajectory[offset + i].to(main.device, main.dtype)  # [1, T, C, h, w]
         if active and recorded is not None:
             pred = predict_main(main, t, recorded)
         elif active and split:  # the reference row alone, keeping every block's keys/values for this step
             state.record_row, state.recorded = 0, {}
-            predict(reference, t, text_ref, None)
+            predict(trajectory[offset + i].to(main.device, main.dtype), t, text_ref, None)  # [1, T, C, h, w]
             step_kv, state.record_row, state.recorded = state.recorded, None, {}
             pred = predict_main(main, t, step_kv)
         elif active:
-            batch = torch.cat([main, reference.expand(layout.num_ref, -1, -1, -1, -1)])  # [M + R, T, C, h, w]
-            pred = predict(batch, t, text_all, layout)[: layout.num_main]
+            reference = trajectory[offset + i].to(main.device, main.dtype).expand(layout.num_ref, -1, -1, -1, -1)
+            pred = predict(torch.cat([main, reference]), t, text_all, layout)[: layout.num_main]  # [M + R] rows in
         else:
             pred = predict(main, t, text_main, None)
         scale = dynamic_scale(config.guidance, t, len(schedule)) if config.dynamic_guidance else config.guidance
