@@ -258,6 +258,11 @@ def _edit_strength(args) -> float | None:
     return args.strength
 
 
+def _saved_inversion(args) -> str | None:
+    """The saved inversion a command starts from: VIDEO itself when it is a ``.inv``, else ``--use-inversion``."""
+    return args.video if Path(args.video).suffix == ".inv" else getattr(args, "use_inversion", None)
+
+
 def _edit_config(args):
     from .attention import InjectionConfig
     from .blend import BlendConfig
@@ -272,8 +277,7 @@ def _edit_config(args):
                                     reference_weight_steps=args.reference_weight_steps)
     except ValueError as err:
         raise VidinvertError(str(err), "see vidinvert edit --help") from None
-    saved = Path(args.video).suffix == ".inv" or getattr(args, "use_inversion", None)
-    if args.blend and not (args.blend_source or args.source_prompt or saved):
+    if args.blend and not (args.blend_source or args.source_prompt or _saved_inversion(args)):
         raise VidinvertError("--blend needs a description of what the video shows now",
                              'pass --blend-source "..." (or invert with --source-prompt "...")')
     blend = BlendConfig(enabled=args.blend, source_prompt=args.blend_source, threshold=args.blend_threshold,
@@ -342,7 +346,7 @@ def _source_and_inversion(args, model, read, inv_settings, checkpoint: Path):
     from .inversion import Inversion
     from .jobs import ReadSettings, invert_source, open_source
 
-    saved = args.video if Path(args.video).suffix == ".inv" else getattr(args, "use_inversion", None)
+    saved = _saved_inversion(args)
     if saved is None:
         source = open_source(model, args.video, read)
         return source, invert_source(model, source, inv_settings, progress=not args.quiet, checkpoint=checkpoint)
