@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=None, help="folder for fidelity.{json,md} (default bench/results; quick: none)")
     args = parser.parse_args(argv)
     threads = bc.setup(args.threads)
-    from vidinvert.model import VideoModel
+    from vidinvert.models import VideoModel
     from vidinvert.tiny import TinyConfig, build_tiny_pipeline
 
     steps_list = [int(s) for s in (args.steps or ("4" if args.quick else "10,25,50")).split(",")]

@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=None, help="folder for gpu_scale.{json,md} (default: write nothing)")
     args = parser.parse_args(argv)
     threads = bc.setup(args.threads)
-    from vidinvert.model import DTYPES, VideoModel
+    from vidinvert.models import DTYPES, VideoModel
 
     tiny = args.tiny
     device = torch.device(args.device or ("cpu" if tiny else "cuda"))

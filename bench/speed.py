@@ -50,7 +50,7 @@ def size_config(quick: bool) -> dict:
 def run_child(mode: str, steps: int, quick: bool, threads: int, kv_budget_gb: float, kv_method: str) -> dict:
     """Build the model, encode, invert, edit and decode once as ``mode`` does; returns the measurements."""
     threads = bc.setup(threads)
-    from vidinvert.model import VideoModel
+    from vidinvert.models import VideoModel
     from vidinvert.tiny import TinyConfig, build_tiny_pipeline
 
     size = size_config(quick)

@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 warnings.filterwarnings("ignore", message="There are modules in .* that should be kept in float32")
 
-from vidinvert.model import VideoModel  # noqa: E402
+from vidinvert.models import VideoModel  # noqa: E402
 from vidinvert.tiny import TinyConfig, build_tiny_pipeline  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def tiny_default_model(request, monkeypatch):
     """Commands run without --model use the tiny random model in tests (exact-maths checks need it), except in
     tests marked ``demo_default``, which check the shipped default itself."""
     if request.node.get_closest_marker("demo_default") is None:
-        monkeypatch.setattr("vidinvert.model.default_model", lambda: "tiny")
+        monkeypatch.setattr("vidinvert.models.registry.default_model", lambda: "tiny")
 
 
 @pytest.fixture(scope="session")

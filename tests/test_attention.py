@@ -6,7 +6,8 @@ import pytest
 import torch
 from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0
 
-from vidinvert.attention import BatchLayout, InjectionConfig, InjectionState, KVInjectionProcessor, injected
+from vidinvert.attention import BatchLayout, InjectionConfig, InjectionState
+from vidinvert.models.cogvideox_attention import KVInjectionProcessor, injected
 
 
 def _inputs(model, batch=3, seed=0):
@@ -100,14 +101,14 @@ def test_injection_equals_explicit_attention_over_own_and_reference_keys(tiny_mo
 
 
 def test_reference_weight_schedule_and_refusals():
-    config = InjectionConfig(reference_weight=8.0, reference_weight_steps=0.6)
+    config = InjectionConfig(reference_weight=8.0, reference_weight_fraction=0.6)
     assert [config.reference_bias(i, 10) for i in (0, 5, 6, 9)] == [math.log(8.0)] * 2 + [0.0] * 2
     assert InjectionConfig().reference_bias(0, 10) == 0.0
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="reference weight"):
             InjectionConfig(reference_weight=bad)
-    with pytest.raises(ValueError, match="reference weight steps"):
-        InjectionConfig(reference_weight_steps=1.5)
+    with pytest.raises(ValueError, match="reference weight step fraction"):
+        InjectionConfig(reference_weight_fraction=1.5)
 
 
 def test_injection_under_autograd_matches_and_backpropagates(tiny_model):

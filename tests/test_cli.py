@@ -151,7 +151,7 @@ def test_blend_edit_needs_a_source_description_and_reports_its_mask(video, tmp_p
             "--no-comparison"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("vidinvert: error:") and "--blend-source" in err[-1] and not out.exists()
+    assert err[-1].startswith("vidinvert: error:") and "blend source description" in err[-1] and not out.exists()
     assert main(args + ["--blend-source", "a red box"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert len(summary["blend_coverage"]) == 1 and 0.0 < summary["blend_coverage"][0] <= 1.0

@@ -118,7 +118,7 @@ def test_background_psnr_ignores_the_object_and_sees_the_background():
 def test_shipped_model_loads_offline_and_samples(monkeypatch):
     from diffusers import CogVideoXPipeline
 
-    from vidinvert.model import VideoModel
+    from vidinvert.models import VideoModel
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     pipe = CogVideoXPipeline.from_pretrained(MODEL_DIR)
@@ -163,16 +163,17 @@ def test_the_default_command_edits_the_sample_with_the_demo_model(tmp_path, caps
     import json
 
     from vidinvert.cli import main
-    from vidinvert.model import default_model
+    from vidinvert.models import default_model
     from vidinvert.video import read_video
-    from vidinvert.web import SAMPLE_VIDEO, Studio
+    from vidinvert.models import sample_video
+    from vidinvert.web import Studio
 
     assert default_model() == "demo" and Studio().label == "demo"
-    assert SAMPLE_VIDEO == MODEL_DIR.parent / "sample.mp4"
+    assert sample_video() == MODEL_DIR.parent / "sample.mp4"
     out = tmp_path / "edit.mp4"
     assert main(["edit", "--prompt", "a green disc moving right in a dark sky", "--steps", "4", "-o", str(out),
                  "--quiet"]) == 0
     assert "bundled demo model" in capsys.readouterr().err
     assert read_video(out).frames.shape == (9, 3, 64, 64)
     settings = json.loads(out.with_suffix(".json").read_text())
-    assert settings["options"]["model"] == "demo" and settings["options"]["video"] == str(SAMPLE_VIDEO)
+    assert settings["model"]["name"] == "demo" and settings["inversion"]["source"] == str(sample_video())

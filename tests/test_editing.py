@@ -126,7 +126,7 @@ def test_edit_refuses_bad_settings(tiny_model, inversion, tiny_pipes):
         EditConfig(start="middle")
     with pytest.raises(VidinvertError, match="no edit prompt"):
         edit(tiny_model, inversion, [], EditConfig())
-    from vidinvert.model import VideoModel
+    from vidinvert.models import VideoModel
 
     other = VideoModel(tiny_pipes["2b" if "5b" in tiny_model.name else "5b"])
     with pytest.raises(VidinvertError, match="another model"):

@@ -11,7 +11,7 @@ from vidinvert.editing import EditConfig, EditStats, edit
 from vidinvert.errors import VidinvertError
 from vidinvert.inversion import invert
 from vidinvert.metrics import relative_error
-from vidinvert.model import VideoModel
+from vidinvert.models import VideoModel
 from vidinvert.outputs import plan_outputs
 from vidinvert.export import write_video
 
@@ -58,7 +58,7 @@ def test_out_of_memory_is_one_line_with_what_to_try(video, tmp_path, monkeypatch
     _fail_at_call(monkeypatch, 2, make_error=lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate"))
     assert main(["edit", str(video), "--prompt", "x", "--steps", "3", "-o", str(tmp_path / "o.mp4"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "out of memory during inversion" in err and "--cpu-offload" in err and "--vae-tiling" in err
+    assert "out of memory during inversion" in err and "cpu offload" in err and "VAE tiling" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
 
 
@@ -108,7 +108,7 @@ def test_checkpoint_of_other_settings_is_not_used(tiny_model, frames, tmp_path):
     saver.step(5, 100, torch.zeros_like(latents))
     assert path.is_file()
     result = invert(tiny_model, latents, steps=6, checkpoint=path, checkpoint_every=2)
-    assert "resumed_steps" not in result.meta.extra and not path.exists()
+    assert result.meta.resumed_steps == 0 and not path.exists()
     assert torch.allclose(result.trajectory, invert(tiny_model, latents, steps=6).trajectory)
 
 
@@ -131,5 +131,5 @@ def test_kv_reuse_refusals_and_budget(tiny_model, frames):
     with pytest.warns(UserWarning, match="over the .* budget; nothing recorded"):
         small = invert(tiny_model, latents, steps=3, record_kv=True, kv_budget_gb=1e-6)
     assert small.kv_cache is None
-    with pytest.raises(ValueError, match="reference_text='inversion'"):
+    with pytest.raises(ValueError, match="reference text 'inversion'"):
         InjectionConfig(reuse_kv=True, reference_text="edit")

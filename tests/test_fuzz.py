@@ -20,7 +20,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from vidinvert.errors import VidinvertError  # noqa: E402
 from vidinvert.inversion import Inversion, invert  # noqa: E402
-from vidinvert.model import VideoModel  # noqa: E402
+from vidinvert.models import VideoModel  # noqa: E402
 from vidinvert.export import write_video  # noqa: E402
 from vidinvert.video import read_video  # noqa: E402
 

@@ -7,7 +7,7 @@ import torch
 
 from vidinvert.errors import VidinvertError
 from vidinvert.exact import NotConvergedWarning
-from vidinvert.inversion import Inversion, invert, text_model_fn
+from vidinvert.inversion import Inversion, SourceInfo, invert, text_model_fn
 from vidinvert.metrics import relative_error
 from vidinvert.sampling import sample_ddim
 
@@ -97,7 +97,7 @@ def test_partial_inversion_covers_the_tail_of_the_schedule(tiny_model, frames):
 
 def test_save_load_round_trip_and_checks(tiny_model, tiny_pipes, frames, tmp_path):
     latents = tiny_model.encode(frames)
-    inversion = invert(tiny_model, latents, steps=4, meta={"source_hash": "abc", "fps": 8.0})
+    inversion = invert(tiny_model, latents, steps=4, provenance=SourceInfo(hash="abc", fps=8.0))
     path = inversion.save(tmp_path / "clip.inv")
     loaded = Inversion.load(path)
     assert torch.equal(loaded.trajectory, inversion.trajectory) and torch.equal(loaded.clean, inversion.clean)
@@ -107,7 +107,7 @@ def test_save_load_round_trip_and_checks(tiny_model, tiny_pipes, frames, tmp_pat
         loaded.check_matches(tiny_model, source_hash="xyz")
     with pytest.raises(VidinvertError, match="4 steps"):
         loaded.check_matches(tiny_model, num_steps=50)
-    from vidinvert.model import VideoModel
+    from vidinvert.models import VideoModel
 
     other = VideoModel(tiny_pipes["2b" if "5b" in tiny_model.name else "5b"])
     with pytest.raises(VidinvertError, match="another model"):
@@ -136,7 +136,7 @@ def test_invert_refuses_bad_arguments(tiny_model, frames):
     for kwargs, pattern in [
         (dict(steps=0), "steps must be"),
         (dict(guidance=0.5), "guidance must be"),
-        (dict(strength=1.5), "strength must be"),
+        (dict(strength=1.5), r"depth \(strength\) must be"),
         (dict(method="magic"), "unknown inversion method"),
     ]:
         with pytest.raises(VidinvertError, match=pattern):
@@ -166,3 +166,23 @@ def test_predicted_acceptance_matches_verified_acceptance(tiny_model, frames):
     fn = text_model_fn(tiny_model, "", "", 1.0)
     for inversion in (fast, slow):
         assert relative_error(sample_ddim(fn, inversion.noise, inversion.schedule(tiny_model)), latents) < 2e-5
+
+
+def test_format_1_files_still_load(tiny_model, frames, tmp_path):
+    """A file written by the format-1 writer (untyped ``extra`` dict) loads into the typed fields."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from vidinvert.settings import ReadSettings
+
+    inversion = invert(tiny_model, tiny_model.encode(frames), steps=3)
+    old = {k: v for k, v in inversion.meta.to_json().items()
+           if k not in ("fps", "indices", "read", "resumed_steps", "residuals")}
+    old.update(format_version=1, extra={"fps": 12.5, "indices": [0, 2, 4], "read": {"max_frames": 9}, "resumed_steps": 1})
+    path = tmp_path / "old.inv"
+    save_file({"trajectory": inversion.trajectory.contiguous(), "clean": inversion.clean.contiguous()}, str(path),
+              metadata={"vidinvert": json.dumps(old)})
+    meta = Inversion.load(path).meta
+    assert (meta.fps, meta.indices, meta.read, meta.resumed_steps) == (12.5, (0, 2, 4), ReadSettings(max_frames=9), 1)
+    assert meta.timesteps == inversion.meta.timesteps and meta.format_version == 2

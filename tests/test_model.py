@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vidinvert.errors import VidinvertError
-from vidinvert.model import VideoModel, load_pipeline, resolve_device, resolve_dtype
+from vidinvert.models import VideoModel, load_pipeline, resolve_device, resolve_dtype
 
 
 def test_save_pretrained_then_load_pipeline_gives_the_same_model(tiny_pipes, tmp_path, frames):
@@ -33,7 +33,7 @@ def test_load_pipeline_errors(tmp_path):
     other = tmp_path / "sd"
     other.mkdir()
     (other / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
-    with pytest.raises(VidinvertError, match="not a CogVideoX"):
+    with pytest.raises(VidinvertError, match="StableDiffusionPipeline pipeline, which vidinvert cannot edit"):
         load_pipeline(str(other))
     with pytest.raises(VidinvertError, match="unknown dtype"):
         resolve_dtype("fp8")

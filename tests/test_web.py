@@ -69,7 +69,7 @@ def test_serve_parser_binds_locally_by_default():
 
 
 def test_studio_inverts_once_and_edits_several_prompts(tiny_pipes, tmp_path):
-    from vidinvert.model import VideoModel
+    from vidinvert.models import VideoModel
 
     studio = Studio.from_model(VideoModel(tiny_pipes["5b"], name="tiny"))
     read, inv, config = settings_from_form({"max_num_frames": 9, "steps": 2})

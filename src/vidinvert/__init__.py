@@ -1,6 +1,7 @@
-"""vidinvert: edit real videos with CogVideoX by DDIM inversion and key/value injection.
+"""vidinvert: edit real videos with text-to-video diffusion transformers by inversion and key/value injection.
 
-Data flows one way: video -> model adapter -> inversion -> editing (with attention injection) -> export.
+Data flows one way: settings -> video (io) -> models (one adapter per family) -> schedule/sampling/exact ->
+inversion -> editing (with attention injection) -> export -> jobs -> front ends (cli, web).
 """
 
 __version__ = "0.1.0"
@@ -11,8 +12,9 @@ from .compat import sample  # noqa: E402
 from .editing import EditConfig, edit  # noqa: E402
 from .errors import VidinvertError  # noqa: E402
 from .export import side_by_side, write_video  # noqa: E402
-from .inversion import Inversion, InversionMeta, invert  # noqa: E402
-from .model import VideoModel, load_pipeline  # noqa: E402
+from .inversion import Inversion, InversionMeta, SourceInfo, invert  # noqa: E402
+from .settings import InvertSettings, ModelSettings, OutputSettings, ReadSettings  # noqa: E402
+from .models import VideoModel, load_pipeline, open_model  # noqa: E402
 from .video import Clip, read_video  # noqa: E402
 
 
@@ -29,6 +31,7 @@ def decode(pipe_or_model, latents):
 
 
 __all__ = [
-    "BlendConfig", "Clip", "EditConfig", "InjectionConfig", "Inversion", "InversionMeta", "VideoModel", "VidinvertError",
-    "decode", "edit", "encode", "invert", "load_pipeline", "read_video", "sample", "side_by_side", "write_video",
+    "BlendConfig", "Clip", "EditConfig", "InjectionConfig", "Inversion", "InversionMeta", "InvertSettings",
+    "ModelSettings", "OutputSettings", "ReadSettings", "SourceInfo", "VideoModel", "VidinvertError", "decode", "edit",
+    "encode", "invert", "load_pipeline", "open_model", "read_video", "sample", "side_by_side", "write_video",
 ]

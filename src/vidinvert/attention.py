@@ -4,12 +4,14 @@ The editor runs the main branch (the video being edited, one row per guidance co
 branch (the stored inversion trajectory) in one transformer batch. In each injected self-attention the main rows'
 queries see ``[own keys; reference keys]`` (text and video tokens of both, RoPE applied to each group's video
 tokens at their own positions); reference rows attend only to themselves, so the reference branch reproduces the
-inversion's computation. With no layout set the processor computes exactly what diffusers'
-``CogVideoXAttnProcessor2_0`` computes.
+inversion's computation. With no layout set a family's processor computes exactly what
+diffusers' own processor for that family computes.
 
-Pieces: ``InjectionConfig`` (frozen user settings), ``BatchLayout`` (which rows are main/reference and who reads
-whom, built in one place), ``InjectionState`` (what the editor sets per step), ``KVInjectionProcessor`` (one per
-block) and ``injected()`` (installs them, restores the originals in ``finally``).
+This module holds what every model family shares: ``InjectionConfig`` (frozen user settings, from ``settings``),
+``BatchLayout`` (which rows are main/reference and who reads whom, built in one place), ``InjectionState`` (what the
+editor sets per step), ``KVCache`` (keys/values recorded during inversion) and ``attend`` (the main rows' attention
+over ``[own; reference]``). Each family's processor, and the context manager that installs it and restores the
+originals in ``finally``, live with the family under ``models/``.
 
 Copies: queries/keys/values stay in the projections' token-major memory (``[B, S, heads, head_dim]``, handed to
 SDPA as transposed views, the layout diffusers' own processor uses), RoPE is written over the video slice in place,
@@ -19,72 +21,12 @@ written once, by one ``cat`` per tensor. Results are bit-identical to the earlie
 
 from __future__ import annotations
 
-import math
-import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-REFERENCE_TEXT_MODES = ("inversion", "edit")
-
-
-@dataclass(frozen=True)
-class InjectionConfig:
-    """User settings of key/value injection.
-
-    Args:
-        enabled: let the main branch attend to the reference branch's keys/values.
-        steps: fraction of the sampling steps, counted from the noisiest, that inject (1.0 = all, 0.5 = first half).
-        blocks: indices of the transformer blocks that inject; ``None`` = every block.
-        reference_text: ``"inversion"`` (the reference branch sees the prompt the video was inverted with: the
-            trajectory's own condition, one reference row shared by every main row) or ``"edit"`` (the public
-            script's layout: one reference row per main row, seeing that row's text, edit or negative prompt).
-        reuse_kv: take the reference keys/values recorded during inversion (``invert(..., record_kv=True)``)
-            instead of evaluating the reference row (needs ``reference_text="inversion"``); exact after
-            fixed-point inversion, an approximation after plain DDIM inversion (see ``KVCache``).
-        reference_weight: how much more the main rows attend to the reference tokens than to their own: ``log w``
-            is added to their logits for the reference keys (1 = plain attention over ``[own; reference]``; larger
-            keeps the source's layout more and lets the edit change less).
-        reference_weight_steps: fraction of the sampling steps, from the noisiest, that use ``reference_weight``
-            (later injecting steps use weight 1).
-    """
-
-    enabled: bool = True
-    steps: float = 1.0
-    blocks: tuple[int, ...] | None = None
-    reference_text: str = "inversion"
-    reuse_kv: bool = False
-    reference_weight: float = 1.0
-    reference_weight_steps: float = 1.0
-
-    def __post_init__(self):
-        if not 0.0 <= self.steps <= 1.0:
-            raise ValueError(f"injection steps must be a fraction in [0, 1], got {self.steps}")
-        if self.reference_text not in REFERENCE_TEXT_MODES:
-            raise ValueError(f"reference_text must be one of {REFERENCE_TEXT_MODES}, got {self.reference_text!r}")
-        if not (self.reference_weight > 0 and math.isfinite(self.reference_weight)):
-            raise ValueError(f"reference weight must be a positive number, got {self.reference_weight}")
-        if not 0.0 <= self.reference_weight_steps <= 1.0:
-            raise ValueError(f"reference weight steps must be a fraction in [0, 1], got {self.reference_weight_steps}")
-        if self.reuse_kv and self.reference_text != "inversion":
-            raise ValueError("reuse_kv needs reference_text='inversion' (the recorded keys saw the inversion prompt)")
-        if self.blocks is not None:
-            object.__setattr__(self, "blocks", tuple(sorted(set(int(b) for b in self.blocks))))
-
-    def active_at(self, step: int, num_steps: int) -> bool:
-        """Whether sampling step ``step`` (0 = noisiest) of ``num_steps`` injects."""
-        return self.enabled and step < round(self.steps * num_steps)
-
-    def reference_bias(self, step: int, num_steps: int) -> float:
-        """Logit offset of the reference keys at sampling step ``step``: ``log(reference_weight)`` or 0."""
-        if self.reference_weight == 1.0 or step >= round(self.reference_weight_steps * num_steps):
-            return 0.0
-        return math.log(self.reference_weight)
-
-    def injects_block(self, index: int) -> bool:
-        return self.enabled and (self.blocks is None or index in self.blocks)
+from .settings import REFERENCE_TEXT_MODES, InjectionConfig  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -187,170 +129,55 @@ class InjectionState:
     dropped_rows: int = 0  # reference rows removed after the last injecting block (restored before the output)
 
 
-def _project(attn, hidden: torch.Tensor, text_length: int, rotary):
-    """Queries, keys, values ``[B, S, heads, head_dim]`` (token-major) for the joint [text; video] sequence, RoPE on
-    video. SDPA takes them as ``.transpose(1, 2)`` views, the layout diffusers' processor hands it."""
-    query = attn.to_q(hidden).unflatten(-1, (attn.heads, -1))  # [B, S, heads, head_dim]
-    key = attn.to_k(hidden).unflatten(-1, (attn.heads, -1))  # [B, S, heads, head_dim]
-    value = attn.to_v(hidden).unflatten(-1, (attn.heads, -1))  # [B, S, heads, head_dim]
-    if attn.norm_q is not None:  # a LayerNorm over head_dim: the same numbers in either layout
-        query = attn.norm_q(query)
-    if attn.norm_k is not None:
-        key = attn.norm_k(key)
-    if rotary is not None:
-        from diffusers.models.embeddings import apply_rotary_emb
-
-        # per diffusers attention_processor.py CogVideoXAttnProcessor2_0: RoPE written over the video slice in place
-        for tensor in (query,) if attn.is_cross_attention else (query, key):
-            video = tensor[:, text_length:].transpose(1, 2)  # [B, heads, N, head_dim] view
-            video.copy_(apply_rotary_emb(video, rotary))
-    return query, key, value
+def record(state: InjectionState, block_index: int, key: torch.Tensor, value: torch.Tensor) -> None:
+    """Keep row ``state.record_row`` of a block's keys/values ``[B, S, heads, head_dim]`` as ``[heads, S, head_dim]``."""
+    if state.record_row is None:
+        return
+    row = state.record_row
+    state.recorded[block_index] = (key[row].detach().transpose(0, 1).clone(), value[row].detach().transpose(0, 1).clone())
 
 
-class KVInjectionProcessor:
-    """Self-attention processor of one CogVideoX block, with optional key/value injection.
+def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask=None) -> torch.Tensor:
+    """Token-major attention: ``[B, S, heads, d]`` in, ``[B, S, heads, d]`` out (SDPA on transposed views)."""
+    out = F.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
+                                         attn_mask=mask, dropout_p=0.0, is_causal=False)
+    return out.transpose(1, 2)
+
+
+def attend_with_reference(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, state: InjectionState,
+                          block_index: int, attention=sdpa) -> torch.Tensor:
+    """Attention of a batch laid out by ``state.layout``: main rows over ``[own; reference]``, reference rows alone.
 
     Args:
-        state: shared per-step state; its ``layout`` says which rows are main and reference.
-        block_index: index of the block this processor serves.
-        inject: whether this block injects at all (``InjectionConfig.injects_block``).
+        query, key, value: ``[B, S, heads, head_dim]`` token-major, positions already applied.
+        state: its ``layout`` (not ``None``) says which rows are main and which reference; with ``num_ref == 0``
+            the reference keys/values come from ``state.reference_kv[block_index]`` (``[heads, S, head_dim]``).
+        block_index: the block being evaluated.
+        attention: ``(q, k, v, mask) -> out`` on token-major tensors (a family may pass its backend dispatch).
+
+    Returns:
+        ``[B, S, heads, head_dim]``.
     """
-
-    def __init__(self, state: InjectionState, block_index: int, inject: bool):
-        self.state = state
-        self.block_index = block_index
-        self.inject = inject
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None):
-        """Same contract as diffusers' ``CogVideoXAttnProcessor2_0``: returns ``(video_out, text_out)``.
-
-        Args:
-            hidden_states: video tokens ``[B, N, D]``.
-            encoder_hidden_states: text tokens ``[B, L, D]``.
-            attention_mask: optional mask (CogVideoX passes none; refused while injecting).
-            image_rotary_emb: RoPE ``(cos, sin)`` for the N video tokens, or ``None``.
-        """
-        text_length = encoder_hidden_states.size(1)
-        hidden = torch.cat([encoder_hidden_states, hidden_states], dim=1)  # [B, L + N, D]
-        batch, length, _ = hidden.shape
-        layout = self.state.layout if self.inject else None
-        if attention_mask is not None:
-            if layout is not None:
-                raise ValueError("key/value injection does not support an attention mask")
-            attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
-            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-        query, key, value = _project(attn, hidden, text_length, image_rotary_emb)  # [B, S, heads, head_dim]
-        if self.state.record_row is not None:
-            row = self.state.record_row
-            self.state.recorded[self.block_index] = (  # [heads, S, head_dim]
-                key[row].detach().transpose(0, 1).clone(),
-                value[row].detach().transpose(0, 1).clone(),
-            )
-
-        if layout is None:
-            out = F.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
-                                                 attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
-            out = out.transpose(1, 2)  # [B, S, heads, head_dim]
-        else:
-            if layout.size != batch:
-                raise ValueError(f"batch layout expects {layout.size} rows, the batch has {batch}")
-            m = layout.num_main
-            if layout.num_ref == 0:  # reference keys/values recorded during inversion, [heads, S, head_dim]
-                ref_key, ref_value = self.state.reference_kv[self.block_index]
-                ref_key = ref_key.to(key.device, key.dtype).transpose(0, 1).unsqueeze(0)  # [1, S, heads, head_dim]
-                ref_value = ref_value.to(value.device, value.dtype).transpose(0, 1).unsqueeze(0)
-            else:
-                ref_key, ref_value = key[m:], value[m:]  # [R, S, heads, head_dim]
-            ref_key, ref_value = layout.reference_for_main(ref_key), layout.reference_for_main(ref_value)  # [m, ...]
-            key_main = torch.cat([key[:m], ref_key], dim=1)  # [m, 2S, heads, head_dim]
-            value_main = torch.cat([value[:m], ref_value], dim=1)  # [m, 2S, heads, head_dim]
-            bias = None
-            if self.state.reference_bias:  # log(reference weight) on the reference keys' logits
-                bias = torch.zeros(1, 2 * length, device=query.device, dtype=query.dtype)  # [1, 2S]
-                bias[:, length:] = self.state.reference_bias
-            out = F.scaled_dot_product_attention(query[:m].transpose(1, 2), key_main.transpose(1, 2),
-                                                 value_main.transpose(1, 2), attn_mask=bias, dropout_p=0.0,
-                                                 is_causal=False)
-            out = out.transpose(1, 2)  # [m, S, heads, head_dim]
-            if layout.num_ref:
-                out_ref = F.scaled_dot_product_attention(query[m:].transpose(1, 2), key[m:].transpose(1, 2),
-                                                         value[m:].transpose(1, 2), dropout_p=0.0, is_causal=False)
-                out = torch.cat([out, out_ref.transpose(1, 2)])  # [B, S, heads, head_dim]
-
-        out = out.reshape(batch, length, -1)  # [B, S, heads * head_dim]
-        out = attn.to_out[1](attn.to_out[0](out))  # linear projection, dropout
-        text_out, video_out = out.split([text_length, length - text_length], dim=1)
-        return video_out, text_out
-
-
-def _drop_unread_reference_rows(transformer, config: InjectionConfig, state: InjectionState) -> list:
-    """Stop computing reference rows after the last injecting block: no later layer reads them.
-
-    A pre-hook on every later block keeps only the main rows of its inputs (the transformer hands each block the
-    full-batch timestep embedding again, so one cut at the first of them is not enough); a pre-hook on
-    ``norm_final`` pads the batch back with zeros, so the transformer's output keeps its batch size (the editor
-    reads only the main rows). Returns the hook handles (none when the last block injects).
-    """
-    blocks = transformer.transformer_blocks
-    last = len(blocks) - 1 if config.blocks is None else max(config.blocks, default=-1)
-    if not config.enabled or last >= len(blocks) - 1:
-        return []
-
-    def drop(module, args, kwargs):
-        layout = state.layout
-        if layout is None or layout.num_ref == 0:
-            return None
-        state.dropped_rows = layout.num_ref
-        keep = layout.num_main
-        for name in ("hidden_states", "encoder_hidden_states", "temb"):
-            kwargs[name] = kwargs[name][:keep]  # a no-op for inputs already cut by the previous block
-        return args, kwargs
-
-    def restore(module, args):
-        if not state.dropped_rows:
-            return None
-        hidden = args[0]
-        padding = hidden.new_zeros(state.dropped_rows, *hidden.shape[1:])
-        state.dropped_rows = 0
-        return (torch.cat([hidden, padding]), *args[1:])
-
-    handles = [block.register_forward_pre_hook(drop, with_kwargs=True) for block in blocks[last + 1 :]]
-    return handles + [transformer.norm_final.register_forward_pre_hook(restore)]
-
-
-_BLOCK = re.compile(r"^transformer_blocks\.(\d+)\.attn1\.processor$")
-
-
-@contextmanager
-def injected(transformer, config: InjectionConfig, state: InjectionState):
-    """Install one ``KVInjectionProcessor`` per block's self-attention; restore the originals on exit or error.
-
-    Args:
-        transformer: a ``CogVideoXTransformer3DModel``.
-        config: which blocks inject.
-        state: the state object the editor updates per step.
-
-    Yields:
-        ``state``.
-    """
-    originals = dict(transformer.attn_processors)
-    num_blocks = len(transformer.transformer_blocks)
-    if config.blocks is not None and any(not 0 <= b < num_blocks for b in config.blocks):
-        raise ValueError(f"injection blocks must be in 0..{num_blocks - 1}, got {list(config.blocks)}")
-    replacement = {}
-    for name, processor in originals.items():
-        match = _BLOCK.match(name)
-        if match:
-            index = int(match.group(1))
-            replacement[name] = KVInjectionProcessor(state, index, config.injects_block(index))
-        else:
-            replacement[name] = processor
-    transformer.set_attn_processor(replacement)
-    hooks = _drop_unread_reference_rows(transformer, config, state)
-    try:
-        yield state
-    finally:
-        for hook in hooks:
-            hook.remove()
-        transformer.set_attn_processor(dict(originals))
-        state.layout, state.reference_kv, state.record_row = None, None, None
+    layout = state.layout
+    batch, length = query.shape[:2]
+    if layout.size != batch:
+        raise ValueError(f"batch layout expects {layout.size} rows, the batch has {batch}")
+    m = layout.num_main
+    if layout.num_ref == 0:  # reference keys/values recorded during inversion, [heads, S, head_dim]
+        ref_key, ref_value = state.reference_kv[block_index]
+        ref_key = ref_key.to(key.device, key.dtype).transpose(0, 1).unsqueeze(0)  # [1, S, heads, head_dim]
+        ref_value = ref_value.to(value.device, value.dtype).transpose(0, 1).unsqueeze(0)
+    else:
+        ref_key, ref_value = key[m:], value[m:]  # [R, S, heads, head_dim]
+    ref_key, ref_value = layout.reference_for_main(ref_key), layout.reference_for_main(ref_value)  # [m, ...]
+    key_main = torch.cat([key[:m], ref_key], dim=1)  # [m, 2S, heads, head_dim]
+    value_main = torch.cat([value[:m], ref_value], dim=1)  # [m, 2S, heads, head_dim]
+    bias = None
+    if state.reference_bias:  # log(reference weight) on the reference keys' logits
+        bias = torch.zeros(1, 2 * length, device=query.device, dtype=query.dtype)  # [1, 2S]
+        bias[:, length:] = state.reference_bias
+    out = attention(query[:m], key_main, value_main, bias)  # [m, S, heads, head_dim]
+    if layout.num_ref:
+        out_ref = attention(query[m:], key[m:], value[m:], None)
+        out = torch.cat([out, out_ref])  # [B, S, heads, head_dim]
+    return out

@@ -17,47 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from .errors import VidinvertError
+from .settings import BlendConfig  # noqa: F401  (re-exported)
 from .inversion import Inversion
-from .model import VideoModel
+from .models.base import VideoFamily
 from .sampling import split_prediction
 
 AGREE = 1e-6  # mean |x0 difference| per level below which two prompts count as agreeing (latents are O(1))
-
-
-@dataclass(frozen=True)
-class BlendConfig:
-    """Local blend settings (off unless ``enabled``).
-
-    Args:
-        enabled: blend the edit into the source outside a mask.
-        source_prompt: text describing the source video; the mask is where the edit prompt's prediction departs
-            from this one's ("": the prompt the video was inverted with; one of the two must be given).
-        threshold: fraction of each frame's largest disagreement above which a latent pixel is edited.
-        grow: latent pixels the mask is dilated by (room for a changed outline; 0 measured best on the demo model,
-            whose latent pixel is 8 x 8 frame pixels).
-        levels: stored noise levels the disagreement is averaged over (mid-schedule, evenly spaced).
-        steps: fraction of the edit's steps that blend (from the first); the rest run free, to smooth the seam.
-    """
-
-    enabled: bool = False
-    source_prompt: str = ""
-    threshold: float = 0.5
-    grow: int = 0
-    levels: int = 5
-    steps: float = 1.0
-
-    def __post_init__(self):
-        if not 0.0 < self.threshold < 1.0:
-            raise VidinvertError(f"blend threshold must be in (0, 1), got {self.threshold}", "use e.g. 0.5")
-        if self.grow < 0:
-            raise VidinvertError(f"blend grow must be >= 0, got {self.grow}", "use e.g. 1")
-        if self.levels < 1:
-            raise VidinvertError(f"blend levels must be >= 1, got {self.levels}", "use e.g. 5")
-        if not 0.0 <= self.steps <= 1.0:
-            raise VidinvertError(f"blend steps must be in [0, 1], got {self.steps}", "use e.g. 1.0")
-
-    def active_at(self, step: int, total: int) -> bool:
-        return self.enabled and step < round(self.steps * total)
 
 
 def mask_levels(count: int, levels: int) -> list[int]:
@@ -67,7 +32,7 @@ def mask_levels(count: int, levels: int) -> list[int]:
 
 
 @torch.no_grad()
-def edit_mask(model: VideoModel, inversion: Inversion, source_prompt: str, prompts: list[str],
+def edit_mask(model: VideoFamily, inversion: Inversion, source_prompt: str, prompts: list[str],
               config: BlendConfig, offset: int = 0) -> torch.Tensor:
     """Binary masks ``[K, T, 1, h, w]`` (float32, 1 = edited) of where each of the K prompts departs from
     ``source_prompt`` (``""``: the inversion's prompt), from the model's clean-latent predictions on the stored

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-from .outputs import publish
+from .atomic import atomic_write
+from .errors import VidinvertError
 
 
 def latents_hash(latents: torch.Tensor) -> str:
@@ -66,16 +66,13 @@ class InversionCheckpoint:
     def save(self) -> None:
         from safetensors.torch import save_file
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        try:
-            trajectory = torch.stack(self.done).flip(0).contiguous()  # sampling order
-            save_file({"trajectory": trajectory}, tmp, metadata={"key": self.key})
-            publish(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        trajectory = torch.stack(self.done).flip(0).contiguous()  # sampling order
+        with atomic_write(self.path, force=True) as tmp:
+            try:
+                save_file({"trajectory": trajectory}, tmp, metadata={"key": self.key})
+            except Exception as err:  # safetensors raises its own error type for a full disk
+                raise VidinvertError(f"could not save the checkpoint {self.path} ({type(err).__name__}: {err})",
+                                     "check the disk has space, or turn checkpoints off") from None
 
     def finish(self) -> None:
         """The inversion completed: the checkpoint is no longer needed."""

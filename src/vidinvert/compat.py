@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import torch
 
-from .attention import BatchLayout, InjectionConfig, InjectionState, injected
+from .attention import BatchLayout, InjectionConfig, InjectionState
 from .errors import VidinvertError
 from .guidance import dynamic_scale, guided_texts, needs_uncond
-from .model import VideoModel
+from .models.cogvideox import VideoModel
 from .sampling import invert_ddim, sample_ddim
 from .schedule import schedule_from_scheduler
 
@@ -104,7 +104,7 @@ def sample(
         return uncond + scale * (cond - uncond)
 
     steps: list[torch.Tensor] = []
-    with injected(model.transformer, config, state):
+    with model.injected(config, state):
         if _is_inverse(scheduler):
             trajectory = invert_ddim(model_fn, latents.float(), schedule)  # sampling order
             return trajectory.flip(0)  # the order the inversion ran: least noisy first

@@ -15,78 +15,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .attention import BatchLayout, InjectionConfig, InjectionState, injected
+from .attention import BatchLayout, InjectionConfig, InjectionState  # noqa: F401  (InjectionConfig re-exported)
 from .blend import BlendConfig, blend_step, edit_mask, mask_levels
 from .errors import VidinvertError
+from .settings import STARTS, EditConfig  # noqa: F401  (re-exported)
 from .guidance import combine, dynamic_scale, guided_texts, needs_uncond
 from .inversion import Inversion
 from .krnr import krnr, krnr_adaptive
-from .model import VideoModel
+from .models.base import VideoFamily
 from .progress import progress_callback
 from .sampling import sample_ddim
-
-STARTS = ("inverted", "random")
-
-
-@dataclass(frozen=True)
-class EditConfig:
-    """Settings of an edit (the CLI maps its options onto these fields).
-
-    Args:
-        guidance: classifier-free guidance scale (CogVideoX's usual 6.0); 1 disables guidance.
-        negative_prompt: text of the uncond branch.
-        start: ``"inverted"`` starts from the inverted noise (keeps layout and colours best); ``"random"`` starts
-            from fresh Gaussian noise drawn from ``seed`` (what the public reference does).
-        seed: seed of the random start.
-        dynamic_guidance: CogVideoX's ``use_dynamic_cfg`` guidance schedule.
-        injection: key/value injection settings.
-        strength: fraction of the model's schedule the edit re-samples, from the clean end (``None``: every step the
-            inversion stored). At most what the inversion covers; with a full inversion and ``strength < 1`` the
-            edit starts from the stored latent at that step (the same latent a partial inversion would end on).
-        krnr: start an ``inverted`` edit from the order-``krnr`` recursive noise representation (K-RNR) of the
-            clean latent and the inversion's noisiest latent at the edit's first noise level, instead of the stored
-            latent there (``None``: off; the authors pair it with a full inversion and strength 0.95).
-        krnr_adaptive: use the authors' adaptive variant (moment-matched to order 2; equal to order 2, see
-            ``krnr.py``).
-        blend: local blend (``blend.py``): after every step, outside a mask of where the edit prompt departs from
-            the source's description, the latent is put back to the inversion's.
-        rows_per_call: with a shared reference row, evaluate it alone first (every block's keys/values kept for
-            the step: ``2 x blocks x tokens x inner_dim`` values) and the main rows after it in calls of at most this
-            many rows; equal to the one-call batch up to float rounding. ``None``: one call of every row.
-            ``"auto"``: ``ROWS_PER_CALL_CPU`` on the CPU for rows large enough that smaller calls are faster,
-            one call otherwise and on GPUs (see ``resolve_rows_per_call``).
-    """
-
-    guidance: float = 6.0
-    negative_prompt: str = ""
-    start: str = "inverted"
-    seed: int = 42
-    dynamic_guidance: bool = False
-    injection: InjectionConfig = field(default_factory=InjectionConfig)
-    strength: float | None = None
-    krnr: int | None = None
-    krnr_adaptive: bool = False
-    blend: BlendConfig = field(default_factory=BlendConfig)
-    rows_per_call: int | str | None = "auto"
-
-    def __post_init__(self):
-        if self.guidance < 1.0:
-            raise VidinvertError(f"guidance must be >= 1, got {self.guidance}", "use 1 (no guidance) or more, e.g. 6")
-        if self.start not in STARTS:
-            raise VidinvertError(f"unknown start {self.start!r}", f"use one of {', '.join(STARTS)}")
-        if self.strength is not None and not 0.0 < self.strength <= 1.0:
-            raise VidinvertError(f"edit strength must be in (0, 1], got {self.strength}", "use e.g. 0.95")
-        if self.krnr is not None and self.krnr < 0:
-            raise VidinvertError(f"K-RNR order must be >= 0, got {self.krnr}", "use e.g. --krnr 2")
-        if self.krnr_adaptive and self.krnr is None:
-            raise VidinvertError("krnr_adaptive needs a K-RNR order", "pass --krnr K with --krnr-adaptive")
-        if not (self.rows_per_call in (None, "auto") or (isinstance(self.rows_per_call, int) and self.rows_per_call >= 1)):
-            raise VidinvertError(f"rows per call must be a count >= 1, 'auto' or None, got {self.rows_per_call!r}",
-                                 "use e.g. --rows-per-call 2, or auto")
-        if self.krnr is not None and self.start != "inverted":
-            raise VidinvertError("K-RNR builds an inverted start; it does not apply to a random start",
-                                 "use --start inverted with --krnr")
-
 
 @dataclass
 class EditStats:
@@ -102,7 +40,7 @@ ROWS_PER_CALL_CPU = 2  # main rows per transformer call on the CPU (one prompt's
 SPLIT_MIN_VALUES = 2**16  # "auto" splits only rows this large (tokens x width); below, per-call overhead dominates
 
 
-def resolve_rows_per_call(setting: int | str | None, model: VideoModel, latent_shape) -> int | None:
+def resolve_rows_per_call(setting: int | str | None, model: VideoFamily, latent_shape) -> int | None:
     """``EditConfig.rows_per_call`` for this model and latent size ``[B, T, C, h, w]``: a row count, or ``None``
     for one call of every row.
 
@@ -115,12 +53,7 @@ def resolve_rows_per_call(setting: int | str | None, model: VideoModel, latent_s
         return setting
     if model.device.type != "cpu":
         return None  # GPUs are faster with larger batches
-    config = model.config
-    _, frames, _, height, width = latent_shape
-    if config.patch_size_t:  # CogVideoX 1.5 pads the frames to a multiple of patch_size_t
-        frames = -(-frames // config.patch_size_t)
-    tokens = config.max_text_seq_length + frames * (height // config.patch_size) * (width // config.patch_size)
-    width_values = config.num_attention_heads * config.attention_head_dim
+    tokens, width_values = model.tokens_per_row(tuple(latent_shape)), model.attention_width()
     return ROWS_PER_CALL_CPU if tokens * width_values >= SPLIT_MIN_VALUES else None
 
 
@@ -163,7 +96,7 @@ def start_latents(
 
 
 def edit(
-    model: VideoModel,
+    model: VideoFamily,
     inversion: Inversion,
     prompts: str | list[str],
     config: EditConfig = EditConfig(),
@@ -266,6 +199,6 @@ def edit(
         return blend_step(mask.to(x.device), x, source.to(x.device, x.dtype))
 
     x = start_latents(inversion, num_prompts, config, offset, float(schedule.alpha_from[0]))
-    with injected(model.transformer, injection, state), progress_callback(len(schedule), "edit", progress) as callback:
+    with model.injected(injection, state), progress_callback(len(schedule), "edit", progress) as callback:
         return sample_ddim(model_fn, x, schedule, callback=callback,
                            post_step=blend_into_source if mask is not None else None)

@@ -14,3 +14,7 @@ class VidinvertError(Exception):
         self.fix = fix.rstrip(". ") if fix else None
         message = self.problem if not self.fix else f"{self.problem}; {self.fix}"
         super().__init__(" ".join(message.split()))
+
+
+class SettingsError(VidinvertError, ValueError):
+    """An option out of range or of the wrong kind, refused before any model work (also a ``ValueError``)."""

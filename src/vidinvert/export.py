@@ -7,7 +7,6 @@ renamed into place when the encoder has finished; an existing file is only repla
 from __future__ import annotations
 
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import atomic_write
 from .errors import VidinvertError
 from .video import AV_ERRORS, reason, to_uint8
 
@@ -51,37 +51,14 @@ def write_video(
     rgb = _as_uint8_hwc(frames)  # [F, H, W, 3]
     if not fps > 0:
         raise VidinvertError(f"fps must be > 0, got {fps!r}")
-    if path.is_dir():
-        raise VidinvertError(f"output {path} is a folder", "give a file name such as out.mp4")
-    if path.exists() and not force:
-        raise VidinvertError(f"output exists: {path}", "use --force to overwrite")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-        os.close(handle)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-    except OSError as err:
-        raise VidinvertError(f"cannot write to {path.parent}: {reason(err)}",
-                             "check the folder is writable") from None
-    try:
-        encode = _encode_gif if suffix == ".gif" else _encode_h264
+    encode = _encode_gif if suffix == ".gif" else _encode_h264
+    with atomic_write(path, force) as tmp:
         try:
             encode(rgb, tmp, fps, crf)
         except AV_ERRORS as err:
             raise VidinvertError(f"could not write {path}: {reason(err)}",
                                  "check the disk has space and the folder is writable") from None
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
-
-
-def _umask() -> int:
-    """The process umask (reading it means setting it, so put it straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _as_uint8_hwc(frames: torch.Tensor | np.ndarray) -> np.ndarray:

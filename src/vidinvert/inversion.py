@@ -10,46 +10,22 @@ from __future__ import annotations
 import json
 import os
 from contextlib import nullcontext
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_write
+from .attention import InjectionConfig, InjectionState, KVCache
 from .errors import VidinvertError
-from .attention import InjectionConfig, InjectionState, KVCache, injected
 from .guidance import combine, guided_texts, needs_uncond
-from .model import VideoModel, resolve_device
-from .outputs import publish
+from .models.base import VideoFamily
+from .models.device import resolve_device
 from .progress import progress_callback
+from .provenance import FORMAT_VERSION, InversionMeta, SourceInfo, parse_meta  # noqa: F401  (re-exported)
 from .sampling import invert_ddim
 from .schedule import Schedule
-
-FORMAT_VERSION = 1
-METHODS = ("ddim", "fixed-point")
-
-
-@dataclass(frozen=True)
-class InversionMeta:
-    """What an inversion was made from; saved with it and checked before an edit uses it."""
-
-    model: str  # model name or path
-    model_fingerprint: str  # VideoModel.fingerprint(): configs + a sample of the weights
-    num_steps: int  # steps of the full schedule
-    timesteps: tuple[int, ...]  # model timestep of each stored step, sampling order (a tail of the schedule)
-    latent_shape: tuple[int, ...]  # [B, T, C, h, w]
-    frames: int  # pixel frames of the source
-    height: int  # pixel height
-    width: int  # pixel width
-    source_hash: str = ""  # frames_hash of the source frames ("" if unknown)
-    source: str = ""  # path of the source video, informational
-    prompt: str = ""  # text the trajectory was inverted with
-    negative_prompt: str = ""  # uncond text when guidance > 1
-    guidance: float = 1.0  # guidance scale used while inverting
-    method: str = "ddim"  # "ddim" or "fixed-point"
-    iterations: tuple[int, ...] = ()  # transformer evaluations per stored step (sampling order)
-    extra: dict = field(default_factory=dict)  # free-form settings (frame selection, fps, ...)
-    format_version: int = FORMAT_VERSION
+from .settings import DEFAULT_STEPS, KV_BUDGET_GB, InvertSettings
 
 
 @dataclass(frozen=True)
@@ -74,7 +50,7 @@ class Inversion:
         """The fully inverted latent ``[B, T, C, h, w]`` (start of an ``inverted`` edit)."""
         return self.trajectory[0]
 
-    def schedule(self, model: VideoModel) -> Schedule:
+    def schedule(self, model: VideoFamily) -> Schedule:
         """The model's schedule restricted to the stored steps."""
         schedule = model.schedule(self.meta.num_steps).tail(len(self.meta.timesteps))
         if schedule.timesteps != tuple(self.meta.timesteps):
@@ -84,7 +60,7 @@ class Inversion:
             )
         return schedule
 
-    def check_matches(self, model: VideoModel | None = None, source_hash: str | None = None, num_steps: int | None = None):
+    def check_matches(self, model: VideoFamily | None = None, source_hash: str | None = None, num_steps: int | None = None):
         """Refuse, in one line, an inversion made with another model, video or step count."""
         if model is not None and model.fingerprint() != self.meta.model_fingerprint:
             raise VidinvertError(
@@ -106,24 +82,15 @@ class Inversion:
         """Write a safetensors file atomically (temp file + rename); refuses to overwrite unless ``force``."""
         from safetensors.torch import save_file
 
-        path = Path(path)
-        if path.exists() and not force:
-            raise VidinvertError(f"{path} already exists", "use --force to overwrite or choose another name")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = json.dumps(asdict(self.meta))
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(
-                {"trajectory": self.trajectory.float().cpu().contiguous(), "clean": self.clean.float().cpu().contiguous()},
-                tmp,
-                metadata={"vidinvert": meta},
-            )
-            publish(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        tensors = {"trajectory": self.trajectory.float().cpu().contiguous(), "clean": self.clean.float().cpu().contiguous()}
+        header = json.dumps(self.meta.to_json())
+        with atomic_write(path, force) as tmp:
+            try:
+                save_file(tensors, tmp, metadata={"vidinvert": header})
+            except Exception as err:  # safetensors raises its own error type for a full disk
+                raise VidinvertError(f"could not save the inversion to {path} ({type(err).__name__}: {err})",
+                                     "check the disk has space and the folder is writable") from None
+        return Path(path)
 
     @staticmethod
     def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> "Inversion":
@@ -146,7 +113,7 @@ class Inversion:
                 f"{path} is not a readable vidinvert inversion ({type(err).__name__})",
                 "it may be truncated or from another tool; run `vidinvert invert` again",
             ) from None
-        meta = _parse_meta(raw, path)
+        meta = parse_meta(raw, path)
         if (
             trajectory.ndim != 6
             or tuple(trajectory.shape[1:]) != meta.latent_shape
@@ -159,26 +126,7 @@ class Inversion:
         return Inversion(trajectory, clean, meta)
 
 
-def _parse_meta(raw, path: Path) -> InversionMeta:
-    """``InversionMeta`` from a file's JSON header; any other shape is a one-line error."""
-    version = raw.get("format_version") if isinstance(raw, dict) else None
-    if version != FORMAT_VERSION:
-        raise VidinvertError(f"{path} has inversion format {version!r}, not {FORMAT_VERSION}", "invert the video again")
-    try:
-        fields = dict(raw)
-        for key in ("timesteps", "latent_shape", "iterations"):
-            fields[key] = tuple(int(v) for v in fields.get(key, ()))
-        meta = InversionMeta(**fields)
-        if not isinstance(meta.extra, dict) or not isinstance(meta.model_fingerprint, str):
-            raise TypeError("malformed fields")
-        return meta
-    except (TypeError, ValueError, AttributeError) as err:
-        raise VidinvertError(
-            f"{path} has damaged metadata ({type(err).__name__})", "run `vidinvert invert` again"
-        ) from None
-
-
-def text_model_fn(model: VideoModel, prompt: str, negative_prompt: str, guidance: float):
+def text_model_fn(model: VideoFamily, prompt: str, negative_prompt: str, guidance: float):
     """``model_fn(x, i, t)`` for one prompt with guidance; one batch row when guidance cannot change anything."""
     with_uncond = needs_uncond(guidance, prompt, negative_prompt)
     text = model.encode_text(guided_texts([prompt], negative_prompt, with_uncond))  # [G, L, D]
@@ -195,27 +143,27 @@ def text_model_fn(model: VideoModel, prompt: str, negative_prompt: str, guidance
 
 
 def invert(
-    model: VideoModel,
+    model: VideoFamily,
     latents: torch.Tensor,
-    steps: int = 50,
+    steps: int = DEFAULT_STEPS,
     prompt: str = "",
     guidance: float = 1.0,
     negative_prompt: str = "",
     method: str = "ddim",
     strength: float = 1.0,
     progress: bool = False,
-    meta: dict | None = None,
+    provenance: SourceInfo | None = None,
     record_kv: bool = False,
-    kv_budget_gb: float = 4.0,
+    kv_budget_gb: float = KV_BUDGET_GB,
     checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int = 10,
+    checkpoint_every: int = 0,
     trajectory_device: str | torch.device | None = None,
     **method_options,
 ) -> Inversion:
     """Invert clean latents along the model's own DDIM schedule.
 
     Args:
-        model: a ``VideoModel`` (wrap a pipeline with ``VideoModel(pipe)``).
+        model: a family adapter (``VideoModel(pipe)`` for CogVideoX; ``models.wrap(pipe)`` for any family).
         latents: float32 ``[B, T, C, h, w]`` from ``model.encode``.
         steps: steps of the full sampling schedule (the edit uses the same).
         prompt: text to invert with; ``""`` (the default) as in the public reference.
@@ -227,28 +175,23 @@ def invert(
         strength: fraction of the schedule to invert, from the clean end (1.0 = the whole schedule down to pure
             noise); an edit then starts at that noise level.
         progress: show a progress bar.
-        meta: extra fields for ``InversionMeta`` (source hash, path, frame selection...).
+        provenance: where the latents came from (source file, hash, frames read); saved in ``InversionMeta``.
         record_kv: keep every block's keys/values of the accepted evaluation of each step (``Inversion.kv_cache``)
             so edits can skip the reference row (``InjectionConfig(reuse_kv=True)``); exact with ``fixed-point``.
         kv_budget_gb: most memory the cache may take; a larger estimate records nothing and warns (edits then
             recompute the reference branch). At 49 frames 480x720 a 50-step cache of CogVideoX-5b is ~460 GB.
         checkpoint: file to save the finished steps to every ``checkpoint_every`` steps; an interrupted run given
             the same file and settings resumes after the last saved step. Deleted when the inversion completes.
-        checkpoint_every: steps between checkpoint saves.
+        checkpoint_every: steps between checkpoint saves (0 = no checkpoint, whatever ``checkpoint`` says).
         trajectory_device: where the stored trajectory lives (``"cpu"`` spares GPU memory: 50 steps of a 49-frame
             480x720 video are 50 x 13 x 16 x 60 x 90 float32 values = 225 MB); default: the latents' device.
 
     Returns:
         An ``Inversion`` whose trajectory is ``[N, B, T, C, h, w]``, ``N = round(strength * steps)``.
     """
-    if steps < 1:
-        raise VidinvertError(f"steps must be >= 1, got {steps}", "use e.g. --steps 50")
-    if guidance < 1.0:
-        raise VidinvertError(f"guidance must be >= 1, got {guidance}", "use 1 (no guidance) or more")
-    if not 0.0 < strength <= 1.0:
-        raise VidinvertError(f"strength must be in (0, 1], got {strength}", "use e.g. 1.0 (full) or 0.8")
-    if method not in METHODS:
-        raise VidinvertError(f"unknown inversion method {method!r}", f"use one of {', '.join(METHODS)}")
+    InvertSettings(steps=steps, prompt=prompt, guidance=guidance, negative_prompt=negative_prompt, method=method,
+                   depth=strength, kv_budget_gb=kv_budget_gb, checkpoint_every=checkpoint_every,
+                   **{k: v for k, v in method_options.items() if k in ("tol", "max_iter", "anderson")})  # validates
     if latents.ndim != 5:
         raise VidinvertError(f"latents must be [B, T, C, h, w], got {tuple(latents.shape)}", "encode frames with model.encode")
     if not torch.isfinite(latents).all():
@@ -261,7 +204,7 @@ def invert(
     latents = latents.float()
     recorder = _KVRecorder.create(model, latents, schedule, model_fn, method, kv_budget_gb) if record_kv else None
     saver, done = None, None
-    if checkpoint is not None:
+    if checkpoint is not None and checkpoint_every > 0:
         from .checkpoint import InversionCheckpoint, latents_hash
 
         key = dict(model=model.fingerprint(), latents=latents_hash(latents), timesteps=schedule.timesteps,
@@ -272,7 +215,7 @@ def invert(
     remaining = schedule[: len(schedule) - resumed]
     start = latents if done is None else done[0].to(latents.device)
     inner = _chain(recorder.accept if recorder else None, saver.step if saver else None)
-    recording = injected(model.transformer, InjectionConfig(enabled=False), recorder.state) if recorder else nullcontext()
+    recording = model.injected(InjectionConfig(enabled=False), recorder.state) if recorder else nullcontext()
     with recording, progress_callback(len(remaining), "invert", progress, inner=inner) as callback:
         fn = recorder.wrap(model_fn) if recorder else model_fn
         if recorder is not None and recorder.exact:  # the recorder keeps the evaluation at each accepted latent
@@ -283,9 +226,9 @@ def invert(
         iterations = tuple(iterations) + (0,) * resumed  # evaluations of resumed steps are not known
     if saver is not None:
         saver.finish()
-    extra = dict(meta or {}, **({"resumed_steps": resumed} if resumed else {}))
-    info = {k: extra.pop(k) for k in ("source_hash", "source", "frames", "height", "width") if k in extra}
     frames = (latents.shape[1] - 1) * model.temporal_factor + 1
+    info = provenance or SourceInfo(frames=frames, height=latents.shape[3] * model.spatial_factor,
+                                    width=latents.shape[4] * model.spatial_factor)
     return Inversion(
         trajectory=trajectory,
         clean=latents,
@@ -295,17 +238,20 @@ def invert(
             num_steps=steps,
             timesteps=schedule.timesteps,
             latent_shape=tuple(latents.shape),
-            frames=info.get("frames", frames),
-            height=info.get("height", latents.shape[3] * model.spatial_factor),
-            width=info.get("width", latents.shape[4] * model.spatial_factor),
-            source_hash=info.get("source_hash", ""),
-            source=info.get("source", ""),
+            frames=info.frames or frames,
+            height=info.height or latents.shape[3] * model.spatial_factor,
+            width=info.width or latents.shape[4] * model.spatial_factor,
+            source_hash=info.hash,
+            source=info.path,
             prompt=prompt,
             negative_prompt=negative_prompt,
             guidance=float(guidance),
             method=method,
             iterations=tuple(int(n) for n in iterations),
-            extra=extra,
+            fps=float(info.fps),
+            indices=tuple(info.indices),
+            read=info.read,
+            resumed_steps=resumed,
         ),
         kv_cache=recorder.cache if recorder else None,
     )
@@ -343,16 +289,14 @@ class _KVRecorder:
         self.recent: list = []  # [(input latents, step, {block: (key, value)})], the last two evaluations
 
     @staticmethod
-    def create(model: VideoModel, latents, schedule: Schedule, model_fn, method: str, budget_gb: float):
+    def create(model: VideoFamily, latents, schedule: Schedule, model_fn, method: str, budget_gb: float):
         """A recorder, or ``None`` (with a warning) when the full cache would exceed the budget."""
         import warnings
 
-        _, frames, _, height, width = latents.shape
-        p, p_t = model.config.patch_size, model.config.patch_size_t or 1
-        tokens = model.text_length + -(-frames // p_t) * (height // p) * (width // p)
-        inner = model.config.num_attention_heads * model.config.attention_head_dim
+        tokens = model.tokens_per_row(tuple(latents.shape))
+        inner = model.attention_width()
         element = torch.empty((), dtype=model.dtype).element_size()
-        need = KVCache.estimate_bytes(len(schedule), len(model.transformer.transformer_blocks), tokens, inner, element)
+        need = KVCache.estimate_bytes(len(schedule), model.num_blocks, tokens, inner, element)
         budget = int(budget_gb * 2**30)
         if need > budget:
             warnings.warn(

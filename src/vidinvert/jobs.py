@@ -1,5 +1,16 @@
-"""The user-level job, step by step: open a video as latents, invert it, edit it, decode. Used by the CLI (and any
-front end); each step is a thin composition of the library functions, with settings as frozen dataclasses.
+"""The user's job, whole: open the model and the source, invert (or load a saved inversion), edit, decode, write.
+
+Every front end (CLI, web page, benchmarks, batch) calls these functions and re-implements none of their steps:
+
+- ``run_invert``: video -> saved ``.inv`` (+ settings JSON);
+- ``run_edit``: video or ``.inv`` -> one edited video per prompt, comparisons, settings JSON; with
+  ``reconstruct=True`` the "edit" uses the source prompt and the summary gains fidelity metrics;
+- ``prepare`` / ``edit_prepared``: the two halves of ``run_edit``, for front ends that cache inversions (the page).
+
+Each returns a ``JobResult``: the files written, a summary (what the CLI prints), the settings record (what the
+JSON holds: the same keys whichever front end ran the job), timings, peak memory, warnings and notes. Warnings
+raised by the library during a job are collected and returned, so every front end can show them. Outputs are
+planned (names, overwrite and writability checks) before any model work.
 """
 
 from __future__ import annotations
@@ -7,49 +18,38 @@ from __future__ import annotations
 import dataclasses
 import gc
 import resource
+import time
+import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import torch
 
+from . import __version__
+from .editing import EditStats, edit
 from .errors import VidinvertError
+from .export import side_by_side, write_video
 from .inversion import Inversion, invert
-from .model import VideoModel
+from .models import model_note, open_model
+from .models.base import VideoFamily
+from .outputs import comparison_path, numbered, partial_path, plan_outputs, settings_path, write_json
+from .provenance import SourceInfo
+from .settings import (
+    VIDEO_SUFFIXES,
+    EditConfig,
+    InvertSettings,
+    ModelSettings,
+    OutputSettings,
+    ReadSettings,
+)
 from .video import Clip, frames_hash, read_video
 
-
-@dataclass(frozen=True)
-class ReadSettings:
-    """How frames are taken from the source video (the public script's options, plus resize mode)."""
-
-    height: int | None = None  # pixel height; None = the model's native height (480 for CogVideoX-5b)
-    width: int | None = None  # pixel width; None = the model's native width (720 for CogVideoX-5b)
-    skip_start: int = 0  # frames dropped from the start
-    skip_end: int = 0  # frames dropped from the end
-    stride: int | None = None  # take every n-th frame; None = only when the range exceeds max_frames
-    max_frames: int = 49  # most frames kept (then trimmed to 4k+1)
-    resize: str = "stretch"  # "stretch" straight to size (as the reference) or "crop" (cover, centre-crop)
+PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 
-@dataclass(frozen=True)
-class InvertSettings:
-    """How the video is inverted."""
-
-    steps: int = 50  # DDIM steps of the schedule (edits use the same)
-    prompt: str = ""  # text the video is inverted with (the reference uses "")
-    guidance: float = 1.0  # guidance while inverting (1 = one batch row per step)
-    negative_prompt: str = ""  # uncond text when guidance > 1
-    method: str = "ddim"  # "ddim" (1 evaluation/step) or "fixed-point" (exact, ~3 evaluations/step)
-    strength: float = 1.0  # fraction of the schedule inverted, from the clean end
-    tol: float = 1e-6  # fixed-point: per-step relative residual to reach
-    max_iter: int = 10  # fixed-point: evaluations allowed per step
-    anderson: int = 0  # fixed-point: Anderson history (0 = plain iteration)
-    record_kv: bool = False  # keep reference keys/values in memory for reuse_kv edits
-    kv_budget_gb: float = 4.0  # most memory the recorded keys/values may take
-    checkpoint_every: int = 0  # save finished steps every N steps so an interrupted run resumes (0 = off)
-    trajectory_device: str | None = None  # where the stored trajectory lives ("cpu" spares GPU memory)
-
-
+# ---- results --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Source:
     """A video opened for a model: the frames read and their VAE latents."""
@@ -59,83 +59,40 @@ class Source:
     hash: str  # frames_hash of clip.frames
     read: ReadSettings  # how the frames were taken (saved with an inversion, to re-read the same frames)
 
-
-def native_size(model: VideoModel) -> tuple[int, int]:
-    """(height, width) in pixels the transformer was configured for."""
-    return model.config.sample_height * model.spatial_factor, model.config.sample_width * model.spatial_factor
-
-
-def open_source(model: VideoModel, path: str, read: ReadSettings = ReadSettings()) -> Source:
-    """Read frames sized for ``model`` and encode them; one-line errors for anything unusable."""
-    height, width = read.height, read.width
-    if height is None and width is None:
-        height, width = native_size(model)
-    clip = read_video(
-        path,
-        height,
-        width,
-        skip_start=read.skip_start,
-        skip_end=read.skip_end,
-        stride=read.stride,
-        max_frames=read.max_frames,
-        resize=read.resize,
-        multiple=model.size_multiple,
-        temporal_multiple=model.temporal_factor,
-    )
-    with guard_memory("encoding the video"):
-        latents = model.encode(clip.frames)
-    if not torch.isfinite(latents).all():
-        raise VidinvertError("the VAE produced NaN/inf latents", "use --dtype fp32 or bf16 instead of fp16")
-    return Source(clip, latents, frames_hash(clip.frames), read)
+    def info(self) -> SourceInfo:
+        frames = self.clip.frames  # [F, C, H, W]
+        return SourceInfo(path=str(Path(self.clip.source).resolve()), hash=self.hash, frames=frames.shape[0],
+                          height=frames.shape[2], width=frames.shape[3], fps=self.clip.fps,
+                          indices=tuple(self.clip.indices), read=self.read)
 
 
-def invert_source(
-    model: VideoModel, source: Source, settings: InvertSettings, progress: bool = False, checkpoint=None
-) -> Inversion:
-    """Invert an opened video; the inversion records the source hash and the frame selection.
+@dataclass(frozen=True)
+class Prepared:
+    """A source and its inversion, ready for edits. ``source`` is ``None`` when only a saved inversion is known
+    (comparisons then show the VAE round trip of its latents)."""
 
-    ``checkpoint`` is the file partial inversions are saved to when ``settings.checkpoint_every > 0``.
-    """
-    options = {}
-    if settings.method == "fixed-point":
-        options = dict(tol=settings.tol, max_iter=settings.max_iter, anderson=settings.anderson)
-    clip = source.clip
-    with guard_memory("inversion"):
-        return invert(
-            model,
-            source.latents,
-            steps=settings.steps,
-            prompt=settings.prompt,
-            guidance=settings.guidance,
-            negative_prompt=settings.negative_prompt,
-            method=settings.method,
-            strength=settings.strength,
-            progress=progress,
-            record_kv=settings.record_kv,
-            kv_budget_gb=settings.kv_budget_gb,
-            checkpoint=checkpoint if settings.checkpoint_every > 0 else None,
-            checkpoint_every=max(1, settings.checkpoint_every),
-            trajectory_device=settings.trajectory_device,
-            meta=dict(
-                source_hash=source.hash,
-                source=clip.source,
-                frames=clip.frames.shape[0],
-                height=clip.frames.shape[2],
-                width=clip.frames.shape[3],
-                fps=clip.fps,
-                indices=list(clip.indices),
-                read=dataclasses.asdict(source.read),
-            ),
-            **options,
-        )
+    source: Source | None
+    inversion: Inversion
+    reused: bool = False  # the inversion came from a file or a cache, not from a run now
 
 
-def decode(model: VideoModel, latents: torch.Tensor) -> torch.Tensor:
-    """Latents ``[K, T, C, h, w]`` -> frames ``[K, F, C, H, W]`` in [-1, 1], one video at a time."""
-    with guard_memory("decoding"):
-        return torch.cat([model.decode(latents[k : k + 1]) for k in range(latents.shape[0])])
+@dataclass
+class JobResult:
+    """What a job did: files, summary, the settings record written as JSON, warnings."""
+
+    outputs: list[Path] = field(default_factory=list)  # main outputs (videos, or the .inv)
+    comparisons: list[Path] = field(default_factory=list)  # source|result videos
+    settings_files: list[Path] = field(default_factory=list)  # one JSON per output
+    summary: dict = field(default_factory=dict)  # what the CLI prints
+    record: dict = field(default_factory=dict)  # what each settings JSON holds
+    warnings: list[str] = field(default_factory=list)  # from the library, in order, without repeats
+    notes: list[str] = field(default_factory=list)  # informational lines (which model, fallbacks taken)
+    prepared: Prepared | None = None  # the source and inversion used
+    latents: torch.Tensor | None = None  # edited latents [K, T, C, h, w]
+    videos: torch.Tensor | None = None  # decoded results [K, F, C, H, W]
 
 
+# ---- memory and warnings --------------------------------------------------------------------------------------
 def peak_memory() -> dict:
     """Peak resident memory of this process (MiB) and, on CUDA, peak allocated GPU memory (MiB)."""
     peak = {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
@@ -145,12 +102,10 @@ def peak_memory() -> dict:
 
 
 def _is_oom(err: BaseException) -> bool:
-    if isinstance(err, torch.OutOfMemoryError):
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(err).lower()
-    return isinstance(err, (RuntimeError, MemoryError)) and (
-        "out of memory" in text or "can't allocate memory" in text or isinstance(err, MemoryError)
-    )
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 @contextmanager
@@ -167,5 +122,359 @@ def guard_memory(phase: str):
             torch.cuda.empty_cache()
         raise VidinvertError(
             f"out of memory during {phase}",
-            "try --cpu-offload model, --vae-tiling, --dtype bf16, fewer frames (--max-num-frames) or a smaller size",
+            "try cpu offload, VAE tiling, bf16, fewer frames or a smaller size",
         ) from None
+
+
+@contextmanager
+def collect_warnings(into: list[str]):
+    """Record the library's warnings raised inside the block into ``into`` (one line each, no repeats); other
+    packages' warnings pass through as usual."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for item in caught:
+                ours = str(item.filename).startswith(PACKAGE_DIR) and issubclass(item.category, UserWarning)
+                if ours:
+                    line = " ".join(str(item.message).split())
+                    if line not in into:
+                        into.append(line)
+                else:
+                    warnings.showwarning(item.message, item.category, item.filename, item.lineno)
+
+
+# ---- the steps ------------------------------------------------------------------------------------------------
+def load_model(settings: ModelSettings = ModelSettings(), notes: list[str] | None = None) -> VideoFamily:
+    """Open the model ``settings`` names; what a user should know about it goes to ``notes``."""
+    model = open_model(settings)
+    note = model_note(model.name)
+    if note and notes is not None:
+        notes.append(note)
+    return model
+
+
+def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings()) -> Source:
+    """Read frames sized for ``model`` and encode them; one-line errors for anything unusable."""
+    height, width = read.height, read.width
+    if height is None and width is None:
+        height, width = model.native_size()
+    clip = read_video(
+        path,
+        height,
+        width,
+        skip_start=read.skip_start,
+        skip_end=read.skip_end,
+        stride=read.stride,
+        max_frames=read.max_frames,
+        resize=read.resize,
+        multiple=model.size_multiple,
+        temporal_multiple=model.temporal_factor,
+    )
+    with guard_memory("encoding the video"):
+        latents = model.encode(clip.frames)
+    if not torch.isfinite(latents).all():
+        raise VidinvertError("the VAE produced NaN/inf latents", "run the model in fp32 or bf16 instead of fp16")
+    return Source(clip, latents, frames_hash(clip.frames), read)
+
+
+def invert_source(model: VideoFamily, source: Source, settings: InvertSettings = InvertSettings(),
+                  progress: bool = False, checkpoint: Path | None = None) -> Inversion:
+    """Invert an opened video; the inversion records its source. ``checkpoint``: the file partial inversions go to
+    when ``settings.checkpoint_every > 0``."""
+    options = {}
+    if settings.method == "fixed-point":
+        options = dict(tol=settings.tol, max_iter=settings.max_iter, anderson=settings.anderson)
+    with guard_memory("inversion"):
+        return invert(
+            model,
+            source.latents,
+            steps=settings.steps,
+            prompt=settings.prompt,
+            guidance=settings.guidance,
+            negative_prompt=settings.negative_prompt,
+            method=settings.method,
+            strength=settings.depth,
+            progress=progress,
+            record_kv=settings.record_kv,
+            kv_budget_gb=settings.kv_budget_gb,
+            checkpoint=checkpoint,
+            checkpoint_every=settings.checkpoint_every,
+            trajectory_device=settings.trajectory_device,
+            provenance=source.info(),
+            **options,
+        )
+
+
+def decode(model: VideoFamily, latents: torch.Tensor) -> torch.Tensor:
+    """Latents ``[K, T, C, h, w]`` -> frames ``[K, F, C, H, W]`` in [-1, 1], one video at a time."""
+    with guard_memory("decoding"):
+        return torch.cat([model.decode(latents[k : k + 1]) for k in range(latents.shape[0])])
+
+
+def load_saved(model: VideoFamily, path: str, steps: int | None = None, video: str | None = None,
+               read: ReadSettings = ReadSettings(), notes: list[str] | None = None) -> Prepared:
+    """A saved inversion, checked against ``model`` and ``steps``; with ``video``, checked against its frames.
+
+    Without ``video`` the inversion's own source is re-read with the saved frame settings, for the comparison; if
+    it is gone, unreadable or changed, the comparison falls back to the VAE round trip of the stored latents (and
+    a note says so).
+    """
+    inversion = Inversion.load(path)
+    inversion.check_matches(model, num_steps=steps)
+    if video is not None:
+        source = open_source(model, video, read)
+        inversion.check_matches(source_hash=source.hash)
+        return Prepared(source, inversion, reused=True)
+    meta = inversion.meta
+    if not (meta.source and meta.read and Path(meta.source).is_file()):
+        return Prepared(None, inversion, reused=True)
+    try:
+        source = open_source(model, meta.source, meta.read)
+    except VidinvertError:
+        source = None
+    if source is None or source.hash != meta.source_hash:
+        if notes is not None:
+            notes.append(f"{meta.source} changed since it was inverted; comparing with the VAE round trip")
+        return Prepared(None, inversion, reused=True)
+    return Prepared(source, inversion, reused=True)
+
+
+def prepare(model: VideoFamily, video: str, read: ReadSettings, invert_settings: InvertSettings,
+            progress: bool = False, checkpoint: Path | None = None) -> Prepared:
+    """Open and invert a video."""
+    source = open_source(model, video, read)
+    return Prepared(source, invert_source(model, source, invert_settings, progress=progress, checkpoint=checkpoint))
+
+
+# ---- checks before any model work -----------------------------------------------------------------------------
+def is_saved_inversion(path: str | None) -> bool:
+    return path is not None and Path(path).suffix == ".inv"
+
+
+def check_edit_request(video: str, prompts: list[str], read: ReadSettings, invert_settings: InvertSettings,
+                       config: EditConfig, use_inversion: str | None = None) -> None:
+    """One-line errors for an edit that cannot work, found without loading anything."""
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise VidinvertError("no edit prompt given", "give one or more edit prompts")
+    saved = is_saved_inversion(video) or use_inversion is not None
+    if is_saved_inversion(video) and read != ReadSettings():
+        raise VidinvertError("frame options (size, skip, stride, max frames, resize) do not apply to a saved "
+                             "inversion: its frames are fixed", "drop them, or edit the video itself")
+    if config.blend.enabled and not (config.blend.source_prompt or invert_settings.prompt or saved):
+        raise VidinvertError("local blend needs a description of what the video shows now",
+                             "give a blend source description (or invert with a source prompt)")
+    if config.injection.reuse_kv and saved:
+        raise VidinvertError("reusing recorded keys/values needs an inversion made in this run (caches are not saved)",
+                             "edit the video itself, or drop key/value reuse")
+
+
+def check_model_fits(model: VideoFamily, config: EditConfig) -> None:
+    """Settings that depend on the model, checked before inverting."""
+    blocks = config.injection.blocks
+    if config.injection.enabled and blocks is not None and blocks[-1] >= model.num_blocks:
+        raise VidinvertError(f"injection blocks must be in 0..{model.num_blocks - 1} for this model, got "
+                             f"{blocks[-1]}", f"use blocks between 0 and {model.num_blocks - 1}")
+
+
+def plan_edit_outputs(stem: str, count: int, output: OutputSettings, kind: str, inputs: list[Path],
+                      extra: list[Path] = ()) -> tuple[list[Path], list[Path]]:
+    """``(videos, comparisons)`` for ``count`` prompts, every path (and its settings JSON) checked."""
+    main = Path(output.output) if output.output else Path(output.output_dir) / f"{stem}_{kind}.mp4"
+    videos = numbered(main, count)
+    for path in videos:
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise VidinvertError(f"cannot write {path.name}", f"use an output ending in {', '.join(VIDEO_SUFFIXES)}")
+    comparisons = [comparison_path(v) for v in videos] if output.comparison else []
+    plan_outputs(videos + comparisons + [settings_path(v) for v in videos] + list(extra), output.force, inputs)
+    return videos, comparisons
+
+
+# ---- the record ------------------------------------------------------------------------------------------------
+def settings_record(command: str, model: VideoFamily, model_settings: ModelSettings, read: ReadSettings | None,
+                    invert_settings: InvertSettings | None, config: EditConfig | None, output: OutputSettings,
+                    inversion: Inversion | None, summary: dict, warnings_seen: list[str],
+                    show: Callable[[str], str] = str) -> dict:
+    """The settings JSON of a job: the same keys from every front end. ``show`` turns a path into what is written
+    (the page writes names, not server paths)."""
+    meta = None
+    if inversion is not None:
+        meta = dataclasses.asdict(inversion.meta)
+        meta["source"] = show(meta["source"]) if meta["source"] else ""
+    return {
+        "vidinvert": __version__,
+        "command": command,
+        "model": {**dataclasses.asdict(model_settings), "name": model.name, "family": model.family,
+                  "dtype_resolved": str(model.dtype).replace("torch.", ""), "device_resolved": str(model.device)},
+        "read": dataclasses.asdict(read) if read is not None else None,
+        "invert": dataclasses.asdict(invert_settings) if invert_settings is not None else None,
+        "edit": dataclasses.asdict(config) if config is not None else None,
+        "output": {**dataclasses.asdict(output), **({"output": show(output.output)} if output.output else {})},
+        "inversion": meta,
+        "result": summary,
+        "warnings": list(warnings_seen),
+    }
+
+
+def _fidelity(model: VideoFamily, prepared: Prepared, latents: torch.Tensor, result: torch.Tensor) -> dict:
+    """Reconstruction metrics of ``result`` ``[F, C, H, W]`` against the VAE round trip (and the input frames)."""
+    from .metrics import psnr, relative_error, ssim
+
+    inversion = prepared.inversion
+    round_trip = decode(model, inversion.clean)[0]  # the VAE's own reconstruction of the input
+    fidelity = {
+        "latent_relative_error": relative_error(latents[0:1], inversion.clean),
+        "psnr_vs_vae_round_trip": psnr(result, round_trip),
+        "ssim_vs_vae_round_trip": ssim(result, round_trip),
+    }
+    if prepared.source is not None:
+        frames = prepared.source.clip.frames
+        fidelity.update(psnr_vs_input=psnr(result, frames), ssim_vs_input=ssim(result, frames))
+    return {k: (float(f"{v:.6g}") if abs(v) != float("inf") else "inf") for k, v in fidelity.items()}
+
+
+def _inversion_summary(inversion: Inversion) -> dict:
+    meta = inversion.meta
+    out = {"method": meta.method, "steps": len(meta.timesteps), "evaluations": sum(meta.iterations)}
+    if meta.iterations:
+        out["evaluations_per_step"] = round(sum(meta.iterations) / len(meta.iterations), 3)
+        out["most_evaluations_in_a_step"] = max(meta.iterations)
+    if meta.residuals:
+        out["largest_residual"] = float(f"{max(meta.residuals):.3g}")
+    return out
+
+
+# ---- whole jobs -----------------------------------------------------------------------------------------------
+def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], config: EditConfig,
+                  videos_out: list[Path], comparisons_out: list[Path], output: OutputSettings,
+                  reconstruct: bool = False, result: JobResult | None = None) -> JobResult:
+    """Edit a prepared inversion with ``prompts`` in one batch, decode, write the videos and comparisons.
+
+    The settings JSON is not written here (the caller knows the whole record); ``result.summary`` is filled.
+    """
+    result = result or JobResult()
+    inversion = prepared.inversion
+    check_model_fits(model, config)
+    started = time.perf_counter()
+    stats = EditStats()
+    with guard_memory("editing"):
+        latents = edit(model, inversion, prompts, config, progress=output.progress, stats=stats)
+    videos = decode(model, latents)  # [K, F, C, H, W]
+    reference = prepared.source.clip.frames if prepared.source is not None else decode(model, inversion.clean)[0]
+    fps = output.fps or (prepared.source.clip.fps if prepared.source is not None else inversion.meta.fps) or 8.0
+    written = []
+    try:
+        for k, path in enumerate(videos_out):
+            written.append(write_video(videos[k], path, fps=fps, force=output.force))
+            if comparisons_out:
+                written.append(write_video(side_by_side(reference, videos[k]), comparisons_out[k], fps=fps,
+                                           force=output.force))
+    except BaseException:
+        for path in written:  # a job's videos appear together or not at all
+            Path(path).unlink(missing_ok=True)
+        raise
+    summary = {
+        "outputs": [str(p) for p in videos_out],
+        "comparisons": [str(p) for p in comparisons_out],
+        "prompts": list(prompts),
+        "frames": videos.shape[1],
+        "size": list(videos.shape[3:]),
+        "fps": fps,
+        "edit_steps": stats.steps,
+        "transformer_calls": len(stats.batch_rows) + len(stats.mask_rows),
+        "batch_rows": sorted(set(stats.batch_rows + stats.mask_rows)),
+        "inversion_reused": prepared.reused,
+        "inversion": _inversion_summary(inversion),
+        **({"blend_coverage": [round(c, 4) for c in stats.blend_coverage]} if config.blend.enabled else {}),
+    }
+    if reconstruct:
+        summary["fidelity"] = _fidelity(model, prepared, latents, videos[0])
+    summary["edit_seconds"] = round(time.perf_counter() - started, 2)
+    result.outputs, result.comparisons = list(videos_out), list(comparisons_out)
+    result.summary, result.prepared, result.latents, result.videos = summary, prepared, latents, videos
+    return result
+
+
+def run_edit(video: str, prompts: list[str], model_settings: ModelSettings = ModelSettings(),
+             read: ReadSettings = ReadSettings(), invert_settings: InvertSettings = InvertSettings(),
+             config: EditConfig = EditConfig(), output: OutputSettings = OutputSettings(), *,
+             use_inversion: str | None = None, save_inversion: str | None = None, steps_given: bool = True,
+             reconstruct: bool = False, command: str = "edit", model: VideoFamily | None = None,
+             show: Callable[[str], str] = str) -> JobResult:
+    """The edit job (``vidinvert edit`` / ``reconstruct``): check, plan outputs, open the model, invert the video or
+    load a saved inversion (``video`` ending in ``.inv``, or ``use_inversion``), edit, write.
+
+    Args:
+        steps_given: whether ``invert_settings.steps`` was asked for (a saved inversion brings its own otherwise).
+        model: an already opened model (its settings are then only recorded).
+    """
+    result = JobResult()
+    with collect_warnings(result.warnings):
+        check_edit_request(video, prompts, read, invert_settings, config, use_inversion)
+        saved = video if is_saved_inversion(video) else use_inversion
+        inputs = [Path(p) for p in (video, use_inversion) if p]
+        stem = Path(video).stem
+        extra = [Path(save_inversion)] if save_inversion else []
+        videos_out, comparisons_out = plan_edit_outputs(stem, len(prompts), output,
+                                                        "reconstruction" if reconstruct else "edit", inputs, extra)
+        started = time.perf_counter()
+        model = model or load_model(model_settings, result.notes)
+        check_model_fits(model, config)
+        if saved is None:
+            checkpoint = partial_path(Path(save_inversion) if save_inversion else videos_out[0].with_suffix(".inv"))
+            prepared = prepare(model, video, read, invert_settings, progress=output.progress, checkpoint=checkpoint)
+        else:
+            prepared = load_saved(model, saved, invert_settings.steps if steps_given else None,
+                                  video if saved != video else None, read, result.notes)
+        if save_inversion:
+            prepared.inversion.save(save_inversion, force=output.force)
+        edit_prepared(model, prepared, prompts, config, videos_out, comparisons_out, output, reconstruct, result)
+        result.summary["seconds"] = round(time.perf_counter() - started, 2)
+        result.summary.update(peak_memory())
+    write_records(result, command, model, model_settings, read if saved is None else prepared.inversion.meta.read,
+                  invert_settings, config, output, show)
+    return result
+
+
+def write_records(result: JobResult, command: str, model: VideoFamily, model_settings: ModelSettings,
+                  read: ReadSettings | None, invert_settings: InvertSettings | None, config: EditConfig | None,
+                  output: OutputSettings, show: Callable[[str], str] = str) -> None:
+    """Write one settings JSON per output (the same record), after the outputs themselves."""
+    summary = dict(result.summary)
+    for key in ("outputs", "comparisons"):
+        if key in summary:
+            summary[key] = [show(p) for p in summary[key]]
+    if "output" in summary:
+        summary["output"] = show(summary["output"])
+    inversion = result.prepared.inversion if result.prepared is not None else None
+    result.record = settings_record(command, model, model_settings, read, invert_settings, config, output,
+                                    inversion, summary, result.warnings, show)
+    result.settings_files = [settings_path(p) for p in result.outputs]
+    for path in result.settings_files:
+        write_json(path, result.record, force=output.force)
+
+
+def run_invert(video: str, model_settings: ModelSettings = ModelSettings(), read: ReadSettings = ReadSettings(),
+               invert_settings: InvertSettings = InvertSettings(), output: OutputSettings = OutputSettings(), *,
+               model: VideoFamily | None = None, show: Callable[[str], str] = str) -> JobResult:
+    """The invert job (``vidinvert invert``): video -> ``.inv`` and its settings JSON."""
+    result = JobResult()
+    with collect_warnings(result.warnings):
+        out = Path(output.output) if output.output else Path(output.output_dir) / f"{Path(video).stem}_inversion.inv"
+        if out.suffix != ".inv":
+            raise VidinvertError(f"an inversion is saved as .inv, got {out.name}", "e.g. clip.inv")
+        if is_saved_inversion(video):
+            raise VidinvertError(f"{video} is already an inversion", "invert a video file")
+        plan_outputs([out, settings_path(out)], output.force, [Path(video)])
+        started = time.perf_counter()
+        model = model or load_model(model_settings, result.notes)
+        prepared = prepare(model, video, read, invert_settings, progress=output.progress, checkpoint=partial_path(out))
+        prepared.inversion.save(out, force=output.force)
+        clip = prepared.source.clip
+        result.outputs, result.prepared = [out], prepared
+        result.summary = {"output": str(out), "frames": clip.frames.shape[0], "size": list(clip.frames.shape[2:]),
+                          **_inversion_summary(prepared.inversion),
+                          "seconds": round(time.perf_counter() - started, 2), **peak_memory()}
+    write_records(result, "invert", model, model_settings, read, invert_settings, None, output, show)
+    return result

@@ -1,7 +1,8 @@
-"""Output safety: plan every output path before compute starts, write small files atomically.
+"""Output safety: plan every output path before compute starts; settings JSON written atomically.
 
-Nothing is overwritten without ``force``, the output folder is created if missing, and a folder that cannot be
-written is refused before any model runs (so hours of GPU time are not lost at the last step).
+Nothing is overwritten without ``force``, an output is never one of the job's inputs (whatever ``force`` says), the
+output folder is created if missing, and a folder that cannot be written is refused before any model runs (so hours
+of GPU time are not lost at the last step).
 """
 
 from __future__ import annotations
@@ -11,24 +12,34 @@ import os
 import tempfile
 from pathlib import Path
 
+from .atomic import atomic_write, refuse_existing
 from .errors import VidinvertError
 
 
-def plan_outputs(paths: list[Path], force: bool) -> list[Path]:
-    """Check that each path may be written: not existing (unless ``force``), folder creatable and writable.
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def plan_outputs(paths: list[Path], force: bool, inputs: list[Path] = ()) -> list[Path]:
+    """Check that each path may be written: distinct, not an input, not existing (unless ``force``), folder
+    creatable and writable.
 
     Returns:
         The paths, unchanged, so calls can be chained.
     """
     seen = set()
     for path in paths:
+        path = Path(path)
         if path in seen:
             raise VidinvertError(f"two outputs would be written to {path}", "give distinct output names")
         seen.add(path)
-        if path.is_dir():
-            raise VidinvertError(f"output {path} is a folder", "give a file name, e.g. out.mp4")
-        if path.exists() and not force:
-            raise VidinvertError(f"{path} already exists", "use --force to overwrite or choose another name")
+        for source in inputs:
+            if _same_file(path, Path(source)):
+                raise VidinvertError(f"output {path} is an input of this job", "choose another output name")
+        refuse_existing(path, force)
         folder = path.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -38,36 +49,39 @@ def plan_outputs(paths: list[Path], force: bool) -> list[Path]:
             probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".vidinvert-probe-", delete=True)
             probe.close()
         except OSError:
-            raise VidinvertError(f"output folder {folder} is not writable", "choose a writable folder with -o") from None
+            raise VidinvertError(f"output folder {folder} is not writable", "choose a writable folder") from None
     return paths
 
 
-def publish(tmp: str, path: Path) -> None:
-    """Give a finished temp file the permissions a new file would get, then rename it onto ``path`` atomically."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, data: dict, force: bool = False) -> Path:
-    """Write ``data`` as indented JSON, atomically (temp file + rename)."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise VidinvertError(f"{path} already exists", "use --force to overwrite or choose another name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_write(path, force) as tmp:
+        with open(tmp, "w") as handle:
             json.dump(data, handle, indent=2, sort_keys=True, default=str)
             handle.write("\n")
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return Path(path)
 
 
 def settings_path(output: Path) -> Path:
     """Where the resolved settings of ``output`` go: same name, ``.json``."""
-    return output.with_suffix(".json")
+    return Path(output).with_suffix(".json")
+
+
+def numbered(path: Path, count: int) -> list[Path]:
+    """One path per prompt: ``out.mp4`` for one, ``out_1.mp4``, ``out_2.mp4`` ... for several."""
+    path = Path(path)
+    if count == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}_{k + 1}{path.suffix}") for k in range(count)]
+
+
+def comparison_path(output: Path) -> Path:
+    """The side-by-side video written beside ``output``."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}_comparison{output.suffix}")
+
+
+def partial_path(output: Path) -> Path:
+    """Where an inversion for ``output`` keeps its checkpoint."""
+    output = Path(output)
+    return output.with_name(output.name + ".partial")

@@ -1,4 +1,4 @@
-"""Model adapter: loads a diffusers CogVideoX pipeline and exposes exactly what the samplers need.
+"""CogVideoX family adapter: wraps a diffusers CogVideoX pipeline and exposes exactly what the samplers need.
 
 ``VideoModel`` turns a pipeline into ``predict(latents, t, text) -> prediction`` plus the VAE and text encoder, so
 the samplers, the inversion and the editor never touch diffusers directly. Works for every CogVideoX text-to-video
@@ -14,139 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import VidinvertError
-from .schedule import Schedule, schedule_from_scheduler
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-TINY_MODELS = ("tiny", "tiny-5b", "tiny-2b", "tiny-1.5")  # random weights built in code (see tiny.py)
-DEMO_MODEL = "demo"  # the small CogVideoX trained on the synthetic world, shipped in vidinvert/demo/model
-OFFLOAD_MODES = ("none", "model", "sequential")
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """``"fp32" | "bf16" | "fp16"`` (or a torch dtype) -> torch dtype, with a one-line error otherwise."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise VidinvertError(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"`` -> CUDA when present else CPU; a CUDA request without CUDA is refused in one line."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise VidinvertError(f"unknown device {device!r}", "use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VidinvertError("CUDA was asked for but no CUDA device is available", "use --device cpu (slow) or auto")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise VidinvertError(f"unsupported device {str(device)!r}", "use cpu, cuda, cuda:N or auto")
-    return device
-
-
-def _from_pretrained(model: str, dtype: torch.dtype):
-    from diffusers import CogVideoXPipeline
-
-    path = Path(model).expanduser()
-    if path.exists():
-        index = path / "model_index.json"
-        if not index.is_file():
-            raise VidinvertError(
-                f"{model} is not a diffusers pipeline folder (no model_index.json)",
-                "point --model at a folder saved with save_pretrained, or at a hub id such as THUDM/CogVideoX-5b",
-            )
-        try:
-            class_name = json.loads(index.read_text()).get("_class_name", "")
-        except (json.JSONDecodeError, OSError, AttributeError):
-            raise VidinvertError(f"{index} is not valid JSON", "re-download or re-save the pipeline") from None
-        if class_name != "CogVideoXPipeline":
-            raise VidinvertError(
-                f"{model} holds a {class_name or 'unknown'} pipeline, not a CogVideoX text-to-video pipeline",
-                "use a CogVideoX checkpoint such as THUDM/CogVideoX-2b or THUDM/CogVideoX-5b",
-            )
-        source = str(path)
-    elif model.count("/") == 1 and not model.startswith((".", "/", "~")):
-        source = model  # a hub id
-    else:
-        raise VidinvertError(f"model not found: {model}", "give a local pipeline folder or a hub id like THUDM/CogVideoX-5b")
-    try:
-        return CogVideoXPipeline.from_pretrained(source, dtype=dtype)
-    except (OSError, ValueError, EnvironmentError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise VidinvertError(
-            f"could not load {model}: {first[:200]}",
-            "check the path or hub id, your network (hub ids download weights) and that it is a CogVideoX pipeline",
-        ) from None
-
-
-def default_model() -> str:
-    """The model used when none is named: the shipped demo model, or the tiny random one where it is missing."""
-    from .demo import model_available
-
-    return DEMO_MODEL if model_available() else "tiny"
-
-
-def load_pipeline(
-    model: str | None = None,
-    dtype: str | torch.dtype = "fp32",
-    device: str | torch.device | None = "auto",
-    cpu_offload: str = "none",
-    vae_tiling: bool = False,
-    vae_slicing: bool = False,
-):
-    """Load a CogVideoX text-to-video pipeline.
-
-    Args:
-        model: local pipeline folder, hub id (``THUDM/CogVideoX-5b``), ``"demo"`` for the shipped demo model
-            (trained on a synthetic world of coloured shapes, see ``vidinvert.demo``), ``"tiny"``/``"tiny-2b"``/...
-            for a tiny random model built in code (no download; its output is noise, see tiny.py), or ``None`` for
-            ``default_model()``.
-        dtype: parameter dtype, ``"fp32" | "bf16" | "fp16"`` (bf16 is what the 5b weights are published in).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
-        cpu_offload: ``"none"``; ``"model"`` keeps each whole model on the CPU until it runs (small cost);
-            ``"sequential"`` streams layer by layer (least memory, slowest). Both need accelerate and CUDA.
-        vae_tiling: decode/encode in spatial tiles (large frames with little memory).
-        vae_slicing: decode a batch one video at a time.
-
-    Returns:
-        A ``diffusers.CogVideoXPipeline`` placed according to ``device``/``cpu_offload``.
-    """
-    torch_dtype = resolve_dtype(dtype)
-    target = resolve_device(device)
-    if cpu_offload not in OFFLOAD_MODES:
-        raise VidinvertError(f"unknown cpu offload mode {cpu_offload!r}", f"use one of {', '.join(OFFLOAD_MODES)}")
-    model = default_model() if model is None else model
-    if model == DEMO_MODEL:
-        from .demo import MODEL_DIR, model_available
-
-        if not model_available():
-            raise VidinvertError(f"the demo model is not installed ({MODEL_DIR} has no model_index.json)",
-                                 "train it with python -m vidinvert.demo.train, or pass --model tiny")
-        pipe = _from_pretrained(str(MODEL_DIR), torch_dtype)
-    elif model in TINY_MODELS:
-        from .tiny import TinyConfig, build_tiny_pipeline
-
-        style = model.split("-", 1)[1] if model and "-" in model else "5b"
-        pipe = build_tiny_pipeline(TinyConfig(style=style), dtype=torch_dtype)
-    else:
-        pipe = _from_pretrained(model, torch_dtype)
-    if cpu_offload != "none" and target.type != "cuda":
-        raise VidinvertError(f"--cpu-offload {cpu_offload} needs a CUDA device", "drop the option or use --device cuda")
-    if cpu_offload == "model":
-        pipe.enable_model_cpu_offload(device=target)
-    elif cpu_offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=target)
-    else:
-        pipe.to(target)
-    if vae_tiling:
-        pipe.vae.enable_tiling()
-    if vae_slicing:
-        pipe.vae.enable_slicing()
-    return pipe
-
+from ..errors import VidinvertError
+from ..schedule import Schedule, schedule_from_scheduler
+from ..settings import MAX_STEPS
 
 def _config_json(config) -> bytes:
     """A config as canonical JSON, without diffusers' bookkeeping keys (``_name_or_path``, versions...)."""
@@ -155,7 +25,7 @@ def _config_json(config) -> bytes:
 
 
 class VideoModel:
-    """What the samplers see of a CogVideoX pipeline.
+    """What the samplers see of a CogVideoX pipeline (the ``VideoFamily`` protocol of ``models/base.py``).
 
     Args:
         pipe: a loaded ``CogVideoXPipeline`` (from ``load_pipeline`` or built by hand).
@@ -169,6 +39,7 @@ class VideoModel:
                 f"{type(pipe).__name__} is not a CogVideoX text-to-video pipeline (missing {', '.join(missing) or 'blocks'})",
                 "load one with vidinvert.load_pipeline",
             )
+        self.family = "cogvideox"
         self.pipe = pipe
         self.name = name or getattr(pipe, "name_or_path", None) or "tiny"
         self.transformer = pipe.transformer
@@ -202,9 +73,42 @@ class VideoModel:
         digest.update(_config_json(self.pipe.scheduler.config))
         return digest.hexdigest()[:16]
 
+    @property
+    def num_blocks(self) -> int:
+        return len(self.transformer.transformer_blocks)
+
+    def native_size(self) -> tuple[int, int]:
+        """(height, width) in pixels the transformer was configured for."""
+        return self.config.sample_height * self.spatial_factor, self.config.sample_width * self.spatial_factor
+
+    def frames_for(self, count: int) -> int:
+        """The largest ``4k + 1`` frame count (CogVideoX's rule) not above ``count``."""
+        return count - (count - 1) % self.temporal_factor
+
     def schedule(self, num_steps: int) -> Schedule:
         """The forward scheduler's own schedule for ``num_steps`` steps (inversion uses the same one)."""
+        limit = min(MAX_STEPS, int(self.pipe.scheduler.config.num_train_timesteps))
+        if not 1 <= num_steps <= limit:
+            raise VidinvertError(f"steps must be between 1 and {limit} for this model, got {num_steps}", "use e.g. 50")
         return schedule_from_scheduler(self.pipe.scheduler, num_steps)
+
+    # ---- attention --------------------------------------------------------------------------------------------
+    def tokens_per_row(self, latent_shape: tuple[int, ...]) -> int:
+        """Text plus video tokens of one row of latents ``[B, T, C', h, w]`` (frames padded to ``patch_size_t``)."""
+        _, frames, _, height, width = latent_shape
+        if self.config.patch_size_t:  # CogVideoX 1.5 pads the frames to a multiple of patch_size_t
+            frames = -(-frames // self.config.patch_size_t)
+        p = self.config.patch_size
+        return self.text_length + frames * (height // p) * (width // p)
+
+    def attention_width(self) -> int:
+        return self.config.num_attention_heads * self.config.attention_head_dim
+
+    def injected(self, config, state):
+        """Install key/value injection in every block's self-attention (see ``cogvideox_attention.injected``)."""
+        from .cogvideox_attention import injected
+
+        return injected(self.transformer, config, state)
 
     # ---- text -----------------------------------------------------------------------------------------------
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
@@ -252,9 +156,16 @@ class VideoModel:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents ``[B, T, C', h, w]`` -> float32 frames ``[B, F, C, H, W]`` in [-1, 1]."""
+        """Latents ``[B, T, C', h, w]`` -> float32 frames ``[B, F, C, H, W]`` in [-1, 1], ``F = (T - 1) k + 1``.
+
+        CogVideoX's VAE decodes an even number of latent frames as if none were the lone first frame (2 latents ->
+        8 frames, 12 -> 48), so the front of the result holds ``k - 1`` extra frames; they are dropped (the tail is
+        the alignment that matches the encoded frames on a trained VAE; tests/test_model.py checks it on the demo).
+        """
         z = latents.to(device=self.device, dtype=self.vae.dtype) / self.vae.config.scaling_factor
-        video = self.vae.decode(z.permute(0, 2, 1, 3, 4)).sample  # [B, C, F, H, W]
+        video = self.vae.decode(z.permute(0, 2, 1, 3, 4)).sample  # [B, C, F', H, W], F' >= F
+        frames = (latents.shape[1] - 1) * self.temporal_factor + 1
+        video = video[:, :, -frames:]  # [B, C, F, H, W]
         return video.permute(0, 2, 1, 3, 4).float().clamp(-1, 1)  # [B, F, C, H, W]
 
     def check_frames(self, frames: torch.Tensor) -> None:

@@ -1,0 +1,165 @@
+"""Which models vidinvert can open, and how: the bundled demo model, the tiny random ones, folders and hub ids.
+
+The family of a folder is read from its ``model_index.json`` (``_class_name``); ``FAMILIES`` maps a diffusers
+pipeline class to the adapter that wraps it. ``open_model`` is what every front end calls.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import VidinvertError
+from ..settings import OFFLOAD_MODES, ModelSettings
+from .device import auto_dtype, resolve_device, resolve_dtype
+
+DEMO_MODEL = "demo"  # the small CogVideoX trained on the synthetic world, shipped in vidinvert/demo/model
+TINY_MODELS = ("tiny", "tiny-5b", "tiny-2b", "tiny-1.5")  # random weights built in code (see tiny.py)
+FAMILIES = {"CogVideoXPipeline": "cogvideox"}  # diffusers pipeline class -> family module under models/
+EXAMPLE_HUB_ID = "THUDM/CogVideoX-5b"
+
+
+def default_model() -> str:
+    """The model used when none is named: the shipped demo model, or the tiny random one where it is missing."""
+    from ..demo import model_available
+
+    return DEMO_MODEL if model_available() else "tiny"
+
+
+def sample_video() -> Path:
+    """The bundled clip: the demo world's held-out sample where the demo model ships, else the tiny model's clip."""
+    from ..demo import SAMPLE_CLIP
+
+    return SAMPLE_CLIP if SAMPLE_CLIP.is_file() else Path(__file__).resolve().parent.parent / "assets" / "sample.mp4"
+
+
+def _pipeline_class(folder: Path, name: str) -> str:
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise VidinvertError(
+            f"{name} is not a diffusers pipeline folder (no model_index.json)",
+            f"point the model at a folder saved with save_pretrained, or at a hub id such as {EXAMPLE_HUB_ID}",
+        )
+    try:
+        class_name = json.loads(index.read_text()).get("_class_name", "")
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError, AttributeError):
+        raise VidinvertError(f"{index} is not valid JSON", "re-download or re-save the pipeline") from None
+    if class_name not in FAMILIES:
+        supported = ", ".join(FAMILIES)
+        raise VidinvertError(
+            f"{name} holds a {class_name or 'unknown'} pipeline, which vidinvert cannot edit with",
+            f"use a text-to-video pipeline of a supported family ({supported}), e.g. {EXAMPLE_HUB_ID}",
+        )
+    return class_name
+
+
+def _from_pretrained(model: str, dtype: torch.dtype):
+    """Load a folder (family read from its ``model_index.json``) or a hub id; one-line errors otherwise."""
+    from diffusers import CogVideoXPipeline
+
+    path = Path(model).expanduser()
+    if path.exists():
+        _pipeline_class(path, model)
+        source = str(path)
+    elif model.count("/") == 1 and not model.startswith((".", "/", "~")):
+        source = model  # a hub id
+    else:
+        raise VidinvertError(f"model not found: {model}", f"give a local pipeline folder or a hub id like {EXAMPLE_HUB_ID}")
+    try:
+        return CogVideoXPipeline.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError, EnvironmentError, KeyError, TypeError, AttributeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise VidinvertError(
+            f"could not load {model}: {first[:200]}",
+            "check the path or hub id, your network (hub ids download weights) and that it is a supported pipeline",
+        ) from None
+
+
+def load_pipeline(
+    model: str | None = None,
+    dtype: str | torch.dtype = "fp32",
+    device: str | torch.device | None = "auto",
+    cpu_offload: str = "none",
+    vae_tiling: bool = False,
+    vae_slicing: bool = False,
+):
+    """Load a text-to-video pipeline of a supported family.
+
+    Args:
+        model: local pipeline folder, hub id (``THUDM/CogVideoX-5b``), ``"demo"`` for the shipped demo model
+            (trained on a synthetic world of coloured shapes, see ``vidinvert.demo``), ``"tiny"``/``"tiny-2b"``/...
+            for a tiny random model built in code (no download; its output is noise, see tiny.py), or ``None`` for
+            ``default_model()``.
+        dtype: parameter dtype, ``"fp32" | "bf16" | "fp16"`` (bf16 is what the 5b weights are published in).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        cpu_offload: ``"none"``; ``"model"`` keeps each whole model on the CPU until it runs (small cost);
+            ``"sequential"`` streams layer by layer (least memory, slowest). Both need accelerate and CUDA.
+        vae_tiling: decode/encode in spatial tiles (large frames with little memory).
+        vae_slicing: decode a batch one video at a time.
+
+    Returns:
+        A diffusers pipeline placed according to ``device``/``cpu_offload``.
+    """
+    torch_dtype = resolve_dtype(dtype)
+    target = resolve_device(device)
+    if cpu_offload not in OFFLOAD_MODES:
+        raise VidinvertError(f"unknown cpu offload mode {cpu_offload!r}", f"use one of {', '.join(OFFLOAD_MODES)}")
+    if cpu_offload != "none" and target.type != "cuda":
+        raise VidinvertError(f"cpu offload ({cpu_offload}) needs a CUDA device", "drop the option or use a CUDA device")
+    model = default_model() if model is None else model
+    if model == DEMO_MODEL:
+        from ..demo import MODEL_DIR, model_available
+
+        if not model_available():
+            raise VidinvertError(f"the demo model is not installed ({MODEL_DIR} has no model_index.json)",
+                                 "train it with python -m vidinvert.demo.train, or use the tiny model")
+        pipe = _from_pretrained(str(MODEL_DIR), torch_dtype)
+    elif model in TINY_MODELS:
+        from ..tiny import TinyConfig, build_tiny_pipeline
+
+        style = model.split("-", 1)[1] if "-" in model else "5b"
+        pipe = build_tiny_pipeline(TinyConfig(style=style), dtype=torch_dtype)
+    else:
+        pipe = _from_pretrained(model, torch_dtype)
+    if cpu_offload == "model":
+        pipe.enable_model_cpu_offload(device=target)
+    elif cpu_offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=target)
+    else:
+        pipe.to(target)
+    if vae_tiling:
+        pipe.vae.enable_tiling()
+    if vae_slicing:
+        pipe.vae.enable_slicing()
+    return pipe
+
+
+def wrap(pipe, name: str | None = None):
+    """The family adapter for a loaded pipeline (``VideoFamily``)."""
+    from .cogvideox import VideoModel
+
+    return VideoModel(pipe, name=name)
+
+
+def open_model(settings: ModelSettings = ModelSettings()):
+    """Load and wrap the model ``settings`` name, with its dtype (``auto`` resolved), device and memory options."""
+    device = resolve_device(settings.device)
+    name = settings.name or default_model()
+    pipe = load_pipeline(name, dtype=auto_dtype(settings.dtype, device), device=device,
+                         cpu_offload=settings.cpu_offload, vae_tiling=settings.vae_tiling,
+                         vae_slicing=settings.vae_slicing)
+    return wrap(pipe, name=name)
+
+
+def model_note(name: str) -> str | None:
+    """What a user should know about a bundled model (None for real weights)."""
+    if name == DEMO_MODEL:
+        return ("using the bundled demo model, a 2.5M-parameter CogVideoX trained on a synthetic world: it knows "
+                "captions like 'a red disc moving right on a black background'; use real weights such as "
+                f"{EXAMPLE_HUB_ID} for real videos")
+    if name in TINY_MODELS:
+        return ("using the embedded tiny model (random weights, built in code): results are noise-like; use real "
+                f"weights such as {EXAMPLE_HUB_ID} for real edits")
+    return None

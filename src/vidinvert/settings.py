@@ -1,0 +1,380 @@
+"""Every user-level setting, its default and its validation: the one home of both.
+
+Front ends (CLI flags, web page widgets, batch rows) map their inputs onto these frozen dataclasses and nothing
+else; the library functions take their defaults from here. Each field's comment is its documentation. A value out
+of range raises ``SettingsError`` (one line: what is wrong and what to use) when the dataclass is built, so every
+option is checked before any model work. Messages name the setting in words, not a front end's flag.
+
+Groups: ``ModelSettings`` (which pipeline, where), ``ReadSettings`` (which frames), ``InvertSettings`` (how the
+trajectory is recovered), ``EditConfig`` with ``InjectionConfig`` and ``BlendConfig`` (how the edit samples),
+``OutputSettings`` (what is written). Counts and fractions never share a name: ``steps`` is always a count of
+sampling steps; ``*_fraction`` is a share of them; the inversion's share of the schedule is its ``depth``, the
+edit's is its ``strength``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import MISSING, InitVar, dataclass, field, fields
+
+from .errors import SettingsError
+
+# ---- shared limits and defaults -------------------------------------------------------------------------------
+DEFAULT_STEPS = 50  # sampling steps of the schedule (inversion and edit)
+MAX_STEPS = 1000  # a DDIM / flow schedule cannot have more steps than the model's training timesteps (1000)
+KV_BUDGET_GB = 4.0  # memory recorded reference keys/values may take
+MAX_GUIDANCE = 100.0  # guidance above this only overflows
+MAX_BLOCK_INDEX = 1023  # injection block indices above this are typos (real models have at most ~60 blocks)
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
+METHODS = ("ddim", "fixed-point")  # inversion methods
+STARTS = ("inverted", "random")  # where an edit starts
+REFERENCE_TEXT_MODES = ("inversion", "edit")  # what the reference branch reads
+RESIZE_MODES = ("stretch", "crop")  # stretch: straight to size; crop: cover, then centre-crop
+DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")  # auto = bf16 on CUDA, fp32 elsewhere
+OFFLOAD_MODES = ("none", "model", "sequential")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".gif")  # containers results can be written as
+KRNR_STRENGTH = 0.95  # edit strength K-RNR uses when none is given (the authors' value)
+
+
+# ---- checks ---------------------------------------------------------------------------------------------------
+def _number(name: str, value, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+            integer: bool = False, example=None) -> None:
+    """Refuse ``value`` unless it is a finite number (a whole one if ``integer``) in the given range."""
+    hint = f"use e.g. {example}" if example is not None else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SettingsError(f"{name} must be a number, got {value!r}", hint)
+    if not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number, got {value}", hint)
+    if integer and value != int(value):
+        raise SettingsError(f"{name} must be a whole number, got {value}", hint)
+    below = low is not None and (value <= low if low_open else value < low)
+    if below or (high is not None and value > high):
+        if low is not None and high is not None:
+            span = f"in ({low:g}, {high:g}]" if low_open else f"between {low:g} and {high:g}"
+        elif low is not None:
+            span = f"> {low:g}" if low_open else f">= {low:g}"
+        else:
+            span = f"<= {high:g}"
+        raise SettingsError(f"{name} must be {span}, got {value:g}", hint)
+
+
+def _choice(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise SettingsError(f"unknown {name} {value!r}", f"use one of {', '.join(map(str, choices))}")
+
+
+def _fraction(name: str, value, example=1.0) -> None:
+    _number(name, value, 0.0, 1.0, example=example)
+
+
+def _renamed(config, old: str, new: str, value) -> None:
+    """Accept a field's old keyword (a count-sounding name for a fraction) with a DeprecationWarning."""
+    if value is None:
+        return
+    warnings.warn(f"{type(config).__name__}({old}=...) is now {new}=...", DeprecationWarning, stacklevel=4)
+    object.__setattr__(config, new, value)
+
+
+def resolve_strength(strength: float | None, krnr: int | None) -> tuple[float, float | None]:
+    """One user-facing strength -> ``(inversion depth, edit strength)``.
+
+    Without K-RNR the inversion goes as deep as the edit re-samples (unset: the whole schedule). K-RNR needs the
+    fully inverted noise, so with it the inversion runs in full and the strength (default ``KRNR_STRENGTH``) is the
+    edit's alone.
+    """
+    if krnr is not None:
+        return 1.0, KRNR_STRENGTH if strength is None else strength
+    return (1.0 if strength is None else strength), strength
+
+
+def parse_blocks(text: str | None) -> tuple[int, ...] | None:
+    """``"0-9,20"`` -> ``(0, ..., 9, 20)``; ``None`` -> ``None`` (every block). Ranges are checked before they are
+    expanded, so a typo cannot build a huge list."""
+    if text is None:
+        return None
+    blocks: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part[1:]:
+                low, high = (int(v) for v in part.split("-", 1))
+            elif part:
+                low = high = int(part)
+            else:
+                continue
+        except ValueError:
+            raise SettingsError(f"cannot read injection blocks {text!r}", "use indices and ranges like 0-9,20") from None
+        if low < 0 or high > MAX_BLOCK_INDEX or low > high:
+            raise SettingsError(f"injection block range {part!r} is not a range of block indices",
+                                f"use ascending indices between 0 and the model's last block, like 0-9,20")
+        blocks.update(range(low, high + 1))
+    if not blocks:
+        raise SettingsError(f"injection blocks {text!r} names no block",
+                            "name blocks like 0-9,20, or turn injection off instead")
+    return tuple(sorted(blocks))
+
+
+# ---- model ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which pipeline runs, and where."""
+
+    name: str | None = None  # folder, hub id, "demo" or "tiny*"; None = the bundled demo model (models.default_model)
+    dtype: str = "auto"  # fp32, bf16, fp16 or auto (bf16 on CUDA, fp32 elsewhere); latents stay fp32 regardless
+    device: str = "auto"  # cpu, cuda, cuda:N or auto
+    cpu_offload: str = "none"  # none, model (whole models wait on the CPU) or sequential (layer by layer)
+    vae_tiling: bool = False  # encode/decode in spatial tiles (less memory for large frames)
+    vae_slicing: bool = False  # decode one video of a batch at a time
+
+    def __post_init__(self):
+        _choice("dtype", self.dtype, DTYPE_CHOICES)
+        _choice("cpu offload mode", self.cpu_offload, OFFLOAD_MODES)
+        if self.name is not None and not str(self.name).strip():
+            raise SettingsError("the model name is empty", "name a pipeline folder or hub id, or leave it unset")
+
+
+# ---- reading --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReadSettings:
+    """How frames are taken from the source video (the public script's options, plus the resize mode)."""
+
+    height: int | None = None  # pixel height; None = the model's native height (480 for CogVideoX-5b)
+    width: int | None = None  # pixel width; None = the model's native width (720 for CogVideoX-5b)
+    skip_start: int = 0  # frames dropped from the start
+    skip_end: int = 0  # frames dropped from the end
+    stride: int | None = None  # take every n-th frame; None = only when the range is longer than max_frames
+    max_frames: int = 49  # most frames kept (then trimmed to the model's frame rule, 4k+1 for CogVideoX)
+    resize: str = "stretch"  # "stretch" straight to size (as the reference) or "crop" (cover, centre-crop)
+
+    def __post_init__(self):
+        for name, value in (("height", self.height), ("width", self.width)):
+            if value is not None:
+                _number(name, value, 1, integer=True, example=480 if name == "height" else 720)
+        _number("frames skipped at the start", self.skip_start, 0, integer=True, example=0)
+        _number("frames skipped at the end", self.skip_end, 0, integer=True, example=0)
+        if self.stride is not None:
+            _number("frame stride", self.stride, 1, integer=True, example=2)
+        _number("max frames", self.max_frames, 1, integer=True, example=49)
+        _choice("resize mode", self.resize, RESIZE_MODES)
+
+
+# ---- inversion ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InvertSettings:
+    """How the video is inverted."""
+
+    steps: int = DEFAULT_STEPS  # sampling steps of the schedule (edits use the same)
+    prompt: str = ""  # text the video is inverted with (the public reference uses "")
+    guidance: float = 1.0  # guidance while inverting (1 = one batch row per step)
+    negative_prompt: str = ""  # uncond text when guidance > 1
+    method: str = "ddim"  # "ddim" (1 evaluation per step) or "fixed-point" (each step solved exactly)
+    depth: float = 1.0  # fraction of the schedule inverted, from the clean end (1 = down to pure noise)
+    tol: float = 1e-6  # fixed-point: per-step relative residual to reach
+    max_iter: int = 10  # fixed-point: evaluations allowed per step
+    anderson: int = 0  # fixed-point: Anderson history (0 = plain iteration)
+    record_kv: bool = False  # keep reference keys/values in memory for reuse_kv edits
+    kv_budget_gb: float = KV_BUDGET_GB  # most memory the recorded keys/values may take
+    checkpoint_every: int = 0  # save the finished steps every N steps so an interrupted run resumes (0 = off)
+    trajectory_device: str | None = None  # where the stored trajectory lives ("cpu" spares GPU memory)
+
+    def __post_init__(self):
+        _number("steps", self.steps, 1, MAX_STEPS, integer=True, example=DEFAULT_STEPS)
+        _number("inversion guidance", self.guidance, 1.0, MAX_GUIDANCE, example=1)
+        _choice("inversion method", self.method, METHODS)
+        _number("inversion depth (strength)", self.depth, 0.0, 1.0, low_open=True, example=1.0)
+        _number("fixed-point tolerance", self.tol, 0.0, 1.0, low_open=True, example=1e-6)
+        _number("fixed-point iterations", self.max_iter, 1, 10_000, integer=True, example=10)
+        _number("Anderson history", self.anderson, 0, 100, integer=True, example=3)
+        _number("key/value budget (GB)", self.kv_budget_gb, 0.0, 1e6, low_open=True, example=KV_BUDGET_GB)
+        _number("checkpoint interval", self.checkpoint_every, 0, MAX_STEPS, integer=True, example=10)
+
+
+# ---- editing --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InjectionConfig:
+    """Key/value injection: the edit's tokens also attend to the source's.
+
+    Args:
+        enabled: let the main branch attend to the reference branch's keys/values.
+        step_fraction: fraction of the sampling steps, counted from the noisiest, that inject (1.0 = all, 0.5 = the
+            first half). (``steps=`` is its old name, still accepted.)
+        blocks: indices of the transformer blocks that inject; ``None`` = every block.
+        reference_text: ``"inversion"`` (the reference branch sees the prompt the video was inverted with: the
+            trajectory's own condition, one reference row shared by every main row) or ``"edit"`` (the public
+            script's layout: one reference row per main row, seeing that row's text, edit or negative prompt).
+        reuse_kv: take the reference keys/values recorded during inversion (``invert(..., record_kv=True)``)
+            instead of evaluating the reference row (needs ``reference_text="inversion"``); exact after
+            fixed-point inversion, an approximation after plain DDIM inversion (see ``KVCache``).
+        reference_weight: how much more the main rows attend to the reference tokens than to their own: ``log w``
+            is added to their logits for the reference keys (1 = plain attention over ``[own; reference]``; larger
+            keeps the source's layout more and lets the edit change less).
+        reference_weight_fraction: fraction of the sampling steps, from the noisiest, that use ``reference_weight``
+            (later injecting steps use weight 1). (``reference_weight_steps=`` is its old name.)
+    """
+
+    enabled: bool = True
+    step_fraction: float = 1.0
+    blocks: tuple[int, ...] | None = None
+    reference_text: str = "inversion"
+    reuse_kv: bool = False
+    reference_weight: float = 1.0
+    reference_weight_fraction: float = 1.0
+    steps: InitVar[float | None] = None
+    reference_weight_steps: InitVar[float | None] = None
+
+    def __post_init__(self, steps, reference_weight_steps):
+        _renamed(self, "steps", "step_fraction", steps)
+        _renamed(self, "reference_weight_steps", "reference_weight_fraction", reference_weight_steps)
+        _fraction("injection step fraction", self.step_fraction)
+        _choice("reference text", self.reference_text, REFERENCE_TEXT_MODES)
+        _number("reference weight", self.reference_weight, 0.0, 1e6, low_open=True, example=8)
+        _fraction("reference weight step fraction", self.reference_weight_fraction)
+        if self.reuse_kv and self.reference_text != "inversion":
+            raise SettingsError("reusing recorded keys/values needs the reference to read the inversion prompt",
+                                "drop key/value reuse or keep the reference text 'inversion'")
+        if self.blocks is not None:
+            blocks = tuple(sorted(set(int(b) for b in self.blocks)))
+            if blocks and not 0 <= blocks[0] <= blocks[-1] <= MAX_BLOCK_INDEX:
+                raise SettingsError(f"injection blocks must be block indices >= 0, got {list(blocks)}",
+                                    "use e.g. 0-9,20")
+            object.__setattr__(self, "blocks", blocks)
+
+    def active_at(self, step: int, num_steps: int) -> bool:
+        """Whether sampling step ``step`` (0 = noisiest) of ``num_steps`` injects."""
+        return self.enabled and step < round(self.step_fraction * num_steps)
+
+    def reference_bias(self, step: int, num_steps: int) -> float:
+        """Logit offset of the reference keys at sampling step ``step``: ``log(reference_weight)`` or 0."""
+        if self.reference_weight == 1.0 or step >= round(self.reference_weight_fraction * num_steps):
+            return 0.0
+        return math.log(self.reference_weight)
+
+    def injects_block(self, index: int) -> bool:
+        return self.enabled and (self.blocks is None or index in self.blocks)
+
+
+@dataclass(frozen=True)
+class BlendConfig:
+    """Local blend settings (off unless ``enabled``).
+
+    Args:
+        enabled: blend the edit into the source outside a mask.
+        source_prompt: text describing the source video; the mask is where the edit prompt's prediction departs
+            from this one's ("": the prompt the video was inverted with; one of the two must be given).
+        threshold: fraction of each frame's largest disagreement above which a latent pixel is edited.
+        grow: latent pixels the mask is dilated by (room for a changed outline).
+        levels: stored noise levels the disagreement is averaged over (mid-schedule, evenly spaced).
+        step_fraction: fraction of the edit's steps that blend (from the first); the rest run free, to smooth the
+            seam. (``steps=`` is its old name, still accepted.)
+    """
+
+    enabled: bool = False
+    source_prompt: str = ""
+    threshold: float = 0.5
+    grow: int = 0
+    levels: int = 5
+    step_fraction: float = 1.0
+    steps: InitVar[float | None] = None
+
+    def __post_init__(self, steps):
+        _renamed(self, "steps", "step_fraction", steps)
+        _number("blend threshold", self.threshold, 0.0, 1.0, low_open=True, example=0.5)
+        if self.threshold >= 1.0:
+            raise SettingsError(f"blend threshold must be below 1, got {self.threshold:g}", "use e.g. 0.5")
+        _number("blend grow", self.grow, 0, 64, integer=True, example=1)
+        _number("blend levels", self.levels, 1, 100, integer=True, example=5)
+        _fraction("blend step fraction", self.step_fraction)
+
+    def active_at(self, step: int, total: int) -> bool:
+        return self.enabled and step < round(self.step_fraction * total)
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """Settings of an edit (the CLI and the page map their options onto these fields).
+
+    Args:
+        guidance: classifier-free guidance scale (CogVideoX's usual 6.0); 1 disables guidance.
+        negative_prompt: text of the uncond branch.
+        start: ``"inverted"`` starts from the inverted noise (keeps layout and colours best); ``"random"`` starts
+            from fresh Gaussian noise drawn from ``seed`` (what the public reference does).
+        seed: seed of the random start.
+        dynamic_guidance: CogVideoX's ``use_dynamic_cfg`` guidance schedule.
+        injection: key/value injection settings.
+        strength: fraction of the model's schedule the edit re-samples, from the clean end (``None``: every step the
+            inversion stored). At most the inversion's depth; with a full inversion and ``strength < 1`` the edit
+            starts from the stored latent at that step (the same latent a partial inversion would end on).
+        krnr: start an ``inverted`` edit from the order-``krnr`` recursive noise representation (K-RNR) of the
+            clean latent and the inversion's noisiest latent at the edit's first noise level, instead of the stored
+            latent there (``None``: off; the authors pair it with a full inversion and strength 0.95).
+        krnr_adaptive: use the authors' adaptive variant (moment-matched to order 2; equal to order 2, see
+            ``krnr.py``).
+        blend: local blend (``blend.py``): after every step, outside a mask of where the edit prompt departs from
+            the source's description, the latent is put back to the inversion's.
+        rows_per_call: with a shared reference row, evaluate it alone first (every block's keys/values kept for
+            the step) and the main rows after it in calls of at most this many rows; equal to the one-call batch up
+            to float rounding. ``None``: one call of every row. ``"auto"``: split on the CPU for rows large enough
+            that smaller calls are faster, one call otherwise and on GPUs (see ``editing.resolve_rows_per_call``).
+    """
+
+    guidance: float = 6.0
+    negative_prompt: str = ""
+    start: str = "inverted"
+    seed: int = 42
+    dynamic_guidance: bool = False
+    injection: InjectionConfig = field(default_factory=InjectionConfig)
+    strength: float | None = None
+    krnr: int | None = None
+    krnr_adaptive: bool = False
+    blend: BlendConfig = field(default_factory=BlendConfig)
+    rows_per_call: int | str | None = "auto"
+
+    def __post_init__(self):
+        _number("guidance", self.guidance, 1.0, MAX_GUIDANCE, example=6)
+        _choice("start", self.start, STARTS)
+        _number("seed", self.seed, 0, MAX_SEED, integer=True, example=42)
+        if self.strength is not None:
+            _number("edit strength", self.strength, 0.0, 1.0, low_open=True, example=0.95)
+        if self.krnr is not None:
+            _number("K-RNR order", self.krnr, 0, 64, integer=True, example=2)
+        if self.krnr_adaptive and self.krnr is None:
+            raise SettingsError("adaptive K-RNR needs a K-RNR order", "set the K-RNR order, e.g. 2")
+        if not (self.rows_per_call in (None, "auto") or (isinstance(self.rows_per_call, int)
+                                                          and not isinstance(self.rows_per_call, bool)
+                                                          and self.rows_per_call >= 1)):
+            raise SettingsError(f"rows per call must be a count >= 1, 'auto' or all, got {self.rows_per_call!r}",
+                                "use e.g. 2, or auto")
+        if self.krnr is not None and self.start != "inverted":
+            raise SettingsError("K-RNR builds an inverted start; it does not apply to a random start",
+                                "start from the inverted noise to use K-RNR")
+
+
+# ---- output ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputSettings:
+    """What a job writes and how."""
+
+    output: str | None = None  # the main output file; None = <output_dir>/<video>_<kind>.mp4 (.inv for invert)
+    output_dir: str = "outputs"  # folder for outputs when ``output`` is not given
+    fps: float | None = None  # frame rate of written videos; None = the source's
+    comparison: bool = True  # also write a side-by-side source|result video
+    force: bool = False  # overwrite existing outputs
+    progress: bool = True  # progress bars
+
+    def __post_init__(self):
+        if self.fps is not None:
+            _number("fps", self.fps, 0.0, 1000.0, low_open=True, example=8)
+        if self.output is not None and not str(self.output).strip():
+            raise SettingsError("the output name is empty", "give a file name such as out.mp4")
+
+
+def field_defaults(cls) -> dict:
+    """``{field: default}`` of a settings dataclass (front ends read their initial values here)."""
+    out = {}
+    for f in fields(cls):
+        if f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+        else:
+            out[f.name] = f.default
+    return out

@@ -1,0 +1,111 @@
+"""The page's form: widget values (named like the CLI's options) -> the settings dataclasses, with one-line errors.
+
+Initial values come from ``settings.py``, as the CLI's defaults do; nothing here knows the CLI.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..errors import SettingsError
+from ..settings import BlendConfig, EditConfig, InjectionConfig, InvertSettings, ReadSettings
+
+LABELS = {  # form key -> the label the page shows (errors name fields by it)
+    "skip_frames_start": "Skip start", "skip_frames_end": "Skip end", "frame_sample_step": "Stride",
+    "max_num_frames": "Max frames", "height": "Height", "width": "Width", "resize": "Resize", "steps": "Steps",
+    "inversion": "Method", "source_prompt": "Source prompt", "guidance": "Guidance", "start": "Start from",
+    "seed": "Seed", "injection": "Key/value injection", "injection_steps": "Injection steps",
+    "inversion_guidance": "Inversion guidance", "strength": "Strength", "negative_prompt": "Negative prompt",
+    "dynamic_guidance": "Dynamic guidance", "blend": "Local blend", "blend_source": "Blend: what the video shows",
+}
+
+
+def form_defaults() -> dict:
+    """Initial widget values, from the settings' own defaults."""
+    read, inv, edit, injection = ReadSettings(), InvertSettings(), EditConfig(), InjectionConfig()
+    return {
+        "skip_frames_start": read.skip_start, "skip_frames_end": read.skip_end, "frame_sample_step": 0,
+        "max_num_frames": read.max_frames, "height": 0, "width": 0, "resize": read.resize, "steps": inv.steps,
+        "inversion": inv.method, "source_prompt": inv.prompt, "guidance": edit.guidance, "start": edit.start,
+        "seed": edit.seed, "injection": injection.enabled, "injection_steps": injection.step_fraction,
+        "inversion_guidance": inv.guidance, "strength": inv.depth, "negative_prompt": edit.negative_prompt,
+        "dynamic_guidance": edit.dynamic_guidance, "blend": BlendConfig().enabled,
+        "blend_source": BlendConfig().source_prompt,
+    }
+
+
+def _number(values: dict, key: str, whole: bool = False, optional: bool = False):
+    """A form number: empty is refused (or ``None`` when ``optional``, as is 0); whole numbers stay whole."""
+    label = LABELS[key]
+    value = values[key]
+    if value is None or value == "":
+        if optional:
+            return None
+        raise SettingsError(f"{label} is empty", f"type a {'whole ' if whole else ''}number in {label}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{label} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise SettingsError(f"{label} must be a finite number, got {value}")
+    if whole:
+        if number != int(number):
+            raise SettingsError(f"{label} must be a whole number, got {value:g}", f"type a whole number in {label}")
+        number = int(number)
+        if optional and number == 0:
+            return None
+    return number
+
+
+def _named(label: str, err: SettingsError) -> SettingsError:
+    return SettingsError(f"{label}: {err}")
+
+
+def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditConfig]:
+    """Form values -> ``(ReadSettings, InvertSettings, EditConfig)``; missing keys take the defaults. Every error
+    names the field by its label."""
+    values = {**form_defaults(), **form}
+    injection_on = values["injection"] if isinstance(values["injection"], bool) else values["injection"] == "on"
+    built = {}
+    steps = [
+        ("read", lambda: ReadSettings(
+            height=_number(values, "height", whole=True, optional=True),
+            width=_number(values, "width", whole=True, optional=True),
+            skip_start=_number(values, "skip_frames_start", whole=True),
+            skip_end=_number(values, "skip_frames_end", whole=True),
+            stride=_number(values, "frame_sample_step", whole=True, optional=True),
+            max_frames=_number(values, "max_num_frames", whole=True),
+            resize=values["resize"])),
+        ("inv", lambda: InvertSettings(
+            steps=_number(values, "steps", whole=True),
+            prompt=(values["source_prompt"] or "").strip(),
+            guidance=_number(values, "inversion_guidance"),
+            method=values["inversion"],
+            depth=_number(values, "strength"))),
+        ("edit", lambda: EditConfig(
+            guidance=_number(values, "guidance"),
+            negative_prompt=values["negative_prompt"] or "",
+            start=values["start"],
+            seed=_number(values, "seed", whole=True),
+            dynamic_guidance=bool(values["dynamic_guidance"]),
+            injection=InjectionConfig(enabled=injection_on,
+                                      step_fraction=_number(values, "injection_steps")),
+            blend=BlendConfig(enabled=bool(values["blend"]), source_prompt=(values["blend_source"] or "").strip()))),
+    ]
+    for name, build in steps:
+        try:
+            built[name] = build()
+        except SettingsError as err:
+            text = str(err)
+            if not any(text.startswith(label) for label in LABELS.values()):
+                raise _named({"read": "Frames", "inv": "Inversion", "edit": "Editing"}[name], err) from None
+            raise
+    return built["read"], built["inv"], built["edit"]
+
+
+def parse_prompts(text: str | None) -> list[str]:
+    """One edit prompt per non-empty line."""
+    prompts = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not prompts:
+        raise SettingsError("no edit prompt given", "type one or more edit prompts, one per line")
+    return prompts

@@ -1,0 +1,275 @@
+"""The Gradio page over a ``Studio``: upload a clip (or use the bundled sample), set frames and steps, invert once,
+edit with several prompts, watch the progress, download the results.
+
+Every ``VidinvertError`` appears as the CLI's one-line ``vidinvert: error: ...`` and the page stays usable;
+warnings of a run are shown beside its result and listed in its settings JSON. Each browser session writes its
+outputs into its own temp folder, removed when the session ends. Gradio is imported only when the app is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from ..errors import VidinvertError
+from ..models import DEMO_MODEL, TINY_MODELS, sample_video
+from .form import form_defaults, parse_prompts, settings_from_form
+from .studio import Studio
+
+SAMPLE_VIDEO = sample_video()
+PREVIEW_FRAMES = 6  # input frames shown under the player
+PREVIEW_WIDTH = 256  # pixel width the preview frames are read at (aspect kept)
+GRADIO_CACHE_CLEANUP = (3600, 6 * 3600)  # hourly, drop Gradio's copies of uploads/results older than 6 h
+
+
+def preview_frames(video: str, read, count: int = PREVIEW_FRAMES) -> tuple[list, str]:
+    """A few frames of the selected range, small, as ``[(uint8 [H, W, 3], caption)]``, and a one-line description."""
+    from ..video import read_video, to_uint8
+
+    clip = read_video(video, None, PREVIEW_WIDTH, skip_start=read.skip_start, skip_end=read.skip_end,
+                      stride=read.stride, max_frames=read.max_frames, multiple=2, temporal_multiple=1, min_frames=1)
+    total = clip.frames.shape[0]
+    picks = sorted({round(i * (total - 1) / max(1, count - 1)) for i in range(min(count, total))})
+    images = to_uint8(clip.frames[picks])  # [n, H, W, 3]
+    items = [(images[j], f"frame {clip.indices[i]}") for j, i in enumerate(picks)]
+    height, width = clip.source_size
+    text = (f"{Path(video).name}: {width}×{height} at {clip.fps:g} fps; the range holds {total} frames "
+            f"(source frames {clip.indices[0]}–{clip.indices[-1]})")
+    return items, text
+
+
+# ---- the page -------------------------------------------------------------------------------------------------
+def _escape(text: str) -> str:
+    """Show ``text`` literally in Markdown (paths hold underscores, errors may hold brackets)."""
+    for char in "\\`*_{}[]<>#|~":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def error_line(err: BaseException, video: str | None = None) -> str:
+    """The CLI's one-line message for a user error (an upload's temp path shortened to its name); a short line for
+    anything unexpected."""
+    if isinstance(err, VidinvertError):
+        line = f"vidinvert: error: {err}"
+        return line.replace(str(video), Path(video).name) if video else line
+    first = (str(err).strip().splitlines() or [""])[0][:300]
+    return f"vidinvert: internal error: {type(err).__name__}: {first} (details in the server log)"
+
+
+def _status(text: str, kind: str = "info") -> str:
+    """Status Markdown: the text shown literally, an error in bold."""
+    return f"**{_escape(text)}**" if kind == "error" else _escape(text)
+
+
+def new_session() -> dict:
+    """Per-browser-session state: its output folder (set on first use) and its latest results."""
+    return {"dir": None, "runs": 0, "results": []}
+
+
+def session_dir(root: Path, session_id: str) -> Path:
+    """The output folder of one browser session: named by a hash of its id (which the browser chooses)."""
+    return Path(root) / f"session-{hashlib.sha256(str(session_id).encode()).hexdigest()[:16]}"
+
+
+def session_folder(state: dict, root: Path, session_id: str) -> Path:
+    """A new numbered run folder inside the session's own folder."""
+    state["dir"] = str(session_dir(root, session_id))
+    state["runs"] = state.get("runs", 0) + 1
+    return Path(state["dir"]) / f"run{state['runs']:03d}"
+
+
+def drop_session(state: dict | None) -> None:
+    """Remove a session's output folder (when Gradio drops the session's state)."""
+    if state and state.get("dir"):
+        shutil.rmtree(state["dir"], ignore_errors=True)
+
+
+def build_app(studio: Studio | None = None, output_root: str | os.PathLike | None = None):
+    """The Gradio ``Blocks`` of the page.
+
+    Args:
+        studio: the model and inversion cache (default: a new one over the default model, see
+            ``model.default_model``).
+        output_root: folder that holds one temp folder per browser session (default: a new temp folder; the
+            caller removes it when the app stops, as ``cmd_serve`` does).
+    """
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: no calls home
+    import gradio as gr
+
+    studio = studio or Studio()
+    root = Path(output_root) if output_root is not None else Path(tempfile.mkdtemp(prefix="vidinvert-web-"))
+    d = form_defaults()
+
+    def say_with(progress) -> Callable[[str], None]:
+        return lambda text: progress(0, desc=text)
+
+    with gr.Blocks(title="vidinvert", analytics_enabled=False, delete_cache=GRADIO_CACHE_CLEANUP) as app:
+        state = gr.State(new_session, delete_callback=drop_session)
+        gr.Markdown("# vidinvert\nEdit a video with CogVideoX: invert it once (DDIM), then regenerate it under new "
+                    "prompts while attention sees the source's keys and values (keeps layout and motion).")
+        note = f"**Model:** `{studio.label}`"
+        if studio.label in TINY_MODELS:
+            note += (" — the embedded tiny model (random weights, built in code): results are noise-like. "
+                     "Start with `vidinvert serve --model THUDM/CogVideoX-5b` for real edits.")
+        elif studio.label == DEMO_MODEL:
+            note += (" — the bundled demo model, trained on a synthetic world of coloured shapes: try the sample and "
+                     "prompts like 'a green disc moving right in a dark sky'. Start with "
+                     "`vidinvert serve --model THUDM/CogVideoX-5b` for real videos.")
+        gr.Markdown(note)
+        with gr.Row():
+            with gr.Column(scale=5):
+                video = gr.Video(label="Input video", sources=["upload"], elem_id="input-video", height=300)
+                sample = gr.Button("Use the bundled sample", size="sm", elem_id="use-sample")
+                frames = gr.Gallery(label="Input frames", columns=3, height="auto", object_fit="contain",
+                                    allow_preview=False, elem_id="input-frames")
+            with gr.Column(scale=7):
+                with gr.Accordion("Frames", open=True):
+                    with gr.Row():
+                        skip_start = gr.Number(d["skip_frames_start"], label="Skip start", precision=0, minimum=0)
+                        skip_end = gr.Number(d["skip_frames_end"], label="Skip end", precision=0, minimum=0)
+                        stride = gr.Number(d["frame_sample_step"] or 0, label="Stride", precision=0, minimum=0,
+                                           info="0 = auto (only if too long)")
+                        max_frames = gr.Number(d["max_num_frames"], label="Max frames", precision=0, minimum=1,
+                                               info="trimmed to 4k+1")
+                    with gr.Row():
+                        height = gr.Number(d["height"] or 0, label="Height", precision=0, minimum=0,
+                                           info="multiple of 16; 0 = the model's")
+                        width = gr.Number(d["width"] or 0, label="Width", precision=0, minimum=0,
+                                          info="multiple of 16; 0 = the model's")
+                        resize = gr.Radio(["stretch", "crop"], value=d["resize"], label="Resize")
+                with gr.Accordion("Inversion", open=True):
+                    with gr.Row():
+                        steps = gr.Number(d["steps"], label="Steps", precision=0, minimum=1, elem_id="steps")
+                        method = gr.Radio(["ddim", "fixed-point"], value=d["inversion"], label="Method",
+                                          info="fixed-point: exact round trip, ~3× slower")
+                    source_prompt = gr.Textbox(d["source_prompt"], label="Source prompt",
+                                               placeholder="what the video shows (optional)")
+                with gr.Accordion("Editing", open=True):
+                    prompts = gr.Textbox(label="Edit prompts (one per line)", lines=3, elem_id="prompts",
+                                         placeholder="a red disc moving across a blue sky")
+                    with gr.Row():
+                        guidance = gr.Number(d["guidance"], label="Guidance", minimum=1)
+                        start = gr.Radio(["inverted", "random"], value=d["start"], label="Start from")
+                        seed = gr.Number(d["seed"], label="Seed", precision=0)
+                    with gr.Row():
+                        injection = gr.Checkbox(d["injection"], label="Key/value injection")
+                        injection_steps = gr.Slider(0, 1, value=d["injection_steps"], step=0.05,
+                                                    label="Injection steps (fraction, from the noisiest)")
+                with gr.Accordion("Advanced", open=False):
+                    with gr.Row():
+                        inversion_guidance = gr.Number(d["inversion_guidance"], label="Inversion guidance", minimum=1)
+                        strength = gr.Slider(0.05, 1, value=d["strength"], step=0.05, label="Strength")
+                    negative_prompt = gr.Textbox(d["negative_prompt"], label="Negative prompt")
+                    dynamic_guidance = gr.Checkbox(d["dynamic_guidance"], label="Dynamic guidance")
+                with gr.Row():
+                    invert_button = gr.Button("Invert", elem_id="invert")
+                    edit_button = gr.Button("Edit", variant="primary", elem_id="edit")
+                status = gr.Markdown(_status("Upload a clip or use the bundled sample, type a prompt, then Edit."),
+                                     elem_id="status")
+        with gr.Row():
+            comparison = gr.Video(label="Source | result", interactive=False, autoplay=True, loop=True, height=320,
+                                  scale=2, elem_id="comparison-video")
+            result = gr.Video(label="Result", interactive=False, autoplay=True, loop=True, height=320, scale=1,
+                              elem_id="result-video")
+        shown = gr.Radio([], label="Result shown", visible=False, elem_id="result-choice")
+        files = gr.File(label="Downloads: results, comparisons, settings", file_count="multiple", interactive=False,
+                        elem_id="downloads")
+
+        form = {"skip_frames_start": skip_start, "skip_frames_end": skip_end, "frame_sample_step": stride,
+                "max_num_frames": max_frames, "height": height, "width": width, "resize": resize, "steps": steps,
+                "inversion": method, "source_prompt": source_prompt, "guidance": guidance, "start": start,
+                "seed": seed, "injection": injection, "injection_steps": injection_steps,
+                "inversion_guidance": inversion_guidance, "strength": strength, "negative_prompt": negative_prompt,
+                "dynamic_guidance": dynamic_guidance}
+        names = {component: name for name, component in form.items()}
+
+        def values_of(data: dict) -> dict:
+            return {names[c]: v for c, v in data.items() if c in names}
+
+        def fail(err: BaseException, video_path: str | None):
+            if not isinstance(err, VidinvertError):
+                traceback.print_exc()
+            line = error_line(err, video_path)
+            gr.Warning(line)
+            return _status(line, "error")
+
+        def on_video(data):
+            path = data[video]
+            if not path:
+                return [], _status("Upload a clip or use the bundled sample.")
+            try:
+                read, _, _ = settings_from_form(values_of(data))
+                items, text = preview_frames(path, read)
+                return items, _status(text)
+            except Exception as err:  # noqa: BLE001 - shown in the page, the app stays usable
+                return [], fail(err, path)
+
+        def on_invert(data, progress=gr.Progress(track_tqdm=True)):
+            try:
+                read, inv, _ = settings_from_form(values_of(data))
+                started = time.perf_counter()
+                prepared = studio.prepared(data[video], read, inv, say_with(progress))
+                source, inversion, reused = prepared.source, prepared.inversion, prepared.reused
+                frames_used = source.clip.frames
+                how = "reused from the cache" if reused else f"in {time.perf_counter() - started:.1f} s"
+                text = (f"Inverted {frames_used.shape[0]} frames at {frames_used.shape[3]}×{frames_used.shape[2]} "
+                        f"({len(inversion.meta.timesteps)} {inversion.meta.method} steps, "
+                        f"{sum(inversion.meta.iterations)} evaluations) {how}. Now type prompts and Edit.")
+                return _status(text, "ok")
+            except Exception as err:  # noqa: BLE001
+                return fail(err, data[video])
+
+        def on_edit(data, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+            session = data[state]
+            try:
+                read, inv, config = settings_from_form(values_of(data))
+                prompt_list = parse_prompts(data[prompts])
+                folder = session_folder(session, root, request.session_hash)
+                results, job = studio.edit(data[video], read, inv, prompt_list, config, folder,
+                                           say=say_with(progress))
+            except Exception as err:  # noqa: BLE001
+                return fail(err, data[video]), gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
+            session["results"] = [dataclasses.asdict(r) for r in results]
+            summary = job.summary
+            reused = " (inversion reused)" if summary["inversion_reused"] else ""
+            text = (f"Edited {summary['frames']} frames at {summary['size'][1]}×{summary['size'][0]} with "
+                    f"{len(results)} prompt{'s' if len(results) > 1 else ''} in {summary['edit_seconds']:.1f} s{reused}.")
+            for line in job.warnings:
+                gr.Warning(f"vidinvert: warning: {line}")
+            if job.warnings:
+                text += " Warnings: " + " | ".join(job.warnings)
+            downloads = [str(p) for r in results for p in (r.video, r.comparison, r.settings)]
+            choice = gr.update(choices=[r.prompt for r in results], value=results[0].prompt, visible=len(results) > 1)
+            return (_status(text, "ok"), str(results[0].comparison), str(results[0].video), downloads, choice,
+                    session)
+
+        def on_close(request: gr.Request):
+            """The tab was closed or reloaded: its outputs go (Gradio's own copies follow its cache cleanup)."""
+            shutil.rmtree(session_dir(root, request.session_hash), ignore_errors=True)
+
+        def on_choice(session, prompt):
+            for item in (session or {}).get("results", []):
+                if item["prompt"] == prompt:
+                    return str(item["comparison"]), str(item["video"])
+            return gr.skip(), gr.skip()
+
+        sample.click(lambda: str(SAMPLE_VIDEO), None, video, api_name=False)
+        video.change(on_video, {video, *form.values()}, [frames, status], api_name=False, trigger_mode="always_last",
+                     show_progress="hidden")
+        invert_button.click(on_invert, {video, state, *form.values()}, status, api_name="invert",
+                            concurrency_id="model", concurrency_limit=1)
+        edit_button.click(on_edit, {video, state, prompts, *form.values()},
+                          [status, comparison, result, files, shown, state], api_name="edit",
+                          concurrency_id="model", concurrency_limit=1)
+        shown.change(on_choice, [state, shown], [comparison, result], api_name=False, show_progress="hidden")
+        app.unload(on_close)
+    return app
+
+

@@ -1,0 +1,129 @@
+"""The engine behind the page (no Gradio here): one model, loaded lazily, and a cache of inversions over ``jobs``.
+
+Cache key: (video content hash, frame settings, inversion settings, model fingerprint), so "Invert" then "Edit", or
+several edits of one clip, invert once. Every step is a ``jobs`` function; the settings JSON is the one ``jobs``
+writes for the CLI (paths reduced to file names: the page never writes server paths into a download).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .. import jobs
+from ..errors import VidinvertError
+from ..settings import EditConfig, InvertSettings, ModelSettings, OutputSettings, ReadSettings
+
+CACHE_SIZE = 4  # inversions kept in memory (least recently used dropped first)
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (the cache key of an uploaded video)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _name_only(path: str) -> str:
+    return Path(path).name
+
+
+@dataclass
+class EditResult:
+    """Files written for one edit prompt."""
+
+    prompt: str
+    video: Path
+    comparison: Path
+    settings: Path
+
+
+@dataclass
+class Studio:
+    """The model of one app (loaded on first use, once) and its cache of inversions; safe to share between sessions.
+
+    Args:
+        settings: which model, dtype, device and memory options (the CLI's ``ModelSettings``).
+        cache_size: inversions kept in memory.
+    """
+
+    settings: ModelSettings = field(default_factory=ModelSettings)
+    cache_size: int = CACHE_SIZE
+    _model: object = field(default=None, init=False, repr=False)
+    _cache: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+    notes: list = field(default_factory=list, init=False, repr=False)
+
+    @classmethod
+    def from_model(cls, model, cache_size: int = CACHE_SIZE) -> "Studio":
+        """A ``Studio`` over an already loaded model (for notebooks and tests)."""
+        studio = cls(ModelSettings(name=model.name, device=str(model.device)), cache_size=cache_size)
+        studio._model = model
+        return studio
+
+    @property
+    def label(self) -> str:
+        from ..models import default_model
+
+        return self.settings.name or default_model()
+
+    def model(self):
+        """The app's model, loaded on first use (the CLI's device, dtype and memory rules)."""
+        with self._lock:
+            if self._model is None:
+                self._model = jobs.load_model(self.settings, self.notes)
+            return self._model
+
+    def prepared(self, video: str, read: ReadSettings, inv: InvertSettings,
+                 say: Callable[[str], None] = lambda text: None) -> jobs.Prepared:
+        """The inversion of a video file: from the cache (``reused``), or opened and inverted now."""
+        if not video:
+            raise VidinvertError("no video chosen", "upload a clip or click 'Use the bundled sample'")
+        if not Path(video).is_file():
+            raise VidinvertError(f"video not found: {Path(video).name}", "upload the clip again")
+        with self._lock:
+            if self._model is None:
+                say("loading the model")
+            model = self.model()
+            key = (file_hash(video), read, inv, model.name, model.fingerprint())
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return jobs.Prepared(self._cache[key].source, self._cache[key].inversion, reused=True)
+            say("reading, encoding and inverting the video")
+            prepared = jobs.prepare(model, video, read, inv, progress=True)
+            self._cache[key] = prepared
+            while len(self._cache) > max(1, self.cache_size):
+                self._cache.popitem(last=False)
+            return prepared
+
+    def edit(self, video: str, read: ReadSettings, inv: InvertSettings, prompts: list[str], config: EditConfig,
+             folder: Path, say: Callable[[str], None] = lambda text: None) -> tuple[list[EditResult], jobs.JobResult]:
+        """Invert (or reuse) and edit with ``prompts`` in one batch; write results, comparisons and settings JSON
+        into ``folder`` (a fresh one per run).
+
+        Returns:
+            One ``EditResult`` per prompt, and the job's result (summary, warnings, record).
+        """
+        output = OutputSettings(output=str(Path(folder) / f"{Path(video).stem}_edit.mp4"), progress=True)
+        result = jobs.JobResult()
+        with jobs.collect_warnings(result.warnings):
+            jobs.check_edit_request(video, prompts, read, inv, config)
+            videos, comparisons = jobs.plan_edit_outputs(Path(video).stem, len(prompts), output, "edit", [Path(video)])
+            with self._lock:
+                prepared = self.prepared(video, read, inv, say)
+                model = self.model()
+                jobs.check_model_fits(model, config)
+                say(f"editing with {len(prompts)} prompt{'s' if len(prompts) > 1 else ''}")
+                jobs.edit_prepared(model, prepared, prompts, config, videos, comparisons, output, result=result)
+            result.summary.update(jobs.peak_memory())
+        result.notes = list(self.notes)
+        jobs.write_records(result, "serve", model, self.settings, read, inv, config, output, show=_name_only)
+        items = [EditResult(p, v, c, s) for p, v, c, s in zip(prompts, videos, comparisons, result.settings_files)]
+        return items, result
