@@ -5,6 +5,7 @@ import warnings
 import pytest
 import torch
 
+from vidinvert.counting import counting
 from vidinvert.errors import VidinvertError
 from vidinvert.exact import NotConvergedWarning
 from vidinvert.inversion import Inversion, invert, text_model_fn
@@ -12,41 +13,21 @@ from vidinvert.metrics import relative_error
 from vidinvert.sampling import sample_ddim
 
 
-class CallCounter:
-    """Counts transformer forward calls and their batch sizes through a forward pre-hook."""
-
-    def __init__(self, transformer):
-        self.batches = []
-        self.handle = transformer.register_forward_pre_hook(self.hook, with_kwargs=True)
-
-    def hook(self, module, args, kwargs):
-        self.batches.append(kwargs["hidden_states"].shape[0])
-
-    def close(self):
-        self.handle.remove()
-
-
 @pytest.mark.parametrize("guidance", [1.0, 6.0])
 def test_inversion_with_identical_branches_runs_one_row_per_step(tiny_model, frames, guidance):
     """Empty prompt + empty negative prompt: guidance changes nothing, so no second branch is evaluated."""
     latents = tiny_model.encode(frames)
-    counter = CallCounter(tiny_model.transformer)
-    try:
+    with counting(tiny_model.transformer) as calls:
         inversion = invert(tiny_model, latents, steps=8, prompt="", guidance=guidance)
-    finally:
-        counter.close()
-    assert counter.batches == [1] * 8
+    assert calls.batches == [1] * 8
     assert inversion.trajectory.shape == (8, *latents.shape)
 
 
 def test_inversion_with_a_source_prompt_and_guidance_uses_two_rows(tiny_model, frames):
     latents = tiny_model.encode(frames)
-    counter = CallCounter(tiny_model.transformer)
-    try:
+    with counting(tiny_model.transformer) as calls:
         invert(tiny_model, latents, steps=4, prompt="a red square", guidance=3.0)
-    finally:
-        counter.close()
-    assert counter.batches == [2] * 4
+    assert calls.batches == [2] * 4
 
 
 def test_forward_sampler_equals_the_diffusers_pipeline(tiny_model):
