@@ -68,18 +68,24 @@ def frames() -> torch.Tensor:
 # ----------------------------------------------------------------------------- helpers
 
 
-def assert_one_line_error(call, *words: str) -> str:
-    """Run ``call``; it must raise a ``VidinvertError`` whose message is one line with no surrounding whitespace,
-    contains every word (case-insensitive), and carries no chained traceback. Returns the message."""
-    with pytest.raises(VidinvertError) as info:
-        call()
-    message = str(info.value)
+def assert_one_line(err: BaseException, *words: str) -> str:
+    """``err`` is a ``VidinvertError`` whose message is one line with no surrounding whitespace, contains every
+    word (case-insensitive) and carries no chained traceback. Returns the message."""
+    assert isinstance(err, VidinvertError), repr(err)
+    message = str(err)
     assert message and "\n" not in message and "\r" not in message and message.strip() == message, repr(message)
     for word in words:
         assert word.lower() in message.lower(), message
-    assert info.value.__cause__ is None
-    assert info.value.__context__ is None or info.value.__suppress_context__
+    assert err.__cause__ is None
+    assert err.__context__ is None or err.__suppress_context__
     return message
+
+
+def assert_one_line_error(call, *words: str) -> str:
+    """Run ``call``; it must raise a ``VidinvertError`` that passes ``assert_one_line``. Returns the message."""
+    with pytest.raises(VidinvertError) as info:
+        call()
+    return assert_one_line(info.value, *words)
 
 
 def numbered(count: int, height: int = 32, width: int = 64, bits: int = 8) -> np.ndarray:

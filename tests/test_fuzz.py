@@ -19,7 +19,7 @@ hypothesis = pytest.importorskip("hypothesis")  # in the `test` extra
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from conftest import assert_one_line_error  # noqa: E402
+from conftest import assert_one_line, assert_one_line_error  # noqa: E402
 
 from vidinvert.cli import main  # noqa: E402
 from vidinvert.errors import VidinvertError  # noqa: E402
@@ -78,8 +78,7 @@ def expect_clean_failure_or_valid(call, check_valid) -> str:
     try:
         result = call()
     except VidinvertError as err:
-        message = str(err)
-        assert message and "\n" not in message and "\r" not in message, repr(message)
+        assert_one_line(err)
         return "error"
     check_valid(result)
     return "ok"

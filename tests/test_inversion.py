@@ -12,6 +12,8 @@ from vidinvert.inversion import Inversion, invert, text_model_fn
 from vidinvert.metrics import relative_error
 from vidinvert.sampling import sample_ddim
 
+from conftest import assert_one_line_error
+
 
 @pytest.mark.parametrize("guidance", [1.0, 6.0])
 def test_inversion_with_identical_branches_runs_one_row_per_step(tiny_model, frames, guidance):
@@ -105,11 +107,8 @@ def test_load_refuses_damaged_files(tmp_path, tiny_model, frames):
     cases = {"truncated.inv": good[: len(good) // 2], "garbage.inv": b"not a tensor file" * 10, "empty.inv": b""}
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
-        with pytest.raises(VidinvertError) as info:
-            Inversion.load(tmp_path / name)
-        assert "\n" not in str(info.value)
-    with pytest.raises(VidinvertError, match="not found"):
-        Inversion.load(tmp_path / "missing.inv")
+        assert_one_line_error(lambda: Inversion.load(tmp_path / name), name)
+    assert_one_line_error(lambda: Inversion.load(tmp_path / "missing.inv"), "not found", "missing.inv")
 
 
 def test_invert_refuses_bad_arguments(tiny_model, frames):
