@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks in this folder (not part of the vidinvert package).
+"""Helpers shared by the benchmarks in this folder (not part of the vidinvert package). Transformer calls are counted
+with ``vidinvert.counting.CallCounter``, the same counter the tests use.
 
 Each bench script loads this file by path (``load_common()`` in the script), so the benches run as plain scripts
 (``python bench/speed.py``) and import cleanly in tests without ``bench`` being a package.
@@ -6,7 +7,6 @@ Each bench script loads this file by path (``load_common()`` in the script), so 
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import platform
@@ -16,21 +16,19 @@ import sys
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # vidinvert is imported after setup() (HF_HUB_OFFLINE must be set before diffusers loads)
+    from vidinvert.counting import CallCounter
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 REPO_ROOT = BENCH_DIR.parent
 SAMPLE_VIDEO = REPO_ROOT / "src" / "vidinvert" / "assets" / "sample.mp4"
 
-CPU_NOTE = (
-    "CPU timings are from a shared 2-core machine (other engineers' jobs, including a model training, run at the "
-    "same time): each configuration was run {repeats} time(s) and the minimum is reported; torch runs with {threads} "
-    "thread(s) because two threads on two contended cores made single calls vary up to 20x."
-)
 
 
 def setup(threads: int | None = 1) -> int:
@@ -51,15 +49,31 @@ def setup(threads: int | None = 1) -> int:
     return torch.get_num_threads()
 
 
-def machine_info(device: str = "cpu") -> dict:
-    """Where the numbers come from."""
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute system load averages now (None where the OS has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):  # pragma: no cover - not on Linux/macOS
+        return None
+
+
+def machine_info(device: str = "cpu", load_at_start: list[float] | None = None) -> dict:
+    """Where the numbers come from, as measured by this run: versions, CPUs, torch threads, system load.
+
+    Args:
+        device: where the model ran.
+        load_at_start: ``load_average()`` taken when the run started; the load now is added as ``load_at_end``.
+    """
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": device,
+        "load_at_start": load_at_start,
+        "load_at_end": load_average(),
     }
     try:
         import diffusers
@@ -70,6 +84,19 @@ def machine_info(device: str = "cpu") -> dict:
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
+
+
+def cpu_note(machine: dict, repeats: int) -> str:
+    """One sentence on how CPU timings were taken, from what this run measured (``machine_info``), nothing assumed."""
+    def load(values):
+        return "unknown" if not values else "/".join(f"{v:g}" for v in values)
+
+    return (
+        f"CPU timings: {machine['torch_threads']} torch thread(s) on a machine with {machine['cpu_count']} CPU(s) "
+        f"({machine['cpus_usable']} usable by this process); system load average (1/5/15 min) "
+        f"{load(machine.get('load_at_start'))} at the start and {load(machine.get('load_at_end'))} at the end; "
+        f"each configuration ran {repeats} time(s) and the fastest is reported."
+    )
 
 
 # ---- clips ------------------------------------------------------------------------------------------------------
@@ -105,48 +132,6 @@ def load_clip(frames: int, size: int, source: str = "sample") -> tuple[torch.Ten
 
 
 # ---- measuring --------------------------------------------------------------------------------------------------
-class CallCounter:
-    """Counts transformer calls and their batch sizes, per phase, with a forward pre-hook.
-
-    Usage::
-
-        counter = CallCounter(model.transformer)
-        with counter.phase("invert"):
-            ...
-        counter.summary()  # {"invert": {"calls": 10, "batch_sizes": {"1": 10}}}
-    """
-
-    def __init__(self, transformer: torch.nn.Module):
-        self.current = "other"
-        self.batches: dict[str, list[int]] = {}
-        self.handle = transformer.register_forward_pre_hook(self._hook, with_kwargs=True)
-
-    def _hook(self, module, args, kwargs):
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        self.batches.setdefault(self.current, []).append(int(hidden.shape[0]))
-
-    @contextmanager
-    def phase(self, name: str):
-        previous, self.current = self.current, name
-        self.batches.setdefault(name, [])
-        try:
-            yield
-        finally:
-            self.current = previous
-
-    def summary(self) -> dict:
-        out = {}
-        for name, sizes in self.batches.items():
-            histogram: dict[str, int] = {}
-            for size in sizes:
-                histogram[str(size)] = histogram.get(str(size), 0) + 1
-            out[name] = {"calls": len(sizes), "rows": sum(sizes), "batch_sizes": histogram}
-        return out
-
-    def close(self) -> None:
-        self.handle.remove()
-
-
 def vm_hwm_mib() -> float | None:
     """Peak resident memory of this process since start or since the last ``reset_vm_hwm`` (Linux), in MiB."""
     try:
@@ -234,22 +219,6 @@ def run_json_subprocess(args: list[str], timeout: float | None = None, env_extra
         if line.startswith("{"):
             return json.loads(line)
     raise RuntimeError(f"bench child printed no JSON: {' '.join(args)}\n{proc.stdout[-2000:]}")
-
-
-# ---- the key/value reuse API (being added to vidinvert while these benches were written) ------------------------
-def kv_reuse_status() -> tuple[bool, str]:
-    """``(available, reason)``: whether ``invert(record_kv=...)`` and ``InjectionConfig(reuse_kv=...)`` exist."""
-    from vidinvert.attention import InjectionConfig
-    from vidinvert.inversion import invert
-
-    missing = []
-    if "record_kv" not in inspect.signature(invert).parameters:
-        missing.append("invert(record_kv=...)")
-    if "reuse_kv" not in {f.name for f in fields(InjectionConfig)}:
-        missing.append("InjectionConfig(reuse_kv=...)")
-    if missing:
-        return False, "not available: this vidinvert has no " + " / ".join(missing)
-    return True, "available"
 
 
 # ---- output -----------------------------------------------------------------------------------------------------
@@ -355,10 +324,6 @@ def run_mode(model, latents, mode: str, steps: int, timer: Timer, counter: CallC
 
     info: dict = {"available": True, "note": MODE_NOTES[mode],
                   "rows_per_call": resolve_rows_per_call("auto", model, latents.shape)}
-    if mode == "kv_reuse":
-        ok, reason = kv_reuse_status()
-        if not ok:
-            return {"available": False, "reason": reason, "note": MODE_NOTES[mode]}
     if mode == "reference_compatible":
         same = bool(torch.equal(model.encode_text([""]), model.encode_text([" "])))
         info["inversion_branches_identical"] = same

@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="steps 4, one style, one run (for tests)")
     parser.add_argument("--out", default=None, help="folder for fidelity.{json,md} (default bench/results; quick: none)")
     args = parser.parse_args(argv)
-    threads = bc.setup(args.threads)
+    load_at_start = bc.load_average()
+    bc.setup(args.threads)
     from vidinvert.models import VideoModel
     from vidinvert.tiny import TinyConfig, build_tiny_pipeline
 
@@ -133,15 +134,16 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{style} steps={steps:>3} {method:<22} rel_err={result['rel_latent_error']:.3e} "
                       f"psnr={result['psnr_db']:.2f} evals/step={result['evals_per_step']} "
                       f"invert={result['invert_s']}s", file=sys.stderr)
+    machine = bc.machine_info("cpu", load_at_start)
     data = {
         "bench": "fidelity",
-        "note": bc.CPU_NOTE.format(threads=threads, repeats=repeats),
+        "note": bc.cpu_note(machine, repeats),
         "clip": clip,
         "config": {"steps": steps_list, "styles": styles, "methods": methods, "tol": args.tol,
                    "max_iter": args.max_iter, "repeats": repeats, "model": "TinyConfig defaults: 2 layers, 2 heads x 16",
                    "guidance": 1.0, "prompt": ""},
         "rows": rows,
-        "machine": bc.machine_info("cpu"),
+        "machine": machine,
     }
     markdown = to_markdown(data)
     print(markdown)

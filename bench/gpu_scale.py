@@ -142,8 +142,10 @@ def kv_estimate(steps: int, layers: int, tokens: int, inner_dim: int, element_si
 
 
 def measure_mode(model, latents, mode, steps, device, kv_budget_gb, kv_method) -> dict:
+    from vidinvert.counting import CallCounter
+
     is_cuda = device.type == "cuda"
-    timer, counter = bc.Timer(cuda_memory=is_cuda), bc.CallCounter(model.transformer)
+    timer, counter = bc.Timer(cuda_memory=is_cuda), CallCounter(model.transformer)
     try:
         info = bc.run_mode(model, latents, mode, steps, timer, counter, kv_budget_gb=kv_budget_gb,
                            kv_method=kv_method, decode="first")
@@ -230,7 +232,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--out", default=None, help="folder for gpu_scale.{json,md} (default: write nothing)")
     args = parser.parse_args(argv)
-    threads = bc.setup(args.threads)
+    load_at_start = bc.load_average()
+    bc.setup(args.threads)
     from vidinvert.models import DTYPES, VideoModel
 
     tiny = args.tiny
@@ -288,12 +291,13 @@ def main(argv: list[str] | None = None) -> dict:
     tokens = transformer_cfg["max_text_seq_length"] + latent_frames * (lat_h // p) * (lat_w // p)
     inner = transformer_cfg["num_attention_heads"] * transformer_cfg["attention_head_dim"]
     element = torch.empty((), dtype=dtype).element_size()
+    machine = bc.machine_info(str(device), load_at_start)
     data = {
         **results,
         "note": ("Random weights (no download); T5-XXL replaced by a 1-layer random T5 stub of width "
                  f"{transformer_cfg['text_embed_dim']} (random prompt embeddings of the right shape, not timed). "
                  "Peak GPU memory is torch.cuda.max_memory_allocated, reset at the start of each phase, weights "
-                 "included." + (" " + bc.CPU_NOTE.format(threads=threads, repeats=1) if device.type == "cpu" else "")),
+                 "included." + (" " + bc.cpu_note(machine, 1) if device.type == "cpu" else "")),
         "encode_s": round(timer.seconds["encode"], 3),
         "encode_peak_gpu_mib": timer.peak_gpu_mib.get("encode"),
         "weights_gpu_mib": weights_gpu_mib,
@@ -308,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
             "steps": steps, "modes": modes, "latent_shape": list(latents.shape), "vae_tiling": vae_tiling,
             "kv_method": args.kv_method, "kv_budget_gb": args.kv_budget_gb,
         },
-        "machine": bc.machine_info(str(device)),
+        "machine": machine,
     }
     markdown = to_markdown(data)
     print(markdown)

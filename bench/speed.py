@@ -50,6 +50,7 @@ def size_config(quick: bool) -> dict:
 def run_child(mode: str, steps: int, quick: bool, threads: int, kv_budget_gb: float, kv_method: str) -> dict:
     """Build the model, encode, invert, edit and decode once as ``mode`` does; returns the measurements."""
     threads = bc.setup(threads)
+    from vidinvert.counting import CallCounter
     from vidinvert.models import VideoModel
     from vidinvert.tiny import TinyConfig, build_tiny_pipeline
 
@@ -58,7 +59,7 @@ def run_child(mode: str, steps: int, quick: bool, threads: int, kv_budget_gb: fl
     frames, clip = bc.load_clip(size["frames"], size["size"])
     model.encode_text([""])  # build the text cache's first entry outside the timed phases
     rss_setup = bc.vm_hwm_mib() or bc.peak_rss_mib()  # peak so far: imports, model build, clip
-    timer, counter = bc.Timer(rss_phases=True), bc.CallCounter(model.transformer)
+    timer, counter = bc.Timer(rss_phases=True), CallCounter(model.transformer)
     with timer.phase("encode"), counter.phase("encode"):
         latents = model.encode(frames)
     info = bc.run_mode(model, latents, mode, steps, timer, counter, kv_budget_gb=kv_budget_gb, kv_method=kv_method)
@@ -228,8 +229,9 @@ def to_markdown(data: dict) -> str:
         "",
         "total s = inversion + one edit (prompts_4: inversion + one 4-prompt edit; per edit = total / 4); the speedup "
         "divides reference_compatible's total by the mode's total (prompts_4: by its per-edit time). CPU s is the "
-        "process CPU time of the same phases (one torch thread), which does not count time spent waiting for a "
-        "shared core, so it is the steadier measure on this machine. Peak RSS is the process-lifetime peak (model "
+        f"process CPU time of the same phases ({data['machine']['torch_threads']} torch thread(s)), which does not "
+        "count time spent waiting for a core, so it is the steadier measure when other work shares the CPUs (see the "
+        "load averages above). Peak RSS is the process-lifetime peak (model "
         "build included) of a separate run of each mode in which glibc serves allocations of 128 KiB or more with "
         "mmap (MALLOC_MMAP_THRESHOLD_=131072), so it follows live memory: without that, identical runs peaked up to "
         "~100 MiB apart (their peaks are kept in the JSON as peak_rss_mib_timing_runs). 'invert+edit' is the peak "
@@ -309,23 +311,25 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         parser.error(f"unknown modes {unknown}; use {', '.join(bc.MODES)}")
     repeats = args.repeats or (1 if args.quick else 2)
+    load_at_start = bc.load_average()
     threads = bc.setup(args.threads)
     results = measure(modes, steps, args.quick, threads, repeats, args.kv_budget_gb, args.kv_method, args.inprocess)
     goals = compare(results)
     size = size_config(args.quick)
     first = next((r for r in results.values() if r.get("available", True)), {})
+    machine = bc.machine_info("cpu", load_at_start)
     data = {
         **results,  # top-level keys name the modes
         "modes": results,
         "goals": goals,
-        "note": bc.CPU_NOTE.format(threads=threads, repeats=repeats) + (" Modes ran in one process (--inprocess): peak RSS is cumulative."
-                                                         if args.inprocess else ""),
+        "note": bc.cpu_note(machine, repeats) + (" Modes ran in one process (--inprocess): peak RSS is cumulative."
+                                                 if args.inprocess else ""),
         "config": {
             "steps": steps, "repeats": repeats, "modes": modes, "model": size["tiny"], "clip": first.get("clip", ""),
             "latent_shape": first.get("latent_shape"), "kv_method": args.kv_method, "quick": args.quick,
             "inprocess": args.inprocess,
         },
-        "machine": bc.machine_info("cpu"),
+        "machine": machine,
     }
     markdown = to_markdown(data)
     out = args.out if args.out is not None else (None if args.quick else str(bc.RESULTS_DIR))

@@ -1,10 +1,15 @@
-"""Shared fixtures: tiny random CogVideoX pipelines (2b- and 5b-style), built once per session, and small clips."""
+"""Shared fixtures and helpers: tiny random CogVideoX pipelines (2b- and 5b-style), built once per session, small
+clips, frame-numbered videos, and the one-line-error check every user-facing failure must pass.
+
+Helpers are imported by test files as ``from conftest import assert_one_line_error`` (tests/ is on ``sys.path``).
+"""
 
 from __future__ import annotations
 
 import os
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +17,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 warnings.filterwarnings("ignore", message="There are modules in .* that should be kept in float32")
 
+from vidinvert import video  # noqa: E402
+from vidinvert.errors import VidinvertError  # noqa: E402
 from vidinvert.models import VideoModel  # noqa: E402
 from vidinvert.tiny import TinyConfig, build_tiny_pipeline  # noqa: E402
 
@@ -56,3 +63,66 @@ def frames() -> torch.Tensor:
         frame = torch.where(square, torch.tensor([0.9, -0.8, -0.8]).view(3, 1, 1), background)
         clip.append(frame)
     return torch.stack(clip).float()  # [9, 3, 64, 64]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def assert_one_line(err: BaseException, *words: str) -> str:
+    """``err`` is a ``VidinvertError`` whose message is one line with no surrounding whitespace, contains every
+    word (case-insensitive) and carries no chained traceback. Returns the message."""
+    assert isinstance(err, VidinvertError), repr(err)
+    message = str(err)
+    assert message and "\n" not in message and "\r" not in message and message.strip() == message, repr(message)
+    for word in words:
+        assert word.lower() in message.lower(), message
+    assert err.__cause__ is None
+    assert err.__context__ is None or err.__suppress_context__
+    return message
+
+
+def assert_one_line_error(call, *words: str) -> str:
+    """Run ``call``; it must raise a ``VidinvertError`` that passes ``assert_one_line``. Returns the message."""
+    with pytest.raises(VidinvertError) as info:
+        call()
+    return assert_one_line(info.value, *words)
+
+
+def numbered(count: int, height: int = 32, width: int = 64, bits: int = 8) -> np.ndarray:
+    """uint8 [F, H, W, 3]: frame i shows i in binary as ``bits`` black/white columns (lossy-codec safe)."""
+    frames = np.zeros((count, height, width, 3), np.uint8)
+    column = width // bits
+    for i in range(count):
+        for bit in range(bits):
+            if i >> bit & 1:
+                frames[i, :, bit * column:(bit + 1) * column] = 255
+    return frames
+
+
+def numbers_of(frames: torch.Tensor, bits: int = 8) -> list[int]:
+    """Read back the numbers drawn by ``numbered`` from float [F, 3, H, W] frames."""
+    count, _, _, width = frames.shape
+    column = width // bits
+    columns = frames[..., :bits * column].mean(dim=(1, 2)).reshape(count, bits, column).mean(-1)  # [F, bits]
+    return ((columns > 0).long() * (2 ** torch.arange(bits))).sum(-1).tolist()
+
+
+class DecodeCount:
+    """How many frames read_video pulled from the decoder (a plain int: counting must not allocate)."""
+
+    n = 0
+
+
+@pytest.fixture()
+def decode_counter(monkeypatch) -> DecodeCount:
+    """Count frames pulled through the ``video._decode`` hook."""
+    count = DecodeCount()
+    original = video._decode
+
+    def counting(container, stream):
+        for frame in original(container, stream):
+            count.n += 1
+            yield frame
+
+    monkeypatch.setattr(video, "_decode", counting)
+    return count

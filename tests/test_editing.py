@@ -4,12 +4,11 @@ import pytest
 import torch
 
 from vidinvert.attention import InjectionConfig
+from vidinvert.counting import counting
 from vidinvert.editing import EditConfig, EditStats, edit
 from vidinvert.errors import VidinvertError
 from vidinvert.inversion import Inversion, invert
 from vidinvert.metrics import relative_error
-
-from test_inversion import CallCounter
 
 
 @pytest.fixture
@@ -21,14 +20,11 @@ ONE_CALL = dict(rows_per_call=None)  # every row of a step in one transformer ca
 
 
 def test_default_layout_shares_one_reference_row(tiny_model, inversion):
-    counter = CallCounter(tiny_model.transformer)
-    try:
-        stats = EditStats()
+    stats = EditStats()
+    with counting(tiny_model.transformer) as calls:
         out = edit(tiny_model, inversion, "a blue box", EditConfig(guidance=6.0, **ONE_CALL), stats=stats)
-    finally:
-        counter.close()
     assert out.shape == inversion.clean.shape
-    assert counter.batches == [3] * 6 == stats.batch_rows  # uncond + cond + one shared reference row
+    assert calls.batches == [3] * 6 == stats.batch_rows  # uncond + cond + one shared reference row
 
 
 def test_reference_first_then_main_rows_in_small_calls_equals_one_call(tiny_model, inversion):

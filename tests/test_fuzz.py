@@ -6,6 +6,7 @@ small enough for the file to finish in well under a minute on a loaded 2-core ma
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
@@ -18,9 +19,11 @@ hypothesis = pytest.importorskip("hypothesis")  # in the `test` extra
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from conftest import assert_one_line, assert_one_line_error  # noqa: E402
+
+from vidinvert.cli import main  # noqa: E402
 from vidinvert.errors import VidinvertError  # noqa: E402
-from vidinvert.inversion import Inversion, invert  # noqa: E402
-from vidinvert.models import VideoModel  # noqa: E402
+from vidinvert.inversion import Inversion  # noqa: E402
 from vidinvert.export import write_video  # noqa: E402
 from vidinvert.video import read_video  # noqa: E402
 
@@ -75,8 +78,7 @@ def expect_clean_failure_or_valid(call, check_valid) -> str:
     try:
         result = call()
     except VidinvertError as err:
-        message = str(err)
-        assert message and "\n" not in message and "\r" not in message, repr(message)
+        assert_one_line(err)
         return "error"
     check_valid(result)
     return "ok"
@@ -133,11 +135,14 @@ def test_fuzz_read_video(good_videos, tmp_path_factory, ext, examples):
 
 
 @pytest.fixture(scope="module")
-def good_inv(tiny_pipes, tmp_path_factory) -> bytes:
-    """A real .inv (tiny 5b-style model from conftest, 2 steps, a 9-frame 64x64 clip) as bytes, checked to load."""
-    model = VideoModel(tiny_pipes["5b"], name="tiny-5b")
+def good_inv(tmp_path_factory) -> bytes:
+    """A real .inv as bytes, made as users make one (``vidinvert invert`` on the tiny 5b-style model, 2 steps, a
+    9-frame 64x64 clip), so its metadata carries everything the command records (frame selection, fps...)."""
+    folder = tmp_path_factory.mktemp("inv")
     frames = torch.linspace(-3, 3, 9 * 3 * 64 * 64).reshape(9, 3, 64, 64).sin()  # [9, 3, 64, 64] in [-1, 1]
-    path = invert(model, model.encode(frames), steps=2).save(tmp_path_factory.mktemp("inv") / "good.inv")
+    clip = write_video(frames, folder / "clip.mp4", fps=12.0)
+    path = folder / "good.inv"
+    assert main(["invert", str(clip), "-o", str(path), "--steps", "2", "--model", "tiny-5b", "--quiet"]) == 0
     Inversion.load(path)
     return path.read_bytes()
 
@@ -222,6 +227,12 @@ def test_fuzz_inversion_load_metadata_text(good_inv, tmp_path):
     run()
 
 
+def metadata_of(data: bytes) -> dict:
+    """vidinvert's metadata JSON of an .inv file's bytes."""
+    length = struct.unpack("<Q", data[:8])[0]
+    return json.loads(json.loads(data[8:8 + length])["__metadata__"]["vidinvert"])
+
+
 def rewrite_metadata(data: bytes, change) -> bytes:
     """The same .inv with vidinvert's metadata JSON replaced by ``change(meta_dict)`` (any JSON value)."""
     length = struct.unpack("<Q", data[:8])[0]
@@ -232,18 +243,108 @@ def rewrite_metadata(data: bytes, change) -> bytes:
     return struct.pack("<Q", len(encoded)) + encoded + data[8 + length:]
 
 
+# Damage is written by the name of a field, wherever the saved metadata keeps it (top level or inside a nested
+# object such as the frame selection), so these cases hold when fields are added or regrouped.
+
+
+def _edit_key(node, name: str, edit) -> int:
+    """Apply ``edit(obj)`` to every JSON object holding key ``name``, at any depth; returns how many there were."""
+    found = 0
+    if isinstance(node, dict):
+        for value in list(node.values()):
+            found += _edit_key(value, name, edit)
+        if name in node:
+            edit(node)
+            found += 1
+    elif isinstance(node, list):
+        for value in node:
+            found += _edit_key(value, name, edit)
+    return found
+
+
+def set_field(name: str, value):
+    """A change for ``rewrite_metadata`` setting field ``name`` (wherever it is) to ``value``."""
+    def change(meta):
+        assert _edit_key(meta, name, lambda obj: obj.__setitem__(name, value)), f"no field {name!r} in {meta}"
+        return meta
+    return change
+
+
+def drop_field(name: str):
+    """A change for ``rewrite_metadata`` deleting field ``name`` wherever it is."""
+    def change(meta):
+        assert _edit_key(meta, name, lambda obj: obj.pop(name)), f"no field {name!r} in {meta}"
+        return meta
+    return change
+
+
 @pytest.mark.parametrize("change", [
     pytest.param(lambda m: {**m, "colour": 1}, id="unknown-key"),
-    pytest.param(lambda m: {k: v for k, v in m.items() if k != "model"}, id="missing-key"),
+    # needs schema validation on load (issue 12/17)
+    pytest.param(set_field("read", {"colour": 1}), id="read-wrong-keys"),
+    pytest.param(drop_field("model"), id="missing-model"),
+    pytest.param(drop_field("model_fingerprint"), id="missing-fingerprint"),
+    pytest.param(drop_field("num_steps"), id="missing-num-steps"),
+    pytest.param(drop_field("timesteps"), id="missing-timesteps"),
+    pytest.param(drop_field("latent_shape"), id="missing-latent-shape"),
     pytest.param(lambda m: [1, 2], id="not-an-object"),
-    pytest.param(lambda m: {**m, "latent_shape": 5}, id="shape-not-a-list"),
-    pytest.param(lambda m: {**m, "timesteps": None}, id="timesteps-null"),
+    pytest.param(lambda m: None, id="null"),
+    pytest.param(set_field("latent_shape", 5), id="shape-not-a-list"),
+    pytest.param(set_field("timesteps", None), id="timesteps-null"),
+    pytest.param(set_field("timesteps", []), id="timesteps-empty"),
+    # needs schema validation on load (issue 12/17)
+    pytest.param(set_field("num_steps", "3"), id="num-steps-string"),
+    # needs schema validation on load (issue 12/17)
+    pytest.param(set_field("num_steps", -3), id="num-steps-negative"),
+    # needs schema validation on load (issue 12/17)
+    pytest.param(set_field("num_steps", 10**9), id="num-steps-huge"),
+    # needs schema validation on load (issue 12/17)
+    pytest.param(set_field("prompt", 12345), id="prompt-number"),
+    # needs schema validation on load (issue 12/17)
+    pytest.param(set_field("fps", "fast"), id="fps-string"),
+    # needs schema validation on load (issue 12/17)
+    pytest.param(set_field("read", "all of it"), id="read-not-an-object"),
+    # needs schema validation on load (issue 12/17)
+    pytest.param(set_field("stride", "two"), id="read-stride-string"),
 ])
-def test_inversion_load_wrong_metadata_shape(good_inv, tmp_path, change):
-    """Valid safetensors whose vidinvert metadata is JSON of the wrong shape: a one-line error, nothing else."""
+def test_inversion_load_refuses_damaged_metadata(good_inv, tmp_path, change):
+    """Valid safetensors whose vidinvert metadata is damaged: a one-line error naming the file, never a result."""
     path = tmp_path / "wrong.inv"
     path.write_bytes(rewrite_metadata(good_inv, change))
-    expect_clean_failure_or_valid(lambda: Inversion.load(path), valid_inversion)
+    assert_one_line_error(lambda: Inversion.load(path), "wrong.inv")
+
+
+def as_json(meta) -> dict:
+    """A loaded ``InversionMeta`` as the JSON object it would be saved as."""
+    return json.loads(json.dumps(dataclasses.asdict(meta)))
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param(lambda m: m, id="unchanged"),
+    pytest.param(set_field("prompt", "a red square, \u00e9t\u00e9 \"quoted\""), id="other-prompt"),
+    pytest.param(set_field("fps", 29.97), id="other-fps"),
+    pytest.param(set_field("stride", 2), id="other-stride"),
+])
+def test_inversion_load_keeps_valid_metadata(good_inv, tmp_path, change):
+    """Valid metadata loads, and every field comes back exactly as written (saving again writes the same JSON)."""
+    path = tmp_path / "valid.inv"
+    path.write_bytes(rewrite_metadata(good_inv, change))
+    loaded = Inversion.load(path)
+    valid_inversion(loaded)
+    written = change(metadata_of(good_inv))
+    assert as_json(loaded.meta) == written
+    again = loaded.save(tmp_path / "again.inv")
+    assert metadata_of(again.read_bytes()) == written
+    assert Inversion.load(again).meta == loaded.meta
+
+
+def test_metadata_edits_reach_the_field(good_inv):
+    """The damage helpers change what they name, and fail loudly on a field the file does not have."""
+    meta = metadata_of(good_inv)
+    assert set_field("fps", "fast")(metadata_of(good_inv)) != meta
+    assert "stride" not in json.dumps(drop_field("stride")(metadata_of(good_inv)))
+    with pytest.raises(AssertionError, match="no field 'colour'"):
+        set_field("colour", 1)(metadata_of(good_inv))
 
 
 def test_inversion_round_trip_and_region_helper(good_inv, tmp_path):

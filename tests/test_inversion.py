@@ -5,48 +5,31 @@ import warnings
 import pytest
 import torch
 
+from vidinvert.counting import counting
 from vidinvert.errors import VidinvertError
 from vidinvert.exact import NotConvergedWarning
 from vidinvert.inversion import Inversion, SourceInfo, invert, text_model_fn
 from vidinvert.metrics import relative_error
 from vidinvert.sampling import sample_ddim
 
-
-class CallCounter:
-    """Counts transformer forward calls and their batch sizes through a forward pre-hook."""
-
-    def __init__(self, transformer):
-        self.batches = []
-        self.handle = transformer.register_forward_pre_hook(self.hook, with_kwargs=True)
-
-    def hook(self, module, args, kwargs):
-        self.batches.append(kwargs["hidden_states"].shape[0])
-
-    def close(self):
-        self.handle.remove()
+from conftest import assert_one_line_error
 
 
 @pytest.mark.parametrize("guidance", [1.0, 6.0])
 def test_inversion_with_identical_branches_runs_one_row_per_step(tiny_model, frames, guidance):
     """Empty prompt + empty negative prompt: guidance changes nothing, so no second branch is evaluated."""
     latents = tiny_model.encode(frames)
-    counter = CallCounter(tiny_model.transformer)
-    try:
+    with counting(tiny_model.transformer) as calls:
         inversion = invert(tiny_model, latents, steps=8, prompt="", guidance=guidance)
-    finally:
-        counter.close()
-    assert counter.batches == [1] * 8
+    assert calls.batches == [1] * 8
     assert inversion.trajectory.shape == (8, *latents.shape)
 
 
 def test_inversion_with_a_source_prompt_and_guidance_uses_two_rows(tiny_model, frames):
     latents = tiny_model.encode(frames)
-    counter = CallCounter(tiny_model.transformer)
-    try:
+    with counting(tiny_model.transformer) as calls:
         invert(tiny_model, latents, steps=4, prompt="a red square", guidance=3.0)
-    finally:
-        counter.close()
-    assert counter.batches == [2] * 4
+    assert calls.batches == [2] * 4
 
 
 def test_forward_sampler_equals_the_diffusers_pipeline(tiny_model):
@@ -124,11 +107,8 @@ def test_load_refuses_damaged_files(tmp_path, tiny_model, frames):
     cases = {"truncated.inv": good[: len(good) // 2], "garbage.inv": b"not a tensor file" * 10, "empty.inv": b""}
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
-        with pytest.raises(VidinvertError) as info:
-            Inversion.load(tmp_path / name)
-        assert "\n" not in str(info.value)
-    with pytest.raises(VidinvertError, match="not found"):
-        Inversion.load(tmp_path / "missing.inv")
+        assert_one_line_error(lambda: Inversion.load(tmp_path / name), name)
+    assert_one_line_error(lambda: Inversion.load(tmp_path / "missing.inv"), "not found", "missing.inv")
 
 
 def test_invert_refuses_bad_arguments(tiny_model, frames):
