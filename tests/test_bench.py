@@ -41,7 +41,7 @@ def test_fidelity_quick(tmp_path):
     rows = {r["method"]: r for r in data["rows"]}
     assert set(rows) == {"ddim", "fixed-point", "fixed-point+anderson2"}
     for row in rows.values():
-        assert row["style"] == "5b" and row["steps"] == 4
+        assert row["style"] == "tiny-5b" and row["weights"] == "random" and row["steps"] == 4
         assert row["invert_s"] > 0 and row["sample_back_s"] > 0
         assert math.isfinite(row["rel_latent_error"]) and row["rel_latent_error"] >= 0
         assert row["psnr_db"] > 0
@@ -50,7 +50,7 @@ def test_fidelity_quick(tmp_path):
     # solving each step beats plain DDIM inversion, even with few evaluations
     assert rows["fixed-point+anderson2"]["rel_latent_error"] < rows["ddim"]["rel_latent_error"]
     saved = json.loads((tmp_path / "fidelity.json").read_text())
-    assert len(saved["rows"]) == 3 and "| style |" in (tmp_path / "fidelity.md").read_text()
+    assert len(saved["rows"]) == 3 and "| model |" in (tmp_path / "fidelity.md").read_text()
 
 
 def check_speed_modes(data: dict, modes) -> None:
