@@ -18,6 +18,7 @@ import torch
 from .atomic import atomic_write
 from .attention import InjectionConfig, InjectionState, KVCache
 from .errors import VidinvertError
+from .exact import FixedPointReport, solve_fixed_point, warn_if_unconverged
 from .guidance import combine, guided_texts, needs_uncond
 from .models.base import VideoFamily
 from .models.device import resolve_device
@@ -44,6 +45,8 @@ class Inversion:
     clean: torch.Tensor
     meta: InversionMeta
     kv_cache: KVCache | None = field(default=None, compare=False, repr=False)  # kept in memory only, never saved
+    report: FixedPointReport | None = field(default=None, compare=False, repr=False)  # fixed-point: how each step
+    #                                    was solved (``exact.describe(report)`` says it in one line); in memory only
 
     @property
     def noise(self) -> torch.Tensor:
@@ -220,10 +223,13 @@ def invert(
         fn = recorder.wrap(model_fn) if recorder else model_fn
         if recorder is not None and recorder.exact:  # the recorder keeps the evaluation at each accepted latent
             method_options = {**method_options, "verify": True}
-        trajectory, iterations = _solve(fn, start, remaining, method, callback, trajectory_device, method_options)
+        if method == "fixed-point":  # the model's rounding sets the floor of each step's residual
+            method_options = {"precision": model.dtype, **method_options}
+        trajectory, iterations, report = _solve(fn, start, remaining, method, callback, trajectory_device, method_options)
     if done is not None:
         trajectory = torch.cat([trajectory, done.to(trajectory.device)])  # [N, B, T, C, h, w]
         iterations = tuple(iterations) + (0,) * resumed  # evaluations of resumed steps are not known
+        report = None  # residuals of resumed steps are not known either
     if saver is not None:
         saver.finish()
     frames = (latents.shape[1] - 1) * model.temporal_factor + 1
@@ -252,20 +258,28 @@ def invert(
             indices=tuple(info.indices),
             read=info.read,
             resumed_steps=resumed,
+            residuals=tuple(float(f"{r:.4g}") for r in report.residuals) if report else (),
         ),
         kv_cache=recorder.cache if recorder else None,
+        report=report,
     )
 
 
 def _solve(model_fn, start, schedule: Schedule, method: str, callback, store_device, options: dict):
-    """Run the chosen inversion over ``schedule`` -> (trajectory ``[N, B, T, C, h, w]``, evaluations per step)."""
-    if len(schedule) == 0:  # everything was resumed from a checkpoint
-        return torch.empty(0, *start.shape, device=store_device or start.device), ()
-    if method == "ddim":
-        return invert_ddim(model_fn, start, schedule, callback=callback, store_device=store_device), (1,) * len(schedule)
-    from .exact import invert_fixed_point
+    """Run the chosen inversion over ``schedule``.
 
-    return invert_fixed_point(model_fn, start, schedule, callback=callback, store_device=store_device, **options)
+    Returns:
+        ``(trajectory [N, B, T, C, h, w], evaluations per step, FixedPointReport or None)``.
+    """
+    if len(schedule) == 0:  # everything was resumed from a checkpoint
+        return torch.empty(0, *start.shape, device=store_device or start.device), (), None
+    if method == "ddim":
+        trajectory = invert_ddim(model_fn, start, schedule, callback=callback, store_device=store_device)
+        return trajectory, (1,) * len(schedule), None
+    trajectory, report = solve_fixed_point(model_fn, start, schedule, callback=callback, store_device=store_device,
+                                           **options)
+    warn_if_unconverged(report, stacklevel=4)
+    return trajectory, report.evaluations, report
 
 
 def _chain(*callbacks):
