@@ -194,7 +194,7 @@ def invert(
     """
     InvertSettings(steps=steps, prompt=prompt, guidance=guidance, negative_prompt=negative_prompt, method=method,
                    depth=strength, kv_budget_gb=kv_budget_gb, checkpoint_every=checkpoint_every,
-                   **{k: v for k, v in method_options.items() if k in ("tol", "max_iter", "anderson")})  # validates
+                   **{k: v for k, v in method_options.items() if k in ("tol", "max_iter", "anderson", "clean_max_iter")})  # validates
     if latents.ndim != 5:
         raise VidinvertError(f"latents must be [B, T, C, h, w], got {tuple(latents.shape)}", "encode frames with model.encode")
     if not torch.isfinite(latents).all():

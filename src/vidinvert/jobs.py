@@ -185,7 +185,8 @@ def invert_source(model: VideoFamily, source: Source, settings: InvertSettings =
     when ``settings.checkpoint_every > 0``."""
     options = {}
     if settings.method == "fixed-point":
-        options = dict(tol=settings.tol, max_iter=settings.max_iter, anderson=settings.anderson)
+        options = dict(tol=settings.tol, max_iter=settings.max_iter, anderson=settings.anderson,
+                       clean_max_iter=settings.clean_max_iter)
     with guard_memory("inversion"):
         return invert(
             model,
@@ -335,13 +336,16 @@ def _fidelity(model: VideoFamily, prepared: Prepared, latents: torch.Tensor, res
 
 
 def _inversion_summary(inversion: Inversion) -> dict:
+    """How the trajectory was solved: evaluations, and for fixed-point the residuals it reached."""
     meta = inversion.meta
     out = {"method": meta.method, "steps": len(meta.timesteps), "evaluations": sum(meta.iterations)}
-    if meta.iterations:
-        out["evaluations_per_step"] = round(sum(meta.iterations) / len(meta.iterations), 3)
-        out["most_evaluations_in_a_step"] = max(meta.iterations)
-    if meta.residuals:
-        out["largest_residual"] = float(f"{max(meta.residuals):.3g}")
+    if inversion.report is not None:
+        from .exact import describe
+
+        out.update(inversion.report.summary(), solved=describe(inversion.report))
+    elif meta.residuals:
+        out["clean_end_residual"] = meta.residuals[-1]
+        out["max_residual"] = max(meta.residuals)
     return out
 
 

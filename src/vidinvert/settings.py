@@ -171,7 +171,8 @@ class InvertSettings:
     method: str = "ddim"  # "ddim" (1 evaluation per step) or "fixed-point" (each step solved exactly)
     depth: float = 1.0  # fraction of the schedule inverted, from the clean end (1 = down to pure noise)
     tol: float = 1e-6  # fixed-point: per-step relative residual to reach
-    max_iter: int = 10  # fixed-point: evaluations allowed per step
+    max_iter: int = 8  # fixed-point: evaluations allowed per step
+    clean_max_iter: int | None = None  # fixed-point: evaluations for the clean-end step (None = max_iter)
     anderson: int = 0  # fixed-point: Anderson history (0 = plain iteration)
     record_kv: bool = False  # keep reference keys/values in memory for reuse_kv edits
     kv_budget_gb: float = KV_BUDGET_GB  # most memory the recorded keys/values may take
@@ -186,6 +187,8 @@ class InvertSettings:
         _number("fixed-point tolerance", self.tol, 0.0, 1.0, low_open=True, example=1e-6)
         _number("fixed-point iterations", self.max_iter, 1, 10_000, integer=True, example=10)
         _number("Anderson history", self.anderson, 0, 100, integer=True, example=3)
+        if self.clean_max_iter is not None:
+            _number("clean-end iterations", self.clean_max_iter, 1, 10_000, integer=True, example=16)
         _number("key/value budget (GB)", self.kv_budget_gb, 0.0, 1e6, low_open=True, example=KV_BUDGET_GB)
         _number("checkpoint interval", self.checkpoint_every, 0, MAX_STEPS, integer=True, example=10)
 
