@@ -200,7 +200,7 @@ def run(model_dir: Path, clips: int, steps: int, guidance: float, edit_guidance:
                             krnr=opts.get("krnr"), blend=BlendConfig(enabled=opts.get("blend", False)),
                             injection=InjectionConfig(enabled=opts["enabled"], reference_text=opts["ref"],
                                                       reference_weight=opts.get("weight", 1.0),
-                                                      reference_weight_steps=opts.get("weight_steps", 1.0)))
+                                                      reference_weight_fraction=opts.get("weight_steps", 1.0)))
         rows = []
         for k, (spec, inv, src) in enumerate(zip(specs, inversions, sources)):
             target = EDIT_TARGET[spec.colour]

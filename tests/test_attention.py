@@ -161,11 +161,13 @@ def test_block_selection_and_bad_blocks(tiny_model):
 
 
 def test_injection_config_validation_and_steps():
-    config = InjectionConfig(steps=0.5)
+    config = InjectionConfig(step_fraction=0.5)
     assert [config.active_at(i, 10) for i in range(10)] == [True] * 5 + [False] * 5
+    with pytest.warns(DeprecationWarning, match="step_fraction"):
+        assert InjectionConfig(steps=0.5) == config  # the old keyword still works
     assert not InjectionConfig(enabled=False).active_at(0, 10)
     with pytest.raises(ValueError):
-        InjectionConfig(steps=1.5)
+        InjectionConfig(step_fraction=1.5)
     with pytest.raises(ValueError):
         InjectionConfig(reference_text="other")
 

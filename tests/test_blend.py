@@ -61,7 +61,7 @@ def test_outside_the_mask_the_edit_equals_the_source_exactly(tiny_model, inversi
 
 def test_blending_on_no_step_is_the_plain_edit(tiny_model, inversion):
     plain = edit(tiny_model, inversion, "a blue ball", EditConfig())
-    unblended = edit(tiny_model, inversion, "a blue ball", EditConfig(blend=BlendConfig(enabled=True, steps=0.0)))
+    unblended = edit(tiny_model, inversion, "a blue ball", EditConfig(blend=BlendConfig(enabled=True, step_fraction=0.0)))
     assert torch.equal(plain, unblended)
 
 

@@ -40,7 +40,7 @@ def test_reference_first_then_main_rows_in_small_calls_equals_one_call(tiny_mode
     stats = EditStats()
     edit(tiny_model, inversion, prompts, EditConfig(), stats=stats)  # "auto": rows this small run in one call
     assert stats.batch_rows == [7] * 6
-    weighted = InjectionConfig(reference_weight=8.0, reference_weight_steps=0.5)  # the bias reaches the split path
+    weighted = InjectionConfig(reference_weight=8.0, reference_weight_fraction=0.5)  # the bias reaches the split path
     assert relative_error(edit(tiny_model, inversion, prompts, EditConfig(injection=weighted, rows_per_call=2)),
                           edit(tiny_model, inversion, prompts, EditConfig(injection=weighted, **ONE_CALL))) < 1e-5
     with pytest.raises(VidinvertError, match="rows per call"):
@@ -65,10 +65,10 @@ def test_several_prompts_share_the_reference_and_match_single_runs(tiny_model, i
 
 def test_injection_window_and_off(tiny_model, inversion):
     stats = EditStats()
-    edit(tiny_model, inversion, "a blue box", EditConfig(injection=InjectionConfig(steps=0.5), **ONE_CALL), stats=stats)
+    edit(tiny_model, inversion, "a blue box", EditConfig(injection=InjectionConfig(step_fraction=0.5), **ONE_CALL), stats=stats)
     assert stats.batch_rows == [3, 3, 3, 2, 2, 2]
     stats = EditStats()
-    edit(tiny_model, inversion, "a blue box", EditConfig(injection=InjectionConfig(steps=0.5), rows_per_call=2),
+    edit(tiny_model, inversion, "a blue box", EditConfig(injection=InjectionConfig(step_fraction=0.5), rows_per_call=2),
          stats=stats)
     assert stats.batch_rows == [1, 2] * 3 + [2] * 3  # the reference row alone while injecting
     stats = EditStats()
@@ -79,7 +79,7 @@ def test_injection_window_and_off(tiny_model, inversion):
 def test_reference_weight_moves_the_edit_towards_the_source(tiny_model, inversion):
     plain = edit(tiny_model, inversion, "a blue box", EditConfig())
     weighted = edit(tiny_model, inversion, "a blue box",
-                    EditConfig(injection=InjectionConfig(reference_weight=50.0, reference_weight_steps=1.0)))
+                    EditConfig(injection=InjectionConfig(reference_weight=50.0, reference_weight_fraction=1.0)))
     source = edit(tiny_model, inversion, "", EditConfig(guidance=1.0))  # the inversion's own text: the source back
     assert torch.isfinite(weighted).all() and relative_error(weighted, plain) > 1e-4
     assert relative_error(weighted, source) < relative_error(plain, source)

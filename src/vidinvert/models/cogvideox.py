@@ -160,7 +160,7 @@ class VideoModel:
 
         CogVideoX's VAE decodes an even number of latent frames as if none were the lone first frame (2 latents ->
         8 frames, 12 -> 48), so the front of the result holds ``k - 1`` extra frames; they are dropped (the tail is
-        the alignment that matches the encoded frames on a trained VAE; tests/test_model.py checks it on the demo).
+        the alignment that matches the encoded frames on a trained VAE; tests/test_jobs.py checks it on the demo).
         """
         z = latents.to(device=self.device, dtype=self.vae.dtype) / self.vae.config.scaling_factor
         video = self.vae.decode(z.permute(0, 2, 1, 3, 4)).sample  # [B, C, F', H, W], F' >= F
