@@ -173,3 +173,20 @@ def test_no_import_goes_up_a_layer():
             if name in rank and rank[name] > rank[me]:
                 bad.append(f"{rel} imports {name}")
     assert not bad, bad
+
+
+def test_collect_warnings_keeps_ours_and_passes_the_others_on():
+    import warnings
+
+    from vidinvert.jobs import collect_warnings
+    from vidinvert.models.cogvideox import VideoModel  # noqa: F401  (a module of ours that warns, below)
+
+    seen: list[str] = []
+    with warnings.catch_warnings(record=True) as outer:
+        warnings.simplefilter("always")
+        with collect_warnings(seen):
+            warnings.warn("from a library we use", DeprecationWarning)  # raised from this test file: not ours
+            exec(compile("import warnings\nwarnings.warn('ours, spread over\\n two lines')",
+                         str(PACKAGE / "jobs.py"), "exec"))
+    assert seen == ["ours, spread over two lines"]
+    assert [str(w.message) for w in outer] == ["from a library we use"]

@@ -129,20 +129,24 @@ def guard_memory(phase: str):
 @contextmanager
 def collect_warnings(into: list[str]):
     """Record the library's warnings raised inside the block into ``into`` (one line each, no repeats); other
-    packages' warnings pass through as usual."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            yield
-        finally:
-            for item in caught:
-                ours = str(item.filename).startswith(PACKAGE_DIR) and issubclass(item.category, UserWarning)
-                if ours:
-                    line = " ".join(str(item.message).split())
-                    if line not in into:
-                        into.append(line)
-                else:
-                    warnings.showwarning(item.message, item.category, item.filename, item.lineno)
+    packages' warnings are shown as usual once the block ends."""
+    others = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                for item in caught:
+                    if str(item.filename).startswith(PACKAGE_DIR) and issubclass(item.category, UserWarning):
+                        line = " ".join(str(item.message).split())
+                        if line not in into:
+                            into.append(line)
+                    else:
+                        others.append(item)
+    finally:  # outside catch_warnings: re-showing inside it would record them again, endlessly
+        for item in others:
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
 
 
 # ---- the steps ------------------------------------------------------------------------------------------------
