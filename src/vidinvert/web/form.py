@@ -20,6 +20,18 @@ LABELS = {  # form key -> the label the page shows (errors name fields by it)
 }
 
 
+SETTING_LABELS = {  # per group: how settings.py names a field in its messages -> the page's label
+    "read": {"frames skipped at the start": "Skip start", "frames skipped at the end": "Skip end",
+             "frame stride": "Stride", "max frames": "Max frames", "height": "Height", "width": "Width",
+             "resize mode": "Resize"},
+    "inv": {"steps": "Steps", "inversion guidance": "Inversion guidance", "inversion method": "Method",
+            "inversion depth (strength)": "Strength"},
+    "edit": {"guidance": "Guidance", "seed": "Seed", "start": "Start from",
+             "injection step fraction": "Injection steps"},
+}
+GROUP_LABELS = {"read": "Frames", "inv": "Inversion", "edit": "Editing"}  # accordion names, for anything else
+
+
 def form_defaults() -> dict:
     """Initial widget values, from the settings' own defaults."""
     read, inv, edit, injection = ReadSettings(), InvertSettings(), EditConfig(), InjectionConfig()
@@ -57,8 +69,21 @@ def _number(values: dict, key: str, whole: bool = False, optional: bool = False)
     return number
 
 
-def _named(label: str, err: SettingsError) -> SettingsError:
-    return SettingsError(f"{label}: {err}")
+def _labelled(group: str, err: SettingsError) -> SettingsError:
+    """``err`` with the field named by its page label: the setting's own name at the start of the message is
+    replaced by the label (``"steps must be ..."`` -> ``"Steps must be ..."``), ``"unknown <name> 'x'"`` becomes
+    ``"<label>: unknown value 'x'"``; a message naming no known field is prefixed with its group
+    (``"Inversion: ..."``)."""
+    text = str(err)
+    for label in LABELS.values():
+        if text.startswith(f"{label} "):
+            return err
+    for name, label in sorted(SETTING_LABELS[group].items(), key=lambda item: -len(item[0])):
+        if text.startswith(f"{name} "):
+            return SettingsError(label + text[len(name):])
+        if text.startswith(f"unknown {name} "):
+            return SettingsError(f"{label}: unknown value{text[len('unknown ' + name):]}")
+    return SettingsError(f"{GROUP_LABELS[group]}: {text}")
 
 
 def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditConfig]:
@@ -96,10 +121,7 @@ def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditCo
         try:
             built[name] = build()
         except SettingsError as err:
-            text = str(err)
-            if not any(text.startswith(label) for label in LABELS.values()):
-                raise _named({"read": "Frames", "inv": "Inversion", "edit": "Editing"}[name], err) from None
-            raise
+            raise _labelled(name, err) from None
     return built["read"], built["inv"], built["edit"]
 
 

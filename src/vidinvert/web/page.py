@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -20,27 +21,35 @@ from typing import Callable
 
 from ..errors import VidinvertError
 from ..models import DEMO_MODEL, TINY_MODELS, sample_video
-from .form import form_defaults, parse_prompts, settings_from_form
+from .form import LABELS, form_defaults, parse_prompts, settings_from_form
 from .studio import Studio
 
 SAMPLE_VIDEO = sample_video()
 PREVIEW_FRAMES = 6  # input frames shown under the player
 PREVIEW_WIDTH = 256  # pixel width the preview frames are read at (aspect kept)
+EXAMPLE_PROMPT = "a green disc moving right in a dark sky"  # the one example prompt the page gives
+REAL_MODEL = "THUDM/CogVideoX-5b"  # the real weights the page's hints name
 GRADIO_CACHE_CLEANUP = (3600, 6 * 3600)  # hourly, drop Gradio's copies of uploads/results older than 6 h
 
 
-def preview_frames(video: str, read, count: int = PREVIEW_FRAMES) -> tuple[list, str]:
-    """A few frames of the selected range, small, as ``[(uint8 [H, W, 3], caption)]``, and a one-line description."""
+def preview_frames(video: str, read, temporal_multiple: int = 1, count: int = PREVIEW_FRAMES) -> tuple[list, str]:
+    """The frames a job will read (``jobs.open_source``'s selection: skip, stride, max frames and the model's frame
+    rule ``temporal_multiple * k + 1``), small: up to ``count`` of them evenly spaced, all when there are fewer, as
+    ``[(uint8 [H, W, 3], caption)]``, and a one-line description."""
     from ..video import read_video, to_uint8
 
     clip = read_video(video, None, PREVIEW_WIDTH, skip_start=read.skip_start, skip_end=read.skip_end,
-                      stride=read.stride, max_frames=read.max_frames, multiple=2, temporal_multiple=1, min_frames=1)
+                      stride=read.stride, max_frames=read.max_frames, resize=read.resize, multiple=2,
+                      temporal_multiple=temporal_multiple)
     total = clip.frames.shape[0]
-    picks = sorted({round(i * (total - 1) / max(1, count - 1)) for i in range(min(count, total))})
+    if total <= count:
+        picks = list(range(total))
+    else:
+        picks = sorted({round(i * (total - 1) / (count - 1)) for i in range(count)})
     images = to_uint8(clip.frames[picks])  # [n, H, W, 3]
     items = [(images[j], f"frame {clip.indices[i]}") for j, i in enumerate(picks)]
     height, width = clip.source_size
-    text = (f"{Path(video).name}: {width}×{height} at {clip.fps:g} fps; the range holds {total} frames "
+    text = (f"{Path(video).name}: {width}×{height} at {clip.fps:g} fps; the job reads {total} frames "
             f"(source frames {clip.indices[0]}–{clip.indices[-1]})")
     return items, text
 
@@ -53,11 +62,27 @@ def _escape(text: str) -> str:
     return text
 
 
+FLAG_LABELS = {  # CLI flags that library messages name -> the page's label for the same setting
+    "--height": "Height", "--width": "Width", "--max-num-frames": "Max frames", "--steps": "Steps",
+    "--strength": "Strength", "--guidance": "Guidance", "--source-prompt": "Source prompt",
+}
+
+
+def page_words(text: str) -> str:
+    """A library message in the page's words: a CLI flag the page has a field for becomes that field's label; any
+    other flag is an option of ``vidinvert serve`` (the only place the page takes options)."""
+    def word(match: re.Match) -> str:
+        flag = match.group(0)
+        return FLAG_LABELS.get(flag, f"`vidinvert serve {flag}`")
+
+    return re.sub(r"(?<![\w-])--[a-z][a-z0-9-]*", word, text)
+
+
 def error_line(err: BaseException, video: str | None = None) -> str:
     """The CLI's one-line message for a user error (an upload's temp path shortened to its name); a short line for
     anything unexpected."""
     if isinstance(err, VidinvertError):
-        line = f"vidinvert: error: {err}"
+        line = f"vidinvert: error: {page_words(str(err))}"
         return line.replace(str(video), Path(video).name) if video else line
     first = (str(err).strip().splitlines() or [""])[0][:300]
     return f"vidinvert: internal error: {type(err).__name__}: {first} (details in the server log)"
@@ -91,14 +116,39 @@ def drop_session(state: dict | None) -> None:
         shutil.rmtree(state["dir"], ignore_errors=True)
 
 
+def header(label: str) -> str:
+    """The page's header Markdown for the model ``label``."""
+    text = ("# vidinvert\nEdit a video with CogVideoX: the clip is inverted (DDIM, or fixed-point for an exact round "
+            "trip; **Edit** inverts too when needed, and every inversion is reused for the same clip and settings), "
+            "then regenerated under your prompts while attention sees the source's keys and values, which keeps "
+            "layout and motion.\n\n")
+    text += f"**Model:** `{label}`"
+    if label in TINY_MODELS:
+        text += (" — the embedded tiny model (random weights, built in code): results are noise-like. For real edits, "
+                 f"start the page with `vidinvert serve --model {REAL_MODEL}`.")
+    elif label == DEMO_MODEL:
+        text += (" — the bundled demo model, trained on a synthetic world of coloured shapes: use the bundled sample "
+                 f"and a prompt like '{EXAMPLE_PROMPT}'. For real videos, start the page with "
+                 f"`vidinvert serve --model {REAL_MODEL}`.")
+    return text
+
+
+def _warnings_box(lines: list[str]):
+    """Update of the warnings box: the lines, or hidden when there are none."""
+    import gradio as gr
+
+    text = "\n".join(f"- vidinvert: warning: {_escape(line)}" for line in lines)
+    return gr.update(value=text, visible=bool(lines))
+
+
 def build_app(studio: Studio | None = None, output_root: str | os.PathLike | None = None):
     """The Gradio ``Blocks`` of the page.
 
     Args:
         studio: the model and inversion cache (default: a new one over the default model, see
-            ``model.default_model``).
+            ``models.default_model``).
         output_root: folder that holds one temp folder per browser session (default: a new temp folder; the
-            caller removes it when the app stops, as ``cmd_serve`` does).
+            caller removes it when the app stops, as ``serve`` does).
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: no calls home
     import gradio as gr
@@ -110,69 +160,62 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
     def say_with(progress) -> Callable[[str], None]:
         return lambda text: progress(0, desc=text)
 
+    def number(key: str, **options):
+        # No minimum=/maximum=: Gradio's own range check would pre-empt ours with a message naming no field, and
+        # precision=None keeps a typed 2.5 as 2.5 so that whole-number fields refuse it instead of rounding it.
+        return gr.Number(d[key], label=LABELS[key], precision=None, elem_id=key.replace("_", "-"), **options)
+
     with gr.Blocks(title="vidinvert", analytics_enabled=False, delete_cache=GRADIO_CACHE_CLEANUP) as app:
         state = gr.State(new_session, delete_callback=drop_session)
-        gr.Markdown("# vidinvert\nEdit a video with CogVideoX: invert it once (DDIM), then regenerate it under new "
-                    "prompts while attention sees the source's keys and values (keeps layout and motion).")
-        note = f"**Model:** `{studio.label}`"
-        if studio.label in TINY_MODELS:
-            note += (" — the embedded tiny model (random weights, built in code): results are noise-like. "
-                     "Start with `vidinvert serve --model THUDM/CogVideoX-5b` for real edits.")
-        elif studio.label == DEMO_MODEL:
-            note += (" — the bundled demo model, trained on a synthetic world of coloured shapes: try the sample and "
-                     "prompts like 'a green disc moving right in a dark sky'. Start with "
-                     "`vidinvert serve --model THUDM/CogVideoX-5b` for real videos.")
-        gr.Markdown(note)
+        gr.Markdown(header(studio.label), elem_id="header")
         with gr.Row():
             with gr.Column(scale=5):
                 video = gr.Video(label="Input video", sources=["upload"], elem_id="input-video", height=300)
                 sample = gr.Button("Use the bundled sample", size="sm", elem_id="use-sample")
-                frames = gr.Gallery(label="Input frames", columns=3, height="auto", object_fit="contain",
+                frames = gr.Gallery(label="Frames the job reads", columns=3, height="auto", object_fit="contain",
                                     allow_preview=False, elem_id="input-frames")
             with gr.Column(scale=7):
-                with gr.Accordion("Frames", open=True):
-                    with gr.Row():
-                        skip_start = gr.Number(d["skip_frames_start"], label="Skip start", precision=0, minimum=0)
-                        skip_end = gr.Number(d["skip_frames_end"], label="Skip end", precision=0, minimum=0)
-                        stride = gr.Number(d["frame_sample_step"] or 0, label="Stride", precision=0, minimum=0,
-                                           info="0 = auto (only if too long)")
-                        max_frames = gr.Number(d["max_num_frames"], label="Max frames", precision=0, minimum=1,
-                                               info="trimmed to 4k+1")
-                    with gr.Row():
-                        height = gr.Number(d["height"] or 0, label="Height", precision=0, minimum=0,
-                                           info="multiple of 16; 0 = the model's")
-                        width = gr.Number(d["width"] or 0, label="Width", precision=0, minimum=0,
-                                          info="multiple of 16; 0 = the model's")
-                        resize = gr.Radio(["stretch", "crop"], value=d["resize"], label="Resize")
-                with gr.Accordion("Inversion", open=True):
-                    with gr.Row():
-                        steps = gr.Number(d["steps"], label="Steps", precision=0, minimum=1, elem_id="steps")
-                        method = gr.Radio(["ddim", "fixed-point"], value=d["inversion"], label="Method",
-                                          info="fixed-point: exact round trip, ~3× slower")
-                    source_prompt = gr.Textbox(d["source_prompt"], label="Source prompt",
-                                               placeholder="what the video shows (optional)")
-                with gr.Accordion("Editing", open=True):
-                    prompts = gr.Textbox(label="Edit prompts (one per line)", lines=3, elem_id="prompts",
-                                         placeholder="a red disc moving across a blue sky")
-                    with gr.Row():
-                        guidance = gr.Number(d["guidance"], label="Guidance", minimum=1)
-                        start = gr.Radio(["inverted", "random"], value=d["start"], label="Start from")
-                        seed = gr.Number(d["seed"], label="Seed", precision=0)
-                    with gr.Row():
-                        injection = gr.Checkbox(d["injection"], label="Key/value injection")
-                        injection_steps = gr.Slider(0, 1, value=d["injection_steps"], step=0.05,
-                                                    label="Injection steps (fraction, from the noisiest)")
-                with gr.Accordion("Advanced", open=False):
-                    with gr.Row():
-                        inversion_guidance = gr.Number(d["inversion_guidance"], label="Inversion guidance", minimum=1)
-                        strength = gr.Slider(0.05, 1, value=d["strength"], step=0.05, label="Strength")
-                    negative_prompt = gr.Textbox(d["negative_prompt"], label="Negative prompt")
-                    dynamic_guidance = gr.Checkbox(d["dynamic_guidance"], label="Dynamic guidance")
+                prompts = gr.Textbox(label="Edit prompts (one per line)", lines=2, elem_id="prompts",
+                                     placeholder=EXAMPLE_PROMPT)
                 with gr.Row():
                     invert_button = gr.Button("Invert", elem_id="invert")
                     edit_button = gr.Button("Edit", variant="primary", elem_id="edit")
+                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop")
                 status = gr.Markdown(_status("Upload a clip or use the bundled sample, type a prompt, then Edit."),
                                      elem_id="status")
+                progress_box = gr.Markdown("", elem_id="progress", min_height=40)
+                warnings_box = gr.Markdown("", visible=False, elem_id="warnings")
+                with gr.Accordion("Frames", open=False, elem_id="frames-settings"):
+                    with gr.Row():
+                        skip_start = number("skip_frames_start")
+                        skip_end = number("skip_frames_end")
+                        stride = number("frame_sample_step", info="0 = auto (only if too long)")
+                        max_frames = number("max_num_frames", info="trimmed to the model's rule (4k+1)")
+                    with gr.Row():
+                        height = number("height", info="multiple of 16; 0 = the model's")
+                        width = number("width", info="multiple of 16; 0 = the model's")
+                        resize = gr.Radio(["stretch", "crop"], value=d["resize"], label=LABELS["resize"])
+                with gr.Accordion("Inversion", open=False, elem_id="inversion-settings"):
+                    with gr.Row():
+                        steps = number("steps")
+                        method = gr.Radio(["ddim", "fixed-point"], value=d["inversion"], label=LABELS["inversion"],
+                                          info="fixed-point: exact round trip, ~3× slower")
+                    source_prompt = gr.Textbox(d["source_prompt"], label=LABELS["source_prompt"],
+                                               placeholder="what the video shows (optional)")
+                with gr.Accordion("Editing", open=False, elem_id="editing-settings"):
+                    with gr.Row():
+                        guidance = number("guidance")
+                        start = gr.Radio(["inverted", "random"], value=d["start"], label=LABELS["start"])
+                        seed = number("seed")
+                    with gr.Row():
+                        injection = gr.Checkbox(d["injection"], label=LABELS["injection"])
+                        injection_steps = gr.Slider(0, 1, value=d["injection_steps"], step=0.05,
+                                                    label=LABELS["injection_steps"])
+                    with gr.Row():
+                        inversion_guidance = number("inversion_guidance")
+                        strength = gr.Slider(0.05, 1, value=d["strength"], step=0.05, label=LABELS["strength"])
+                    negative_prompt = gr.Textbox(d["negative_prompt"], label=LABELS["negative_prompt"])
+                    dynamic_guidance = gr.Checkbox(d["dynamic_guidance"], label=LABELS["dynamic_guidance"])
         with gr.Row():
             comparison = gr.Video(label="Source | result", interactive=False, autoplay=True, loop=True, height=320,
                                   scale=2, elem_id="comparison-video")
@@ -193,12 +236,11 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
         def values_of(data: dict) -> dict:
             return {names[c]: v for c, v in data.items() if c in names}
 
-        def fail(err: BaseException, video_path: str | None):
+        def fail(err: BaseException, video_path: str | None) -> str:
+            """The status for a failed action: one line, replacing whatever the status said before."""
             if not isinstance(err, VidinvertError):
                 traceback.print_exc()
-            line = error_line(err, video_path)
-            gr.Warning(line)
-            return _status(line, "error")
+            return _status(error_line(err, video_path), "error")
 
         def on_video(data):
             path = data[video]
@@ -206,25 +248,31 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                 return [], _status("Upload a clip or use the bundled sample.")
             try:
                 read, _, _ = settings_from_form(values_of(data))
-                items, text = preview_frames(path, read)
+                items, text = preview_frames(path, read, studio.model().temporal_factor)
                 return items, _status(text)
             except Exception as err:  # noqa: BLE001 - shown in the page, the app stays usable
                 return [], fail(err, path)
+
+        def on_start(what: str):
+            """Before a run: the status says what runs (no old line stays beside the progress), warnings cleared."""
+            return _status(f"{what}…"), "", _warnings_box([])
 
         def on_invert(data, progress=gr.Progress(track_tqdm=True)):
             try:
                 read, inv, _ = settings_from_form(values_of(data))
                 started = time.perf_counter()
-                prepared = studio.prepared(data[video], read, inv, say_with(progress))
-                source, inversion, reused = prepared.source, prepared.inversion, prepared.reused
-                frames_used = source.clip.frames
-                how = "reused from the cache" if reused else f"in {time.perf_counter() - started:.1f} s"
+                seen: list[str] = []
+                prepared = studio.prepared(data[video], read, inv, say_with(progress), seen)
+                frames_used, inversion = prepared.source.clip.frames, prepared.inversion
+                how = "reused from the cache" if prepared.reused else f"in {time.perf_counter() - started:.1f} s"
                 text = (f"Inverted {frames_used.shape[0]} frames at {frames_used.shape[3]}×{frames_used.shape[2]} "
                         f"({len(inversion.meta.timesteps)} {inversion.meta.method} steps, "
                         f"{sum(inversion.meta.iterations)} evaluations) {how}. Now type prompts and Edit.")
-                return _status(text, "ok")
+                if seen:
+                    text += f" {len(seen)} warning{'s' if len(seen) > 1 else ''}: see below."
+                return _status(text, "ok"), "", _warnings_box([page_words(line) for line in seen])
             except Exception as err:  # noqa: BLE001
-                return fail(err, data[video])
+                return fail(err, data[video]), "", _warnings_box([])
 
         def on_edit(data, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
             session = data[state]
@@ -235,20 +283,19 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                 results, job = studio.edit(data[video], read, inv, prompt_list, config, folder,
                                            say=say_with(progress))
             except Exception as err:  # noqa: BLE001
-                return fail(err, data[video]), gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
+                return (fail(err, data[video]), "", _warnings_box([]), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
+                        session)
             session["results"] = [dataclasses.asdict(r) for r in results]
             summary = job.summary
             reused = " (inversion reused)" if summary["inversion_reused"] else ""
             text = (f"Edited {summary['frames']} frames at {summary['size'][1]}×{summary['size'][0]} with "
                     f"{len(results)} prompt{'s' if len(results) > 1 else ''} in {summary['edit_seconds']:.1f} s{reused}.")
-            for line in job.warnings:
-                gr.Warning(f"vidinvert: warning: {line}")
             if job.warnings:
-                text += " Warnings: " + " | ".join(job.warnings)
+                text += f" {len(job.warnings)} warning{'s' if len(job.warnings) > 1 else ''}: see below."
             downloads = [str(p) for r in results for p in (r.video, r.comparison, r.settings)]
             choice = gr.update(choices=[r.prompt for r in results], value=results[0].prompt, visible=len(results) > 1)
-            return (_status(text, "ok"), str(results[0].comparison), str(results[0].video), downloads, choice,
-                    session)
+            return (_status(text, "ok"), "", _warnings_box([page_words(line) for line in job.warnings]),
+                    str(results[0].comparison), str(results[0].video), downloads, choice, session)
 
         def on_close(request: gr.Request):
             """The tab was closed or reloaded: its outputs go (Gradio's own copies follow its cache cleanup)."""
@@ -260,16 +307,25 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                     return str(item["comparison"]), str(item["video"])
             return gr.skip(), gr.skip()
 
+        # This module's annotations are strings (``from __future__ import annotations``) naming a local ``gr``, which
+        # Gradio cannot resolve: give it the real class, or it passes no request (and the Progress in its place).
+        for handler in (on_edit, on_close):
+            handler.__annotations__["request"] = gr.Request
+
+        reports = [status, progress_box, warnings_box]
         sample.click(lambda: str(SAMPLE_VIDEO), None, video, api_name=False)
-        video.change(on_video, {video, *form.values()}, [frames, status], api_name=False, trigger_mode="always_last",
-                     show_progress="hidden")
-        invert_button.click(on_invert, {video, state, *form.values()}, status, api_name="invert",
-                            concurrency_id="model", concurrency_limit=1)
-        edit_button.click(on_edit, {video, state, prompts, *form.values()},
-                          [status, comparison, result, files, shown, state], api_name="edit",
-                          concurrency_id="model", concurrency_limit=1)
+        gr.on([video.change, *(c.change for c in (skip_start, skip_end, stride, max_frames, resize))], on_video,
+              {video, *form.values()}, [frames, status], api_name=False, trigger_mode="always_last",
+              show_progress="hidden")
+        invert_run = invert_button.click(lambda: on_start("Inverting"), None, reports, api_name=False).then(
+            on_invert, {video, state, *form.values()}, reports, api_name="invert", concurrency_id="model",
+            concurrency_limit=1, show_progress_on=progress_box)
+        edit_run = edit_button.click(lambda: on_start("Editing"), None, reports, api_name=False).then(
+            on_edit, {video, state, prompts, *form.values()},
+            [*reports, comparison, result, files, shown, state], api_name="edit", concurrency_id="model",
+            concurrency_limit=1, show_progress_on=progress_box)
+        stop_button.click(lambda: (_status("Stopped."), "", _warnings_box([])), None, reports, api_name="stop",
+                          cancels=[invert_run, edit_run], queue=False)
         shown.change(on_choice, [state, shown], [comparison, result], api_name=False, show_progress="hidden")
         app.unload(on_close)
     return app
-
-

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,8 +83,13 @@ class Studio:
             return self._model
 
     def prepared(self, video: str, read: ReadSettings, inv: InvertSettings,
-                 say: Callable[[str], None] = lambda text: None) -> jobs.Prepared:
-        """The inversion of a video file: from the cache (``reused``), or opened and inverted now."""
+                 say: Callable[[str], None] = lambda text: None, warnings: list[str] | None = None) -> jobs.Prepared:
+        """The inversion of a video file: from the cache (``reused``), or opened and inverted now.
+
+        Args:
+            warnings: gets the library's warnings of the inversion (one line each, no repeats), also when it is
+                reused from the cache (they are kept with it).
+        """
         if not video:
             raise VidinvertError("no video chosen", "upload a clip or click 'Use the bundled sample'")
         if not Path(video).is_file():
@@ -95,13 +101,19 @@ class Studio:
             key = (file_hash(video), read, inv, model.name, model.fingerprint())
             if key in self._cache:
                 self._cache.move_to_end(key)
-                return jobs.Prepared(self._cache[key].source, self._cache[key].inversion, reused=True)
-            say("reading, encoding and inverting the video")
-            prepared = jobs.prepare(model, video, read, inv, progress=True)
-            self._cache[key] = prepared
-            while len(self._cache) > max(1, self.cache_size):
-                self._cache.popitem(last=False)
-            return prepared
+                cached, seen = self._cache[key]
+                prepared = jobs.Prepared(cached.source, cached.inversion, reused=True)
+            else:
+                say("reading, encoding and inverting the video")
+                seen = []
+                with jobs.collect_warnings(seen):
+                    prepared = jobs.prepare(model, video, read, inv, progress=True)
+                self._cache[key] = (prepared, seen)
+                while len(self._cache) > max(1, self.cache_size):
+                    self._cache.popitem(last=False)
+        if warnings is not None:
+            warnings.extend(line for line in seen if line not in warnings)
+        return prepared
 
     def edit(self, video: str, read: ReadSettings, inv: InvertSettings, prompts: list[str], config: EditConfig,
              folder: Path, say: Callable[[str], None] = lambda text: None) -> tuple[list[EditResult], jobs.JobResult]:
@@ -113,15 +125,17 @@ class Studio:
         """
         output = OutputSettings(output=str(Path(folder) / f"{Path(video).stem}_edit.mp4"), progress=True)
         result = jobs.JobResult()
+        started = time.perf_counter()
         with jobs.collect_warnings(result.warnings):
             jobs.check_edit_request(video, prompts, read, inv, config)
             videos, comparisons = jobs.plan_edit_outputs(Path(video).stem, len(prompts), output, "edit", [Path(video)])
             with self._lock:
-                prepared = self.prepared(video, read, inv, say)
+                prepared = self.prepared(video, read, inv, say, result.warnings)
                 model = self.model()
                 jobs.check_model_fits(model, config)
                 say(f"editing with {len(prompts)} prompt{'s' if len(prompts) > 1 else ''}")
                 jobs.edit_prepared(model, prepared, prompts, config, videos, comparisons, output, result=result)
+            result.summary["seconds"] = round(time.perf_counter() - started, 2)  # as run_edit: inversion included
             result.summary.update(jobs.peak_memory())
         result.notes = list(self.notes)
         jobs.write_records(result, "serve", model, self.settings, read, inv, config, output, show=_name_only)
