@@ -307,10 +307,14 @@ def settings_record(command: str, model: VideoFamily, model_settings: ModelSetti
     if inversion is not None:
         meta = dataclasses.asdict(inversion.meta)
         meta["source"] = show(meta["source"]) if meta["source"] else ""
+    model_record = dataclasses.asdict(model_settings)
+    if model_record["name"] and Path(model_record["name"]).is_absolute():
+        model_record["name"] = show(model_record["name"])
     return {
         "vidinvert": __version__,
         "command": command,
-        "model": {**dataclasses.asdict(model_settings), "name": model.name, "family": model.family,
+        "model": {**model_record, "family": model.family,
+                  "name": show(model.name) if Path(model.name).is_absolute() else model.name,
                   "dtype_resolved": str(model.dtype).replace("torch.", ""), "device_resolved": str(model.device)},
         "read": dataclasses.asdict(read) if read is not None else None,
         "invert": dataclasses.asdict(invert_settings) if invert_settings is not None else None,

@@ -19,6 +19,7 @@ DEMO_MODEL = "demo"  # the small CogVideoX trained on the synthetic world, shipp
 TINY_MODELS = ("tiny", "tiny-5b", "tiny-2b", "tiny-1.5")  # random weights built in code (see tiny.py)
 FAMILIES = {"CogVideoXPipeline": "cogvideox"}  # diffusers pipeline class -> family module under models/
 EXAMPLE_HUB_ID = "THUDM/CogVideoX-5b"
+EXAMPLE_PROMPT = "a green disc moving right in a dark sky"  # the demo model's example prompt, on every front end
 
 
 def default_model() -> str:
@@ -157,7 +158,7 @@ def model_note(name: str) -> str | None:
     """What a user should know about a bundled model (None for real weights)."""
     if name == DEMO_MODEL:
         return ("using the bundled demo model, a 2.5M-parameter CogVideoX trained on a synthetic world: it knows "
-                "captions like 'a red disc moving right on a black background'; use real weights such as "
+                f"captions like '{EXAMPLE_PROMPT}'; use real weights such as "
                 f"{EXAMPLE_HUB_ID} for real videos")
     if name in TINY_MODELS:
         return ("using the embedded tiny model (random weights, built in code): results are noise-like; use real "

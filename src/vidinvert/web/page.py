@@ -21,14 +21,14 @@ from typing import Callable
 
 from ..errors import VidinvertError
 from ..models import DEMO_MODEL, TINY_MODELS, sample_video
+from ..models.registry import EXAMPLE_HUB_ID, EXAMPLE_PROMPT  # the one example prompt every front end gives
 from .form import LABELS, form_defaults, parse_prompts, settings_from_form
 from .studio import Studio
 
 SAMPLE_VIDEO = sample_video()
 PREVIEW_FRAMES = 6  # input frames shown under the player
 PREVIEW_WIDTH = 256  # pixel width the preview frames are read at (aspect kept)
-EXAMPLE_PROMPT = "a green disc moving right in a dark sky"  # the one example prompt the page gives
-REAL_MODEL = "THUDM/CogVideoX-5b"  # the real weights the page's hints name
+REAL_MODEL = EXAMPLE_HUB_ID  # the real weights the page's hints name
 GRADIO_CACHE_CLEANUP = (3600, 6 * 3600)  # hourly, drop Gradio's copies of uploads/results older than 6 h
 
 
