@@ -40,8 +40,9 @@ def strategies(tol: float, max_iter: int, clean_max_iter: int) -> dict:
         "ddim": dict(method="ddim"),
         "fixed-point": dict(method="fixed-point", tol=tol, max_iter=max_iter),
         "fixed-point+anderson2": dict(method="fixed-point", tol=tol, max_iter=max_iter, anderson=2),
-        f"fixed-point+clean{clean_max_iter}": dict(method="fixed-point", tol=tol, max_iter=max_iter,
-                                                   clean_max_iter=clean_max_iter),
+        "fixed-point-whole-last": dict(method="fixed-point", tol=tol, max_iter=max_iter, split_clean_end=False),
+        f"fixed-point-whole-last+clean{clean_max_iter}": dict(method="fixed-point", tol=tol, max_iter=max_iter,
+                                                              clean_max_iter=clean_max_iter, split_clean_end=False),
     }
 
 
@@ -108,8 +109,9 @@ def to_markdown(data: dict) -> str:
         f"Models: tiny random CogVideoX pipelines ({cfg['model']}), 2b style = sincos positions + snr_shift 3.0, "
         f"5b style = RoPE + snr_shift 1.0, clip: {data['clip']}; the trained demo model (src/vidinvert/demo/model), "
         f"clips: {data['demo_clips']}. Inversion and sampling back use the empty prompt at "
-        f"guidance 1; fixed-point uses tol {cfg['tol']:g}, max_iter {cfg['max_iter']} on the tiny models and {cfg['demo_max_iter']} on the demo model (+cleanK: the clean-end step "
-        "may take K). PSNR compares the decoded "
+        f"guidance 1; fixed-point uses tol {cfg['tol']:g}, max_iter {cfg['max_iter']} on the tiny models and {cfg['demo_max_iter']} on the demo model; 'fixed-point' cuts the "
+        "schedule's last step in two (one more step, sampled back the same way), '-whole-last' keeps it whole, "
+        "'+cleanK' lets that whole step take K evaluations; 'evals/step' divides by the steps run. PSNR compares the decoded "
         "result with the decoded clean latents (the VAE round trip), so the VAE's own loss is excluded; "
         "'clean-end residual' is the last sampling step's final residual (the round trip's error floor); "
         "'unconverged steps' counts steps that stopped at max_iter above their target and the rounding floor.",
@@ -130,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", default=None, help="comma-separated step counts (default 10,25,50; --quick: 4)")
     parser.add_argument("--styles", default=None, help="comma-separated model styles (default 2b,5b; --quick: 5b)")
     parser.add_argument("--methods", default=None,
-                        help="strategies (default ddim,fixed-point,fixed-point+anderson2; demo adds +clean16)")
+                        help="strategies (default ddim,fixed-point,fixed-point+anderson2; the demo model: ddim, fixed-point, "
+                             "fixed-point-whole-last and fixed-point-whole-last+clean16)")
     parser.add_argument("--models", default=None, help="tiny and/or demo (default both; --quick: tiny)")
     parser.add_argument("--demo-steps", default="25,50", help="step counts for the demo model (default 25,50)")
     parser.add_argument("--demo-dtypes", default="fp32,bf16", help="dtypes for the demo model (default fp32,bf16)")
@@ -159,9 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
     styles = [s.strip() for s in (args.styles or ("5b" if args.quick else "2b,5b")).split(",")]
     table = strategies(args.tol, args.max_iter, args.clean_max_iter)
     demo_table = strategies(args.tol, args.demo_max_iter, args.clean_max_iter)
-    clean = f"fixed-point+clean{args.clean_max_iter}"
+    clean = f"fixed-point-whole-last+clean{args.clean_max_iter}"
     methods = [m.strip() for m in (args.methods or "ddim,fixed-point,fixed-point+anderson2").split(",")]
-    demo_methods = [m.strip() for m in (args.methods or f"ddim,fixed-point,{clean}").split(",")]
+    demo_methods = [m.strip() for m in (args.methods or f"ddim,fixed-point,fixed-point-whole-last,{clean}").split(",")]
     unknown = [m for m in methods + demo_methods if m not in table]
     if unknown:
         parser.error(f"unknown methods {unknown}; use {', '.join(table)}")

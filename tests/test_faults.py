@@ -115,10 +115,11 @@ def test_checkpoint_of_other_settings_is_not_used(tiny_model, frames, tmp_path):
 def test_kv_reuse_after_fixed_point_equals_recomputing_the_reference(tiny_model, frames):
     latents = tiny_model.encode(frames)
     inversion = invert(tiny_model, latents, steps=12, method="fixed-point", max_iter=20, record_kv=True)
-    assert inversion.kv_cache.exact and sorted(inversion.kv_cache.entries) == list(range(12))
+    stored = len(inversion.meta.timesteps)  # 12 steps, the last one cut in two
+    assert stored == 13 and inversion.kv_cache.exact and sorted(inversion.kv_cache.entries) == list(range(stored))
     stats = EditStats()
     reused = edit(tiny_model, inversion, "a blue box", EditConfig(injection=InjectionConfig(reuse_kv=True)), stats=stats)
-    assert stats.batch_rows == [2] * 12  # no reference row evaluated
+    assert stats.batch_rows == [2] * stored  # no reference row evaluated
     recomputed = edit(tiny_model, inversion, "a blue box", EditConfig())
     assert relative_error(reused, recomputed) < 1e-4
 

@@ -72,8 +72,11 @@ def test_fixed_point_warns_at_its_cap(tiny_model, frames):
 def test_partial_inversion_covers_the_tail_of_the_schedule(tiny_model, frames):
     latents = tiny_model.encode(frames)
     inversion = invert(tiny_model, latents, steps=20, strength=0.4, method="fixed-point", max_iter=12)
-    full = tiny_model.schedule(20)
-    assert inversion.meta.timesteps == full.timesteps[12:]
+    full = tiny_model.schedule(20, split_clean_end=True)  # fixed-point cuts the last step in two by default
+    assert inversion.meta.split_clean_end and len(full) == 21 and full.timesteps[-2:] == (49, 24)
+    assert inversion.meta.timesteps == full.timesteps[12:] and inversion.meta.steps_stored == 8
+    plain = invert(tiny_model, latents, steps=20, strength=0.4, method="fixed-point", max_iter=12, split_clean_end=False)
+    assert plain.meta.timesteps == tiny_model.schedule(20).timesteps[12:]
     back = sample_ddim(text_model_fn(tiny_model, "", "", 1.0), inversion.noise, inversion.schedule(tiny_model))
     assert relative_error(back, latents) < 1e-4
 

@@ -86,6 +86,9 @@ def _add_invert_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--clean-max-iter", type=int, default=_I.clean_max_iter,
                        help="fixed-point: evaluations allowed for the clean-end step, the one that bounds the round "
                             "trip on trained weights (default: --max-iter; e.g. 16)")
+    group.add_argument("--split-clean-end", default="auto", choices=["auto", "on", "off"],
+                       help="cut the schedule's last step in two (one more step; edits follow): auto = for "
+                            "fixed-point, whose round trip on trained weights is bounded by that step")
     group.add_argument("--anderson", type=int, default=_I.anderson,
                        help="fixed-point: Anderson acceleration history (0 = off)")
     group.add_argument("--trajectory-device", default=_I.trajectory_device,
@@ -254,6 +257,7 @@ def invert_settings(args) -> InvertSettings:
     return InvertSettings(steps=_I.steps if args.steps is None else args.steps, prompt=args.source_prompt,
                           guidance=args.inversion_guidance, method=args.inversion, depth=depth, tol=args.tol,
                           max_iter=args.max_iter, clean_max_iter=args.clean_max_iter, anderson=args.anderson,
+                          split_clean_end={"auto": None, "on": True, "off": False}[args.split_clean_end],
                           record_kv=getattr(args, "reuse_kv", False),
                           kv_budget_gb=getattr(args, "kv_budget_gb", _I.kv_budget_gb),
                           checkpoint_every=args.checkpoint_every, trajectory_device=args.trajectory_device)

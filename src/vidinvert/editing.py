@@ -63,12 +63,12 @@ def edit_offset(inversion: Inversion, strength: float | None) -> int:
     if strength is None:
         return 0
     count = max(1, round(strength * inversion.meta.num_steps))
-    if count > stored:
+    if count > inversion.meta.steps_stored:
         raise VidinvertError(
-            f"edit strength {strength} needs {count} inverted steps, the inversion holds {stored}",
-            f"invert with --strength {strength} or more, or edit with --strength {stored / inversion.meta.num_steps:g}",
+            f"edit strength {strength} needs {count} inverted steps, the inversion holds {inversion.meta.steps_stored}",
+            f"invert with --strength {strength} or more, or edit with --strength {inversion.meta.steps_stored / inversion.meta.num_steps:g}",
         )
-    return stored - count
+    return stored - count - int(inversion.meta.split_clean_end)
 
 
 def start_latents(

@@ -55,7 +55,7 @@ class Inversion:
 
     def schedule(self, model: VideoFamily) -> Schedule:
         """The model's schedule restricted to the stored steps."""
-        schedule = model.schedule(self.meta.num_steps).tail(len(self.meta.timesteps))
+        schedule = model.schedule(self.meta.num_steps, self.meta.split_clean_end).tail(len(self.meta.timesteps))
         if schedule.timesteps != tuple(self.meta.timesteps):
             raise VidinvertError(
                 "the saved inversion's timesteps do not match this model's scheduler",
@@ -161,6 +161,7 @@ def invert(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 0,
     trajectory_device: str | torch.device | None = None,
+    split_clean_end: bool | None = None,
     **method_options,
 ) -> Inversion:
     """Invert clean latents along the model's own DDIM schedule.
@@ -188,9 +189,14 @@ def invert(
         checkpoint_every: steps between checkpoint saves (0 = no checkpoint, whatever ``checkpoint`` says).
         trajectory_device: where the stored trajectory lives (``"cpu"`` spares GPU memory: 50 steps of a 49-frame
             480x720 video are 50 x 13 x 16 x 60 x 90 float32 values = 225 MB); default: the latents' device.
+        split_clean_end: cut the last (clean-end) step in two (``schedule.split_last_step``); edits of this
+            inversion then sample the same split schedule. ``None``: on for ``fixed-point``, whose round trip is
+            bounded by that step's residual on trained weights; off for ``ddim`` (which then matches diffusers'
+            inverse scheduler step for step).
 
     Returns:
-        An ``Inversion`` whose trajectory is ``[N, B, T, C, h, w]``, ``N = round(strength * steps)``.
+        An ``Inversion`` whose trajectory is ``[N, B, T, C, h, w]``, ``N = round(strength * steps)`` (+ 1 with the
+        split clean-end step).
     """
     InvertSettings(steps=steps, prompt=prompt, guidance=guidance, negative_prompt=negative_prompt, method=method,
                    depth=strength, kv_budget_gb=kv_budget_gb, checkpoint_every=checkpoint_every,
@@ -201,8 +207,11 @@ def invert(
         raise VidinvertError("the encoded latents contain NaN or inf", "check the input video, or use --dtype fp32/bf16")
     if trajectory_device is not None:
         trajectory_device = resolve_device(trajectory_device)
-    count = max(1, round(strength * steps))
-    schedule = model.schedule(steps).tail(count)
+    if split_clean_end is None:
+        split_clean_end = method == "fixed-point"
+    full = model.schedule(steps, split_clean_end)
+    split_clean_end = len(full) > steps  # a last step too short to cut stays whole
+    schedule = full.tail(max(1, round(strength * steps)) + int(split_clean_end))
     model_fn = text_model_fn(model, prompt, negative_prompt, guidance)
     latents = latents.float()
     recorder = _KVRecorder.create(model, latents, schedule, model_fn, method, kv_budget_gb) if record_kv else None
@@ -258,6 +267,7 @@ def invert(
             indices=tuple(info.indices),
             read=info.read,
             resumed_steps=resumed,
+            split_clean_end=split_clean_end,
             residuals=tuple(float(f"{r:.4g}") for r in report.residuals) if report else (),
         ),
         kv_cache=recorder.cache if recorder else None,

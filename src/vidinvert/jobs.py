@@ -207,6 +207,7 @@ def invert_source(model: VideoFamily, source: Source, settings: InvertSettings =
             checkpoint=checkpoint,
             checkpoint_every=settings.checkpoint_every,
             trajectory_device=settings.trajectory_device,
+            split_clean_end=settings.split_clean_end,
             provenance=source.info(),
             **options,
         )

@@ -58,7 +58,13 @@ class InversionMeta:
     indices: tuple[int, ...] = ()  # source frame numbers read
     read: ReadSettings | None = None  # how the frames were read (to read them again for a comparison)
     resumed_steps: int = 0  # steps taken from a checkpoint (their evaluation counts are unknown: 0)
+    split_clean_end: bool = False  # the last step was cut in two (timesteps has num_steps + 1 entries when full)
     format_version: int = FORMAT_VERSION
+
+    @property
+    def steps_stored(self) -> int:
+        """Steps of the model's schedule the trajectory covers (the split clean-end step counts once)."""
+        return len(self.timesteps) - int(self.split_clean_end)
 
     def source_info(self) -> SourceInfo:
         return SourceInfo(self.source, self.source_hash, self.frames, self.height, self.width, self.fps,
@@ -138,7 +144,10 @@ def parse_meta(raw, path: str | Path) -> InversionMeta:
             raise _Damaged
         num_steps = _int(raw["num_steps"], 1, MAX_STEPS)
         timesteps = _ints(raw["timesteps"], 0, 100_000)
-        if not 1 <= len(timesteps) <= num_steps:
+        split = raw.get("split_clean_end", False)
+        if not isinstance(split, bool):
+            raise _Damaged
+        if not 1 <= len(timesteps) <= num_steps + split:
             raise _Damaged
         iterations = _ints(raw.get("iterations", []), 0, 1_000_000)
         residuals = raw.get("residuals", [])
@@ -171,6 +180,7 @@ def parse_meta(raw, path: str | Path) -> InversionMeta:
             indices=_ints(raw.get("indices", []), 0),
             read=_read(raw.get("read")),
             resumed_steps=_int(raw.get("resumed_steps", 0), 0, MAX_STEPS),
+            split_clean_end=split,
         )
     except (_Damaged, KeyError):
         raise VidinvertError(f"{path} has damaged metadata", "invert the video again") from None

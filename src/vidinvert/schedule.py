@@ -50,6 +50,20 @@ class Schedule:
         return Schedule(self.timesteps[steps], self.alpha_from[steps], self.alpha_to[steps], self.prediction_type)
 
 
+def split_last_step(schedule: Schedule, timestep: int, alpha: float) -> Schedule:
+    """The schedule with its last (clean-end) step cut in two at model timestep ``timestep`` (alpha-bar ``alpha``).
+
+    A trained denoiser is close to a projection near t = 0, so the one big step into the clean latent is the
+    ill-conditioned one to invert; two shorter steps invert to a smaller residual for a few more evaluations.
+    Sampling must use the same split schedule (an inversion records it).
+    """
+    if not 0 < timestep < schedule.timesteps[-1]:
+        raise ValueError(f"the split timestep must lie inside the last step (0, {schedule.timesteps[-1]}), got {timestep}")
+    mid = torch.tensor([alpha], dtype=torch.float64)
+    return Schedule(schedule.timesteps + (int(timestep),), torch.cat([schedule.alpha_from, mid]),
+                    torch.cat([schedule.alpha_to[:-1], mid, schedule.alpha_to[-1:]]), schedule.prediction_type)
+
+
 def schedule_from_scheduler(scheduler, num_steps: int) -> Schedule:
     """Read the DDIM schedule of ``num_steps`` steps off a diffusers DDIM-family scheduler.
 

@@ -173,6 +173,7 @@ class InvertSettings:
     tol: float = 1e-6  # fixed-point: per-step relative residual to reach
     max_iter: int = 8  # fixed-point: evaluations allowed per step
     clean_max_iter: int | None = None  # fixed-point: evaluations for the clean-end step (None = max_iter)
+    split_clean_end: bool | None = None  # cut the last step in two (None = for fixed-point only; edits follow)
     anderson: int = 0  # fixed-point: Anderson history (0 = plain iteration)
     record_kv: bool = False  # keep reference keys/values in memory for reuse_kv edits
     kv_budget_gb: float = KV_BUDGET_GB  # most memory the recorded keys/values may take

@@ -49,8 +49,9 @@ class VideoFamily(Protocol):
     def frames_for(self, count: int) -> int:
         """The largest frame count ``<= count`` the model takes (its frame rule, e.g. 4k+1)."""
 
-    def schedule(self, num_steps: int) -> Schedule:
-        """The sampling schedule of ``num_steps`` steps, read from the pipeline's own scheduler."""
+    def schedule(self, num_steps: int, split_clean_end: bool = False) -> Schedule:
+        """The sampling schedule of ``num_steps`` steps, read from the pipeline's own scheduler; with
+        ``split_clean_end`` the last step is cut in two (one more step, see ``schedule.split_last_step``)."""
 
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """Embeddings ``[len(prompts), L, D]``."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import VidinvertError
-from ..schedule import Schedule, schedule_from_scheduler
+from ..schedule import Schedule, schedule_from_scheduler, split_last_step
 from ..settings import MAX_STEPS
 
 def _config_json(config) -> bytes:
@@ -85,12 +85,17 @@ class VideoModel:
         """The largest ``4k + 1`` frame count (CogVideoX's rule) not above ``count``."""
         return count - (count - 1) % self.temporal_factor
 
-    def schedule(self, num_steps: int) -> Schedule:
-        """The forward scheduler's own schedule for ``num_steps`` steps (inversion uses the same one)."""
+    def schedule(self, num_steps: int, split_clean_end: bool = False) -> Schedule:
+        """The forward scheduler's own schedule for ``num_steps`` steps (inversion uses the same one); with
+        ``split_clean_end`` its last step is cut in two at half its timestep (``schedule.split_last_step``)."""
         limit = min(MAX_STEPS, int(self.pipe.scheduler.config.num_train_timesteps))
         if not 1 <= num_steps <= limit:
             raise VidinvertError(f"steps must be between 1 and {limit} for this model, got {num_steps}", "use e.g. 50")
-        return schedule_from_scheduler(self.pipe.scheduler, num_steps)
+        schedule = schedule_from_scheduler(self.pipe.scheduler, num_steps)
+        middle = schedule.timesteps[-1] // 2
+        if split_clean_end and middle > 0:
+            schedule = split_last_step(schedule, middle, float(self.pipe.scheduler.alphas_cumprod[middle]))
+        return schedule
 
     # ---- attention --------------------------------------------------------------------------------------------
     def tokens_per_row(self, latent_shape: tuple[int, ...]) -> int:
