@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write
 from ..errors import VidinvertError
 from ..jobs import load_model, run_edit
 from ..models.base import VideoFamily
@@ -26,6 +27,7 @@ from .jobfile import ClipJob
 from .table import failed_rows, now
 
 MAX_ERROR = 300  # characters kept of an unexpected error's message
+ATTEMPTS = ".batch-attempts"  # in a clip's folder: how many times a worker has started it in this batch
 
 
 def worker_name() -> str:
@@ -81,12 +83,33 @@ def inversion_path(folder: Path, job: ClipJob) -> Path:
 def clean_folder(folder: Path, keep: Path | None) -> None:
     """Remove the files in a clip's folder, but ``keep``."""
     for child in Path(folder).iterdir():
-        if (child.is_file() or child.is_symlink()) and child != keep:
+        if (child.is_file() or child.is_symlink()) and child != keep and child.name != ATTEMPTS:
             child.unlink(missing_ok=True)
 
 
-def run_clip(job: ClipJob, out: Path, models: ModelCache) -> list[dict]:
+def count_attempt(folder: Path) -> int:
+    """Count one more attempt at the clip in ``folder``; return how many there have been (this one included)."""
+    path = Path(folder) / ATTEMPTS
+    try:
+        count = int(path.read_text().strip() or 0) + 1
+    except (OSError, ValueError):
+        count = 1
+    with atomic_write(path, force=True) as tmp:
+        Path(tmp).write_text(f"{count}\n")
+    return count
+
+
+def reset_attempts(folder: Path) -> None:
+    (Path(folder) / ATTEMPTS).unlink(missing_ok=True)
+
+
+def run_clip(job: ClipJob, out: Path, models: ModelCache, max_attempts: int | None = None) -> list[dict]:
     """Edit one clip with all its prompts; ``done`` rows, or ``failed`` rows with the one-line error.
+
+    Args:
+        max_attempts: with workers that may die, the tries a clip gets: each call counts one in the clip's folder
+            (the batch resets the count when it plans the clip); past the limit the clip is recorded as failed
+            without running.
 
     Ctrl-C (``KeyboardInterrupt``) is not caught: nothing is recorded and no half-written file stays (every
     writer is atomic; a job's videos appear together or not at all).
@@ -94,6 +117,12 @@ def run_clip(job: ClipJob, out: Path, models: ModelCache) -> list[dict]:
     out = Path(out)
     record, started = uuid.uuid4().hex, time.perf_counter()
     folder = out / job.id
+    if max_attempts is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        attempt = count_attempt(folder)
+        if attempt > max_attempts:
+            return failed_rows(job, f"its worker died while editing it, {max_attempts} times", record,
+                               worker=worker_name())
     inversion = inversion_path(folder, job)
     reuse = inversion.is_file() and not job.edit.injection.reuse_kv  # recorded keys/values are never saved
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -108,8 +137,10 @@ def run_clip(job: ClipJob, out: Path, models: ModelCache) -> list[dict]:
     except Exception as err:  # a broken clip is recorded; the batch goes on
         if reuse:
             inversion.unlink(missing_ok=True)  # in case the saved inversion was the problem: the rerun makes it anew
+        reset_attempts(folder)
         return failed_rows(job, one_line(err), record, worker=worker_name(),
                            seconds=round(time.perf_counter() - started, 2))
+    reset_attempts(folder)
     summary = result.summary
     seconds = round(time.perf_counter() - started, 2)
     memory = {k: summary[k] for k in ("peak_rss_mib", "peak_gpu_mib") if k in summary}

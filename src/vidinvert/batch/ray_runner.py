@@ -1,8 +1,10 @@
 """Clips on Ray workers: Ray Data ``map_batches`` with one ``ClipWorker`` actor per worker, each holding a model.
 
 One block per clip, ``batch_size=1``: a clip is the unit of scheduling and of retry. An actor that dies (killed,
-out of host memory, node lost) is restarted by Ray and its unfinished clips run again (at most ``retries`` more
-times each); a clip that still has no result is recorded as failed. Each actor reserves ``num_gpus`` (one GPU per
+out of host memory, node lost) is restarted by Ray and its unfinished clips sent again (Ray Data's actor pools
+restart actors and retry their tasks by default); ``clip.run_clip`` counts the attempts in the clip's folder and
+records the clip as failed once it has been tried ``retries + 1`` times, so a clip that kills every worker it
+meets cannot stall the batch. Each actor reserves ``num_gpus`` (one GPU per
 actor on GPU machines) and ``num_cpus``; outputs go straight from the workers to the output folder, which must
 therefore be a path every node can write (a shared filesystem). Only this module imports Ray.
 """
@@ -27,18 +29,16 @@ from .table import failed_rows
 class ClipWorker:
     """A Ray Data callable class: the model is loaded once per worker (on its first clip) and kept."""
 
-    def __init__(self, out: str, threads: int):
-        import torch
-
-        torch.set_num_threads(threads)
-        self.out, self.threads, self.models = Path(out), threads, ModelCache()
+    def __init__(self, out: str, threads: int, attempts: int):
+        self.out, self.threads, self.attempts = out, threads, attempts  # output folder, torch threads, tries/clip
+        self.models = ModelCache()
 
     def __call__(self, batch: dict) -> dict:
         rows = []
         with torch_threads(self.threads):
             for text in batch["job"]:
                 job = pickle.loads(base64.b64decode(text))
-                clip_rows = run_clip(job, self.out, self.models)
+                clip_rows = run_clip(job, Path(self.out), self.models, max_attempts=self.attempts)
                 for row in clip_rows:
                     row["notes"] = list(self.models.notes)
                 rows.append(json.dumps(clip_rows))
@@ -57,21 +57,22 @@ def run_on_ray(jobs: list[ClipJob], out: Path, *, workers: int, address: str | N
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     context = ray.data.DataContext.get_current()
     saved = context.max_errored_blocks, context.enable_progress_bars
-    context.max_errored_blocks = -1  # a clip whose worker died too often is recorded, the others go on
+    context.max_errored_blocks = -1  # a clip Ray itself gives up on is recorded as failed, the others go on
     context.enable_progress_bars = False  # the batch has its own bar over clips x prompts
+    data_log = logging.getLogger("ray.data")
+    level = data_log.level
+    data_log.setLevel(logging.ERROR)  # not its execution plan, nor that its progress bars are off
     try:
         if gpus_per_worker is None:
             gpus_per_worker = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         items = [{"job": _encode(job)} for job in jobs]
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             ClipWorker,
-            fn_constructor_kwargs={"out": str(out), "threads": cpus_per_worker},
+            fn_constructor_kwargs={"out": str(out), "threads": cpus_per_worker, "attempts": retries + 1},
             batch_size=1,
-            concurrency=min(workers, len(items)),
+            compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
             num_cpus=cpus_per_worker,
             num_gpus=gpus_per_worker,
-            max_restarts=-1,  # a dead worker is replaced
-            max_task_retries=retries,  # and its clip retried, a bounded number of times
         )
         seen = set()
         for row in dataset.iter_rows():
@@ -85,9 +86,9 @@ def run_on_ray(jobs: list[ClipJob], out: Path, *, workers: int, address: str | N
             yield rows
         for job in jobs:
             if job.id not in seen:
-                yield failed_rows(job, f"its worker died while editing it, {retries + 1} times",
-                                  uuid.uuid4().hex)
+                yield failed_rows(job, "Ray gave up on it (its worker died)", uuid.uuid4().hex)
     finally:
         context.max_errored_blocks, context.enable_progress_bars = saved
+        data_log.setLevel(level)
         if started_here:
             ray.shutdown()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import VidinvertError
-from .clip import ModelCache, run_clip, torch_threads
+from .clip import ModelCache, reset_attempts, run_clip, torch_threads
 from .jobfile import BadRow, ClipJob, read_jobs
 from .table import BatchLock, ResultsTable, failed_rows
 
@@ -87,6 +87,7 @@ def run_batch(jobs_file: str | Path, output_dir: str | Path, defaults=None, *, w
             elif table.is_done(job):
                 summary.skipped += len(job.prompts)
             else:
+                reset_attempts(out / job.id)
                 pending.append(job)
         summary.clips = len(jobs)
         summary.edits = sum(max(1, len(job.prompts)) for job in jobs)
