@@ -117,6 +117,7 @@ def run_clip(job: ClipJob, out: Path, models: ModelCache, max_attempts: int | No
     out = Path(out)
     record, started = uuid.uuid4().hex, time.perf_counter()
     folder = out / job.id
+    attempt = 1
     if max_attempts is not None:
         folder.mkdir(parents=True, exist_ok=True)
         attempt = count_attempt(folder)
@@ -138,7 +139,7 @@ def run_clip(job: ClipJob, out: Path, models: ModelCache, max_attempts: int | No
         if reuse:
             inversion.unlink(missing_ok=True)  # in case the saved inversion was the problem: the rerun makes it anew
         reset_attempts(folder)
-        return failed_rows(job, one_line(err), record, worker=worker_name(),
+        return failed_rows(job, one_line(err), record, worker=worker_name(), attempt=attempt,
                            seconds=round(time.perf_counter() - started, 2))
     reset_attempts(folder)
     summary = result.summary
@@ -151,6 +152,7 @@ def run_clip(job: ClipJob, out: Path, models: ModelCache, max_attempts: int | No
         rows.append({"clip": job.id, "line": job.line, "prompt_index": k + 1, "prompt": prompt, "status": "done",
                      "outputs": [str(Path(f).relative_to(out)) for f in files], "error": None,
                      "job_hash": job.job_hash, "record": record, "finished": now(), "worker": worker_name(),
+                     "attempt": attempt,
                      "seconds": seconds, "edit_seconds": summary.get("edit_seconds"),
                      "inversion": str(inversion.relative_to(out)), "inversion_reused": reuse,
                      "warnings": list(result.warnings), **memory})
