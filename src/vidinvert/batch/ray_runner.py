@@ -30,6 +30,11 @@ class ClipWorker:
     """A Ray Data callable class: the model is loaded once per worker (on its first clip) and kept."""
 
     def __init__(self, out: str, threads: int, attempts: int):
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()  # loading bars from every worker would interleave on the driver
+        transformers_logging.disable_progress_bar()
         self.out, self.threads, self.attempts = out, threads, attempts  # output folder, torch threads, tries/clip
         self.models = ModelCache()
 

@@ -127,8 +127,9 @@ def run_batch(jobs_file: str | Path, output_dir: str | Path, defaults=None, *, w
         finally:
             bar.close()
             table.compact([job.id for job in jobs])
+        ran_ids = {job.id for job in pending}
         for job in jobs:
-            if isinstance(job, ClipJob) and job not in pending:
+            if isinstance(job, ClipJob) and job.id not in ran_ids:
                 continue
             clip = job.id
             rows = table.latest.get(clip, [])
