@@ -134,7 +134,7 @@ LAYERS = [  # lower first; a module may import only from its own layer or lower 
     {"blend", "editing", "compat"},
     {"export", "outputs"},
     {"jobs"},
-    {"cli", "web", "__init__"},
+    {"cli", "web", "batch", "__init__"},
 ]
 
 

@@ -1,4 +1,4 @@
-"""``vidinvert`` command line: invert, edit, reconstruct, info, serve.
+"""``vidinvert`` command line: invert, edit, reconstruct, batch, info, serve.
 
 Flags map onto the settings dataclasses of ``settings.py`` (their defaults are read from there) and each command is
 one ``jobs`` call; the resolved settings are written as JSON next to each output. Errors print one line and exit
@@ -194,6 +194,38 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae-slicing", action="store_true", help="decode one video of a batch at a time")
 
 
+def add_clip_options(parser: argparse.ArgumentParser) -> None:
+    """The options one clip of a batch may set (its defaults on ``vidinvert batch``, or a job-file column): every
+    model, frame, inversion and edit option of ``vidinvert edit``, plus --fps and --no-comparison."""
+    _add_model_options(parser), _add_read_options(parser), _add_invert_options(parser)
+    _add_edit_options(parser, guidance=EDIT_GUIDANCE)
+    group = parser.add_argument_group("clip output")
+    group.add_argument("--fps", type=float, default=_O.fps, help="frame rate of written videos (default: the source's)")
+    group.add_argument("--no-comparison", action="store_true", help="skip the side-by-side source|result video")
+
+
+def _add_batch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("jobs", help="job file: .jsonl (one JSON object per line) or .csv; each row a 'video', its "
+                                     "'prompts' (a list, or one 'prompt'; in CSV split on '|'), an optional 'id' "
+                                     "(its output folder) and any per-clip option below, named as its flag")
+    group = parser.add_argument_group("batch")
+    group.add_argument("--output-dir", required=True,
+                       help="folder for every clip's outputs (<output-dir>/<id>/), results.jsonl and the lock; on "
+                            "a cluster, a path every worker can write (a shared filesystem)")
+    group.add_argument("--workers", type=int, default=1,
+                       help="workers, each holding a loaded model (1 = in this process, no Ray; more needs "
+                            "pip install 'vidinvert[cluster]') (%(default)s)")
+    group.add_argument("--address", default=None,
+                       help="join a running Ray cluster: auto, or ray://host:10001 (default: start one here)")
+    group.add_argument("--gpus-per-worker", type=float, default=None,
+                       help="GPUs each worker holds (default: 1 when the cluster has GPUs, else 0: CPU workers)")
+    group.add_argument("--cpus-per-worker", type=int, default=1,
+                       help="CPU cores (and torch threads) each worker holds (%(default)s)")
+    group.add_argument("--retries", type=int, default=2,
+                       help="times a clip is retried on another worker when its worker dies (%(default)s)")
+    group.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models import sample_video
 
@@ -229,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p), _add_read_options(p), _add_invert_options(p)
     _add_edit_options(p, guidance=RECONSTRUCT_GUIDANCE)
     _add_output_options(p, "reconstructed video")
+
+    p = sub.add_parser("batch", help="edit many clips, each with its prompts, from a job file (in this process "
+                                     "or on Ray workers); reruns skip what is done", epilog=EPILOG)
+    _add_batch_options(p)
+    add_clip_options(p)
 
     p = sub.add_parser("info", help="versions, devices and (with --model) the model's configuration")
     _add_model_options(p)
@@ -357,13 +394,20 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from .batch.command import batch_command
+
+    return batch_command(args)
+
+
 def cmd_serve(args) -> int:
     from .web.serve import serve
 
     return serve(args)
 
 
-COMMANDS = {"invert": cmd_invert, "edit": cmd_edit, "reconstruct": cmd_reconstruct, "info": cmd_info, "serve": cmd_serve}
+COMMANDS = {"invert": cmd_invert, "edit": cmd_edit, "reconstruct": cmd_reconstruct, "info": cmd_info, "serve": cmd_serve,
+            "batch": cmd_batch}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,235 @@
+"""The job file: one row per clip -> a ``ClipJob`` with validated settings, or a ``BadRow`` with a one-line error.
+
+A row names its ``video`` (relative paths are read from the job file's folder), its ``prompts`` (a JSON list, or
+one ``prompt``; a CSV cell is split on ``|``), an optional ``id`` (its output folder under the batch's output
+folder; default: the video's name) and any per-clip option of ``vidinvert batch``, keyed by its flag without the
+dashes (``steps``, ``guidance``, ``inversion``, ``injection-blocks`` or ``injection_blocks``, ``blend``, ...). A
+row's options override the command line's, which override the settings' defaults. Flags are parsed by the CLI's
+own parser, then mapped onto settings by the CLI's own functions, so a row means what the same flags mean to
+``vidinvert edit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import __version__
+from ..cli import add_clip_options, edit_config, invert_settings, model_settings, read_settings
+from ..errors import SettingsError, VidinvertError
+from ..settings import EditConfig, InvertSettings, ModelSettings, OutputSettings, ReadSettings
+
+RESERVED = ("video", "prompts", "prompt", "id")  # row keys that are not options
+PROMPT_SEPARATOR = "|"  # between a CSV row's prompts
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # an id is one folder name
+
+
+class _RowParser(argparse.ArgumentParser):
+    """The per-clip options, raising ``SettingsError`` instead of exiting."""
+
+    def error(self, message):
+        raise SettingsError(message.replace("argument ", "option "))
+
+
+def clip_parser() -> _RowParser:
+    parser = _RowParser(prog="job row", add_help=False)
+    add_clip_options(parser)
+    return parser
+
+
+def clip_defaults(**options) -> argparse.Namespace:
+    """The per-clip defaults as the CLI parses them, with ``options`` (flag names, dashes or underscores) applied:
+    what a library caller passes to ``run_batch`` instead of the command line's namespace."""
+    return apply_options(clip_parser(), clip_parser().parse_args([]), options)
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """One clip of a batch: its video, prompts and fully resolved settings."""
+
+    line: int  # row number in the job file (1 = first row)
+    id: str  # output folder name under the batch's output folder
+    video: str  # path of the input video
+    prompts: tuple[str, ...]
+    model: ModelSettings
+    read: ReadSettings
+    invert: InvertSettings
+    edit: EditConfig
+    fps: float | None = None  # frame rate of written videos (None = the source's)
+    comparison: bool = True  # also write source|result videos
+    video_stamp: tuple = ()  # (size, mtime_ns) of the video when planned; part of the hashes
+
+    def output(self, folder: Path) -> OutputSettings:
+        """The output settings of this clip's ``run_edit`` in ``folder``."""
+        return OutputSettings(output_dir=str(folder), fps=self.fps, comparison=self.comparison, progress=False)
+
+    def _digest(self, parts: dict) -> str:
+        text = json.dumps({"vidinvert": __version__, "video": str(Path(self.video).resolve()),
+                           "video_stamp": list(self.video_stamp), **parts}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def inversion_hash(self) -> str:
+        """What the inversion depends on: video, model, frames, inversion settings."""
+        return self._digest({"model": dataclasses.asdict(self.model), "read": dataclasses.asdict(self.read),
+                             "invert": dataclasses.asdict(self.invert)})
+
+    @property
+    def job_hash(self) -> str:
+        """What the outputs depend on: the inversion's inputs, the prompts, the edit and output settings."""
+        return self._digest({"inversion": self.inversion_hash, "prompts": list(self.prompts),
+                             "edit": dataclasses.asdict(self.edit), "fps": self.fps, "comparison": self.comparison})
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that cannot run: recorded as failed with ``error``; the others go on."""
+
+    line: int
+    id: str
+    error: str
+    prompts: tuple[str, ...] = ()
+
+
+# ---- reading ---------------------------------------------------------------------------------------------------
+def read_rows(path: Path) -> list[tuple[int, dict | str]]:
+    """``[(row number, row dict or an error line)]`` from a .jsonl or .csv file (blank lines skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VidinvertError(f"job file not found: {path}", "give a .jsonl or .csv file with one row per clip")
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
+        raise VidinvertError(f"cannot read job file {path.name}", "use .jsonl (one JSON object per line) or .csv")
+    rows: list[tuple[int, dict | str]] = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        if suffix == ".csv":
+            reader = csv.DictReader(handle)
+            for number, row in enumerate(reader, 1):
+                if None in row:
+                    rows.append((number, "more cells than columns"))
+                    continue
+                row = {k.strip(): v.strip() for k, v in row.items() if k and v is not None and v.strip()}
+                if "prompts" in row:
+                    row["prompts"] = [p.strip() for p in row["prompts"].split(PROMPT_SEPARATOR) if p.strip()]
+                if row:
+                    rows.append((number, row))
+        else:
+            number = 0
+            for text in handle:
+                if not text.strip():
+                    continue
+                number += 1
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as err:
+                    rows.append((number, f"not JSON ({err.msg} at column {err.colno})"))
+                    continue
+                rows.append((number, row if isinstance(row, dict) else "not a JSON object"))
+    if not rows:
+        raise VidinvertError(f"job file {path.name} has no rows", "add one row per clip")
+    return rows
+
+
+def apply_options(parser: _RowParser, defaults: argparse.Namespace, options: dict) -> argparse.Namespace:
+    """``defaults`` with ``options`` (flag name -> value) applied, each parsed as its flag would be."""
+    args = copy.copy(defaults)
+    tokens: list[str] = []
+    for key, value in options.items():
+        flag = "--" + str(key).strip().lstrip("-").replace("_", "-")
+        action = parser._option_string_actions.get(flag)  # argparse keeps its flags here
+        if action is None:
+            raise SettingsError(f"unknown per-clip option {key!r}",
+                                "use a flag of vidinvert batch without its dashes, e.g. steps or guidance")
+        if value is None or value == "":
+            continue
+        if action.nargs == 0:  # a switch: true / false
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+                value = value.lower() in ("true", "yes", "1")
+            if not isinstance(value, bool):
+                raise SettingsError(f"option {flag} is a switch, got {value!r}", "use true or false")
+            setattr(args, action.dest, value)
+            continue
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        if isinstance(value, (dict, bool)):
+            raise SettingsError(f"option {flag} takes a value, got {json.dumps(value)}", "give a number or text")
+        tokens += [flag, str(value)]
+    return parser.parse_args(tokens, namespace=args)
+
+
+def _clip_id(row: dict, video: str, taken: set[str], line: int) -> str:
+    given = row.get("id")
+    if given is not None:
+        given = str(given)
+        if not _ID.match(given):
+            raise SettingsError(f"id {given!r} is not a folder name", "use letters, digits, '.', '_' and '-'")
+        if given in taken:
+            raise SettingsError(f"id {given!r} is used by an earlier row", "give each row its own id")
+        return given
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(video).stem).lstrip("._-") or "clip"
+    return stem if stem not in taken else f"{stem}-{line}"
+
+
+def _prompts(row: dict) -> tuple[str, ...]:
+    prompts = row.get("prompts", row.get("prompt"))
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise SettingsError("no edit prompt given", "give 'prompts' (a list of texts) or 'prompt'")
+    return tuple(prompts)
+
+
+def _stamp(video: Path) -> tuple:
+    try:
+        stat = video.stat()
+    except OSError:
+        return ()
+    return (stat.st_size, stat.st_mtime_ns)
+
+
+def read_jobs(path: str | Path, defaults: argparse.Namespace | None = None) -> list[ClipJob | BadRow]:
+    """Every row of the job file as a ``ClipJob`` (settings validated) or a ``BadRow`` (its one-line error).
+
+    Args:
+        defaults: the per-clip options of the command line (``clip_defaults()`` when not given).
+    """
+    path = Path(path)
+    parser = clip_parser()
+    defaults = defaults if defaults is not None else clip_defaults()
+    jobs: list[ClipJob | BadRow] = []
+    taken: set[str] = set()
+    for line, row in read_rows(path):
+        fallback = row.get("id") if isinstance(row, dict) and isinstance(row.get("id"), str) else f"row-{line}"
+        if fallback in taken:
+            fallback = f"row-{line}"
+        try:
+            if isinstance(row, str):
+                raise SettingsError(row)
+            video = row.get("video")
+            if not isinstance(video, str) or not video.strip():
+                raise SettingsError("no video given", "give each row a 'video' path")
+            clip_id = _clip_id(row, video, taken, line)
+            prompts = _prompts(row)
+            args = apply_options(parser, defaults, {k: v for k, v in row.items() if k not in RESERVED})
+            video_path = Path(video) if Path(video).is_absolute() else path.parent / video
+            job = ClipJob(line=line, id=clip_id, video=str(video_path), prompts=prompts, model=model_settings(args),
+                          read=read_settings(args), invert=invert_settings(args), edit=edit_config(args),
+                          fps=args.fps, comparison=not args.no_comparison, video_stamp=_stamp(video_path))
+            job.output(path.parent)  # OutputSettings validates the fps
+        except VidinvertError as err:
+            prompts = row.get("prompts", row.get("prompt")) if isinstance(row, dict) else None
+            prompts = tuple(p for p in ([prompts] if isinstance(prompts, str) else prompts or [])
+                            if isinstance(p, str))
+            jobs.append(BadRow(line, fallback, f"row {line}: {err}", prompts))
+            taken.add(fallback)
+            continue
+        taken.add(job.id)
+        jobs.append(job)
+    return jobs
