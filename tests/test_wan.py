@@ -148,3 +148,170 @@ def test_plain_inversion_is_the_backward_euler_step(wan):
         v = wan.predict(x, schedule.timesteps[i], wan.encode_text([""]))
         x = x + (float(schedule.sigma_from[i]) - float(schedule.sigma_to[i])) * v
         assert torch.allclose(inversion.trajectory[i], x, atol=1e-6)
+
+
+# ---- step 3: injection and edits ------------------------------------------------------------------------------
+from vidinvert.attention import BatchLayout, InjectionConfig, InjectionState  # noqa: E402
+from vidinvert.editing import EditConfig, EditStats, edit  # noqa: E402
+from vidinvert.errors import VidinvertError  # noqa: E402
+from vidinvert.inversion import Inversion  # noqa: E402
+from vidinvert.models.wan_attention import WanKVInjectionProcessor, injected  # noqa: E402
+
+
+def _wan_inputs(model, batch=3, seed=0):
+    x = torch.randn(batch, 3, model.transformer.config.in_channels, 6, 8, generator=torch.Generator().manual_seed(seed))
+    return x, model.encode_text(["a red disc moving right", "", "a blue box"][:batch])
+
+
+def test_processor_off_equals_wan_attn_processor(wan):
+    """Installed with no layout: bit for bit what diffusers' WanAttnProcessor computes, in every block."""
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+    x, text = _wan_inputs(wan)
+    expected = wan.predict(x, 700.0, text)
+    assert all(isinstance(p, WanAttnProcessor) for p in wan.transformer.attn_processors.values())
+    with injected((wan.transformer,), InjectionConfig(), InjectionState()):
+        kinds = {name: type(p).__name__ for name, p in wan.transformer.attn_processors.items()}
+        got = wan.predict(x, 700.0, text)
+    assert {k for k, v in kinds.items() if v == "WanKVInjectionProcessor"} == {"blocks.0.attn1.processor",
+                                                                                 "blocks.1.attn1.processor"}
+    assert all(v == "WanAttnProcessor" for k, v in kinds.items() if "attn2" in k)  # cross-attention left alone
+    assert (got - expected).abs().max() <= 1e-6
+
+
+def test_processor_keeps_the_attention_backend(wan):
+    """The processor carries diffusers' backend attributes, copied from the one it replaces and set by
+    set_attention_backend while installed (so the backend dispatch reaches it)."""
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    x, text = _wan_inputs(wan, batch=1)
+    expected = wan.predict(x, 300.0, text)
+    with injected((wan.transformer,), InjectionConfig(), InjectionState()):
+        processors = [p for p in wan.transformer.attn_processors.values() if isinstance(p, WanKVInjectionProcessor)]
+        assert all(p._attention_backend is None and p._parallel_config is None for p in processors)
+        wan.transformer.set_attention_backend("native")
+        try:
+            assert all(p._attention_backend == AttentionBackendName.NATIVE for p in processors)
+            got = wan.predict(x, 300.0, text)
+        finally:
+            wan.transformer.reset_attention_backend()
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_injection_equals_explicit_attention_over_own_and_reference_keys(wan):
+    """Main row j: softmax(q_j [k_j; k_ref]^T / sqrt(d)) [v_j; v_ref]; the reference row sees only itself."""
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+    attn = wan.transformer.blocks[0].attn1
+    dim = attn.to_q.in_features
+    hidden = torch.randn(3, 12, dim, generator=torch.Generator().manual_seed(2))  # [B, N, D]
+    rope = wan.transformer.rope(torch.zeros(1, 16, 3, 4, 8))  # 3 x 2 x 4 = 24 positions; use the first 12
+    rope = tuple(r[:, :12] for r in rope)
+    # queries/keys/values by hand (the projections, RMS norm across heads, interleaved RoPE)
+    q, k, v = attn.norm_q(attn.to_q(hidden)), attn.norm_k(attn.to_k(hidden)), attn.to_v(hidden)
+    split = lambda t: t.view(3, 12, attn.heads, -1)  # noqa: E731
+    q, k, v = split(q), split(k), split(v)
+    cos, sin = rope
+
+    def rotate(t):
+        pairs = t.view(*t.shape[:-1], -1, 2)
+        c, s = cos.view(1, 12, 1, -1, 2)[..., 0], sin.view(1, 12, 1, -1, 2)[..., 0]
+        return torch.stack([pairs[..., 0] * c - pairs[..., 1] * s, pairs[..., 0] * s + pairs[..., 1] * c], -1).flatten(-2)
+
+    q, k = rotate(q), rotate(k)
+    state = InjectionState(layout=BatchLayout.build(2, shared_reference=True))
+    out = WanKVInjectionProcessor(state, 0, inject=True)(attn, hidden, None, None, rope)
+    for row in range(3):
+        keys = torch.cat([k[row], k[2]]) if row < 2 else k[row]  # [N or 2N, heads, d]
+        values = torch.cat([v[row], v[2]]) if row < 2 else v[row]
+        logits = torch.einsum("nhd,mhd->hnm", q[row], keys) / q.shape[-1] ** 0.5
+        expected = torch.einsum("hnm,mhd->nhd", logits.softmax(-1), values).flatten(1)
+        assert (out[row] - attn.to_out[0](expected)).abs().max() < 1e-5
+    plain = WanAttnProcessor()(attn, hidden, None, None, rope)
+    assert torch.allclose(out[2], plain[2], atol=1e-6)  # the reference row is unchanged by injection
+
+
+def test_processors_restored_after_exit_and_after_exception(wan_pipes):
+    pipe = wan_pipes["2.2"]  # both experts
+    before = [dict(t.attn_processors) for t in (pipe.transformer, pipe.transformer_2)]
+    with pytest.raises(RuntimeError, match="boom"):
+        with injected((pipe.transformer, pipe.transformer_2), InjectionConfig(blocks=(0,)), InjectionState()):
+            assert all(dict(t.attn_processors) != b for t, b in zip((pipe.transformer, pipe.transformer_2), before))
+            raise RuntimeError("boom")
+    for transformer, procs in zip((pipe.transformer, pipe.transformer_2), before):
+        after = transformer.attn_processors
+        assert after.keys() == procs.keys() and all(after[k] is procs[k] for k in procs)
+        assert all(not hook for block in transformer.blocks for hook in (block._forward_pre_hooks,))
+    with pytest.raises(ValueError, match="blocks must be in"):
+        with injected((pipe.transformer,), InjectionConfig(blocks=(5,)), InjectionState()):
+            pass
+
+
+@pytest.fixture
+def wan_inversion(wan):
+    return invert(wan, wan.encode(wan_frames()), steps=6)
+
+
+def test_identical_rows_and_dropped_reference_rows(wan):
+    """Attending to a duplicate of one's own keys changes nothing; dropping reference rows after the last injecting
+    block leaves the main rows' output unchanged."""
+    x, text = _wan_inputs(wan, batch=1)
+    plain = wan.predict(x, 300.0, text)
+    for blocks in (None, (0,)):
+        state = InjectionState()
+        with injected((wan.transformer,), InjectionConfig(blocks=blocks), state):
+            state.layout = BatchLayout.build(1, shared_reference=True)
+            both = wan.predict(torch.cat([x, x]), 300.0, torch.cat([text, text]))
+        assert torch.allclose(both[0], plain[0], atol=1e-5)
+
+
+def test_edit_layouts_multi_prompt_and_save_load(wan, wan_inversion, tmp_path):
+    stats = EditStats()
+    prompts = ["a blue box", "a green disc"]
+    config = EditConfig(guidance=5.0, rows_per_call=None)
+    both = edit(wan, wan_inversion, prompts, config, stats=stats)
+    assert stats.batch_rows == [5] * 6  # 2 prompts x (uncond, cond) + 1 shared reference row
+    for k, prompt in enumerate(prompts):
+        assert torch.allclose(both[k : k + 1], edit(wan, wan_inversion, prompt, config), atol=1e-5)
+    split = edit(wan, wan_inversion, prompts, EditConfig(guidance=5.0, rows_per_call=2))
+    assert relative_error(split, both) < 1e-5
+    loaded = Inversion.load(wan_inversion.save(tmp_path / "x.inv"))
+    assert loaded.meta.timesteps == wan_inversion.meta.timesteps and isinstance(loaded.meta.timesteps[0], float)
+    assert torch.equal(edit(wan, loaded, prompts, config), both)
+    off = edit(wan, wan_inversion, prompts[0], EditConfig(guidance=5.0, injection=InjectionConfig(enabled=False)))
+    assert relative_error(off, both[:1]) > 1e-4  # injection changes the result
+
+
+def test_exact_reconstruction_and_kv_reuse_after_fixed_point(wan):
+    """Fixed-point inversion + the inversion prompt: the edit returns the source; recorded keys/values reproduce the
+    recomputed reference branch (they are its own keys/values after a fixed-point inversion)."""
+    latents = wan.encode(wan_frames())
+    inversion = invert(wan, latents, steps=10, method="fixed-point", tol=1e-6, max_iter=12, record_kv=True)
+    assert relative_error(edit(wan, inversion, "", EditConfig(guidance=1.0)), latents) < 2e-5
+    stats = EditStats()
+    reused = edit(wan, inversion, "a blue box", EditConfig(injection=InjectionConfig(reuse_kv=True)), stats=stats)
+    recomputed = edit(wan, inversion, "a blue box", EditConfig(rows_per_call=None))
+    assert stats.batch_rows == [2] * 10  # no reference row: its keys/values come from the cache
+    assert relative_error(reused, recomputed) < 1e-5
+
+
+def test_strength_blend_and_krnr_refusal(wan, tmp_path):
+    from conftest import assert_one_line
+    from vidinvert.blend import BlendConfig, edit_mask
+
+    latents = wan.encode(wan_frames())
+    inversion = invert(wan, latents, steps=10, prompt="a red square", method="fixed-point", tol=1e-6, max_iter=12)
+    half = edit(wan, inversion, "a red square", EditConfig(guidance=1.0, strength=0.5))
+    assert relative_error(half, latents) < 2e-5  # exact from the middle of the trajectory too
+    # random weights disagree almost uniformly over the frame, so a high threshold is needed for a partial mask
+    blend = BlendConfig(enabled=True, threshold=0.9)
+    mask = edit_mask(wan, inversion, "", ["a blue square"], blend)  # [1, T, 1, h, w]
+    assert 0 < float(mask.mean()) < 1
+    blended = edit(wan, inversion, "a blue square", EditConfig(blend=blend, guidance=5.0))
+    outside = (mask == 0).expand_as(blended)
+    assert torch.equal(blended[outside], latents.expand_as(blended)[outside])  # exactly the source outside
+    assert not torch.equal(blended[~outside], latents.expand_as(blended)[~outside])
+    with pytest.raises(VidinvertError) as err:
+        edit(wan, inversion, "a blue square", EditConfig(krnr=2, strength=0.9))
+    assert_one_line(err.value, "K-RNR", "flow")
+

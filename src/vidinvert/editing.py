@@ -122,6 +122,11 @@ def edit(
     inversion.check_matches(model)
     offset = edit_offset(inversion, config.strength)
     schedule = inversion.schedule(model)[offset:]
+    if config.krnr is not None and schedule.is_flow:
+        raise VidinvertError(
+            "K-RNR is built on DDIM's alpha-bar levels and does not apply to flow-matching models such as Wan",
+            "drop --krnr (a flow edit can start from the inverted latent at any --strength)",
+        )
     num_prompts, injection = len(prompts), config.injection
     with_uncond = any(needs_uncond(config.guidance, p, config.negative_prompt) for p in prompts)
     main_texts = guided_texts(prompts, config.negative_prompt, with_uncond)  # [neg, p1, neg, p2, ...] or [p1, ...]

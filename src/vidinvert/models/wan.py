@@ -150,6 +150,7 @@ class WanModel:
         return injected(self.experts, config, state)
 
     # ---- text -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """UMT5 embeddings ``[len(prompts), L, D]`` in the transformer dtype (padding zeroed, as the pipeline does);
         warns when a prompt is cut to L tokens."""
