@@ -315,3 +315,75 @@ def test_strength_blend_and_krnr_refusal(wan, tmp_path):
         edit(wan, inversion, "a blue square", EditConfig(krnr=2, strength=0.9))
     assert_one_line(err.value, "K-RNR", "flow")
 
+
+# ---- step 4: registry and command line ------------------------------------------------------------------------
+import json  # noqa: E402
+
+from vidinvert.cli import main  # noqa: E402
+from vidinvert.export import write_video  # noqa: E402
+from vidinvert.models import load_pipeline, wrap  # noqa: E402
+
+
+@pytest.fixture
+def wan_video(tmp_path):
+    """A 17-frame 48x64 mp4 at 16 fps (Wan's frame rate)."""
+    clip = wan_frames(count=9)
+    return write_video(torch.cat([clip, clip.flip(0)[1:]]), tmp_path / "clip.mp4", fps=16)
+
+
+def test_folder_family_is_read_from_model_index(wan_pipes, tmp_path):
+    """save_pretrained + load by path: the WanPipeline class is read from model_index.json, wrapped as Wan, and
+    the loaded model predicts what the built one does."""
+    folder = tmp_path / "wan"
+    wan_pipes["2.1"].save_pretrained(folder)
+    assert json.loads((folder / "model_index.json").read_text())["_class_name"] == "WanPipeline"
+    loaded = wrap(load_pipeline(str(folder), device="cpu"), name=str(folder))
+    assert isinstance(loaded, WanModel) and loaded.family == "wan" and loaded.native_size() == (480, 832)
+    built = WanModel(wan_pipes["2.1"])
+    assert loaded.fingerprint() == built.fingerprint()
+    x, text = _wan_inputs(built, batch=1)
+    assert torch.allclose(loaded.predict(x, 500.0, loaded.encode_text(["a red disc moving right"])),
+                          built.predict(x, 500.0, text), atol=1e-5)
+
+
+def test_bad_wan_folder_gives_a_one_line_error(tmp_path, capsys):
+    from conftest import assert_one_line_error
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "WanPipeline", "_diffusers_version": "0.42.0", "transformer": ["diffusers", "WanTransformer3DModel"],
+        "vae": ["diffusers", "AutoencoderKLWan"], "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "UMT5EncoderModel"], "tokenizer": ["transformers", "T5TokenizerFast"]}))
+    assert_one_line_error(lambda: load_pipeline(str(folder), device="cpu"), "could not load", str(folder))
+    assert main(["info", "--model", str(folder)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if "could not load" in line]
+    assert len(lines) == 1  # (diffusers' own loading bar may precede it)
+
+
+def test_cli_edit_invert_and_reconstruct_with_tiny_wan(wan_video, tmp_path, capsys):
+    out = tmp_path / "edited.mp4"
+    assert main(["edit", str(wan_video), "--model", "tiny-wan", "--prompt", "a blue box", "--steps", "3",
+                 "-o", str(out), "--quiet"]) == 0
+    settings = json.loads(out.with_suffix(".json").read_text())
+    assert settings["result"]["batch_rows"] == [3]  # uncond + cond + the shared reference row, every step
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["frames"], summary["size"], summary["fps"]) == (17, [48, 64], 16.0)  # the tiny model's size
+    inv = tmp_path / "clip.inv"
+    assert main(["invert", str(wan_video), "--model", "tiny-wan", "-o", str(inv), "--steps", "3", "--quiet"]) == 0
+    multi = tmp_path / "multi.mp4"
+    assert main(["edit", str(inv), "--model", "tiny-wan", "--prompt", "a blue box", "--prompt", "a red disc",
+                 "--steps", "3", "-o", str(multi), "--quiet", "--no-comparison"]) == 0
+    assert (tmp_path / "multi_1.mp4").is_file() and (tmp_path / "multi_2.mp4").is_file()
+    code = main(["edit", str(inv), "--model", "tiny", "--prompt", "x", "-o", str(tmp_path / "d.mp4")])
+    assert code == 2 and "another model" in capsys.readouterr().err  # a Wan inversion refused by CogVideoX
+    recon = tmp_path / "recon.mp4"
+    assert main(["reconstruct", str(wan_video), "--model", "tiny-wan", "--steps", "10", "--inversion", "fixed-point",
+                 "--max-iter", "12", "-o", str(recon), "--quiet"]) == 0
+    fidelity = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["fidelity"]
+    assert fidelity["latent_relative_error"] < 1e-4
+    assert main(["info", "--model", "tiny-wan"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["family"] == "wan"
+    code = main(["edit", str(wan_video), "--model", "tiny-wan", "--prompt", "x", "--steps", "10", "--krnr", "2",
+                 "-o", str(tmp_path / "k.mp4")])
+    assert code == 2 and "K-RNR" in capsys.readouterr().err
