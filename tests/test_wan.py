@@ -387,3 +387,113 @@ def test_cli_edit_invert_and_reconstruct_with_tiny_wan(wan_video, tmp_path, caps
     code = main(["edit", str(wan_video), "--model", "tiny-wan", "--prompt", "x", "--steps", "10", "--krnr", "2",
                  "-o", str(tmp_path / "k.mp4")])
     assert code == 2 and "K-RNR" in capsys.readouterr().err
+
+
+# ---- step 5: Wan 2.2 (two experts, per-token timesteps) -------------------------------------------------------
+from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline  # noqa: E402
+
+
+def _with_euler(pipe, shift: float = 3.0):
+    """The same components with FlowMatchEulerDiscreteScheduler, so WanPipeline.__call__ runs our Euler step."""
+    return WanPipeline(**{**pipe.components, "scheduler": FlowMatchEulerDiscreteScheduler(shift=shift)},
+                       boundary_ratio=pipe.config.boundary_ratio, expand_timesteps=pipe.config.expand_timesteps)
+
+
+def _calls(transformer, into: list, tag: int):
+    return transformer.register_forward_pre_hook(lambda module, args, kwargs: into.append(tag), with_kwargs=True)
+
+
+def test_two_experts_switch_at_the_boundary_as_the_pipeline(wan_pipes):
+    """A14B layout: transformer at t >= 875, transformer_2 below, with guidance_scale_2 there; our sampler equals
+    WanPipeline.__call__, and inversion and editing run the same expert per step as sampling."""
+    pipe = _with_euler(wan_pipes["2.2"])
+    model = WanModel(pipe, name="tiny-wan22", native_size=native_size("2.2"))
+    schedule = model.schedule(8)
+    experts = [model.expert_for(t) for t in schedule.timesteps]
+    assert experts == [0 if t >= 875 else 1 for t in schedule.timesteps] and 0 < sum(experts) < 8
+    noise = torch.randn(1, 16, 3, 6, 8, generator=torch.Generator().manual_seed(5))
+    prompt, negative = "a red disc", "gray"
+    expected = pipe(prompt=prompt, negative_prompt=negative, num_frames=9, height=48, width=64,
+                    num_inference_steps=8, guidance_scale=5.0, guidance_scale_2=2.0, latents=noise.clone(),
+                    output_type="latent", max_sequence_length=model.text_length).frames
+    ours = sample_ddim(text_model_fn(model, prompt, negative, 5.0, 2.0), noise.permute(0, 2, 1, 3, 4), schedule)
+    assert relative_error(ours.permute(0, 2, 1, 3, 4), expected) < 1e-6
+    single = sample_ddim(text_model_fn(model, prompt, negative, 5.0), noise.permute(0, 2, 1, 3, 4), schedule)
+    assert relative_error(single, ours) > 1e-4  # the second scale is really used below the boundary
+
+    seen: list = []
+    hooks = [_calls(pipe.transformer, seen, 0), _calls(pipe.transformer_2, seen, 1)]
+    try:
+        latents = model.encode(wan_frames())
+        inversion = invert(model, latents, steps=25, method="fixed-point", tol=1e-6, max_iter=12)
+        assert sorted(set(seen)) == [0, 1]
+        seen.clear()
+        edit(model, inversion, "a blue box", EditConfig(guidance=5.0, guidance_2=2.0, rows_per_call=None))
+        # one call per edit step, by the expert of its timestep
+        assert seen == [model.expert_for(t) for t in model.schedule(25).timesteps]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    back = sample_ddim(text_model_fn(model, "", "", 1.0), inversion.noise, inversion.schedule(model))
+    assert relative_error(back, latents) <= 1e-5  # exact across the expert switch
+
+
+def test_inversion_uses_each_steps_expert(wan_pipes):
+    """Plain inversion: one evaluation per step, by the expert of that step's timestep (reversed order)."""
+    model = WanModel(wan_pipes["2.2"], name="tiny-wan22", native_size=native_size("2.2"))
+    schedule = model.schedule(8)
+    seen: list = []
+    hooks = [_calls(model.transformer, seen, 0), _calls(model.transformer_2, seen, 1)]
+    try:
+        invert(model, model.encode(wan_frames()), steps=8)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen == [model.expert_for(t) for t in reversed(schedule.timesteps)]
+
+
+def test_guidance_2_refused_without_a_second_expert(wan, wan_inversion):
+    from conftest import assert_one_line_error
+
+    assert_one_line_error(lambda: edit(wan, wan_inversion, "x", EditConfig(guidance_2=2.0)), "second guidance")
+
+
+def test_expand_timesteps_matches_the_pipeline_and_round_trips(wan_pipes):
+    """TI2V-5B layout: per-token timesteps [B, T * h/2 * w/2]; our sampler equals WanPipeline.__call__ and the
+    fixed-point inversion round trips (48-channel latents, 16 pixels per latent cell)."""
+    pipe = _with_euler(wan_pipes["2.2-5b"], shift=5.0)
+    model = WanModel(pipe, name="tiny-wan22-5b", native_size=native_size("2.2-5b"))
+    assert model.expand_timesteps and model.size_multiple == 32 and model.spatial_factor == 16
+    shapes = []
+    hook = model.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["timestep"].shape)), with_kwargs=True)
+    noise = torch.randn(1, 48, 3, 4, 4, generator=torch.Generator().manual_seed(7))
+    try:
+        expected = pipe(prompt="a red disc", negative_prompt="", num_frames=9, height=64, width=64,
+                        num_inference_steps=5, guidance_scale=4.0, latents=noise.clone(), output_type="latent",
+                        max_sequence_length=model.text_length).frames
+        shapes.clear()
+        ours = sample_ddim(text_model_fn(model, "a red disc", "", 4.0), noise.permute(0, 2, 1, 3, 4), model.schedule(5))
+    finally:
+        hook.remove()
+    assert shapes == [(2, 3 * 2 * 2)] * 5  # [uncond + cond rows, T * h/2 * w/2 tokens]
+    assert relative_error(ours.permute(0, 2, 1, 3, 4), expected) < 1e-6
+    latents = model.encode(wan_frames(64, 64))
+    assert latents.shape == (1, 3, 48, 4, 4)
+    inversion = invert(model, latents, steps=25, method="fixed-point", tol=1e-6, max_iter=12)
+    back = sample_ddim(text_model_fn(model, "", "", 1.0), inversion.noise, inversion.schedule(model))
+    assert relative_error(back, latents) <= 1e-5
+    assert edit(model, inversion, ["a blue box", "a red disc"], EditConfig()).shape == (2, 3, 48, 4, 4)
+
+
+def test_web_studio_with_tiny_wan(wan, wan_video, tmp_path):
+    """The page's studio (form settings -> jobs) inverts once and edits several prompts with a Wan model."""
+    from vidinvert.web import Studio, settings_from_form
+
+    studio = Studio.from_model(wan)
+    read, inv, config = settings_from_form({"max_num_frames": 9, "steps": 2})
+    first = studio.prepared(str(wan_video), read, inv)
+    assert not first.reused and first.inversion.trajectory.shape[1:] == (1, 3, 16, 6, 8)
+    results, job = studio.edit(str(wan_video), read, inv, ["a red disc", "a blue disc"], config, tmp_path)
+    assert job.summary["inversion_reused"] and job.summary["batch_rows"] == [5]
+    assert all(r.video.is_file() and r.comparison.is_file() for r in results)
