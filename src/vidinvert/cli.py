@@ -114,6 +114,8 @@ def _add_edit_options(parser: argparse.ArgumentParser, guidance: float) -> None:
     group = parser.add_argument_group("editing")
     group.add_argument("--guidance", "--guidance-scale", dest="guidance", type=float, default=guidance,
                        help="classifier-free guidance scale (%(default)s)")
+    group.add_argument("--guidance-2", dest="guidance_2", type=float, default=None,
+                       help="Wan 2.2 A14B: guidance of the low-noise expert (default: --guidance)")
     group.add_argument("--negative-prompt", default=_E.negative_prompt, help="text of the unconditional branch")
     group.add_argument("--start", default=_E.start, choices=STARTS,
                        help="start from the inverted noise, or from fresh noise drawn from --seed (the reference)")
@@ -314,7 +316,8 @@ def edit_config(args) -> EditConfig:
     _, strength = resolve_strength(args.strength, args.krnr)
     return EditConfig(guidance=args.guidance, negative_prompt=args.negative_prompt, start=start, seed=args.seed,
                       dynamic_guidance=args.dynamic_guidance, injection=injection, strength=strength, krnr=args.krnr,
-                      krnr_adaptive=args.krnr_adaptive, blend=blend, rows_per_call=args.rows_per_call)
+                      krnr_adaptive=args.krnr_adaptive, blend=blend, rows_per_call=args.rows_per_call,
+                      guidance_2=args.guidance_2)
 
 
 def output_settings(args) -> OutputSettings:

@@ -122,8 +122,17 @@ def edit(
     inversion.check_matches(model)
     offset = edit_offset(inversion, config.strength)
     schedule = inversion.schedule(model)[offset:]
+    if config.krnr is not None and schedule.is_flow:
+        raise VidinvertError(
+            "K-RNR is built on DDIM's alpha-bar levels and does not apply to flow-matching models such as Wan",
+            "drop --krnr (a flow edit can start from the inverted latent at any --strength)",
+        )
     num_prompts, injection = len(prompts), config.injection
-    with_uncond = any(needs_uncond(config.guidance, p, config.negative_prompt) for p in prompts)
+    if config.guidance_2 is not None and not any(model.expert_for(t) for t in schedule.timesteps):
+        raise VidinvertError("a second guidance scale applies to the low-noise expert of a two-expert model "
+                             "(Wan 2.2 A14B), which this edit does not run", "drop --guidance-2")
+    scales = (config.guidance,) if config.guidance_2 is None else (config.guidance, config.guidance_2)
+    with_uncond = any(needs_uncond(g, p, config.negative_prompt) for g in scales for p in prompts)
     main_texts = guided_texts(prompts, config.negative_prompt, with_uncond)  # [neg, p1, neg, p2, ...] or [p1, ...]
     shared = injection.reference_text == "inversion"
     ref_texts = [inversion.meta.prompt] if shared else main_texts
@@ -180,7 +189,8 @@ def edit(
             pred = predict(torch.cat([main, reference]), t, text_all, layout)[: layout.num_main]  # [M + R] rows in
         else:
             pred = predict(main, t, text_main, None)
-        scale = dynamic_scale(config.guidance, t, len(schedule)) if config.dynamic_guidance else config.guidance
+        base = config.guidance_2 if config.guidance_2 is not None and model.expert_for(t) == 1 else config.guidance
+        scale = dynamic_scale(base, t, len(schedule)) if config.dynamic_guidance else base
         return combine(pred, num_prompts, scale, with_uncond)
 
     mask = None

@@ -129,9 +129,12 @@ class Inversion:
         return Inversion(trajectory, clean, meta)
 
 
-def text_model_fn(model: VideoFamily, prompt: str, negative_prompt: str, guidance: float):
-    """``model_fn(x, i, t)`` for one prompt with guidance; one batch row when guidance cannot change anything."""
-    with_uncond = needs_uncond(guidance, prompt, negative_prompt)
+def text_model_fn(model: VideoFamily, prompt: str, negative_prompt: str, guidance: float,
+                  guidance_2: float | None = None):
+    """``model_fn(x, i, t)`` for one prompt with guidance; one batch row when guidance cannot change anything.
+    ``guidance_2``: the scale at timesteps the low-noise expert evaluates (``model.expert_for(t) == 1``)."""
+    scales = (guidance,) if guidance_2 is None else (guidance, guidance_2)
+    with_uncond = any(needs_uncond(g, prompt, negative_prompt) for g in scales)
     text = model.encode_text(guided_texts([prompt], negative_prompt, with_uncond))  # [G, L, D]
 
     def model_fn(x: torch.Tensor, i: int, t: int) -> torch.Tensor:
@@ -139,7 +142,8 @@ def text_model_fn(model: VideoFamily, prompt: str, negative_prompt: str, guidanc
         pred = model.predict(rows, t, text.repeat(x.shape[0], 1, 1))
         if not with_uncond:
             return pred
-        return combine(pred, x.shape[0], guidance, True)
+        scale = guidance_2 if guidance_2 is not None and model.expert_for(t) == 1 else guidance
+        return combine(pred, x.shape[0], scale, True)
 
     model_fn.batch_rows = 2 if with_uncond else 1  # transformer rows per latent row, for accounting
     return model_fn

@@ -41,7 +41,8 @@ class InversionMeta:
     model: str  # model name or path
     model_fingerprint: str  # the model's fingerprint(): configs + a sample of the weights
     num_steps: int  # steps of the full schedule
-    timesteps: tuple[int, ...]  # model timestep of each stored step, sampling order (a tail of the schedule)
+    timesteps: tuple  # model timestep of each stored step, sampling order (a tail of the schedule); ints for DDIM,
+    #                   floats (sigma x 1000) for flow-matching schedulers that hand the model float timesteps
     latent_shape: tuple[int, ...]  # [B, T, C, h, w]
     frames: int  # pixel frames of the source
     height: int  # pixel height
@@ -105,6 +106,15 @@ def _ints(value, low: int = 0, high: int | None = None, length: int | None = Non
     return tuple(_int(v, low, high) for v in value)
 
 
+def _timesteps(value) -> tuple:
+    """Timesteps as saved: all ints (DDIM, UniPC) or finite numbers (flow matching's ``sigma * 1000``)."""
+    if not isinstance(value, list):
+        raise _Damaged
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return _ints(value, 0, 100_000)
+    return tuple(_float(v, 0.0, 100_000.0) for v in value)
+
+
 def _read(value) -> ReadSettings | None:
     if value is None:
         return None
@@ -143,7 +153,7 @@ def parse_meta(raw, path: str | Path) -> InversionMeta:
                                     "frames", "height", "width"} <= set(raw):
             raise _Damaged
         num_steps = _int(raw["num_steps"], 1, MAX_STEPS)
-        timesteps = _ints(raw["timesteps"], 0, 100_000)
+        timesteps = _timesteps(raw["timesteps"])
         split = raw.get("split_clean_end", False)
         if not isinstance(split, bool):
             raise _Damaged

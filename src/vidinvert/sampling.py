@@ -4,7 +4,10 @@ A ``model_fn(x, i, t)`` takes latents ``x`` ``[B, T, C, H', W']`` (float32), the
 and its timestep ``t``, and returns the model's prediction with the layout of ``x`` (guidance already applied).
 Latents stay float32 here whatever dtype the model runs in.
 
-Notation (DDIM paper, Song et al. 2020): ``a`` is alpha-bar, ``x = sqrt(a) x0 + sqrt(1 - a) eps``.
+Notation (DDIM paper, Song et al. 2020): ``a`` is alpha-bar, ``x = sqrt(a) x0 + sqrt(1 - a) eps``. For flow
+matching (``prediction_type == "flow"``, rectified flow as Wan uses it) the level is sigma,
+``x = (1 - sigma) x0 + sigma eps``, and the model predicts the velocity ``v = eps - x0``; the DDIM move between two
+levels is then exactly the Euler step ``x + (sigma_to - sigma_from) v``. Names keep DDIM's ``a`` for either level.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ def split_prediction(x: torch.Tensor, pred: torch.Tensor, a: float, prediction_t
     Args:
         x: latents at level ``a``, any layout.
         pred: the model output for ``x``, same layout.
-        a: alpha-bar of the level ``x`` is at.
-        prediction_type: ``"v_prediction"``, ``"epsilon"`` or ``"sample"``.
+        a: alpha-bar (or sigma, for ``"flow"``) of the level ``x`` is at.
+        prediction_type: ``"v_prediction"``, ``"epsilon"``, ``"sample"`` or ``"flow"``.
     """
+    if prediction_type == "flow":  # x = (1 - s) x0 + s eps, v = eps - x0
+        return x - a * pred, x + (1.0 - a) * pred
     sa, sb = math.sqrt(a), math.sqrt(1.0 - a)
     if prediction_type == "v_prediction":
         return sa * x - sb * pred, sa * pred + sb * x
@@ -44,8 +49,11 @@ def ddim_move(x: torch.Tensor, pred: torch.Tensor, a_here: float, a_there: float
     """Deterministic DDIM move (eta = 0) of ``x`` from level ``a_here`` to ``a_there`` given the prediction at ``x``.
 
     Computes ``x' = sqrt(a_there) x0 + sqrt(1 - a_there) eps``; used forwards (``a_there > a_here``, towards clean)
-    and, as plain DDIM inversion, backwards.
+    and, as plain DDIM inversion, backwards. For ``"flow"`` this is the Euler step ``x + (s_there - s_here) v``
+    (the same move, written as ``FlowMatchEulerDiscreteScheduler.step`` computes it).
     """
+    if prediction_type == "flow":
+        return x + (a_there - a_here) * pred
     x0, eps = split_prediction(x, pred, a_here, prediction_type)
     return math.sqrt(a_there) * x0 + math.sqrt(1.0 - a_there) * eps
 
@@ -54,7 +62,10 @@ def step_coefficients(a_from: float, a_to: float, prediction_type: str) -> tuple
     """``(A, B)`` such that the sampling step is linear: ``x_to = A x_from + B pred`` (pred taken at ``x_from``).
 
     Derived from ``ddim_move``; used to solve the step backwards exactly (``x_from = (x_to - B pred) / A``).
+    For ``"flow"`` (Euler): ``A = 1``, ``B = s_to - s_from``.
     """
+    if prediction_type == "flow":
+        return 1.0, a_to - a_from
     sa, sb = math.sqrt(a_from), math.sqrt(1.0 - a_from)
     ta, tb = math.sqrt(a_to), math.sqrt(1.0 - a_to)
     if prediction_type == "v_prediction":  # x0 = sa x - sb v, eps = sa v + sb x

@@ -300,6 +300,8 @@ class EditConfig:
 
     Args:
         guidance: classifier-free guidance scale (CogVideoX's usual 6.0); 1 disables guidance.
+        guidance_2: Wan 2.2 A14B: guidance scale of the low-noise expert (``transformer_2``, the steps below the
+            pipeline's boundary), as ``WanPipeline``'s ``guidance_scale_2``; ``None``: ``guidance`` throughout.
         negative_prompt: text of the uncond branch.
         start: ``"inverted"`` starts from the inverted noise (keeps layout and colours best); ``"random"`` starts
             from fresh Gaussian noise drawn from ``seed`` (what the public reference does).
@@ -333,9 +335,12 @@ class EditConfig:
     krnr_adaptive: bool = False
     blend: BlendConfig = field(default_factory=BlendConfig)
     rows_per_call: int | str | None = "auto"
+    guidance_2: float | None = None
 
     def __post_init__(self):
         _number("guidance", self.guidance, 1.0, MAX_GUIDANCE, example=6)
+        if self.guidance_2 is not None:
+            _number("second guidance", self.guidance_2, 1.0, MAX_GUIDANCE, example=3)
         _choice("start", self.start, STARTS)
         _number("seed", self.seed, 0, MAX_SEED, integer=True, example=42)
         if self.strength is not None:

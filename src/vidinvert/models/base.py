@@ -69,6 +69,10 @@ class VideoFamily(Protocol):
     def predict(self, latents: torch.Tensor, t: int, text: torch.Tensor) -> torch.Tensor:
         """One transformer evaluation -> float32 prediction shaped like ``latents``."""
 
+    def expert_for(self, t) -> int:
+        """Which expert evaluates timestep ``t``: 0, or 1 for the low-noise expert of a two-expert model (Wan 2.2
+        A14B), where a second guidance scale applies."""
+
     def tokens_per_row(self, latent_shape: tuple[int, ...]) -> int:
         """Tokens one batch row of latents ``[B, T, C', h, w]`` puts through self-attention."""
 

@@ -210,6 +210,10 @@ class VideoModel:
             )
 
     # ---- transformer ----------------------------------------------------------------------------------------
+    def expert_for(self, t) -> int:
+        """CogVideoX has one transformer: always 0."""
+        return 0
+
     def rotary(self, latent_frames: int, height: int, width: int):
         """RoPE tables for a latent video of this size, or ``None`` for models with sincos positions (2b)."""
         if not self.config.use_rotary_positional_embeddings:

@@ -16,10 +16,13 @@ from ..settings import OFFLOAD_MODES, ModelSettings
 from .device import auto_dtype, resolve_device, resolve_dtype
 
 DEMO_MODEL = "demo"  # the small CogVideoX trained on the synthetic world, shipped in vidinvert/demo/model
-TINY_MODELS = ("tiny", "tiny-5b", "tiny-2b", "tiny-1.5")  # random weights built in code (see tiny.py)
-FAMILIES = {"CogVideoXPipeline": "cogvideox"}  # diffusers pipeline class -> family module under models/
+TINY_COGVIDEOX = ("tiny", "tiny-5b", "tiny-2b", "tiny-1.5")  # random CogVideoX weights built in code (tiny.py)
+TINY_WAN = {"tiny-wan": "2.1", "tiny-wan22": "2.2", "tiny-wan22-5b": "2.2-5b"}  # name -> style (tiny_wan.py)
+TINY_MODELS = TINY_COGVIDEOX + tuple(TINY_WAN)  # random weights built in code
+FAMILIES = {"CogVideoXPipeline": "cogvideox", "WanPipeline": "wan"}  # diffusers pipeline class -> family module
 EXAMPLE_HUB_ID = "THUDM/CogVideoX-5b"
 EXAMPLE_PROMPT = "a green disc moving right in a dark sky"  # the demo model's example prompt, on every front end
+EXAMPLE_WAN_HUB_ID = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 
 
 def default_model() -> str:
@@ -57,25 +60,33 @@ def _pipeline_class(folder: Path, name: str) -> str:
 
 
 def _from_pretrained(model: str, dtype: torch.dtype):
-    """Load a folder (family read from its ``model_index.json``) or a hub id; one-line errors otherwise."""
-    from diffusers import CogVideoXPipeline
+    """Load a folder (family read from its ``model_index.json``) or a hub id; one-line errors otherwise.
+
+    A folder is loaded with its own pipeline class; a hub id through ``DiffusionPipeline`` (which reads the same
+    ``_class_name``), then refused if its class is not one of ``FAMILIES``.
+    """
+    import diffusers
 
     path = Path(model).expanduser()
     if path.exists():
-        _pipeline_class(path, model)
+        loader = getattr(diffusers, _pipeline_class(path, model))
         source = str(path)
     elif model.count("/") == 1 and not model.startswith((".", "/", "~")):
-        source = model  # a hub id
+        loader, source = diffusers.DiffusionPipeline, model  # a hub id
     else:
         raise VidinvertError(f"model not found: {model}", f"give a local pipeline folder or a hub id like {EXAMPLE_HUB_ID}")
     try:
-        return CogVideoXPipeline.from_pretrained(source, dtype=dtype)
+        pipe = loader.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError, EnvironmentError, KeyError, TypeError, AttributeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise VidinvertError(
             f"could not load {model}: {first[:200]}",
             "check the path or hub id, your network (hub ids download weights) and that it is a supported pipeline",
         ) from None
+    if type(pipe).__name__ not in FAMILIES:
+        raise VidinvertError(f"{model} holds a {type(pipe).__name__} pipeline, which vidinvert cannot edit with",
+                             f"use a text-to-video pipeline of a supported family ({', '.join(FAMILIES)})")
+    return pipe
 
 
 def load_pipeline(
@@ -117,6 +128,10 @@ def load_pipeline(
             raise VidinvertError(f"the demo model is not installed ({MODEL_DIR} has no model_index.json)",
                                  "train it with python -m vidinvert.demo.train, or use the tiny model")
         pipe = _from_pretrained(str(MODEL_DIR), torch_dtype)
+    elif model in TINY_WAN:
+        from ..tiny_wan import TinyWanConfig, build_tiny_wan_pipeline
+
+        pipe = build_tiny_wan_pipeline(TinyWanConfig(style=TINY_WAN[model]), dtype=torch_dtype)
     elif model in TINY_MODELS:
         from ..tiny import TinyConfig, build_tiny_pipeline
 
@@ -137,8 +152,26 @@ def load_pipeline(
     return pipe
 
 
+def family_of(pipe) -> str:
+    """The family (``FAMILIES`` value) of a loaded pipeline; one-line error for any other pipeline."""
+    family = FAMILIES.get(type(pipe).__name__)
+    if family is None:
+        raise VidinvertError(f"{type(pipe).__name__} is not a pipeline vidinvert can edit with",
+                             f"use a text-to-video pipeline of a supported family ({', '.join(FAMILIES)})")
+    return family
+
+
 def wrap(pipe, name: str | None = None):
-    """The family adapter for a loaded pipeline (``VideoFamily``)."""
+    """The family adapter for a loaded pipeline (``VideoFamily``), chosen by the pipeline's class."""
+    if family_of(pipe) == "wan":
+        from .wan import WanModel
+
+        native = None
+        if name in TINY_WAN:
+            from ..tiny_wan import native_size
+
+            native = native_size(TINY_WAN[name])
+        return WanModel(pipe, name=name, native_size=native)
     from .cogvideox import VideoModel
 
     return VideoModel(pipe, name=name)
@@ -161,6 +194,7 @@ def model_note(name: str) -> str | None:
                 f"captions like '{EXAMPLE_PROMPT}'; use real weights such as "
                 f"{EXAMPLE_HUB_ID} for real videos")
     if name in TINY_MODELS:
+        real = EXAMPLE_WAN_HUB_ID if name in TINY_WAN else EXAMPLE_HUB_ID
         return ("using the embedded tiny model (random weights, built in code): results are noise-like; use real "
-                f"weights such as {EXAMPLE_HUB_ID} for real edits")
+                f"weights such as {real} for real edits")
     return None

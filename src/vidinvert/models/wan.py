@@ -1,0 +1,275 @@
+"""Wan family adapter (Wan 2.1 T2V, Wan 2.2 T2V-A14B and TI2V-5B): wraps a diffusers ``WanPipeline``.
+
+``WanModel`` gives the samplers what ``models/base.py`` asks for: the VAE with Wan's per-channel latent
+normalisation, the UMT5 text encoder, one transformer evaluation per call, and the flow-matching schedule read off the
+pipeline's scheduler. Wan 2.2's two experts (``transformer`` at timesteps >= ``boundary_ratio x 1000``,
+``transformer_2`` below, per diffusers pipelines/wan/pipeline_wan.py) are switched inside ``predict``, so inversion
+and editing switch at the same boundary; TI2V-5B's per-token timesteps (``expand_timesteps``) are built there too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+
+import torch
+
+from ..errors import VidinvertError
+from ..schedule import Schedule, flow_schedule_from_scheduler, split_last_step
+from ..settings import MAX_STEPS
+from .cogvideox import _config_json
+
+TEXT_LENGTH = 512  # UMT5 tokens a prompt is padded/cut to (WanPipeline.__call__'s max_sequence_length default)
+NATIVE_SIZE = (480, 832)  # WanPipeline.__call__'s default height/width (Wan 2.1 480p, Wan 2.2 A14B)
+NATIVE_SIZE_TI2V = (704, 1280)  # Wan2.2-TI2V-5B's model card size (its 720p mode)
+DEFAULT_FRAMES = 81  # WanPipeline.__call__'s default num_frames
+# WanPipeline itself has no default negative prompt (None, i.e. an empty uncond text, which is vidinvert's default
+# too). diffusers' WanPipeline example (pipelines/wan/pipeline_wan.py EXAMPLE_DOC_STRING) uses this one, an English
+# rendering of the Chinese negative prompt of the Wan model cards; pass it with --negative-prompt to follow them.
+EXAMPLE_NEGATIVE_PROMPT = (
+    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
+    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, poorly "
+    "drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still picture, messy "
+    "background, three legs, many people in the background, walking backwards"
+)
+
+
+class WanModel:
+    """What the samplers see of a Wan pipeline (the ``VideoFamily`` protocol of ``models/base.py``).
+
+    Args:
+        pipe: a loaded ``WanPipeline`` (from ``load_pipeline`` or built by hand).
+        name: how the model is named in saved inversions and settings (default: the pipeline's path or "tiny-wan").
+        native_size: (height, width) the model is run at by default; default: Wan's (480x832, or 704x1280 for a
+            TI2V-5B layout).
+    """
+
+    def __init__(self, pipe, name: str | None = None, native_size: tuple[int, int] | None = None):
+        missing = [n for n in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler") if getattr(pipe, n, None) is None]
+        if missing or not hasattr(pipe.transformer, "blocks"):
+            raise VidinvertError(
+                f"{type(pipe).__name__} is not a Wan text-to-video pipeline (missing {', '.join(missing) or 'blocks'})",
+                "load one with vidinvert.load_pipeline",
+            )
+        self.family = "wan"
+        self.pipe = pipe
+        self.name = name or getattr(pipe, "name_or_path", None) or "tiny-wan"
+        self.transformer = pipe.transformer
+        self.transformer_2 = getattr(pipe, "transformer_2", None)
+        self.vae = pipe.vae
+        self.config = pipe.transformer.config
+        self.boundary_ratio = pipe.config.get("boundary_ratio", None)
+        self.expand_timesteps = bool(pipe.config.get("expand_timesteps", False))
+        if self.boundary_ratio is not None and self.transformer_2 is None:
+            raise VidinvertError("this Wan pipeline has a boundary_ratio but no transformer_2",
+                                 "load the full Wan 2.2 folder (both experts)")
+        limit = getattr(pipe.tokenizer, "model_max_length", TEXT_LENGTH) or TEXT_LENGTH
+        self.text_length = int(min(TEXT_LENGTH, limit))  # prompts are padded/cut to this many tokens
+        self.spatial_factor = pipe.vae_scale_factor_spatial  # pixels per latent cell
+        self.temporal_factor = pipe.vae_scale_factor_temporal  # pixel frames per latent frame (after the first)
+        _, p_h, p_w = self.config.patch_size
+        self.size_multiple = self.spatial_factor * max(p_h, p_w)  # frame sizes must divide by this (16 or 32)
+        self._native = native_size or (NATIVE_SIZE_TI2V if self.expand_timesteps else NATIVE_SIZE)
+        self._text_cache: dict = {}
+
+    # ---- identity -------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        # per diffusers pipelines/pipeline_utils.py: the execution device accounts for CPU-offload hooks
+        return self.pipe._execution_device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    @property
+    def experts(self) -> tuple:
+        """The transformers that may run: ``(transformer,)`` or, for Wan 2.2 A14B, ``(transformer, transformer_2)``."""
+        return (self.transformer,) if self.transformer_2 is None else (self.transformer, self.transformer_2)
+
+    def fingerprint(self) -> str:
+        """A short hash of the configs and a sample of the weights: tells one model from another cheaply."""
+        digest = hashlib.sha256()
+        for module in (*self.experts, self.vae):
+            digest.update(_config_json(module.config))
+            params = list(module.parameters())
+            for p in (params[0], params[-1]):
+                digest.update(p.detach().flatten()[:256].float().cpu().numpy().tobytes())
+        digest.update(_config_json(self.pipe.scheduler.config))
+        digest.update(_config_json(self.pipe.config))  # boundary_ratio, expand_timesteps
+        return digest.hexdigest()[:16]
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.transformer.blocks)
+
+    def native_size(self) -> tuple[int, int]:
+        """(height, width) in pixels the model is run at by default (multiples of ``size_multiple``)."""
+        return self._native
+
+    def frames_for(self, count: int) -> int:
+        """The largest ``4k + 1`` frame count (Wan's rule; 81 by default) not above ``count``."""
+        return count - (count - 1) % self.temporal_factor
+
+    def schedule(self, num_steps: int, split_clean_end: bool = False) -> Schedule:
+        """The forward scheduler's flow-matching sigmas for ``num_steps`` steps (inversion uses the same ones); with
+        ``split_clean_end`` the last step is cut in two at half its sigma (``schedule.split_last_step``)."""
+        limit = min(MAX_STEPS, int(self.pipe.scheduler.config.num_train_timesteps))
+        if not 1 <= num_steps <= limit:
+            raise VidinvertError(f"steps must be between 1 and {limit} for this model, got {num_steps}", "use e.g. 50")
+        try:
+            schedule = flow_schedule_from_scheduler(self.pipe.scheduler, num_steps)
+        except TypeError as err:
+            raise VidinvertError(f"cannot read a flow schedule off this Wan pipeline: {err}",
+                                 "use FlowMatchEulerDiscreteScheduler or UniPC with use_flow_sigmas") from None
+        sigma = float(schedule.alpha_from[-1]) / 2  # halfway from the last step's level to the clean latent
+        if split_clean_end and sigma > 0:
+            train = float(self.pipe.scheduler.config.num_train_timesteps)
+            schedule = split_last_step(schedule, sigma * train, sigma)
+        return schedule
+
+    def boundary_timestep(self) -> float | None:
+        """Timestep at and above which ``transformer`` runs and below which ``transformer_2`` does (Wan 2.2 A14B)."""
+        if self.boundary_ratio is None:
+            return None
+        return self.boundary_ratio * self.pipe.scheduler.config.num_train_timesteps
+
+    def expert_for(self, t) -> int:
+        """0 for ``transformer``, 1 for ``transformer_2`` at timestep ``t`` (per diffusers pipeline_wan.py)."""
+        boundary = self.boundary_timestep()
+        return 0 if boundary is None or t >= boundary else 1
+
+    # ---- attention --------------------------------------------------------------------------------------------
+    def tokens_per_row(self, latent_shape: tuple[int, ...]) -> int:
+        """Video tokens of one row of latents ``[B, T, C', h, w]`` (text enters through cross-attention only)."""
+        _, frames, _, height, width = latent_shape
+        p_t, p_h, p_w = self.config.patch_size
+        return (frames // p_t) * (height // p_h) * (width // p_w)
+
+    def attention_width(self) -> int:
+        return self.config.num_attention_heads * self.config.attention_head_dim
+
+    def injected(self, config, state):
+        """Install key/value injection in every expert's self-attention (see ``wan_attention.injected``)."""
+        from .wan_attention import injected
+
+        return injected(self.experts, config, state)
+
+    # ---- text -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """UMT5 embeddings ``[len(prompts), L, D]`` in the transformer dtype (padding zeroed, as the pipeline does);
+        warns when a prompt is cut to L tokens."""
+        out = []
+        for prompt in prompts:
+            if prompt not in self._text_cache:
+                self._warn_if_cut(prompt)
+                embeds, _ = self.pipe.encode_prompt(
+                    prompt,
+                    do_classifier_free_guidance=False,
+                    max_sequence_length=self.text_length,
+                    device=self.device,
+                    dtype=self.dtype,
+                )
+                self._text_cache[prompt] = embeds  # [1, L, D]
+            out.append(self._text_cache[prompt])
+        return torch.cat(out)  # [B, L, D]
+
+    def _warn_if_cut(self, prompt: str) -> None:
+        ids = self.pipe.tokenizer(prompt, add_special_tokens=True).input_ids
+        if len(ids) > self.text_length:
+            cut = self.pipe.tokenizer.decode(ids[self.text_length - 1 :], skip_special_tokens=True)
+            warnings.warn(
+                f"prompt longer than the model's {self.text_length} tokens; this part was cut: {cut!r}", stacklevel=3
+            )
+
+    # ---- VAE ------------------------------------------------------------------------------------------------
+    def _latent_stats(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel ``(mean, std)`` ``[1, C', 1, 1, 1]`` of the VAE's latents (from its config)."""
+        shape = (1, self.vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(self.vae.config.latents_mean).view(shape).to(device, dtype)
+        std = torch.tensor(self.vae.config.latents_std).view(shape).to(device, dtype)
+        return mean, std
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor, generator: torch.Generator | None = None, sample: bool = False) -> torch.Tensor:
+        """Frames ``[F, C, H, W]`` in [-1, 1] -> float32 latents ``[1, T, C', h, w]``, normalised per channel.
+
+        The normalisation is ``(z - latents_mean) / latents_std`` (per diffusers pipeline_wan_video2video.py
+        ``prepare_latents``, which multiplies by ``1 / latents_std``); the posterior mean is taken unless ``sample``.
+        """
+        self.check_frames(frames)
+        video = frames.to(device=self.device, dtype=self.vae.dtype).unsqueeze(0).permute(0, 2, 1, 3, 4)  # [1, C, F, H, W]
+        posterior = self.vae.encode(video).latent_dist
+        latents = posterior.sample(generator) if sample else posterior.mode()  # [1, C', T, h, w]
+        mean, std = self._latent_stats(latents.device, latents.dtype)
+        latents = (latents - mean) * (1.0 / std)
+        return latents.permute(0, 2, 1, 3, 4).float()  # [1, T, C', h, w]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents ``[B, T, C', h, w]`` -> float32 frames ``[B, F, C, H, W]`` in [-1, 1], ``F = (T - 1) k + 1``
+        (undoing the normalisation as ``WanPipeline.__call__`` does)."""
+        z = latents.to(device=self.device, dtype=self.vae.dtype).permute(0, 2, 1, 3, 4)  # [B, C', T, h, w]
+        mean, std = self._latent_stats(z.device, z.dtype)
+        z = z / (1.0 / std) + mean
+        video = self.vae.decode(z).sample  # [B, C, F, H, W]
+        frames = (latents.shape[1] - 1) * self.temporal_factor + 1
+        video = video[:, :, -frames:]  # [B, C, F, H, W]
+        return video.permute(0, 2, 1, 3, 4).float().clamp(-1, 1)  # [B, F, C, H, W]
+
+    def check_frames(self, frames: torch.Tensor) -> None:
+        """One-line errors for frame tensors the VAE or transformer cannot take."""
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise VidinvertError(f"frames must be [F, 3, H, W], got {tuple(frames.shape)}", "read them with read_video")
+        count, _, height, width = frames.shape
+        if (count - 1) % self.temporal_factor:
+            raise VidinvertError(
+                f"{count} frames do not fit Wan's {self.temporal_factor}k+1 rule",
+                f"use {self.frames_for(count)} frames",
+            )
+        m = self.size_multiple
+        if height % m or width % m:
+            raise VidinvertError(
+                f"frame size {height}x{width} is not divisible by {m}",
+                f"resize to {max(m, height // m * m)}x{max(m, width // m * m)}",
+            )
+        latent_frames = (count - 1) // self.temporal_factor + 1
+        p_t, p_h, p_w = self.config.patch_size
+        longest = max(latent_frames // p_t, height // self.spatial_factor // p_h, width // self.spatial_factor // p_w)
+        if longest > self.config.rope_max_seq_len:
+            raise VidinvertError(
+                f"{count} frames of {height}x{width} need {longest} positions along one axis, over this model's "
+                f"RoPE table of {self.config.rope_max_seq_len}",
+                "use fewer frames or a smaller size",
+            )
+
+    # ---- transformer ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, latents: torch.Tensor, t, text: torch.Tensor) -> torch.Tensor:
+        """One transformer evaluation (the expert for ``t`` on Wan 2.2 A14B).
+
+        Args:
+            latents: ``[B, T, C', h, w]`` (any float dtype; cast to the model dtype here).
+            t: the model timestep (``sigma * 1000`` as the scheduler hands it), shared by the batch.
+            text: ``[B, L, D]`` prompt embeddings from ``encode_text``.
+
+        Returns:
+            float32 flow velocity ``[B, T, C', h, w]``.
+        """
+        batch, frames, _, height, width = latents.shape
+        model = self.experts[self.expert_for(t)]
+        x = latents.to(device=self.device, dtype=model.dtype).permute(0, 2, 1, 3, 4).contiguous()  # [B, C', T, h, w]
+        if self.expand_timesteps:
+            # per diffusers pipeline_wan.py (Wan 2.2 TI2V): one timestep per video token, [B, T * h/2 * w/2]
+            tokens = self.tokens_per_row(tuple(latents.shape))
+            timestep = torch.full((batch, tokens), float(t), device=self.device, dtype=torch.float32)
+        else:
+            timestep = torch.full((batch,), float(t), device=self.device, dtype=torch.float32)
+        out = model(
+            hidden_states=x,
+            timestep=timestep,
+            encoder_hidden_states=text.to(device=self.device, dtype=model.dtype),
+            return_dict=False,
+        )[0]  # [B, C', T, h, w]
+        return out.permute(0, 2, 1, 3, 4).float()
