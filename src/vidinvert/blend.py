@@ -11,7 +11,7 @@ where the mask puts it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+
 
 import torch
 import torch.nn.functional as F

@@ -107,7 +107,7 @@ def parse_blocks(text: str | None) -> tuple[int, ...] | None:
             raise SettingsError(f"cannot read injection blocks {text!r}", "use indices and ranges like 0-9,20") from None
         if low < 0 or high > MAX_BLOCK_INDEX or low > high:
             raise SettingsError(f"injection block range {part!r} is not a range of block indices",
-                                f"use ascending indices between 0 and the model's last block, like 0-9,20")
+                                "use ascending indices between 0 and the model's last block, like 0-9,20")
         blocks.update(range(low, high + 1))
     if not blocks:
         raise SettingsError(f"injection blocks {text!r} names no block",

@@ -7,22 +7,14 @@ layout: 2b (sincos positions), 5b (RoPE), 1.5 (RoPE + temporal patches, padded h
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
-from pathlib import Path
 
 import torch
 
 from ..errors import VidinvertError
 from ..schedule import Schedule, schedule_from_scheduler, split_last_step
 from ..settings import MAX_STEPS
-
-def _config_json(config) -> bytes:
-    """A config as canonical JSON, without diffusers' bookkeeping keys (``_name_or_path``, versions...)."""
-    public = {k: v for k, v in dict(config).items() if not k.startswith("_")}
-    return json.dumps(public, sort_keys=True, default=str).encode()
-
+from .parts import PromptCache, fingerprint
 
 class VideoModel:
     """What the samplers see of a CogVideoX pipeline (the ``VideoFamily`` protocol of ``models/base.py``).
@@ -50,7 +42,7 @@ class VideoModel:
         self.temporal_factor = pipe.vae_scale_factor_temporal  # pixel frames per latent frame (after the first)
         self.size_multiple = self.spatial_factor * self.config.patch_size  # frame sizes must divide by this
         self._rope_cache: dict = {}
-        self._text_cache: dict = {}
+        self._prompts = PromptCache(pipe, self.text_length)
 
     # ---- identity -------------------------------------------------------------------------------------------
     @property
@@ -64,14 +56,7 @@ class VideoModel:
 
     def fingerprint(self) -> str:
         """A short hash of the configs and a sample of the weights: tells one model from another cheaply."""
-        digest = hashlib.sha256()
-        for module in (self.transformer, self.vae):
-            digest.update(_config_json(module.config))
-            params = list(module.parameters())
-            for p in (params[0], params[-1]):
-                digest.update(p.detach().flatten()[:256].float().cpu().numpy().tobytes())
-        digest.update(_config_json(self.pipe.scheduler.config))
-        return digest.hexdigest()[:16]
+        return fingerprint((self.transformer, self.vae), (self.pipe.scheduler.config,))
 
     @property
     def num_blocks(self) -> int:
@@ -117,29 +102,9 @@ class VideoModel:
 
     # ---- text -----------------------------------------------------------------------------------------------
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """T5 embeddings ``[len(prompts), L, D]`` in the transformer dtype; warns when a prompt is cut to L tokens."""
-        out = []
-        for prompt in prompts:
-            if prompt not in self._text_cache:
-                self._warn_if_cut(prompt)
-                embeds, _ = self.pipe.encode_prompt(
-                    prompt,
-                    do_classifier_free_guidance=False,
-                    max_sequence_length=self.text_length,
-                    device=self.device,
-                    dtype=self.dtype,
-                )
-                self._text_cache[prompt] = embeds  # [1, L, D]
-            out.append(self._text_cache[prompt])
-        return torch.cat(out)  # [B, L, D]
-
-    def _warn_if_cut(self, prompt: str) -> None:
-        ids = self.pipe.tokenizer(prompt, add_special_tokens=True).input_ids
-        if len(ids) > self.text_length:
-            cut = self.pipe.tokenizer.decode(ids[self.text_length - 1 :], skip_special_tokens=True)
-            warnings.warn(
-                f"prompt longer than the model's {self.text_length} tokens; this part was cut: {cut!r}", stacklevel=3
-            )
+        """T5 embeddings ``[len(prompts), L, D]`` in the transformer dtype; warns when a prompt is cut to L
+        tokens."""
+        return self._prompts.encode(prompts, self.device, self.dtype)
 
     # ---- VAE ------------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -9,15 +9,13 @@ and editing switch at the same boundary; TI2V-5B's per-token timesteps (``expand
 
 from __future__ import annotations
 
-import hashlib
-import warnings
 
 import torch
 
 from ..errors import VidinvertError
 from ..schedule import Schedule, flow_schedule_from_scheduler, split_last_step
 from ..settings import MAX_STEPS
-from .cogvideox import _config_json
+from .parts import PromptCache, fingerprint
 
 TEXT_LENGTH = 512  # UMT5 tokens a prompt is padded/cut to (WanPipeline.__call__'s max_sequence_length default)
 NATIVE_SIZE = (480, 832)  # WanPipeline.__call__'s default height/width (Wan 2.1 480p, Wan 2.2 A14B)
@@ -70,7 +68,7 @@ class WanModel:
         _, p_h, p_w = self.config.patch_size
         self.size_multiple = self.spatial_factor * max(p_h, p_w)  # frame sizes must divide by this (16 or 32)
         self._native = native_size or (NATIVE_SIZE_TI2V if self.expand_timesteps else NATIVE_SIZE)
-        self._text_cache: dict = {}
+        self._prompts = PromptCache(pipe, self.text_length)
 
     # ---- identity -------------------------------------------------------------------------------------------
     @property
@@ -89,15 +87,7 @@ class WanModel:
 
     def fingerprint(self) -> str:
         """A short hash of the configs and a sample of the weights: tells one model from another cheaply."""
-        digest = hashlib.sha256()
-        for module in (*self.experts, self.vae):
-            digest.update(_config_json(module.config))
-            params = list(module.parameters())
-            for p in (params[0], params[-1]):
-                digest.update(p.detach().flatten()[:256].float().cpu().numpy().tobytes())
-        digest.update(_config_json(self.pipe.scheduler.config))
-        digest.update(_config_json(self.pipe.config))  # boundary_ratio, expand_timesteps
-        return digest.hexdigest()[:16]
+        return fingerprint((*self.experts, self.vae), (self.pipe.scheduler.config, self.pipe.config))
 
     @property
     def num_blocks(self) -> int:
@@ -156,32 +146,10 @@ class WanModel:
         return injected(self.experts, config, state)
 
     # ---- text -----------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """UMT5 embeddings ``[len(prompts), L, D]`` in the transformer dtype (padding zeroed, as the pipeline does);
-        warns when a prompt is cut to L tokens."""
-        out = []
-        for prompt in prompts:
-            if prompt not in self._text_cache:
-                self._warn_if_cut(prompt)
-                embeds, _ = self.pipe.encode_prompt(
-                    prompt,
-                    do_classifier_free_guidance=False,
-                    max_sequence_length=self.text_length,
-                    device=self.device,
-                    dtype=self.dtype,
-                )
-                self._text_cache[prompt] = embeds  # [1, L, D]
-            out.append(self._text_cache[prompt])
-        return torch.cat(out)  # [B, L, D]
-
-    def _warn_if_cut(self, prompt: str) -> None:
-        ids = self.pipe.tokenizer(prompt, add_special_tokens=True).input_ids
-        if len(ids) > self.text_length:
-            cut = self.pipe.tokenizer.decode(ids[self.text_length - 1 :], skip_special_tokens=True)
-            warnings.warn(
-                f"prompt longer than the model's {self.text_length} tokens; this part was cut: {cut!r}", stacklevel=3
-            )
+        """UMT5 embeddings ``[len(prompts), L, D]`` in the transformer dtype(padding zeroed, as the pipeline does); warns when a prompt is cut to L
+        tokens."""
+        return self._prompts.encode(prompts, self.device, self.dtype)
 
     # ---- VAE ------------------------------------------------------------------------------------------------
     def _latent_stats(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
