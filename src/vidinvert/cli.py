@@ -180,6 +180,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it, no login)")
     parser.add_argument("--port", type=int, default=7860, help="port (%(default)s)")
+    parser.add_argument("--max-upload-mb", type=float, default=2048,
+                        help="largest upload accepted, in MiB (%(default)s)")
     parser.add_argument("--model", "--model-path", dest="model", default=_M.name,
                         help="pipeline folder or hub id (THUDM/CogVideoX-5b); default: 'demo', the bundled demo model")
     parser.add_argument("--device", default=_M.device, help="cpu, cuda, cuda:N or auto (default)")
