@@ -212,7 +212,7 @@ def invert(
 
         key = dict(model=model.fingerprint(), latents=latents_hash(latents), timesteps=schedule.timesteps,
                    prompt=prompt, negative_prompt=negative_prompt, guidance=guidance, method=method, **method_options)
-        saver = InversionCheckpoint(checkpoint, checkpoint_every, key)
+        saver = InversionCheckpoint(checkpoint, checkpoint_every, key, shape=tuple(latents.shape))
         done = saver.resume()  # [k, B, T, C, h, w], sampling order, or None
     resumed = 0 if done is None else done.shape[0]
     remaining = schedule[: len(schedule) - resumed]

@@ -29,6 +29,7 @@ import torch
 
 from . import __version__
 from .editing import EditStats, edit
+from .atomic import outputs_together
 from .errors import VidinvertError
 from .export import side_by_side, write_video
 from .inversion import Inversion, invert
@@ -367,17 +368,11 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
     videos = decode(model, latents)  # [K, F, C, H, W]
     reference = prepared.source.clip.frames if prepared.source is not None else decode(model, inversion.clean)[0]
     fps = output.fps or (prepared.source.clip.fps if prepared.source is not None else inversion.meta.fps) or 8.0
-    written = []
-    try:
+    with outputs_together():  # a job's videos appear together or not at all (with its JSON, if the caller's block)
         for k, path in enumerate(videos_out):
-            written.append(write_video(videos[k], path, fps=fps, force=output.force))
+            write_video(videos[k], path, fps=fps, force=output.force)
             if comparisons_out:
-                written.append(write_video(side_by_side(reference, videos[k]), comparisons_out[k], fps=fps,
-                                           force=output.force))
-    except BaseException:
-        for path in written:  # a job's videos appear together or not at all
-            Path(path).unlink(missing_ok=True)
-        raise
+                write_video(side_by_side(reference, videos[k]), comparisons_out[k], fps=fps, force=output.force)
     summary = {
         "outputs": [str(p) for p in videos_out],
         "comparisons": [str(p) for p in comparisons_out],
@@ -414,30 +409,31 @@ def run_edit(video: str, prompts: list[str], model_settings: ModelSettings = Mod
         model: an already opened model (its settings are then only recorded).
     """
     result = JobResult()
-    with collect_warnings(result.warnings):
-        check_edit_request(video, prompts, read, invert_settings, config, use_inversion)
-        saved = video if is_saved_inversion(video) else use_inversion
-        inputs = [Path(p) for p in (video, use_inversion) if p]
-        stem = Path(video).stem
-        extra = [Path(save_inversion)] if save_inversion else []
-        videos_out, comparisons_out = plan_edit_outputs(stem, len(prompts), output,
-                                                        "reconstruction" if reconstruct else "edit", inputs, extra)
-        started = time.perf_counter()
-        model = model or load_model(model_settings, result.notes)
-        check_model_fits(model, config)
-        if saved is None:
-            checkpoint = partial_path(Path(save_inversion) if save_inversion else videos_out[0].with_suffix(".inv"))
-            prepared = prepare(model, video, read, invert_settings, progress=output.progress, checkpoint=checkpoint)
-        else:
-            prepared = load_saved(model, saved, invert_settings.steps if steps_given else None,
-                                  video if saved != video else None, read, result.notes)
-        if save_inversion:
-            prepared.inversion.save(save_inversion, force=output.force)
-        edit_prepared(model, prepared, prompts, config, videos_out, comparisons_out, output, reconstruct, result)
-        result.summary["seconds"] = round(time.perf_counter() - started, 2)
-        result.summary.update(peak_memory())
-    write_records(result, command, model, model_settings, read if saved is None else prepared.inversion.meta.read,
-                  invert_settings, config, output, show)
+    with outputs_together():  # every file of the job, or none
+        with collect_warnings(result.warnings):
+            check_edit_request(video, prompts, read, invert_settings, config, use_inversion)
+            saved = video if is_saved_inversion(video) else use_inversion
+            inputs = [Path(p) for p in (video, use_inversion) if p]
+            stem = Path(video).stem
+            extra = [Path(save_inversion)] if save_inversion else []
+            videos_out, comparisons_out = plan_edit_outputs(stem, len(prompts), output,
+                                                            "reconstruction" if reconstruct else "edit", inputs, extra)
+            started = time.perf_counter()
+            model = model or load_model(model_settings, result.notes)
+            check_model_fits(model, config)
+            if saved is None:
+                checkpoint = partial_path(Path(save_inversion) if save_inversion else videos_out[0].with_suffix(".inv"))
+                prepared = prepare(model, video, read, invert_settings, progress=output.progress, checkpoint=checkpoint)
+            else:
+                prepared = load_saved(model, saved, invert_settings.steps if steps_given else None,
+                                      video if saved != video else None, read, result.notes)
+            if save_inversion:
+                prepared.inversion.save(save_inversion, force=output.force)
+            edit_prepared(model, prepared, prompts, config, videos_out, comparisons_out, output, reconstruct, result)
+            result.summary["seconds"] = round(time.perf_counter() - started, 2)
+            result.summary.update(peak_memory())
+        write_records(result, command, model, model_settings, read if saved is None else prepared.inversion.meta.read,
+                      invert_settings, config, output, show)
     return result
 
 
@@ -464,21 +460,22 @@ def run_invert(video: str, model_settings: ModelSettings = ModelSettings(), read
                model: VideoFamily | None = None, show: Callable[[str], str] = str) -> JobResult:
     """The invert job (``vidinvert invert``): video -> ``.inv`` and its settings JSON."""
     result = JobResult()
-    with collect_warnings(result.warnings):
-        out = Path(output.output) if output.output else Path(output.output_dir) / f"{Path(video).stem}_inversion.inv"
-        if out.suffix != ".inv":
-            raise VidinvertError(f"an inversion is saved as .inv, got {out.name}", "e.g. clip.inv")
-        if is_saved_inversion(video):
-            raise VidinvertError(f"{video} is already an inversion", "invert a video file")
-        plan_outputs([out, settings_path(out)], output.force, [Path(video)])
-        started = time.perf_counter()
-        model = model or load_model(model_settings, result.notes)
-        prepared = prepare(model, video, read, invert_settings, progress=output.progress, checkpoint=partial_path(out))
-        prepared.inversion.save(out, force=output.force)
-        clip = prepared.source.clip
-        result.outputs, result.prepared = [out], prepared
-        result.summary = {"output": str(out), "frames": clip.frames.shape[0], "size": list(clip.frames.shape[2:]),
-                          **_inversion_summary(prepared.inversion),
-                          "seconds": round(time.perf_counter() - started, 2), **peak_memory()}
-    write_records(result, "invert", model, model_settings, read, invert_settings, None, output, show)
+    with outputs_together():  # the .inv and its JSON, or neither
+        with collect_warnings(result.warnings):
+            out = Path(output.output) if output.output else Path(output.output_dir) / f"{Path(video).stem}_inversion.inv"
+            if out.suffix != ".inv":
+                raise VidinvertError(f"an inversion is saved as .inv, got {out.name}", "e.g. clip.inv")
+            if is_saved_inversion(video):
+                raise VidinvertError(f"{video} is already an inversion", "invert a video file")
+            plan_outputs([out, settings_path(out)], output.force, [Path(video)])
+            started = time.perf_counter()
+            model = model or load_model(model_settings, result.notes)
+            prepared = prepare(model, video, read, invert_settings, progress=output.progress, checkpoint=partial_path(out))
+            prepared.inversion.save(out, force=output.force)
+            clip = prepared.source.clip
+            result.outputs, result.prepared = [out], prepared
+            result.summary = {"output": str(out), "frames": clip.frames.shape[0], "size": list(clip.frames.shape[2:]),
+                              **_inversion_summary(prepared.inversion),
+                              "seconds": round(time.perf_counter() - started, 2), **peak_memory()}
+        write_records(result, "invert", model, model_settings, read, invert_settings, None, output, show)
     return result
