@@ -156,8 +156,28 @@ def load_model(settings: ModelSettings = ModelSettings(), notes: list[str] | Non
     return model
 
 
-def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings()) -> Source:
-    """Read frames sized for ``model`` and encode them; one-line errors for anything unusable."""
+def check_memory(model: VideoFamily, frames: int, height: int, width: int, rows: int = 2) -> None:
+    """Refuse, with the numbers, a size whose estimated peak memory exceeds what the device has free now (instead of
+    the kernel killing the process hours later)."""
+    from .models.device import available_memory
+
+    free = available_memory(torch.device(model.device))
+    if free is None:
+        return
+    need = model.memory_need(frames, height, width, rows)
+    phase, peak = max(need.items(), key=lambda item: item[1])
+    if peak > free:
+        gib = 2**30
+        raise VidinvertError(
+            f"{frames} frames of {height}x{width} need about {peak / gib:.1f} GiB for the {phase} "
+            f"(estimate: VAE {need['vae'] / gib:.1f} GiB, transformer {need['transformer'] / gib:.1f} GiB with "
+            f"{rows} batch rows), but only {free / gib:.1f} GiB is free on {model.device}",
+            "use a smaller --height/--width, fewer frames (--max-num-frames), --vae-tiling or fewer prompts per run")
+
+
+def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings(), rows: int = 2) -> Source:
+    """Read frames sized for ``model`` and encode them; one-line errors for anything unusable, or for a size the
+    device has no memory for (``rows``: the most transformer batch rows the job will use)."""
     height, width = read.height, read.width
     if height is None and width is None:
         height, width = model.native_size()
@@ -173,6 +193,8 @@ def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings
         multiple=model.size_multiple,
         temporal_multiple=model.temporal_factor,
     )
+    count, _, frame_height, frame_width = clip.frames.shape
+    check_memory(model, count, frame_height, frame_width, rows)
     with guard_memory("encoding the video"):
         latents = model.encode(clip.frames)
     if not torch.isfinite(latents).all():
@@ -244,9 +266,9 @@ def load_saved(model: VideoFamily, path: str, steps: int | None = None, video: s
 
 
 def prepare(model: VideoFamily, video: str, read: ReadSettings, invert_settings: InvertSettings,
-            progress: bool = False, checkpoint: Path | None = None) -> Prepared:
-    """Open and invert a video."""
-    source = open_source(model, video, read)
+            progress: bool = False, checkpoint: Path | None = None, rows: int = 2) -> Prepared:
+    """Open and invert a video (``rows``: the most transformer batch rows the job will use, for the memory check)."""
+    source = open_source(model, video, read, rows)
     return Prepared(source, invert_source(model, source, invert_settings, progress=progress, checkpoint=checkpoint))
 
 
@@ -361,6 +383,9 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
     result = result or JobResult()
     inversion = prepared.inversion
     check_model_fits(model, config)
+    if config.injection.reuse_kv and inversion.kv_cache is None and not prepared.reused:
+        # the inversion recorded nothing (over --kv-budget-gb; it warned): recompute, as the warning says
+        config = dataclasses.replace(config, injection=dataclasses.replace(config.injection, reuse_kv=False))
     started = time.perf_counter()
     stats = EditStats()
     with guard_memory("editing"):
@@ -423,7 +448,8 @@ def run_edit(video: str, prompts: list[str], model_settings: ModelSettings = Mod
             check_model_fits(model, config)
             if saved is None:
                 checkpoint = partial_path(Path(save_inversion) if save_inversion else videos_out[0].with_suffix(".inv"))
-                prepared = prepare(model, video, read, invert_settings, progress=output.progress, checkpoint=checkpoint)
+                prepared = prepare(model, video, read, invert_settings, progress=output.progress, checkpoint=checkpoint,
+                                   rows=2 * len(prompts) + 2)  # each prompt guided, plus the reference
             else:
                 prepared = load_saved(model, saved, invert_settings.steps if steps_given else None,
                                       video if saved != video else None, read, result.notes)
