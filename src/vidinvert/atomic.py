@@ -203,7 +203,10 @@ def atomic_write(path: str | os.PathLike, force: bool = False, now: bool = False
         raise _write_error(path, err) from None
     group = None if now else _GROUP.get()
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as err:  # the writer's own OSError (a full disk, an I/O error): one line
+            raise _write_error(path, err) from None
         if group is not None:
             group.append((tmp, path, force))
             tmp = None  # the group owns it now

@@ -106,11 +106,15 @@ class InversionCheckpoint:
             new = torch.stack(self.done[self.saved:]).contiguous()  # [k, B, T, C, h, w], inversion order
             with atomic_write(self.path / f"steps-{self.saved:06d}.safetensors", force=True, now=True) as tmp:
                 save_file({"steps": new}, tmp)
-        except VidinvertError as err:
-            raise VidinvertError(f"could not save the checkpoint {self.path} ({err.problem})",
-                                 "check the disk has space, or turn checkpoints off") from None
-        except Exception as err:  # safetensors raises its own error type for a full disk
-            raise VidinvertError(f"could not save the checkpoint {self.path} ({type(err).__name__}: {err})",
+        except BaseException as err:
+            if self.saved == 0:  # nothing resumable was saved: leave no empty checkpoint behind
+                self.finish()
+                self.fresh = True
+            if not isinstance(err, Exception):  # Ctrl-C
+                raise
+            why = err.problem if isinstance(err, VidinvertError) else f"{type(err).__name__}: {err}"
+            # safetensors raises its own error type for a full disk
+            raise VidinvertError(f"could not save the checkpoint {self.path} ({why})",
                                  "check the disk has space, or turn checkpoints off") from None
         self.saved = len(self.done)
 
