@@ -352,3 +352,24 @@ def test_unreadable_inversion_says_why(tmp_path, monkeypatch):
     message = assert_one_line_error(lambda: Inversion.load(locked), "Permission denied")
     assert "not found" not in message and "FileNotFoundError" not in message
     assert_one_line_error(lambda: Inversion.load(tmp_path / "missing.inv"), "not found")
+
+
+def test_symlink_loop_as_input_is_one_line(tmp_path, capsys):
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(loop)
+    assert main(["edit", str(loop), "--prompt", "x", "-o", str(tmp_path / "o.mp4"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "symlink loop" in err
+
+
+def test_adversarial_bench_holds_for_hostile_inputs(monkeypatch, capsys):
+    """A quick slice of bench/adversarial.py (the cases refused before any model work)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("adversarial", Path(__file__).parents[1] / "bench" / "adversarial.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(sys, "argv", ["adversarial.py", "--only", "input "])
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[1] / "src"))
+    assert bench.main() == 0, capsys.readouterr().out
+    assert "ok   input hls.m3u8" in capsys.readouterr().out
