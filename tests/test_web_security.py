@@ -183,7 +183,8 @@ def test_running_page_refuses_rebinding_foreign_origins_and_big_uploads(tmp_path
             assert client.get(url + "/", headers={"Host": f"evil.example.com:{port}"}).status_code == 403
             small = {"files": ("a.mp4", b"x" * 1000, "video/mp4")}
             assert client.post(url + "/gradio_api/upload", files=small).status_code == 200
-            foreign = client.post(url + "/gradio_api/upload", files=small, headers={"Origin": "http://evil.example.com"})
+            foreign = client.post(url + "/gradio_api/upload", files=small,
+                                  headers={"Origin": "http://evil.example.com"})
             assert foreign.status_code == 403
             big = {"files": ("a.mp4", b"x" * (2 * 2**20), "video/mp4")}
             assert client.post(url + "/gradio_api/upload", files=big).status_code >= 400

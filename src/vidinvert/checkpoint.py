@@ -126,7 +126,8 @@ class InversionCheckpoint:
         if not self.path.is_dir():
             return
         for entry in self.path.iterdir():
-            if (entry.name == KEY_FILE or CHUNK.match(entry.name) or TEMP_PATTERN.match(entry.name)) and entry.is_file():
+            ours = entry.name == KEY_FILE or CHUNK.match(entry.name) or TEMP_PATTERN.match(entry.name)
+            if ours and entry.is_file():
                 entry.unlink(missing_ok=True)
         try:
             self.path.rmdir()

@@ -173,15 +173,16 @@ def _add_output_options(parser: argparse.ArgumentParser, what: str) -> None:
     group.add_argument("--fps", type=float, default=_O.fps, help="frame rate of written videos (default: the source's)")
     group.add_argument("--no-comparison", action="store_true", help="skip the side-by-side source|result video")
     group.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    group.add_argument("--quiet", action="store_true", help="no progress bars or notes: only warnings and errors on stderr "
-                       "(the summary JSON still goes to stdout)")
+    group.add_argument("--quiet", action="store_true",
+                       help="no progress bars or notes: only warnings and errors on stderr (the summary JSON still "
+                            "goes to stdout)")
 
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it, no login)")
     parser.add_argument("--port", type=int, default=7860, help="port (%(default)s)")
-    parser.add_argument("--max-upload-mb", type=float, default=2048,
+    parser.add_argument("--max-upload-mb", type=float, default=2048.0,
                         help="largest upload accepted, in MiB (%(default)s)")
     parser.add_argument("--model", "--model-path", dest="model", default=_M.name,
                         help="pipeline folder or hub id (THUDM/CogVideoX-5b); default: 'demo', the bundled demo model")

@@ -105,7 +105,8 @@ class Inversion:
             with open(path, "rb") as handle:  # the real reason a path cannot be read: missing, a folder, permissions
                 handle.read(1)
         except FileNotFoundError:
-            raise VidinvertError(f"inversion file not found: {path}", "check the path, or run `vidinvert invert` first") from None
+            raise VidinvertError(f"inversion file not found: {path}",
+                                 "check the path, or run `vidinvert invert` first") from None
         except IsADirectoryError:
             raise VidinvertError(f"{path} is a folder, not an inversion file", "give the .inv file itself") from None
         except OSError as err:

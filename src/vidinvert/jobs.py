@@ -488,7 +488,8 @@ def run_invert(video: str, model_settings: ModelSettings = ModelSettings(), read
     result = JobResult()
     with outputs_together():  # the .inv and its JSON, or neither
         with collect_warnings(result.warnings):
-            out = Path(output.output) if output.output else Path(output.output_dir) / f"{Path(video).stem}_inversion.inv"
+            out = (Path(output.output) if output.output
+                   else Path(output.output_dir) / f"{Path(video).stem}_inversion.inv")
             if out.suffix != ".inv":
                 raise VidinvertError(f"an inversion is saved as .inv, got {out.name}", "e.g. clip.inv")
             if is_saved_inversion(video):
@@ -496,7 +497,8 @@ def run_invert(video: str, model_settings: ModelSettings = ModelSettings(), read
             plan_outputs([out, settings_path(out)], output.force, [Path(video)])
             started = time.perf_counter()
             model = model or load_model(model_settings, result.notes)
-            prepared = prepare(model, video, read, invert_settings, progress=output.progress, checkpoint=partial_path(out))
+            prepared = prepare(model, video, read, invert_settings, progress=output.progress,
+                               checkpoint=partial_path(out))
             prepared.inversion.save(out, force=output.force)
             clip = prepared.source.clip
             result.outputs, result.prepared = [out], prepared

@@ -19,6 +19,7 @@ from ..models import model_note, resolve_device
 from ..settings import ModelSettings
 
 
+MAX_UPLOAD_MB = 2048.0  # default --max-upload-mb
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # bind to every interface: any Host name may be legitimate
 
@@ -82,13 +83,17 @@ class HostOriginGuard:
         return None
 
 
+def _max_upload_mb(args) -> float:
+    return getattr(args, "max_upload_mb", MAX_UPLOAD_MB)  # parsers built elsewhere may lack the option
+
+
 def launch_options(args, allowed: list[str]) -> dict:
     """The keyword arguments of Gradio's ``launch()`` for the CLI's ``serve`` arguments."""
     from starlette.middleware import Middleware
 
     return dict(server_name=args.host, server_port=args.port, share=False, inbrowser=False, show_error=False,
                 allowed_paths=allowed, footer_links=["gradio", "settings"], mcp_server=False, run_history=False,
-                ssr_mode=False, strict_cors=True, max_file_size=int(args.max_upload_mb * 2**20),
+                ssr_mode=False, strict_cors=True, max_file_size=int(_max_upload_mb(args) * 2**20),
                 app_kwargs={"middleware": [Middleware(HostOriginGuard, hosts=allowed_hosts(args.host))]})
 
 
@@ -107,8 +112,8 @@ def serve(args) -> int:
     resolve_device(settings.device)  # refuse a bad --device now, not at the first click
     if not 0 < args.port < 65536:
         raise VidinvertError(f"port must be 1-65535, got {args.port}")
-    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):
-        raise VidinvertError(f"--max-upload-mb must be a number > 0, got {args.max_upload_mb}")
+    if not (math.isfinite(_max_upload_mb(args)) and _max_upload_mb(args) > 0):
+        raise VidinvertError(f"--max-upload-mb must be a number > 0, got {_max_upload_mb(args)}")
     studio = Studio(settings)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"vidinvert: note: serving on {args.host}: anyone who can reach this address can use the page "
