@@ -212,9 +212,11 @@ def atomic_write(path: str | os.PathLike, force: bool = False, now: bool = False
             tmp = None  # the group owns it now
         else:
             try:
-                _claim(tmp, path, force)
+                backup = _claim(tmp, path, force)
             except OSError as err:
                 raise _write_error(path, err) from None
+            if backup is not None:  # the replaced file, kept aside only while a group might put it back
+                os.unlink(backup)
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)

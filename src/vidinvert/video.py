@@ -299,7 +299,8 @@ def _open_source(path: Path, need_total: bool, folder_fps: float) -> Iterator[_S
     """Open a file or image folder for reading; map every failure to VidinvertError."""
     if not path.exists():
         if path.is_symlink():
-            raise VidinvertError(f"{path} is a broken symlink or a symlink loop", "point it at the video file")
+            raise VidinvertError(f"video not found: {path} is a broken symlink or a symlink loop",
+                                 "point it at the video file")
         raise VidinvertError(f"video not found: {path}", "check the path")
     if path.is_dir():
         images = _list_images(path)
