@@ -178,13 +178,17 @@ def _add_output_options(parser: argparse.ArgumentParser, what: str) -> None:
     group.add_argument("--fps", type=float, default=_O.fps, help="frame rate of written videos (default: the source's)")
     group.add_argument("--no-comparison", action="store_true", help="skip the side-by-side source|result video")
     group.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    group.add_argument("--quiet", action="store_true",
+                       help="no progress bars or notes: only warnings and errors on stderr (the summary JSON still "
+                            "goes to stdout)")
 
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it, no login)")
     parser.add_argument("--port", type=int, default=7860, help="port (%(default)s)")
+    parser.add_argument("--max-upload-mb", type=float, default=2048.0,
+                        help="largest upload accepted, in MiB (%(default)s)")
     parser.add_argument("--model", "--model-path", dest="model", default=_M.name,
                         help="pipeline folder or hub id (THUDM/CogVideoX-5b); default: 'demo', the bundled demo model")
     parser.add_argument("--device", default=_M.device, help="cpu, cuda, cuda:N or auto (default)")
@@ -325,8 +329,9 @@ def output_settings(args) -> OutputSettings:
                           comparison=not args.no_comparison, force=args.force, progress=not args.quiet)
 
 
-def _report(result) -> None:
-    for line in result.notes:
+def _report(result, quiet: bool = False) -> None:
+    """Notes (not with ``--quiet``) and warnings on stderr; the summary, as JSON, on stdout."""
+    for line in [] if quiet else result.notes:
         print(f"vidinvert: note: {line}", file=sys.stderr)
     for line in result.warnings:
         print(f"vidinvert: warning: {line}", file=sys.stderr)
@@ -347,7 +352,7 @@ def cmd_invert(args) -> int:
     from .jobs import run_invert
 
     _report(run_invert(args.video, model_settings(args), read_settings(args), invert_settings(args),
-                       output_settings(args)))
+                       output_settings(args)), args.quiet)
     return 0
 
 
@@ -358,7 +363,7 @@ def _run_edit(args, prompts: list[str], reconstruct: bool) -> int:
                       edit_config(args), output_settings(args), use_inversion=args.use_inversion,
                       save_inversion=args.save_inversion, steps_given=args.steps is not None,
                       reconstruct=reconstruct, command=args.command)
-    _report(result)
+    _report(result, args.quiet)
     return 0
 
 

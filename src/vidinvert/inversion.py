@@ -101,8 +101,17 @@ class Inversion:
         from safetensors import safe_open
 
         path = Path(path)
-        if not path.is_file():
-            raise VidinvertError(f"inversion file not found: {path}", "check the path, or run `vidinvert invert` first")
+        try:
+            with open(path, "rb") as handle:  # the real reason a path cannot be read: missing, a folder, permissions
+                handle.read(1)
+        except FileNotFoundError:
+            raise VidinvertError(f"inversion file not found: {path}",
+                                 "check the path, or run `vidinvert invert` first") from None
+        except IsADirectoryError:
+            raise VidinvertError(f"{path} is a folder, not an inversion file", "give the .inv file itself") from None
+        except OSError as err:
+            raise VidinvertError(f"cannot read the inversion {path} ({err.strerror or type(err).__name__})",
+                                 "check its permissions, or run `vidinvert invert` again") from None
         try:
             with safe_open(str(path), framework="pt", device=str(device)) as handle:
                 header = (handle.metadata() or {}).get("vidinvert")
@@ -112,8 +121,9 @@ class Inversion:
                 raw = json.loads(header)
                 trajectory, clean = handle.get_tensor("trajectory"), handle.get_tensor("clean")
         except Exception as err:  # safetensors raises several types for damaged files
+            why = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
             raise VidinvertError(
-                f"{path} is not a readable vidinvert inversion ({type(err).__name__})",
+                f"{path} is not a readable vidinvert inversion ({why})",
                 "it may be truncated or from another tool; run `vidinvert invert` again",
             ) from None
         meta = parse_meta(raw, path)
@@ -225,7 +235,7 @@ def invert(
 
         key = dict(model=model.fingerprint(), latents=latents_hash(latents), timesteps=schedule.timesteps,
                    prompt=prompt, negative_prompt=negative_prompt, guidance=guidance, method=method, **method_options)
-        saver = InversionCheckpoint(checkpoint, checkpoint_every, key)
+        saver = InversionCheckpoint(checkpoint, checkpoint_every, key, shape=tuple(latents.shape))
         done = saver.resume()  # [k, B, T, C, h, w], sampling order, or None
     resumed = 0 if done is None else done.shape[0]
     remaining = schedule[: len(schedule) - resumed]

@@ -29,6 +29,7 @@ import torch
 
 from . import __version__
 from .editing import EditStats, edit
+from .atomic import outputs_together
 from .errors import VidinvertError
 from .export import side_by_side, write_video
 from .inversion import Inversion, invert
@@ -159,8 +160,28 @@ def load_model(settings: ModelSettings = ModelSettings(), notes: list[str] | Non
     return model
 
 
-def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings()) -> Source:
-    """Read frames sized for ``model`` and encode them; one-line errors for anything unusable."""
+def check_memory(model: VideoFamily, frames: int, height: int, width: int, rows: int = 2) -> None:
+    """Refuse, with the numbers, a size whose estimated peak memory exceeds what the device has free now (instead of
+    the kernel killing the process hours later)."""
+    from .models.device import available_memory
+
+    free = available_memory(torch.device(model.device))
+    if free is None:
+        return
+    need = model.memory_need(frames, height, width, rows)
+    phase, peak = max(need.items(), key=lambda item: item[1])
+    if peak > free:
+        gib = 2**30
+        raise VidinvertError(
+            f"{frames} frames of {height}x{width} need about {peak / gib:.1f} GiB for the {phase} "
+            f"(estimate: VAE {need['vae'] / gib:.1f} GiB, transformer {need['transformer'] / gib:.1f} GiB with "
+            f"{rows} batch rows), but only {free / gib:.1f} GiB is free on {model.device}",
+            "use a smaller --height/--width, fewer frames (--max-num-frames), --vae-tiling or fewer prompts per run")
+
+
+def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings(), rows: int = 2) -> Source:
+    """Read frames sized for ``model`` and encode them; one-line errors for anything unusable, or for a size the
+    device has no memory for (``rows``: the most transformer batch rows the job will use)."""
     height, width = read.height, read.width
     if height is None and width is None:
         height, width = model.native_size()
@@ -176,6 +197,8 @@ def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings
         multiple=model.size_multiple,
         temporal_multiple=model.temporal_factor,
     )
+    count, _, frame_height, frame_width = clip.frames.shape
+    check_memory(model, count, frame_height, frame_width, rows)
     with guard_memory("encoding the video"):
         latents = model.encode(clip.frames)
     if not torch.isfinite(latents).all():
@@ -248,9 +271,9 @@ def load_saved(model: VideoFamily, path: str, steps: int | None = None, video: s
 
 
 def prepare(model: VideoFamily, video: str, read: ReadSettings, invert_settings: InvertSettings,
-            progress: bool = False, checkpoint: Path | None = None) -> Prepared:
-    """Open and invert a video."""
-    source = open_source(model, video, read)
+            progress: bool = False, checkpoint: Path | None = None, rows: int = 2) -> Prepared:
+    """Open and invert a video (``rows``: the most transformer batch rows the job will use, for the memory check)."""
+    source = open_source(model, video, read, rows)
     return Prepared(source, invert_source(model, source, invert_settings, progress=progress, checkpoint=checkpoint))
 
 
@@ -369,6 +392,9 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
     result = result or JobResult()
     inversion = prepared.inversion
     check_model_fits(model, config)
+    if config.injection.reuse_kv and inversion.kv_cache is None and not prepared.reused:
+        # the inversion recorded nothing (over --kv-budget-gb; it warned): recompute, as the warning says
+        config = dataclasses.replace(config, injection=dataclasses.replace(config.injection, reuse_kv=False))
     started = time.perf_counter()
     stats = EditStats()
     with guard_memory("editing"):
@@ -376,17 +402,11 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
     videos = decode(model, latents)  # [K, F, C, H, W]
     reference = prepared.source.clip.frames if prepared.source is not None else decode(model, inversion.clean)[0]
     fps = output.fps or (prepared.source.clip.fps if prepared.source is not None else inversion.meta.fps) or 8.0
-    written = []
-    try:
+    with outputs_together():  # a job's videos appear together or not at all (with its JSON, if the caller's block)
         for k, path in enumerate(videos_out):
-            written.append(write_video(videos[k], path, fps=fps, force=output.force))
+            write_video(videos[k], path, fps=fps, force=output.force)
             if comparisons_out:
-                written.append(write_video(side_by_side(reference, videos[k]), comparisons_out[k], fps=fps,
-                                           force=output.force))
-    except BaseException:
-        for path in written:  # a job's videos appear together or not at all
-            Path(path).unlink(missing_ok=True)
-        raise
+                write_video(side_by_side(reference, videos[k]), comparisons_out[k], fps=fps, force=output.force)
     summary = {
         "outputs": [str(p) for p in videos_out],
         "comparisons": [str(p) for p in comparisons_out],
@@ -423,30 +443,32 @@ def run_edit(video: str, prompts: list[str], model_settings: ModelSettings = Mod
         model: an already opened model (its settings are then only recorded).
     """
     result = JobResult()
-    with collect_warnings(result.warnings):
-        check_edit_request(video, prompts, read, invert_settings, config, use_inversion)
-        saved = video if is_saved_inversion(video) else use_inversion
-        inputs = [Path(p) for p in (video, use_inversion) if p]
-        stem = Path(video).stem
-        extra = [Path(save_inversion)] if save_inversion else []
-        videos_out, comparisons_out = plan_edit_outputs(stem, len(prompts), output,
-                                                        "reconstruction" if reconstruct else "edit", inputs, extra)
-        started = time.perf_counter()
-        model = model or load_model(model_settings, result.notes)
-        check_model_fits(model, config)
-        if saved is None:
-            checkpoint = partial_path(Path(save_inversion) if save_inversion else videos_out[0].with_suffix(".inv"))
-            prepared = prepare(model, video, read, invert_settings, progress=output.progress, checkpoint=checkpoint)
-        else:
-            prepared = load_saved(model, saved, invert_settings.steps if steps_given else None,
-                                  video if saved != video else None, read, result.notes)
-        if save_inversion:
-            prepared.inversion.save(save_inversion, force=output.force)
-        edit_prepared(model, prepared, prompts, config, videos_out, comparisons_out, output, reconstruct, result)
-        result.summary["seconds"] = round(time.perf_counter() - started, 2)
-        result.summary.update(peak_memory())
-    write_records(result, command, model, model_settings, read if saved is None else prepared.inversion.meta.read,
-                  invert_settings, config, output, show)
+    with outputs_together():  # every file of the job, or none
+        with collect_warnings(result.warnings):
+            check_edit_request(video, prompts, read, invert_settings, config, use_inversion)
+            saved = video if is_saved_inversion(video) else use_inversion
+            inputs = [Path(p) for p in (video, use_inversion) if p]
+            stem = Path(video).stem
+            extra = [Path(save_inversion)] if save_inversion else []
+            videos_out, comparisons_out = plan_edit_outputs(stem, len(prompts), output,
+                                                            "reconstruction" if reconstruct else "edit", inputs, extra)
+            started = time.perf_counter()
+            model = model or load_model(model_settings, result.notes)
+            check_model_fits(model, config)
+            if saved is None:
+                checkpoint = partial_path(Path(save_inversion) if save_inversion else videos_out[0].with_suffix(".inv"))
+                prepared = prepare(model, video, read, invert_settings, progress=output.progress, checkpoint=checkpoint,
+                                   rows=2 * len(prompts) + 2)  # each prompt guided, plus the reference
+            else:
+                prepared = load_saved(model, saved, invert_settings.steps if steps_given else None,
+                                      video if saved != video else None, read, result.notes)
+            if save_inversion:
+                prepared.inversion.save(save_inversion, force=output.force)
+            edit_prepared(model, prepared, prompts, config, videos_out, comparisons_out, output, reconstruct, result)
+            result.summary["seconds"] = round(time.perf_counter() - started, 2)
+            result.summary.update(peak_memory())
+        write_records(result, command, model, model_settings, read if saved is None else prepared.inversion.meta.read,
+                      invert_settings, config, output, show)
     return result
 
 
@@ -473,21 +495,24 @@ def run_invert(video: str, model_settings: ModelSettings = ModelSettings(), read
                model: VideoFamily | None = None, show: Callable[[str], str] = str) -> JobResult:
     """The invert job (``vidinvert invert``): video -> ``.inv`` and its settings JSON."""
     result = JobResult()
-    with collect_warnings(result.warnings):
-        out = Path(output.output) if output.output else Path(output.output_dir) / f"{Path(video).stem}_inversion.inv"
-        if out.suffix != ".inv":
-            raise VidinvertError(f"an inversion is saved as .inv, got {out.name}", "e.g. clip.inv")
-        if is_saved_inversion(video):
-            raise VidinvertError(f"{video} is already an inversion", "invert a video file")
-        plan_outputs([out, settings_path(out)], output.force, [Path(video)])
-        started = time.perf_counter()
-        model = model or load_model(model_settings, result.notes)
-        prepared = prepare(model, video, read, invert_settings, progress=output.progress, checkpoint=partial_path(out))
-        prepared.inversion.save(out, force=output.force)
-        clip = prepared.source.clip
-        result.outputs, result.prepared = [out], prepared
-        result.summary = {"output": str(out), "frames": clip.frames.shape[0], "size": list(clip.frames.shape[2:]),
-                          **_inversion_summary(prepared.inversion),
-                          "seconds": round(time.perf_counter() - started, 2), **peak_memory()}
-    write_records(result, "invert", model, model_settings, read, invert_settings, None, output, show)
+    with outputs_together():  # the .inv and its JSON, or neither
+        with collect_warnings(result.warnings):
+            out = (Path(output.output) if output.output
+                   else Path(output.output_dir) / f"{Path(video).stem}_inversion.inv")
+            if out.suffix != ".inv":
+                raise VidinvertError(f"an inversion is saved as .inv, got {out.name}", "e.g. clip.inv")
+            if is_saved_inversion(video):
+                raise VidinvertError(f"{video} is already an inversion", "invert a video file")
+            plan_outputs([out, settings_path(out)], output.force, [Path(video)])
+            started = time.perf_counter()
+            model = model or load_model(model_settings, result.notes)
+            prepared = prepare(model, video, read, invert_settings, progress=output.progress,
+                               checkpoint=partial_path(out))
+            prepared.inversion.save(out, force=output.force)
+            clip = prepared.source.clip
+            result.outputs, result.prepared = [out], prepared
+            result.summary = {"output": str(out), "frames": clip.frames.shape[0], "size": list(clip.frames.shape[2:]),
+                              **_inversion_summary(prepared.inversion),
+                              "seconds": round(time.perf_counter() - started, 2), **peak_memory()}
+        write_records(result, "invert", model, model_settings, read, invert_settings, None, output, show)
     return result

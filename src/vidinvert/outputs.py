@@ -12,14 +12,14 @@ import os
 import tempfile
 from pathlib import Path
 
-from .atomic import atomic_write, refuse_existing
+from .atomic import atomic_write, clean_stale_temps, refuse_existing, temp_prefix
 from .errors import VidinvertError
 
 
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
         return False
 
 
@@ -46,10 +46,13 @@ def plan_outputs(paths: list[Path], force: bool, inputs: list[Path] = ()) -> lis
         except OSError as err:
             raise VidinvertError(f"cannot create output folder {folder} ({err.strerror})", "choose another folder") from None
         try:
-            probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".vidinvert-probe-", delete=True)
+            probe = tempfile.NamedTemporaryFile(dir=folder, prefix=temp_prefix("probe"), delete=True)
             probe.close()
-        except OSError:
-            raise VidinvertError(f"output folder {folder} is not writable", "choose a writable folder") from None
+        except OSError as err:
+            raise VidinvertError(f"output folder {folder} is not writable ({err.strerror or err})",
+                                 "choose a writable folder") from None
+    for folder in {Path(p).parent for p in paths}:
+        clean_stale_temps(folder)  # what killed runs left there
     return paths
 
 

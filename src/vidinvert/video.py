@@ -42,6 +42,20 @@ EXAMPLE_SIZE = "--height 480 --width 720"  # CogVideoX's native size, suggested 
 # What a broken or unreadable file raises inside PyAV (UnicodeDecodeError: mangled metadata text).
 AV_ERRORS = (av.FFmpegError, OSError, UnicodeDecodeError)
 
+# Demuxers FFmpeg may use to read an input (matched against FFmpeg's format names, e.g. "mov,mp4,..."): plain
+# containers, elementary streams and single images. Left out on purpose: every demuxer that opens other files or
+# URLs (hls, dash, concat, imf, sdp/rtp/rtsp, ...): a file named clip.mp4 that is really a playlist could otherwise
+# make us decode any video on the machine (or fetch a URL) and show it back, e.g. on the web page.
+SAFE_DEMUXERS = ("mov", "matroska", "webm", "avi", "gif", "mpegts", "flv", "asf", "mpeg", "ogg", "ivf", "h264",
+                 "hevc", "mjpeg", "m4v", "yuv4mpegpipe", "nut", "mxf", "obu", "av1", "webp_pipe", "apng",
+                 "png_pipe", "jpeg_pipe", "image2",
+                 "tty", "wav", "mp3", "aac", "flac")  # read only to say "no video stream"
+# Options for every read: FFmpeg refuses other demuxers before reading the header, nested opens inherit the
+# whitelists (per FFmpeg libavformat/demux.c, ff_copy_whiteblacklists), only local files are opened, and image2
+# reads the one file named, never a numbered sequence or glob around it. "mov" keeps external references off.
+READ_OPTIONS = {"format_whitelist": ",".join(SAFE_DEMUXERS), "protocol_whitelist": "file",
+                "pattern_type": "none", "enable_drefs": "0"}
+
 
 @dataclass(frozen=True, eq=False)
 class Clip:
@@ -284,6 +298,9 @@ def _trim(count: int, temporal_multiple: int) -> int:
 def _open_source(path: Path, need_total: bool, folder_fps: float) -> Iterator[_Source]:
     """Open a file or image folder for reading; map every failure to VidinvertError."""
     if not path.exists():
+        if path.is_symlink():
+            raise VidinvertError(f"video not found: {path} is a broken symlink or a symlink loop",
+                                 "point it at the video file")
         raise VidinvertError(f"video not found: {path}", "check the path")
     if path.is_dir():
         images = _list_images(path)
@@ -303,12 +320,26 @@ def _open_source(path: Path, need_total: bool, folder_fps: float) -> Iterator[_S
 
 
 def _av_open(path: Path) -> av.container.InputContainer:
-    """``av.open`` for reading a local file.
+    """``av.open`` for reading a local file, with only the demuxers of ``SAFE_DEMUXERS``.
 
     The absolute path keeps FFmpeg from taking a name such as ``take:2.mp4`` for a protocol;
-    undecodable metadata text (often a damaged header) is replaced instead of raising.
+    undecodable metadata text (often a damaged header) is replaced instead of raising. A file whose content
+    FFmpeg detects as a playlist, a concat list or another format that opens further files is refused by its
+    detected format, whatever its name says.
     """
-    return av.open(str(path.absolute()), metadata_errors="replace")
+    try:
+        container = av.open(str(path.absolute()), metadata_errors="replace", options=dict(READ_OPTIONS))
+    except av.error.ArgumentError:  # FFmpeg's answer to "format not on whitelist" (EINVAL)
+        raise VidinvertError(
+            f"refusing to read {path}: its content is not a plain video container (playlists such as HLS .m3u8, "
+            "concat lists and other formats that open further files or URLs are not read)",
+            "pass the video file itself (mp4, mov, mkv, webm, gif)") from None
+    name = container.format.name
+    if not any(part in SAFE_DEMUXERS for part in name.split(",")):  # a second check, should FFmpeg change
+        container.close()
+        raise VidinvertError(f"refusing to read {path}: FFmpeg reads it as {name!r}, a format vidinvert does not "
+                             "read", "pass the video file itself (mp4, mov, mkv, webm, gif)")
+    return container
 
 
 def _open_container(path: Path) -> av.container.InputContainer:

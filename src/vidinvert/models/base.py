@@ -76,8 +76,15 @@ class VideoFamily(Protocol):
     def tokens_per_row(self, latent_shape: tuple[int, ...]) -> int:
         """Tokens one batch row of latents ``[B, T, C', h, w]`` puts through self-attention."""
 
+    def memory_need(self, frames: int, height: int, width: int, rows: int) -> dict[str, int]:
+        """Rough peak bytes, per phase (``"vae"``, ``"transformer"``), of working on ``frames`` frames of
+        ``height`` x ``width`` with ``rows`` transformer batch rows; used to refuse hopeless sizes up front."""
+
     def attention_width(self) -> int:
         """Heads x head size of the self-attention."""
+
+    def memory_need(self, frames: int, height: int, width: int, rows: int) -> dict[str, int]:
+        """Rough peak bytes ``{"vae": ..., "transformer": ...}`` of a job at this size (weights not counted)."""
 
     def injected(self, config: InjectionConfig, state: InjectionState) -> AbstractContextManager:
         """Install the family's injection processors for the block; restore the originals on exit or error."""

@@ -94,6 +94,29 @@ class VideoModel:
     def attention_width(self) -> int:
         return self.config.num_attention_heads * self.config.attention_head_dim
 
+    def memory_need(self, frames: int, height: int, width: int, rows: int) -> dict[str, int]:
+        """Rough peak bytes of the VAE and of one transformer step (weights, already loaded, not counted).
+
+        VAE: its first block works at full resolution on a batch of frames at a time (per diffusers
+        ``autoencoder_kl_cogvideox.py``: ``num_sample_frames_batch_size`` plus the causal padding), with about ten
+        tensors of ``block_out_channels[0]`` channels alive; with tiling only one tile is at full resolution.
+        Transformer: per layer about ten ``rows x tokens x width`` tensors alive (hidden states, norms, q/k/v,
+        attention output, the 4x feed-forward), attention itself computed without a tokens^2 matrix.
+        """
+        vae = self.vae
+        elem = torch.finfo(vae.dtype).bits // 8
+        tile_h, tile_w = height, width
+        if getattr(vae, "use_tiling", False):
+            tile_h, tile_w = min(height, vae.tile_sample_min_height), min(width, vae.tile_sample_min_width)
+        batch = min(frames, getattr(vae, "num_sample_frames_batch_size", 8) + 2)
+        vae_bytes = 10 * vae.config.block_out_channels[0] * batch * tile_h * tile_w * elem
+        vae_bytes += 2 * frames * 3 * height * width * 4  # the frames in and out, float32
+        latent_frames = (frames - 1) // self.temporal_factor + 1
+        shape = (1, latent_frames, 0, height // self.spatial_factor, width // self.spatial_factor)
+        tokens = self.tokens_per_row(shape)
+        transformer_bytes = 10 * rows * tokens * self.attention_width() * (torch.finfo(self.dtype).bits // 8)
+        return {"vae": int(vae_bytes), "transformer": int(transformer_bytes)}
+
     def injected(self, config, state):
         """Install key/value injection in every block's self-attention (see ``cogvideox_attention.injected``)."""
         from .cogvideox_attention import injected

@@ -44,3 +44,19 @@ def auto_dtype(dtype: str, device: torch.device) -> str:
     if dtype != "auto":
         return dtype
     return "bf16" if device.type == "cuda" else "fp32"
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on ``device`` now (CUDA: free GPU memory; CPU: the kernel's MemAvailable), or
+    ``None`` when it cannot be told (then nothing is refused on memory grounds)."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        if device.type == "cpu":
+            with open("/proc/meminfo") as handle:
+                for line in handle:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return None

@@ -146,7 +146,7 @@ def load_pipeline(
     else:
         pipe.to(target)
     if vae_tiling:
-        pipe.vae.enable_tiling()
+        enable_vae_tiling(pipe.vae)
     if vae_slicing:
         pipe.vae.enable_slicing()
     return pipe
@@ -159,6 +159,41 @@ def family_of(pipe) -> str:
         raise VidinvertError(f"{type(pipe).__name__} is not a pipeline vidinvert can edit with",
                              f"use a text-to-video pipeline of a supported family ({', '.join(FAMILIES)})")
     return family
+
+
+def _tiles_fit(sample: int, latent: int, overlap: float, factor: int) -> bool:
+    """Whether diffusers' CogVideoX tiled encode and decode (per diffusers
+    ``models/autoencoders/autoencoder_kl_cogvideox.py``, ``tiled_encode``/``tiled_decode``) stitch tiles of
+    ``sample`` pixels / ``latent`` latents with this ``overlap`` into exactly the untiled size: the pixel stride
+    must be the latent stride times ``factor``, in both directions."""
+    encode_stride = int(sample * (1 - overlap))  # pixels between tile starts
+    encode_kept = latent - int(latent * overlap)  # latents kept per tile
+    decode_stride = int(latent * (1 - overlap))  # latents between tile starts
+    decode_kept = sample - int(sample * overlap)  # pixels kept per tile
+    return (sample == latent * factor and encode_stride > 0 and encode_stride == encode_kept * factor
+            and decode_stride > 0 and decode_stride * factor == decode_kept)
+
+
+def enable_vae_tiling(vae) -> None:
+    """``vae.enable_tiling()`` with tile sizes its tiled encode/decode can stitch.
+
+    diffusers derives the tile sizes from the VAE's sample size (half of it) and overlaps of 1/6 and 1/5; for
+    CogVideoX's own 480x720 that gives tiles of 30x45 latents that stitch exactly, but for small sample sizes (our
+    tiny and demo models: 4-latent tiles) the pixel and latent strides disagree and the stitched latents come out a
+    column short or long. Where the defaults do not fit, tiles of at least 4 latents (a multiple of 4) with a
+    quarter overlap are used, which stitch exactly (every stride is a whole number of latents)."""
+    vae.enable_tiling()
+    if not hasattr(vae, "tile_latent_min_height"):  # not CogVideoX's tiling (e.g. Wan's VAE): its own defaults
+        return
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)  # the factor diffusers' tiling uses
+    sizes = {}
+    for side, overlap_name in (("height", "tile_overlap_factor_height"), ("width", "tile_overlap_factor_width")):
+        sample, latent = getattr(vae, f"tile_sample_min_{side}"), getattr(vae, f"tile_latent_min_{side}")
+        if not _tiles_fit(sample, latent, getattr(vae, overlap_name), factor):
+            latent = max(4, latent // 4 * 4)
+            sizes[f"tile_sample_min_{side}"], sizes[overlap_name] = latent * factor, 0.25
+    if sizes:
+        vae.enable_tiling(**sizes)
 
 
 def wrap(pipe, name: str | None = None):

@@ -139,6 +139,29 @@ class WanModel:
     def attention_width(self) -> int:
         return self.config.num_attention_heads * self.config.attention_head_dim
 
+    def memory_need(self, frames: int, height: int, width: int, rows: int) -> dict[str, int]:
+        """Rough peak bytes of the VAE and of one transformer step (weights, already loaded, not counted).
+
+        VAE: Wan's causal VAE runs a few frames at a time (per diffusers ``autoencoder_kl_wan.py``: the first frame,
+        then chunks of ``temporal factor`` frames, with cached features); about ten tensors of ``base_dim`` channels
+        alive at full resolution (one tile with tiling). Transformer: per layer about ten ``rows x tokens x width``
+        tensors alive, attention computed without a tokens^2 matrix.
+        """
+        vae = self.vae
+        elem = torch.finfo(vae.dtype).bits // 8
+        tile_h, tile_w = height, width
+        if getattr(vae, "use_tiling", False):
+            tile_h = min(height, getattr(vae, "tile_sample_min_height", height))
+            tile_w = min(width, getattr(vae, "tile_sample_min_width", width))
+        chunk = min(frames, self.temporal_factor + 2)
+        vae_bytes = 10 * vae.config.base_dim * chunk * tile_h * tile_w * elem
+        vae_bytes += 2 * frames * 3 * height * width * 4  # the frames in and out, float32
+        latent_frames = (frames - 1) // self.temporal_factor + 1
+        shape = (1, latent_frames, 0, height // self.spatial_factor, width // self.spatial_factor)
+        transformer_bytes = 10 * rows * self.tokens_per_row(shape) * self.attention_width() * (
+            torch.finfo(self.dtype).bits // 8)
+        return {"vae": int(vae_bytes), "transformer": int(transformer_bytes)}
+
     def injected(self, config, state):
         """Install key/value injection in every expert's self-attention (see ``wan_attention.injected``)."""
         from .wan_attention import injected

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import jobs
+from ..atomic import outputs_together
 from ..errors import VidinvertError
 from ..settings import EditConfig, InvertSettings, ModelSettings, OutputSettings, ReadSettings
 
@@ -126,18 +127,19 @@ class Studio:
         output = OutputSettings(output=str(Path(folder) / f"{Path(video).stem}_edit.mp4"), progress=True)
         result = jobs.JobResult()
         started = time.perf_counter()
-        with jobs.collect_warnings(result.warnings):
-            jobs.check_edit_request(video, prompts, read, inv, config)
-            videos, comparisons = jobs.plan_edit_outputs(Path(video).stem, len(prompts), output, "edit", [Path(video)])
-            with self._lock:
-                prepared = self.prepared(video, read, inv, say, result.warnings)
-                model = self.model()
-                jobs.check_model_fits(model, config)
-                say(f"editing with {len(prompts)} prompt{'s' if len(prompts) > 1 else ''}")
-                jobs.edit_prepared(model, prepared, prompts, config, videos, comparisons, output, result=result)
-            result.summary["seconds"] = round(time.perf_counter() - started, 2)  # as run_edit: inversion included
-            result.summary.update(jobs.peak_memory())
-        result.notes = list(self.notes)
-        jobs.write_records(result, "serve", model, self.settings, read, inv, config, output, show=_name_only)
+        with outputs_together():  # the videos, comparisons and settings JSON of a run appear together or not at all
+            with jobs.collect_warnings(result.warnings):
+                jobs.check_edit_request(video, prompts, read, inv, config)
+                videos, comparisons = jobs.plan_edit_outputs(Path(video).stem, len(prompts), output, "edit", [Path(video)])
+                with self._lock:
+                    prepared = self.prepared(video, read, inv, say, result.warnings)
+                    model = self.model()
+                    jobs.check_model_fits(model, config)
+                    say(f"editing with {len(prompts)} prompt{'s' if len(prompts) > 1 else ''}")
+                    jobs.edit_prepared(model, prepared, prompts, config, videos, comparisons, output, result=result)
+                result.summary["seconds"] = round(time.perf_counter() - started, 2)  # as run_edit: inversion included
+                result.summary.update(jobs.peak_memory())
+            result.notes = list(self.notes)
+            jobs.write_records(result, "serve", model, self.settings, read, inv, config, output, show=_name_only)
         items = [EditResult(p, v, c, s) for p, v, c, s in zip(prompts, videos, comparisons, result.settings_files)]
         return items, result
