@@ -181,3 +181,19 @@ def attend_with_reference(query: torch.Tensor, key: torch.Tensor, value: torch.T
         out_ref = attention(query[m:], key[m:], value[m:], None)
         out = torch.cat([out, out_ref])  # [B, S, heads, head_dim]
     return out
+
+
+def pad_back_dropped_rows(state: InjectionState):
+    """A forward pre-hook for the layer after the last block: pads the batch back with zeros for the reference rows
+    dropped after the last injecting block, so the transformer's output keeps its batch size (the editor reads only
+    the main rows)."""
+
+    def restore(module, args):
+        if not state.dropped_rows:
+            return None
+        hidden = args[0]
+        padding = hidden.new_zeros(state.dropped_rows, *hidden.shape[1:])
+        state.dropped_rows = 0
+        return (torch.cat([hidden, padding]), *args[1:])
+
+    return restore

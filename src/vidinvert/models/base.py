@@ -83,8 +83,5 @@ class VideoFamily(Protocol):
     def attention_width(self) -> int:
         """Heads x head size of the self-attention."""
 
-    def memory_need(self, frames: int, height: int, width: int, rows: int) -> dict[str, int]:
-        """Rough peak bytes ``{"vae": ..., "transformer": ...}`` of a job at this size (weights not counted)."""
-
     def injected(self, config: InjectionConfig, state: InjectionState) -> AbstractContextManager:
         """Install the family's injection processors for the block; restore the originals on exit or error."""

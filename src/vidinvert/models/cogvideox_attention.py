@@ -18,7 +18,8 @@ from contextlib import contextmanager
 
 import torch
 
-from ..attention import InjectionConfig, InjectionState, attend_with_reference, record, sdpa
+from ..attention import (InjectionConfig, InjectionState, attend_with_reference, pad_back_dropped_rows, record,
+                         sdpa)
 
 
 def _project(attn, hidden: torch.Tensor, text_length: int, rotary):
@@ -108,16 +109,8 @@ def _drop_unread_reference_rows(transformer, config: InjectionConfig, state: Inj
             kwargs[name] = kwargs[name][:keep]  # a no-op for inputs already cut by the previous block
         return args, kwargs
 
-    def restore(module, args):
-        if not state.dropped_rows:
-            return None
-        hidden = args[0]
-        padding = hidden.new_zeros(state.dropped_rows, *hidden.shape[1:])
-        state.dropped_rows = 0
-        return (torch.cat([hidden, padding]), *args[1:])
-
     handles = [block.register_forward_pre_hook(drop, with_kwargs=True) for block in blocks[last + 1 :]]
-    return handles + [transformer.norm_final.register_forward_pre_hook(restore)]
+    return handles + [transformer.norm_final.register_forward_pre_hook(pad_back_dropped_rows(state))]
 
 
 _BLOCK = re.compile(r"^transformer_blocks\.(\d+)\.attn1\.processor$")

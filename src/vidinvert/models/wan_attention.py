@@ -16,7 +16,7 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 
-from ..attention import InjectionConfig, InjectionState, attend_with_reference, record
+from ..attention import InjectionConfig, InjectionState, attend_with_reference, pad_back_dropped_rows, record
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -120,16 +120,8 @@ def _drop_unread_reference_rows(transformer, config: InjectionConfig, state: Inj
         hidden, text, temb, *rest = args  # rotary_emb ([1, N, 1, d]) is shared by every row
         return (hidden[:keep], text[:keep], temb[:keep], *rest)  # a no-op for inputs already cut
 
-    def restore(module, args):
-        if not state.dropped_rows:
-            return None
-        hidden = args[0]
-        padding = hidden.new_zeros(state.dropped_rows, *hidden.shape[1:])
-        state.dropped_rows = 0
-        return (torch.cat([hidden, padding]), *args[1:])
-
     handles = [block.register_forward_pre_hook(drop) for block in blocks[last + 1 :]]
-    return handles + [transformer.norm_out.register_forward_pre_hook(restore)]
+    return handles + [transformer.norm_out.register_forward_pre_hook(pad_back_dropped_rows(state))]
 
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.attn1\.processor$")
