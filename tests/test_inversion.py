@@ -169,3 +169,21 @@ def test_format_1_files_still_load(tiny_model, frames, tmp_path):
     meta = Inversion.load(path).meta
     assert (meta.fps, meta.indices, meta.read, meta.resumed_steps) == (12.5, (0, 2, 4), ReadSettings(max_frames=9), 1)
     assert meta.timesteps == inversion.meta.timesteps and meta.format_version == 2
+
+
+def test_loaded_latents_are_float32_and_integer_tensors_are_refused(tiny_model, frames, tmp_path):
+    """Another writer's float16 trajectory loads as float32 (latents stay float32); integer tensors are refused."""
+    import json
+
+    from safetensors.torch import save_file
+
+    inversion = invert(tiny_model, tiny_model.encode(frames), steps=2)
+    header = {"vidinvert": json.dumps(inversion.meta.to_json())}
+    half = tmp_path / "half.inv"
+    save_file({"trajectory": inversion.trajectory.half(), "clean": inversion.clean.half()}, str(half), metadata=header)
+    loaded = Inversion.load(half)
+    assert loaded.trajectory.dtype == torch.float32 and loaded.clean.dtype == torch.float32
+    ints = tmp_path / "ints.inv"
+    save_file({"trajectory": inversion.trajectory.int(), "clean": inversion.clean.int()}, str(ints), metadata=header)
+    with pytest.raises(VidinvertError, match="non-float tensors"):
+        Inversion.load(ints)

@@ -134,6 +134,9 @@ class Inversion:
             or trajectory.shape[0] != len(meta.timesteps)
         ):
             raise VidinvertError(f"{path} has tensors that disagree with its metadata", "invert the video again")
+        if not (trajectory.is_floating_point() and clean.is_floating_point()):
+            raise VidinvertError(f"{path} holds non-float tensors", "invert the video again")
+        trajectory, clean = trajectory.float(), clean.float()  # latents are float32 whatever another writer used
         if not (torch.isfinite(trajectory).all() and torch.isfinite(clean).all()):
             raise VidinvertError(f"{path} holds non-finite values", "invert the video again")
         return Inversion(trajectory, clean, meta)
