@@ -180,10 +180,12 @@ def test_loaded_latents_are_float32_and_integer_tensors_are_refused(tiny_model, 
     inversion = invert(tiny_model, tiny_model.encode(frames), steps=2)
     header = {"vidinvert": json.dumps(inversion.meta.to_json())}
     half = tmp_path / "half.inv"
-    save_file({"trajectory": inversion.trajectory.half(), "clean": inversion.clean.half()}, str(half), metadata=header)
+    save_file({"trajectory": inversion.trajectory.half().contiguous(), "clean": inversion.clean.half().contiguous()},
+              str(half), metadata=header)
     loaded = Inversion.load(half)
     assert loaded.trajectory.dtype == torch.float32 and loaded.clean.dtype == torch.float32
     ints = tmp_path / "ints.inv"
-    save_file({"trajectory": inversion.trajectory.int(), "clean": inversion.clean.int()}, str(ints), metadata=header)
+    save_file({"trajectory": inversion.trajectory.int().contiguous(), "clean": inversion.clean.int().contiguous()},
+              str(ints), metadata=header)
     with pytest.raises(VidinvertError, match="non-float tensors"):
         Inversion.load(ints)
