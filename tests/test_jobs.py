@@ -131,7 +131,7 @@ LAYERS = [  # lower first; a module may import only from its own layer or lower 
     {"attention", "models"},
     {"sampling", "exact", "guidance", "krnr", "checkpoint"},
     {"inversion"},
-    {"blend", "editing", "compat"},
+    {"blend", "editing", "flowedit", "compat"},
     {"export", "outputs"},
     {"jobs"},
     {"cli", "web", "batch", "__init__"},

@@ -15,6 +15,7 @@ import sys
 from .errors import VidinvertError
 from .settings import (
     DTYPE_CHOICES,
+    EDIT_METHODS,
     METHODS,
     OFFLOAD_MODES,
     REFERENCE_TEXT_MODES,
@@ -22,6 +23,7 @@ from .settings import (
     STARTS,
     BlendConfig,
     EditConfig,
+    FlowEditConfig,
     InjectionConfig,
     InvertSettings,
     ModelSettings,
@@ -37,6 +39,7 @@ coloured shapes, no download; see vidinvert.demo); --model tiny runs a tiny rand
 EDIT_GUIDANCE, RECONSTRUCT_GUIDANCE = EditConfig.guidance, 1.0  # reconstruction checks fidelity, so no guidance
 
 _R, _I, _E, _J, _B, _O, _M = ReadSettings, InvertSettings, EditConfig, InjectionConfig, BlendConfig, OutputSettings, ModelSettings
+_F = FlowEditConfig
 
 
 # ---- option groups --------------------------------------------------------------------------------------------
@@ -151,6 +154,18 @@ def _add_edit_options(parser: argparse.ArgumentParser, guidance: float) -> None:
                        help="main rows per transformer call after the shared reference row: a number, 'all' (one "
                             "call of every row) or 'auto' (default: 2 on the CPU for large rows, where small calls "
                             "are faster; all for small rows and on GPUs)")
+    group.add_argument("--method", default=_E.method, choices=EDIT_METHODS,
+                       help="inversion: invert, then re-sample with key/value injection (default); flowedit: FlowEdit "
+                            "(Kulikov et al. 2024), no inversion, flow-matching models (Wan) only; it edits from "
+                            "--source-prompt towards each --prompt with --guidance as the target scale")
+    group.add_argument("--n-max", dest="n_max", type=int, default=_F.n_max,
+                       help="FlowEdit: steps, from the clean end, that edit (default: 33/50 of --steps)")
+    group.add_argument("--n-min", dest="n_min", type=int, default=_F.n_min,
+                       help="FlowEdit: last steps run as plain sampling of the target (%(default)s)")
+    group.add_argument("--source-guidance", type=float, default=_F.source_guidance,
+                       help="FlowEdit: guidance of the source prompt's velocity (%(default)s)")
+    group.add_argument("--n-avg", dest="n_avg", type=int, default=_F.n_avg,
+                       help="FlowEdit: noise draws averaged per step (%(default)s)")
     group.add_argument("--blend", action="store_true",
                        help="local blend: edit only where the edit prompt and a description of the source disagree "
                             "(DiffEdit-style mask); everywhere else the latents are put back to the source's")
@@ -321,7 +336,11 @@ def edit_config(args) -> EditConfig:
     return EditConfig(guidance=args.guidance, negative_prompt=args.negative_prompt, start=start, seed=args.seed,
                       dynamic_guidance=args.dynamic_guidance, injection=injection, strength=strength, krnr=args.krnr,
                       krnr_adaptive=args.krnr_adaptive, blend=blend, rows_per_call=args.rows_per_call,
-                      guidance_2=args.guidance_2)
+                      guidance_2=args.guidance_2, method=getattr(args, "method", _E.method),
+                      flowedit=FlowEditConfig(source_prompt=args.source_prompt, n_max=getattr(args, "n_max", _F.n_max),
+                                              n_min=getattr(args, "n_min", _F.n_min),
+                                              source_guidance=getattr(args, "source_guidance", _F.source_guidance),
+                                              n_avg=getattr(args, "n_avg", _F.n_avg)))
 
 
 def output_settings(args) -> OutputSettings:

@@ -29,6 +29,7 @@ import torch
 
 from . import __version__
 from .editing import EditStats, edit
+from .flowedit import flow_schedule, flowedit, rows_per_step
 from .atomic import outputs_together
 from .errors import VidinvertError
 from .export import side_by_side, write_video
@@ -382,6 +383,61 @@ def _inversion_summary(inversion: Inversion) -> dict:
 
 
 # ---- whole jobs -----------------------------------------------------------------------------------------------
+def _write_videos(videos: torch.Tensor, reference: torch.Tensor, fps: float, videos_out: list[Path],
+                  comparisons_out: list[Path], output: OutputSettings) -> None:
+    """Write each result ``videos[k]`` and, if planned, its ``reference|result`` comparison."""
+    with outputs_together():  # a job's videos appear together or not at all (with its JSON, if the caller's block)
+        for k, path in enumerate(videos_out):
+            write_video(videos[k], path, fps=fps, force=output.force)
+            if comparisons_out:
+                write_video(side_by_side(reference, videos[k]), comparisons_out[k], fps=fps, force=output.force)
+
+
+def flowedit_source(model: VideoFamily, source: Source, prompts: list[str], config: EditConfig, steps: int,
+                    videos_out: list[Path], comparisons_out: list[Path], output: OutputSettings,
+                    result: JobResult | None = None) -> JobResult:
+    """FlowEdit an opened video with ``prompts`` in one batch (no inversion), decode, write videos and comparisons
+    as ``edit_prepared`` does. ``result.summary`` is filled; the settings JSON is the caller's."""
+    result = result or JobResult()
+    started = time.perf_counter()
+    stats = EditStats()
+    with guard_memory("editing"):
+        latents = flowedit(model, source.latents, config.flowedit.source_prompt, prompts, config, steps=steps,
+                           progress=output.progress, stats=stats)
+    videos = decode(model, latents)  # [K, F, C, H, W]
+    fps = output.fps or source.clip.fps or 8.0
+    _write_videos(videos, source.clip.frames, fps, videos_out, comparisons_out, output)
+    n_max, n_min = config.flowedit.editing_steps(steps)
+    result.summary = {
+        "outputs": [str(p) for p in videos_out],
+        "comparisons": [str(p) for p in comparisons_out],
+        "prompts": list(prompts),
+        "frames": videos.shape[1],
+        "size": list(videos.shape[3:]),
+        "fps": fps,
+        "method": "flowedit",
+        "edit_steps": stats.steps,
+        "flowedit": {"steps": steps, "n_max": n_max, "n_min": n_min, "n_avg": config.flowedit.n_avg},
+        "transformer_calls": len(stats.batch_rows),
+        "transformer_rows": sum(stats.batch_rows),
+        "batch_rows": sorted(set(stats.batch_rows)),
+        "edit_seconds": round(time.perf_counter() - started, 2),
+    }
+    result.outputs, result.comparisons = list(videos_out), list(comparisons_out)
+    result.latents, result.videos = latents, videos
+    return result
+
+
+def check_flowedit_request(video: str, config: EditConfig, use_inversion: str | None, save_inversion: str | None,
+                           reconstruct: bool) -> None:
+    """One-line errors for a FlowEdit job that cannot work, found without loading anything."""
+    if reconstruct:
+        raise VidinvertError("reconstruct checks an inversion; FlowEdit makes none", "use --method inversion")
+    if is_saved_inversion(video) or use_inversion is not None or save_inversion is not None:
+        raise VidinvertError("FlowEdit edits the video itself and neither reads nor writes a saved inversion (.inv)",
+                             "give the video file and drop --use-inversion/--save-inversion, or use --method inversion")
+
+
 def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], config: EditConfig,
                   videos_out: list[Path], comparisons_out: list[Path], output: OutputSettings,
                   reconstruct: bool = False, result: JobResult | None = None) -> JobResult:
@@ -402,11 +458,7 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
     videos = decode(model, latents)  # [K, F, C, H, W]
     reference = prepared.source.clip.frames if prepared.source is not None else decode(model, inversion.clean)[0]
     fps = output.fps or (prepared.source.clip.fps if prepared.source is not None else inversion.meta.fps) or 8.0
-    with outputs_together():  # a job's videos appear together or not at all (with its JSON, if the caller's block)
-        for k, path in enumerate(videos_out):
-            write_video(videos[k], path, fps=fps, force=output.force)
-            if comparisons_out:
-                write_video(side_by_side(reference, videos[k]), comparisons_out[k], fps=fps, force=output.force)
+    _write_videos(videos, reference, fps, videos_out, comparisons_out, output)
     summary = {
         "outputs": [str(p) for p in videos_out],
         "comparisons": [str(p) for p in comparisons_out],
@@ -443,6 +495,10 @@ def run_edit(video: str, prompts: list[str], model_settings: ModelSettings = Mod
         model: an already opened model (its settings are then only recorded).
     """
     result = JobResult()
+    if config.method == "flowedit":
+        return _run_flowedit(video, prompts, model_settings, read, invert_settings.steps, config, output,
+                             use_inversion=use_inversion, save_inversion=save_inversion, reconstruct=reconstruct,
+                             command=command, model=model, show=show)
     with outputs_together():  # every file of the job, or none
         with collect_warnings(result.warnings):
             check_edit_request(video, prompts, read, invert_settings, config, use_inversion)
@@ -469,6 +525,32 @@ def run_edit(video: str, prompts: list[str], model_settings: ModelSettings = Mod
             result.summary.update(peak_memory())
         write_records(result, command, model, model_settings, read if saved is None else prepared.inversion.meta.read,
                       invert_settings, config, output, show)
+    return result
+
+
+def _run_flowedit(video: str, prompts: list[str], model_settings: ModelSettings, read: ReadSettings, steps: int,
+                  config: EditConfig, output: OutputSettings, *, use_inversion: str | None,
+                  save_inversion: str | None, reconstruct: bool, command: str, model: VideoFamily | None,
+                  show: Callable[[str], str]) -> JobResult:
+    """``run_edit`` with ``config.method == "flowedit"``: open the video and FlowEdit it; no inversion is made,
+    read or written (the record's ``invert`` and ``inversion`` are ``null``)."""
+    result = JobResult()
+    with outputs_together():  # every file of the job, or none
+        with collect_warnings(result.warnings):
+            if not prompts or not all(isinstance(p, str) for p in prompts):
+                raise VidinvertError("no edit prompt given", "give one or more edit prompts")
+            check_flowedit_request(video, config, use_inversion, save_inversion, reconstruct)
+            config.flowedit.editing_steps(steps)  # n_max/n_min against the steps, before any model work
+            videos_out, comparisons_out = plan_edit_outputs(Path(video).stem, len(prompts), output, "edit",
+                                                            [Path(video)])
+            started = time.perf_counter()
+            model = model or load_model(model_settings, result.notes)
+            flow_schedule(model, steps)  # refuses a DDIM model before the video is read
+            source = open_source(model, video, read, rows=rows_per_step(len(prompts), 2, 2, 1, False))
+            flowedit_source(model, source, prompts, config, steps, videos_out, comparisons_out, output, result)
+            result.summary["seconds"] = round(time.perf_counter() - started, 2)
+            result.summary.update(peak_memory())
+        write_records(result, command, model, model_settings, read, None, config, output, show)
     return result
 
 

@@ -30,6 +30,13 @@ MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
 METHODS = ("ddim", "fixed-point")  # inversion methods
 STARTS = ("inverted", "random")  # where an edit starts
 REFERENCE_TEXT_MODES = ("inversion", "edit")  # what the reference branch reads
+EDIT_METHODS = ("inversion", "flowedit")  # how an edit is made: invert + resample with injection, or FlowEdit
+# FlowEdit's defaults (Kulikov et al. 2024, public code's SD3 setting: T = 50, n_max = 33, n_min = 0, n_avg = 1,
+# source guidance 3.5, target 13.5). SD3 is a CFG-trained flow model like Wan (FLUX's 1.5/5.5 are for a
+# guidance-distilled model), so its source scale is taken here; the target scale is the edit's ``guidance``.
+# Nothing here was tuned on Wan (only random-weight Wan models exist in this repository's tests).
+FLOWEDIT_NMAX_FRACTION = 33 / 50  # n_max when none is given: this share of the steps, rounded
+FLOWEDIT_SOURCE_GUIDANCE = 3.5
 RESIZE_MODES = ("stretch", "crop")  # stretch: straight to size; crop: cover, then centre-crop
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")  # auto = bf16 on CUDA, fp32 elsewhere
 OFFLOAD_MODES = ("none", "model", "sequential")
@@ -295,6 +302,51 @@ class BlendConfig:
 
 
 @dataclass(frozen=True)
+class FlowEditConfig:
+    """FlowEdit settings (``EditConfig.method == "flowedit"``; Kulikov et al. 2024, see ``flowedit.py``).
+
+    Args:
+        source_prompt: text describing the source video (the velocity FlowEdit subtracts is this prompt's).
+        n_max: steps, counted from the clean end, that edit (the noisiest ``steps - n_max`` are skipped);
+            ``None``: ``round(33/50 x steps)``, the paper's SD3 setting. 0 returns the source unchanged.
+        n_min: of those, the last ``n_min`` (the cleanest) are plain sampling of the target prompt from the edited
+            latent re-noised with fresh noise (0 = FlowEdit all the way, the paper's default).
+        source_guidance: guidance scale of the source prompt's velocity (the target's is ``EditConfig.guidance``).
+        n_avg: noise draws averaged per step (each costs the source and target evaluations again).
+        seed: seed of the fresh noise; ``None``: ``EditConfig.seed``.
+    """
+
+    source_prompt: str = ""
+    n_max: int | None = None
+    n_min: int = 0
+    source_guidance: float = FLOWEDIT_SOURCE_GUIDANCE
+    n_avg: int = 1
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.n_max is not None:
+            _number("FlowEdit n_max", self.n_max, 0, MAX_STEPS, integer=True, example=33)
+        _number("FlowEdit n_min", self.n_min, 0, MAX_STEPS, integer=True, example=0)
+        if self.n_max is not None and self.n_min > self.n_max:
+            raise SettingsError(f"FlowEdit n_min ({self.n_min}) must not exceed n_max ({self.n_max})",
+                                "use n_min <= n_max, e.g. 0")
+        _number("FlowEdit source guidance", self.source_guidance, 1.0, MAX_GUIDANCE, example=FLOWEDIT_SOURCE_GUIDANCE)
+        _number("FlowEdit noise draws per step", self.n_avg, 1, 64, integer=True, example=1)
+        if self.seed is not None:
+            _number("FlowEdit seed", self.seed, 0, MAX_SEED, integer=True, example=42)
+
+    def editing_steps(self, steps: int) -> tuple[int, int]:
+        """``(n_max, n_min)`` for a schedule of ``steps`` steps (``n_max`` resolved, both checked against it)."""
+        n_max = round(FLOWEDIT_NMAX_FRACTION * steps) if self.n_max is None else self.n_max
+        if n_max > steps:
+            raise SettingsError(f"FlowEdit n_max ({n_max}) exceeds the {steps} steps", f"use n_max <= {steps}")
+        if self.n_min > n_max:
+            raise SettingsError(f"FlowEdit n_min ({self.n_min}) must not exceed n_max ({n_max})",
+                                "use n_min <= n_max, e.g. 0")
+        return n_max, self.n_min
+
+
+@dataclass(frozen=True)
 class EditConfig:
     """Settings of an edit (the CLI and the page map their options onto these fields).
 
@@ -322,6 +374,11 @@ class EditConfig:
             the step) and the main rows after it in calls of at most this many rows; equal to the one-call batch up
             to float rounding. ``None``: one call of every row. ``"auto"``: split on the CPU for rows large enough
             that smaller calls are faster, one call otherwise and on GPUs (see ``editing.resolve_rows_per_call``).
+        method: ``"inversion"`` (invert, then resample with key/value injection: ``editing.edit``) or
+            ``"flowedit"`` (FlowEdit, no inversion: ``flowedit.flowedit``; flow-matching models only). FlowEdit
+            reads ``guidance`` (target scale), ``negative_prompt``, ``seed`` and ``flowedit``; start, injection,
+            strength, K-RNR, blend, dynamic guidance and guidance_2 do not apply to it.
+        flowedit: FlowEdit's own settings.
     """
 
     guidance: float = 6.0
@@ -336,9 +393,21 @@ class EditConfig:
     blend: BlendConfig = field(default_factory=BlendConfig)
     rows_per_call: int | str | None = "auto"
     guidance_2: float | None = None
+    method: str = "inversion"
+    flowedit: FlowEditConfig = field(default_factory=FlowEditConfig)
 
     def __post_init__(self):
         _number("guidance", self.guidance, 1.0, MAX_GUIDANCE, example=6)
+        _choice("edit method", self.method, EDIT_METHODS)
+        if self.method == "flowedit":
+            unused = [name for name, on in (("a random start", self.start != "inverted"),
+                                            ("an edit strength", self.strength is not None),
+                                            ("K-RNR", self.krnr is not None), ("local blend", self.blend.enabled),
+                                            ("dynamic guidance", self.dynamic_guidance),
+                                            ("a second guidance scale", self.guidance_2 is not None)) if on]
+            if unused:
+                raise SettingsError(f"FlowEdit does not use {', '.join(unused)}",
+                                    "drop them (FlowEdit's n_max sets how much is re-sampled)")
         if self.guidance_2 is not None:
             _number("second guidance", self.guidance_2, 1.0, MAX_GUIDANCE, example=3)
         _choice("start", self.start, STARTS)
