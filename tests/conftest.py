@@ -52,17 +52,21 @@ def tiny_model(request, tiny_pipes) -> VideoModel:
     return VideoModel(tiny_pipes[request.param], name=f"tiny-{request.param}")
 
 
+def moving_square(height: int = 64, width: int = 64, count: int = 9) -> torch.Tensor:
+    """A deterministic smooth clip ``[F, C, H, W]`` in [-1, 1] with a moving bright square."""
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+    clip = []
+    for f in range(count):
+        background = torch.stack([0.6 * ys, 0.4 * xs, -0.3 + 0.2 * ys * xs])  # [3, H, W]
+        square = ((xs - (-0.6 + 0.12 * f)).abs() < 0.25) & (ys.abs() < 0.25)
+        clip.append(torch.where(square, torch.tensor([0.9, -0.8, -0.8]).view(3, 1, 1), background))
+    return torch.stack(clip).float()  # [F, 3, H, W]
+
+
 @pytest.fixture
 def frames() -> torch.Tensor:
-    """A deterministic smooth 9-frame 64x64 clip ``[F, C, H, W]`` in [-1, 1] with a moving bright square."""
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
-    clip = []
-    for f in range(9):
-        background = torch.stack([0.6 * ys, 0.4 * xs, -0.3 + 0.2 * ys * xs])  # [3, 64, 64]
-        square = ((xs - (-0.6 + 0.12 * f)).abs() < 0.25) & (ys.abs() < 0.25)
-        frame = torch.where(square, torch.tensor([0.9, -0.8, -0.8]).view(3, 1, 1), background)
-        clip.append(frame)
-    return torch.stack(clip).float()  # [9, 3, 64, 64]
+    """The 9-frame 64x64 moving-square clip."""
+    return moving_square()
 
 
 # ----------------------------------------------------------------------------- helpers

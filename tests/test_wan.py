@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import moving_square
 
 from vidinvert.inversion import invert, text_model_fn
 from vidinvert.metrics import relative_error
@@ -30,14 +31,8 @@ def wan(wan_pipes) -> WanModel:
 
 
 def wan_frames(height: int = 48, width: int = 64, count: int = 9) -> torch.Tensor:
-    """A smooth clip ``[F, 3, H, W]`` in [-1, 1] with a moving bright square."""
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
-    clip = []
-    for f in range(count):
-        background = torch.stack([0.6 * ys, 0.4 * xs, -0.3 + 0.2 * ys * xs])
-        square = ((xs - (-0.6 + 0.12 * f)).abs() < 0.25) & (ys.abs() < 0.25)
-        clip.append(torch.where(square, torch.tensor([0.9, -0.8, -0.8]).view(3, 1, 1), background))
-    return torch.stack(clip).float()
+    """The moving-square clip at Wan's tiny size ``[F, 3, H, W]``."""
+    return moving_square(height, width, count)
 
 
 # ---- step 1: schedule and sampler ------------------------------------------------------------------------------

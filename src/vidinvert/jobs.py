@@ -383,6 +383,13 @@ def _inversion_summary(inversion: Inversion) -> dict:
 
 
 # ---- whole jobs -----------------------------------------------------------------------------------------------
+def _videos_summary(videos_out: list[Path], comparisons_out: list[Path], prompts: list[str], videos: torch.Tensor,
+                    fps: float) -> dict:
+    """The part of an edit's summary about the videos written (``videos``: ``[K, F, C, H, W]``)."""
+    return {"outputs": [str(p) for p in videos_out], "comparisons": [str(p) for p in comparisons_out],
+            "prompts": list(prompts), "frames": videos.shape[1], "size": list(videos.shape[3:]), "fps": fps}
+
+
 def _write_videos(videos: torch.Tensor, reference: torch.Tensor, fps: float, videos_out: list[Path],
                   comparisons_out: list[Path], output: OutputSettings) -> None:
     """Write each result ``videos[k]`` and, if planned, its ``reference|result`` comparison."""
@@ -409,12 +416,7 @@ def flowedit_source(model: VideoFamily, source: Source, prompts: list[str], conf
     _write_videos(videos, source.clip.frames, fps, videos_out, comparisons_out, output)
     n_max, n_min = config.flowedit.editing_steps(steps)
     result.summary = {
-        "outputs": [str(p) for p in videos_out],
-        "comparisons": [str(p) for p in comparisons_out],
-        "prompts": list(prompts),
-        "frames": videos.shape[1],
-        "size": list(videos.shape[3:]),
-        "fps": fps,
+        **_videos_summary(videos_out, comparisons_out, prompts, videos, fps),
         "method": "flowedit",
         "edit_steps": stats.steps,
         "flowedit": {"steps": steps, "n_max": n_max, "n_min": n_min, "n_avg": config.flowedit.n_avg},
@@ -460,12 +462,7 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
     fps = output.fps or (prepared.source.clip.fps if prepared.source is not None else inversion.meta.fps) or 8.0
     _write_videos(videos, reference, fps, videos_out, comparisons_out, output)
     summary = {
-        "outputs": [str(p) for p in videos_out],
-        "comparisons": [str(p) for p in comparisons_out],
-        "prompts": list(prompts),
-        "frames": videos.shape[1],
-        "size": list(videos.shape[3:]),
-        "fps": fps,
+        **_videos_summary(videos_out, comparisons_out, prompts, videos, fps),
         "edit_steps": stats.steps,
         "transformer_calls": len(stats.batch_rows) + len(stats.mask_rows),
         "batch_rows": sorted(set(stats.batch_rows + stats.mask_rows)),
