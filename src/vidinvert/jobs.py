@@ -283,11 +283,15 @@ def is_saved_inversion(path: str | None) -> bool:
     return path is not None and Path(path).suffix == ".inv"
 
 
+def check_prompts(prompts: list[str]) -> None:
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise VidinvertError("no edit prompt given", "give one or more edit prompts")
+
+
 def check_edit_request(video: str, prompts: list[str], read: ReadSettings, invert_settings: InvertSettings,
                        config: EditConfig, use_inversion: str | None = None) -> None:
     """One-line errors for an edit that cannot work, found without loading anything."""
-    if not prompts or not all(isinstance(p, str) for p in prompts):
-        raise VidinvertError("no edit prompt given", "give one or more edit prompts")
+    check_prompts(prompts)
     saved = is_saved_inversion(video) or use_inversion is not None
     if is_saved_inversion(video) and read != ReadSettings():
         raise VidinvertError("frame options (size, skip, stride, max frames, resize) do not apply to a saved "
@@ -332,13 +336,10 @@ def settings_record(command: str, model: VideoFamily, model_settings: ModelSetti
     if inversion is not None:
         meta = dataclasses.asdict(inversion.meta)
         meta["source"] = show(meta["source"]) if meta["source"] else ""
-    model_record = dataclasses.asdict(model_settings)
-    if model_record["name"] and Path(model_record["name"]).is_absolute():
-        model_record["name"] = show(model_record["name"])
     return {
         "vidinvert": __version__,
         "command": command,
-        "model": {**model_record, "family": model.family,
+        "model": {**dataclasses.asdict(model_settings), "family": model.family,
                   "name": show(model.name) if Path(model.name).is_absolute() else model.name,
                   "dtype_resolved": str(model.dtype).replace("torch.", ""), "device_resolved": str(model.device)},
         "read": dataclasses.asdict(read) if read is not None else None,
@@ -351,12 +352,12 @@ def settings_record(command: str, model: VideoFamily, model_settings: ModelSetti
     }
 
 
-def _fidelity(model: VideoFamily, prepared: Prepared, latents: torch.Tensor, result: torch.Tensor) -> dict:
-    """Reconstruction metrics of ``result`` ``[F, C, H, W]`` against the VAE round trip (and the input frames)."""
+def _fidelity(prepared: Prepared, latents: torch.Tensor, result: torch.Tensor, round_trip: torch.Tensor) -> dict:
+    """Reconstruction metrics of ``result`` ``[F, C, H, W]`` against the VAE round trip ``round_trip`` (the VAE's
+    own reconstruction of the input, ``[F, C, H, W]``) and the input frames."""
     from .metrics import psnr, relative_error, ssim
 
     inversion = prepared.inversion
-    round_trip = decode(model, inversion.clean)[0]  # the VAE's own reconstruction of the input
     fidelity = {
         "latent_relative_error": relative_error(latents[0:1], inversion.clean),
         "psnr_vs_vae_round_trip": psnr(result, round_trip),
@@ -458,7 +459,8 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
     with guard_memory("editing"):
         latents = edit(model, inversion, prompts, config, progress=output.progress, stats=stats)
     videos = decode(model, latents)  # [K, F, C, H, W]
-    reference = prepared.source.clip.frames if prepared.source is not None else decode(model, inversion.clean)[0]
+    round_trip = decode(model, inversion.clean)[0] if reconstruct or prepared.source is None else None
+    reference = prepared.source.clip.frames if prepared.source is not None else round_trip
     fps = output.fps or (prepared.source.clip.fps if prepared.source is not None else inversion.meta.fps) or 8.0
     _write_videos(videos, reference, fps, videos_out, comparisons_out, output)
     summary = {
@@ -471,7 +473,7 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
         **({"blend_coverage": [round(c, 4) for c in stats.blend_coverage]} if config.blend.enabled else {}),
     }
     if reconstruct:
-        summary["fidelity"] = _fidelity(model, prepared, latents, videos[0])
+        summary["fidelity"] = _fidelity(prepared, latents, videos[0], round_trip)
     summary["edit_seconds"] = round(time.perf_counter() - started, 2)
     result.outputs, result.comparisons = list(videos_out), list(comparisons_out)
     result.summary, result.prepared, result.latents, result.videos = summary, prepared, latents, videos
@@ -534,8 +536,7 @@ def _run_flowedit(video: str, prompts: list[str], model_settings: ModelSettings,
     result = JobResult()
     with outputs_together():  # every file of the job, or none
         with collect_warnings(result.warnings):
-            if not prompts or not all(isinstance(p, str) for p in prompts):
-                raise VidinvertError("no edit prompt given", "give one or more edit prompts")
+            check_prompts(prompts)
             check_flowedit_request(video, config, use_inversion, save_inversion, reconstruct)
             config.flowedit.editing_steps(steps)  # n_max/n_min against the steps, before any model work
             videos_out, comparisons_out = plan_edit_outputs(Path(video).stem, len(prompts), output, "edit",

@@ -14,7 +14,7 @@ import torch
 from ..errors import VidinvertError
 from ..schedule import Schedule, schedule_from_scheduler, split_last_step
 from ..settings import MAX_STEPS
-from .parts import PromptCache, fingerprint
+from .parts import PromptCache, check_frame_layout, fingerprint
 
 class VideoModel:
     """What the samplers see of a CogVideoX pipeline (the ``VideoFamily`` protocol of ``models/base.py``).
@@ -163,20 +163,7 @@ class VideoModel:
 
     def check_frames(self, frames: torch.Tensor) -> None:
         """One-line errors for frame tensors the VAE or transformer cannot take."""
-        if frames.ndim != 4 or frames.shape[1] != 3:
-            raise VidinvertError(f"frames must be [F, 3, H, W], got {tuple(frames.shape)}", "read them with read_video")
-        count, _, height, width = frames.shape
-        if (count - 1) % self.temporal_factor:
-            raise VidinvertError(
-                f"{count} frames do not fit CogVideoX's {self.temporal_factor}k+1 rule",
-                f"use {count - (count - 1) % self.temporal_factor} frames",
-            )
-        m = self.size_multiple
-        if height % m or width % m:
-            raise VidinvertError(
-                f"frame size {height}x{width} is not divisible by {m}",
-                f"resize to {max(m, height // m * m)}x{max(m, width // m * m)}",
-            )
+        count, height, width = check_frame_layout(frames, self.temporal_factor, self.size_multiple, "CogVideoX")
         self._check_positions(count, height, width)
 
     def _check_positions(self, count: int, height: int, width: int) -> None:

@@ -8,6 +8,8 @@ import warnings
 
 import torch
 
+from ..errors import VidinvertError
+
 
 def config_json(config) -> bytes:
     """A config as canonical JSON, without diffusers' bookkeeping keys (``_name_or_path``, versions...)."""
@@ -60,3 +62,19 @@ class PromptCache:
             cut = self.pipe.tokenizer.decode(ids[self.text_length - 1 :], skip_special_tokens=True)
             warnings.warn(f"prompt longer than the model's {self.text_length} tokens; this part was cut: {cut!r}",
                           stacklevel=5)
+
+
+def check_frame_layout(frames: torch.Tensor, temporal_factor: int, size_multiple: int, family: str) -> tuple[int, ...]:
+    """One-line errors for frames ``[F, 3, H, W]`` that break a ``temporal_factor``k+1 frame rule or a size multiple;
+    returns ``(F, H, W)``."""
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise VidinvertError(f"frames must be [F, 3, H, W], got {tuple(frames.shape)}", "read them with read_video")
+    count, _, height, width = frames.shape
+    if (count - 1) % temporal_factor:
+        raise VidinvertError(f"{count} frames do not fit {family}'s {temporal_factor}k+1 rule",
+                             f"use {count - (count - 1) % temporal_factor} frames")
+    m = size_multiple
+    if height % m or width % m:
+        raise VidinvertError(f"frame size {height}x{width} is not divisible by {m}",
+                             f"resize to {max(m, height // m * m)}x{max(m, width // m * m)}")
+    return count, height, width

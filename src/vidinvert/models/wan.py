@@ -15,7 +15,7 @@ import torch
 from ..errors import VidinvertError
 from ..schedule import Schedule, flow_schedule_from_scheduler, split_last_step
 from ..settings import MAX_STEPS
-from .parts import PromptCache, fingerprint
+from .parts import PromptCache, check_frame_layout, fingerprint
 
 TEXT_LENGTH = 512  # UMT5 tokens a prompt is padded/cut to (WanPipeline.__call__'s max_sequence_length default)
 NATIVE_SIZE = (480, 832)  # WanPipeline.__call__'s default height/width (Wan 2.1 480p, Wan 2.2 A14B)
@@ -211,20 +211,7 @@ class WanModel:
 
     def check_frames(self, frames: torch.Tensor) -> None:
         """One-line errors for frame tensors the VAE or transformer cannot take."""
-        if frames.ndim != 4 or frames.shape[1] != 3:
-            raise VidinvertError(f"frames must be [F, 3, H, W], got {tuple(frames.shape)}", "read them with read_video")
-        count, _, height, width = frames.shape
-        if (count - 1) % self.temporal_factor:
-            raise VidinvertError(
-                f"{count} frames do not fit Wan's {self.temporal_factor}k+1 rule",
-                f"use {self.frames_for(count)} frames",
-            )
-        m = self.size_multiple
-        if height % m or width % m:
-            raise VidinvertError(
-                f"frame size {height}x{width} is not divisible by {m}",
-                f"resize to {max(m, height // m * m)}x{max(m, width // m * m)}",
-            )
+        count, height, width = check_frame_layout(frames, self.temporal_factor, self.size_multiple, "Wan")
         latent_frames = (count - 1) // self.temporal_factor + 1
         p_t, p_h, p_w = self.config.patch_size
         longest = max(latent_frames // p_t, height // self.spatial_factor // p_h, width // self.spatial_factor // p_w)
