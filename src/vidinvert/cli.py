@@ -46,8 +46,9 @@ _F = FlowEditConfig
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", "--model-path", dest="model", default=_M.name,
-                       help="pipeline folder or hub id (THUDM/CogVideoX-5b); default: 'demo', the bundled demo model "
-                            "('tiny' = tiny random 5b-style model, 'tiny-2b' = 2b-style)")
+                       help="pipeline folder or hub id (THUDM/CogVideoX-5b, Wan-AI/Wan2.1-T2V-1.3B-Diffusers); default: "
+                            "'demo', the bundled demo CogVideoX ('demo-wan' = the bundled demo Wan; 'tiny', 'tiny-2b', "
+                            "'tiny-wan', 'tiny-wan22' = tiny random models)")
     group.add_argument("--dtype", default=_M.dtype, choices=DTYPE_CHOICES,
                        help="model dtype; auto = bf16 on CUDA, fp32 on CPU (latents stay fp32 in the sampler)")
     group.add_argument("--device", default=_M.device, help="cpu, cuda, cuda:N or auto (default)")

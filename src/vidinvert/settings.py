@@ -127,7 +127,7 @@ def parse_blocks(text: str | None) -> tuple[int, ...] | None:
 class ModelSettings:
     """Which pipeline runs, and where."""
 
-    name: str | None = None  # folder, hub id, "demo" or "tiny*"; None = the bundled demo model (models.default_model)
+    name: str | None = None  # folder, hub id, "demo", "demo-wan" or "tiny*"; None = the bundled demo model (models.default_model)
     dtype: str = "auto"  # fp32, bf16, fp16 or auto (bf16 on CUDA, fp32 elsewhere); latents stay fp32 regardless
     device: str = "auto"  # cpu, cuda, cuda:N or auto
     cpu_offload: str = "none"  # none, model (whole models wait on the CPU) or sequential (layer by layer)

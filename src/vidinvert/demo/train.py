@@ -38,6 +38,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -56,6 +57,7 @@ class DemoConfig:
 
     seed: int = 0
     threads: int = 1
+    family: str = "cogvideox"  # "cogvideox" or "wan" (train_wan.py): which diffusers classes are trained
     # VAE
     vae_channels: tuple[int, ...] = (8, 16, 32, 32)  # 4 blocks: 8x spatial compression, as CogVideoX
     latent_channels: int = 8
@@ -286,30 +288,49 @@ def caption_table(pipe, captions: list[str], text_len: int) -> dict[str, torch.T
     return table
 
 
+class VObjective:
+    """CogVideoX's objective: v-prediction at integer DDIM timesteps (``add_noise`` / ``get_velocity``)."""
+
+    def __init__(self, pipe, latent_shape: tuple[int, ...]):
+        _, frames, _, height, width = latent_shape
+        self.scheduler = pipe.scheduler
+        self.scaling = pipe.vae.config.scaling_factor
+        self.rotary = pipe._prepare_rotary_positional_embeddings(
+            height * pipe.vae_scale_factor_spatial, width * pipe.vae_scale_factor_spatial, frames, torch.device("cpu"))
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw VAE latents ``[B, T, C, h, w]`` -> the transformer's latents (times ``scaling_factor``)."""
+        return z * self.scaling
+
+    def draw_t(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(self.scheduler.config.num_train_timesteps, (batch,), generator=generator)
+
+    def fixed_t(self, count: int) -> torch.Tensor:
+        return torch.linspace(20, 980, count).round().long()
+
+    def loss(self, model, x0, text, t, noise):
+        """x0, noise ``[B, T, C, h, w]`` (scaled latents); text ``[B, L, D]``; t ``[B]``."""
+        noisy = self.scheduler.add_noise(x0, noise, t)
+        target = self.scheduler.get_velocity(x0, noise, t)
+        pred = model(hidden_states=noisy, encoder_hidden_states=text, timestep=t, image_rotary_emb=self.rotary,
+                     return_dict=False)[0]
+        return torch.mean((pred.float() - target) ** 2)
+
+
 def train_transformer(pipe, latents_mean, latents_std, captions, config: DemoConfig, log: Log, deadline: float,
-                      val) -> tuple[torch.nn.Module, dict]:
-    """v-prediction training on pre-encoded latents; returns (EMA transformer, summary)."""
-    transformer, scheduler = pipe.transformer, pipe.scheduler
-    scaling = pipe.vae.config.scaling_factor
-    texts = caption_table(pipe, sorted(set(captions)) + [""], config.text_len)
+                      val, objective, texts_fn=None) -> tuple[torch.nn.Module, dict]:
+    """Train on pre-encoded latents ``[N, T, C, h, w]`` (each clip's posterior mean and std, unscaled) with
+    ``objective`` (``VObjective``, or ``train_wan.FlowObjective``); returns (EMA transformer, summary)."""
+    transformer = pipe.transformer
+    texts = (texts_fn or caption_table)(pipe, sorted(set(captions)) + [""], config.text_len)
     text_rows = torch.stack([texts[c] for c in captions])  # [N, L, D]
     empty = texts[""]
-    _, frames, channels, height, width = latents_mean.shape
-    rotary = pipe._prepare_rotary_positional_embeddings(
-        height * pipe.vae_scale_factor_spatial, width * pipe.vae_scale_factor_spatial, frames, torch.device("cpu"))
     generator = torch.Generator().manual_seed(config.seed + 20)
     ema = copy.deepcopy(transformer).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=config.lr, betas=(0.9, 0.99), weight_decay=1e-4)
     transformer.train()
-    num_train = scheduler.config.num_train_timesteps
     count = latents_mean.shape[0]
-
-    def forward(model, x0, text, t, noise):
-        noisy = scheduler.add_noise(x0, noise, t)
-        target = scheduler.get_velocity(x0, noise, t)
-        pred = model(hidden_states=noisy, encoder_hidden_states=text, timestep=t, image_rotary_emb=rotary,
-                     return_dict=False)[0]
-        return torch.mean((pred.float() - target) ** 2)
+    forward = objective.loss
 
     log("| step | loss (train, mean) | val loss (held-out, EMA) | lr | elapsed s |")
     log("|---:|---:|---:|---:|---:|")
@@ -319,10 +340,11 @@ def train_transformer(pipe, latents_mean, latents_std, captions, config: DemoCon
     step = 0
     for step in range(config.steps):
         index = torch.randint(count, (config.batch,), generator=generator)
-        x0 = (latents_mean[index] + latents_std[index] * torch.randn(latents_mean[index].shape, generator=generator)) * scaling
+        x0 = objective.normalize(
+            latents_mean[index] + latents_std[index] * torch.randn(latents_mean[index].shape, generator=generator))
         drop = torch.rand(config.batch, generator=generator) < config.caption_dropout
         text = torch.where(drop[:, None, None], empty[None], text_rows[index])
-        t = torch.randint(num_train, (config.batch,), generator=generator)
+        t = objective.draw_t(config.batch, generator)
         noise = torch.randn(x0.shape, generator=generator)
         lr = _lr(step, config.steps, config.lr, config.warmup, config.min_lr_ratio)
         for group in optimizer.param_groups:
@@ -357,31 +379,69 @@ def train_transformer(pipe, latents_mean, latents_std, captions, config: DemoCon
                      val=final_val)
 
 
-def validation_batch(pipe, vae, config: DemoConfig, count: int = 48):
+def validation_batch(pipe, vae, config: DemoConfig, objective, texts_fn=None, count: int = 48):
     """Fixed held-out latents, texts, timesteps and noise: a comparable validation loss throughout training."""
     specs = sample_specs(count, config.seed + 30, "heldout")
     frames, _, captions = make_batch(specs)
     means, _ = encode_clips(vae, frames)
-    x0 = means * vae.config.scaling_factor
-    texts = caption_table(pipe, captions, config.text_len)
+    x0 = objective.normalize(means)
+    texts = (texts_fn or caption_table)(pipe, captions, config.text_len)
     text = torch.stack([texts[c] for c in captions])
     generator = torch.Generator().manual_seed(config.seed + 31)
-    t = torch.linspace(20, 980, count).round().long()
+    t = objective.fixed_t(count)
     noise = torch.randn(x0.shape, generator=generator)
     return x0, text, t, noise
 
 
 @torch.no_grad()
-def quick_text_to_video(pipe, log: Log, seed: int, steps: int = 50, guidance: float = 6.0) -> dict:
+def generate(pipe, prompt: str, steps: int, guidance: float, generator: torch.Generator, text_len: int) -> torch.Tensor:
+    """One 9-frame 64x64 text-to-video sample from ``CogVideoXPipeline.__call__``: ``[F, 3, H, W]`` in [0, 1]."""
+    return pipe(prompt=prompt, height=64, width=64, num_frames=9, num_inference_steps=steps, guidance_scale=guidance,
+                generator=generator, output_type="pt", max_sequence_length=text_len).frames[0]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What differs between the families' demo models; the stages, world and budget are shared."""
+
+    build: Callable  # config -> (vae, transformer, text_encoder, tokenizer, scheduler)
+    pipeline: Callable  # the same five -> a diffusers pipeline
+    set_latent_stats: Callable  # (vae, raw latents [N, T, C, h, w]) -> a log line; stores the normalisation
+    objective: type  # (pipe, latent shape) -> normalize / draw_t / fixed_t / loss
+    captions: Callable  # (pipe, captions, text_len) -> {caption: [L, D]}
+    generate: Callable  # (pipe, prompt, steps, guidance, generator, text_len) -> [F, 3, H, W] in [0, 1]
+    pipeline_class: str  # the diffusers class that loads the saved folder
+    out: Path  # where the shipped model lives
+
+
+def _set_scaling_factor(vae, latents: torch.Tensor) -> str:
+    scaling = float(1.0 / latents.std())
+    vae.register_to_config(scaling_factor=scaling)
+    return f"std {latents.std():.3f} -> scaling_factor {scaling:.4f}"
+
+
+def recipe(family: str) -> Recipe:
+    if family == "wan":
+        from . import train_wan
+
+        return Recipe(train_wan.build_components, train_wan.make_pipeline, train_wan.set_latent_stats,
+                      train_wan.FlowObjective, train_wan.caption_table, train_wan.generate, "WanPipeline",
+                      PACKAGE_DIR / "model_wan")
+    if family != "cogvideox":
+        raise SystemExit(f"error: unknown family {family!r}; use cogvideox or wan")
+    return Recipe(build_components, make_pipeline, _set_scaling_factor, VObjective, caption_table, generate,
+                  "CogVideoXPipeline", DEFAULT_OUT)
+
+
+def quick_text_to_video(pipe, log: Log, seed: int, steps: int = 50, guidance: float = 6.0, generate_fn=generate,
+                        text_len: int = 16) -> dict:
     """Generate each held-out combination once (black background) and judge colour and motion."""
     colour_ok = motion_ok = 0
     rows = []
     for k, (colour, shape, motion) in enumerate(HELDOUT):
         prompt = caption(colour, shape, motion, list(BACKGROUNDS)[k % len(BACKGROUNDS)])
-        video = pipe(prompt=prompt, height=64, width=64, num_frames=9, num_inference_steps=steps,
-                     guidance_scale=guidance, generator=torch.Generator().manual_seed(seed + k), output_type="pt",
-                     max_sequence_length=pipe.transformer.config.max_text_seq_length).frames
-        clip = video[0] * 2 - 1  # [F, 3, H, W] in [-1, 1]
+        video = generate_fn(pipe, prompt, steps, guidance, torch.Generator().manual_seed(seed + k), text_len)
+        clip = video * 2 - 1  # [F, 3, H, W] in [-1, 1]
         got_colour, got_motion = judges.object_colour(clip), judges.motion(clip)
         colour_ok += got_colour == colour
         motion_ok += got_motion == motion
@@ -417,8 +477,13 @@ def folder_size(path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vidinvert.demo.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder for the pipeline (save_pretrained)")
-    parser.add_argument("--sample", default=str(DEFAULT_SAMPLE), help="where to write the held-out sample clip ('' = skip)")
+    parser.add_argument("--family", default="cogvideox", choices=("cogvideox", "wan"),
+                        help="which model family to train (the Wan recipe is in train_wan.py)")
+    parser.add_argument("--out", default=None, help="folder for the pipeline (save_pretrained); default: the shipped "
+                        "model's folder of the family")
+    parser.add_argument("--sample", default=None,
+                        help="where to write the held-out sample clip ('' = skip; default: the bundled one for "
+                             "cogvideox, skipped for wan)")
     parser.add_argument("--seed", type=int, default=DemoConfig.seed)
     parser.add_argument("--threads", type=int, default=DemoConfig.threads)
     parser.add_argument("--vae-crop-steps", type=int, default=DemoConfig.vae_crop_steps)
@@ -432,12 +497,17 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    config = replace(DemoConfig(), seed=args.seed, threads=args.threads, vae_crop_steps=args.vae_crop_steps,
+    family = recipe(args.family)
+    if args.out is None:
+        args.out = str(family.out)
+    if args.sample is None:
+        args.sample = str(DEFAULT_SAMPLE) if args.family == "cogvideox" else ""
+    config = replace(DemoConfig(), family=args.family, seed=args.seed, threads=args.threads, vae_crop_steps=args.vae_crop_steps,
                      vae_full_steps=args.vae_full_steps, steps=args.steps, dataset_clips=args.dataset_clips,
                      batch=args.batch)
     log = Log()
     budget_end = log.start + 60 * args.max_minutes
-    log("# Training log of the vidinvert demo model\n")
+    log(f"# Training log of the vidinvert demo model ({args.family})\n")
     log(f"Command: `python -m vidinvert.demo.train {' '.join(argv if argv is not None else sys.argv[1:])}`  ")
     log(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (torch threads {args.threads}), torch "
         f"{torch.__version__}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
@@ -447,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     log(f"diffusers {diffusers.__version__}, transformers {transformers.__version__}\n")
-    vae, transformer, text_encoder, tokenizer, scheduler = build_components(config)
+    vae, transformer, text_encoder, tokenizer, scheduler = family.build(config)
     sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in
              (("vae", vae), ("transformer", transformer), ("text_encoder", text_encoder))}
     log(f"Parameters: {sizes}\n")
@@ -470,20 +540,21 @@ def main(argv: list[str] | None = None) -> int:
         means.append(m)
         stds.append(s)
     latents_mean, latents_std = torch.cat(means), torch.cat(stds)
-    scaling = float(1.0 / latents_mean.std())
-    vae.register_to_config(scaling_factor=scaling)
+    stats = family.set_latent_stats(vae, latents_mean)
     captions = [s.caption for s in specs]
     log(f"{len(specs)} training clips encoded in {time.time() - t0:.0f} s: latents {tuple(latents_mean.shape)}, "
-        f"std {latents_mean.std():.3f} -> scaling_factor {scaling:.4f}; mean posterior std {latents_std.mean():.4f}; "
+        f"{stats}; mean posterior std {latents_std.mean():.4f}; "
         f"{len(set(captions))} distinct captions")
 
     # ---- 3. transformer
     log("\n## 3. Transformer\n")
     text_encoder.requires_grad_(False).eval()
-    pipe = make_pipeline(vae, transformer, text_encoder, tokenizer, scheduler)
-    val = validation_batch(pipe, vae, config)
-    ema, tr_summary = train_transformer(pipe, latents_mean, latents_std, captions, config, log, budget_end, val)
-    pipe = make_pipeline(vae, ema, text_encoder, tokenizer, scheduler)
+    pipe = family.pipeline(vae, transformer, text_encoder, tokenizer, scheduler)
+    objective = family.objective(pipe, tuple(latents_mean.shape))
+    val = validation_batch(pipe, vae, config, objective, family.captions)
+    ema, tr_summary = train_transformer(pipe, latents_mean, latents_std, captions, config, log, budget_end, val,
+                                        objective, family.captions)
+    pipe = family.pipeline(vae, ema, text_encoder, tokenizer, scheduler)
 
     # ---- 4. save
     out = Path(args.out)
@@ -499,11 +570,12 @@ def main(argv: list[str] | None = None) -> int:
     log(f"Final VAE loss {vae_summary.get('loss', float('nan')):.4f} (batch PSNR {vae_summary.get('psnr', float('nan')):.2f} dB); "
         f"final transformer loss {tr_summary['loss']:.4f} (train), {tr_summary['val']:.4f} (held-out, EMA).")
     if args.eval_steps > 0:
-        from diffusers import CogVideoXPipeline
+        import diffusers
 
-        loaded = CogVideoXPipeline.from_pretrained(out)
+        loaded = getattr(diffusers, family.pipeline_class).from_pretrained(out)
         loaded.set_progress_bar_config(disable=True)
-        quick_text_to_video(loaded, log, config.seed + 60, steps=args.eval_steps)
+        quick_text_to_video(loaded, log, config.seed + 60, steps=args.eval_steps, generate_fn=family.generate,
+                            text_len=config.text_len)
     if args.sample:
         path = write_sample(args.sample)
         log(f"\nSample clip (held-out combination, \"{sample_spec().caption}\") written to `{Path(path).name}`.")

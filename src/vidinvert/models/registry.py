@@ -16,6 +16,8 @@ from ..settings import OFFLOAD_MODES, ModelSettings
 from .device import auto_dtype, resolve_device, resolve_dtype
 
 DEMO_MODEL = "demo"  # the small CogVideoX trained on the synthetic world, shipped in vidinvert/demo/model
+DEMO_WAN = "demo-wan"  # the small Wan 2.1-layout model trained on the same world, in vidinvert/demo/model_wan
+DEMO_MODELS = (DEMO_MODEL, DEMO_WAN)
 TINY_COGVIDEOX = ("tiny", "tiny-5b", "tiny-2b", "tiny-1.5")  # random CogVideoX weights built in code (tiny.py)
 TINY_WAN = {"tiny-wan": "2.1", "tiny-wan22": "2.2", "tiny-wan22-5b": "2.2-5b"}  # name -> style (tiny_wan.py)
 TINY_MODELS = TINY_COGVIDEOX + tuple(TINY_WAN)  # random weights built in code
@@ -121,13 +123,14 @@ def load_pipeline(
     if cpu_offload != "none" and target.type != "cuda":
         raise VidinvertError(f"cpu offload ({cpu_offload}) needs a CUDA device", "drop the option or use a CUDA device")
     model = default_model() if model is None else model
-    if model == DEMO_MODEL:
-        from ..demo import MODEL_DIR, model_available
+    if model in DEMO_MODELS:
+        from ..demo import MODEL_DIR, WAN_MODEL_DIR, model_available
 
-        if not model_available():
-            raise VidinvertError(f"the demo model is not installed ({MODEL_DIR} has no model_index.json)",
-                                 "train it with python -m vidinvert.demo.train, or use the tiny model")
-        pipe = _from_pretrained(str(MODEL_DIR), torch_dtype)
+        folder, family = (MODEL_DIR, "cogvideox") if model == DEMO_MODEL else (WAN_MODEL_DIR, "wan")
+        if not model_available(folder):
+            raise VidinvertError(f"the {model} model is not installed ({folder} has no model_index.json)",
+                                 f"train it with python -m vidinvert.demo.train --family {family}, or use a tiny model")
+        pipe = _from_pretrained(str(folder), torch_dtype)
     elif model in TINY_WAN:
         from ..tiny_wan import TinyWanConfig, build_tiny_wan_pipeline
 
@@ -202,7 +205,9 @@ def wrap(pipe, name: str | None = None):
         from .wan import WanModel
 
         native = None
-        if name in TINY_WAN:
+        if name == DEMO_WAN:
+            from ..demo import NATIVE_SIZE as native
+        elif name in TINY_WAN:
             from ..tiny_wan import native_size
 
             native = native_size(TINY_WAN[name])
@@ -228,6 +233,10 @@ def model_note(name: str) -> str | None:
         return ("using the bundled demo model, a 2.5M-parameter CogVideoX trained on a synthetic world: it knows "
                 f"captions like '{EXAMPLE_PROMPT}'; use real weights such as "
                 f"{EXAMPLE_HUB_ID} for real videos")
+    if name == DEMO_WAN:
+        return ("using the bundled Wan demo model, a 1.8M-parameter Wan 2.1-layout model trained on a synthetic "
+                f"world: it knows captions like '{EXAMPLE_PROMPT}'; use real weights such as "
+                f"{EXAMPLE_WAN_HUB_ID} for real videos")
     if name in TINY_MODELS:
         real = EXAMPLE_WAN_HUB_ID if name in TINY_WAN else EXAMPLE_HUB_ID
         return ("using the embedded tiny model (random weights, built in code): results are noise-like; use real "

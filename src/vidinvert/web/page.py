@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import VidinvertError
-from ..models import DEMO_MODEL, TINY_MODELS, sample_video
+from ..models import DEMO_MODELS, TINY_MODELS, sample_video
 from ..models.registry import EXAMPLE_HUB_ID, EXAMPLE_PROMPT  # the one example prompt every front end gives
 from .form import LABELS, form_defaults, parse_prompts, settings_from_form
 from .studio import Studio
@@ -126,7 +126,7 @@ def header(label: str) -> str:
     if label in TINY_MODELS:
         text += (" — the embedded tiny model (random weights, built in code): results are noise-like. For real edits, "
                  f"start the page with `vidinvert serve --model {REAL_MODEL}`.")
-    elif label == DEMO_MODEL:
+    elif label in DEMO_MODELS:
         text += (" — the bundled demo model, trained on a synthetic world of coloured shapes: use the bundled sample "
                  f"and a prompt like '{EXAMPLE_PROMPT}'. For real videos, start the page with "
                  f"`vidinvert serve --model {REAL_MODEL}`.")
