@@ -23,6 +23,11 @@ learned metric):
     python bench/quality.py                      # writes docs/quality.md and docs/quality.png
     python bench/quality.py --quick              # fewer clips and steps, writes nothing
     python bench/quality.py --model DIR --json out.json
+    python bench/quality.py --model demo-wan         # the Wan demo model: writes docs/quality_wan.md and .png
+
+For a flow-matching (Wan) model, (a) uses ``WanPipeline.__call__``, section (d) is skipped (K-RNR and the stored-latent
+restart are DDIM's remedies for the zero-terminal-SNR end), and (c) adds FlowEdit (``--method flowedit``, its default
+settings, the source caption as source prompt) beside inversion + injection.
 
 Source clips are rendered by the world (no video file in between); the judges' own ceiling, the VAE round trip of
 the sources, is reported alongside.
@@ -44,7 +49,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = ROOT / "src" / "vidinvert" / "demo" / "model"
 
 # Target colour of each source colour in the colour edits.
 EDIT_TARGET = {"red": "green", "green": "blue", "blue": "yellow", "yellow": "purple", "purple": "white", "white": "red"}
@@ -53,9 +57,9 @@ GOALS = {"t2v_colour": 0.90, "t2v_motion": 0.80, "recon_psnr": 30.0, "edit_colou
          "edit_background_psnr": 25.0}
 
 
-def edit_configs():
-    """Name -> (EditConfig factory args) of the compared edit settings."""
-    return {
+def edit_configs(flow: bool = False):
+    """Name -> (EditConfig factory args) of the compared edit settings (K-RNR: DDIM only; FlowEdit: flow only)."""
+    configs = {
         "injection on, start inverted, ref inversion (default)": dict(enabled=True, start="inverted", ref="inversion"),
         "injection on, start inverted, ref edit": dict(enabled=True, start="inverted", ref="edit"),
         "injection on, start random, ref inversion": dict(enabled=True, start="random", ref="inversion"),
@@ -71,6 +75,10 @@ def edit_configs():
         "injection on, local blend (mask: source vs edit caption)": dict(enabled=True, start="inverted",
                                                                          ref="inversion", blend=True),
     }
+    if flow:
+        del configs["injection on, K-RNR order 2 at strength 0.95"]
+        configs["FlowEdit (no inversion; its defaults, source caption as source prompt)"] = dict(flowedit=True)
+    return configs
 
 
 def krnr_settings():
@@ -103,40 +111,44 @@ def source_clips(count: int, seed: int):
     return specs, [render(s)[0] for s in specs]
 
 
-def text_to_video(pipe, prompts: list[str], steps: int, guidance: float, seed: int, chunk: int = 12) -> list[torch.Tensor]:
+def text_to_video(model, prompts: list[str], steps: int, guidance: float, seed: int, chunk: int = 12) -> list[torch.Tensor]:
     """Clips ``[F, 3, H, W]`` in [-1, 1], one per prompt, from the pipeline's own ``__call__``."""
     out = []
+    extra = {"negative_prompt": [""] * chunk} if model.family == "wan" else {}  # Wan's pipeline takes it as a list
     for start in range(0, len(prompts), chunk):
         part = prompts[start : start + chunk]
+        if extra:
+            extra["negative_prompt"] = [""] * len(part)
         generator = torch.Generator().manual_seed(seed + start)
-        video = pipe(prompt=part, height=64, width=64, num_frames=9, num_inference_steps=steps,
-                     guidance_scale=guidance, generator=generator, output_type="pt",
-                     max_sequence_length=pipe.transformer.config.max_text_seq_length).frames  # [B, F, 3, H, W] in [0, 1]
+        video = model.pipe(prompt=part, height=64, width=64, num_frames=9, num_inference_steps=steps,
+                           guidance_scale=guidance, generator=generator, output_type="pt",
+                           max_sequence_length=model.text_length, **extra).frames  # [B, F, 3, H, W] in [0, 1]
         out.extend(v * 2 - 1 for v in video.float())
     return out
 
 
-def run(model_dir: Path, clips: int, steps: int, guidance: float, edit_guidance: float, t2v_per_combo: int,
+def run(model_name: str, clips: int, steps: int, guidance: float, edit_guidance: float, t2v_per_combo: int,
         seed: int, configs: list[str] | None = None) -> tuple[dict, dict]:
     """All measurements; returns (results, clips for the picture)."""
-    from diffusers import CogVideoXPipeline
-
-    from vidinvert import BlendConfig, EditConfig, InjectionConfig, VideoModel, edit, invert
+    from vidinvert import BlendConfig, EditConfig, InjectionConfig, edit, invert
+    from vidinvert.flowedit import flowedit
+    from vidinvert.models import load_pipeline, wrap
     from vidinvert.demo import judges
     from vidinvert.demo.world import BACKGROUNDS, HELDOUT, caption, parse_caption
     from vidinvert.exact import NotConvergedWarning
 
     timings = {}
     t0 = time.time()
-    pipe = CogVideoXPipeline.from_pretrained(model_dir)
+    pipe = load_pipeline(model_name, dtype="fp32", device="cpu")
     pipe.set_progress_bar_config(disable=True)
-    model = VideoModel(pipe, name=str(model_dir))
+    model = wrap(pipe, name=model_name)
+    flow = model.schedule(steps).is_flow
 
     # (a) text to video
     t = time.time()
     backgrounds = list(BACKGROUNDS)
     prompts = [caption(c, s, m, backgrounds[(k + r) % 3]) for r in range(t2v_per_combo) for k, (c, s, m) in enumerate(HELDOUT)]
-    videos = text_to_video(pipe, prompts, steps, guidance, seed)
+    videos = text_to_video(model, prompts, steps, guidance, seed)
     t2v_rows = []
     for prompt, clip in zip(prompts, videos):
         colour, shape, motion, _ = parse_caption(prompt)
@@ -192,20 +204,27 @@ def run(model_dir: Path, clips: int, steps: int, guidance: float, edit_guidance:
 
     # (c) colour edits
     edits, edit_clips = {}, {}
-    for name, opts in edit_configs().items():
+    for name, opts in edit_configs(flow).items():
         if configs is not None and name not in configs:
             continue
         t = time.time()
-        config = EditConfig(guidance=edit_guidance, start=opts["start"], seed=seed, strength=opts.get("strength"),
-                            krnr=opts.get("krnr"), blend=BlendConfig(enabled=opts.get("blend", False)),
-                            injection=InjectionConfig(enabled=opts["enabled"], reference_text=opts["ref"],
-                                                      reference_weight=opts.get("weight", 1.0),
-                                                      reference_weight_fraction=opts.get("weight_steps", 1.0)))
+        if opts.get("flowedit"):
+            config = EditConfig(method="flowedit", guidance=edit_guidance, seed=seed)
+        else:
+            config = EditConfig(guidance=edit_guidance, start=opts["start"], seed=seed, strength=opts.get("strength"),
+                                krnr=opts.get("krnr"), blend=BlendConfig(enabled=opts.get("blend", False)),
+                                injection=InjectionConfig(enabled=opts["enabled"], reference_text=opts["ref"],
+                                                          reference_weight=opts.get("weight", 1.0),
+                                                          reference_weight_fraction=opts.get("weight_steps", 1.0)))
         rows = []
         for k, (spec, inv, src) in enumerate(zip(specs, inversions, sources)):
             target = EDIT_TARGET[spec.colour]
             prompt = caption(target, spec.shape, spec.motion, spec.background)
-            clip = model.decode(edit(model, inv, prompt, config))[0]
+            if opts.get("flowedit"):
+                z = flowedit(model, inv.clean, spec.caption, prompt, config, steps=steps)
+            else:
+                z = edit(model, inv, prompt, config)
+            clip = model.decode(z)[0]
             edit_clips.setdefault(name, []).append(clip)
             rows.append(dict(
                 colour_ok=judges.object_colour(clip) == target,
@@ -222,11 +241,11 @@ def run(model_dir: Path, clips: int, steps: int, guidance: float, edit_guidance:
             background_psnr=sum(r["background_psnr"] for r in rows) / len(rows),
             seconds=time.time() - t,
         )
-    # (d) reconstruction from plain DDIM inversion: strength and K-RNR
+    # (d) reconstruction from plain DDIM inversion: strength and K-RNR (DDIM models only)
     t = time.time()
-    ddim_inversions = [invert(model, z, steps=steps, prompt=spec.caption) for spec, z in zip(specs, latents)]
+    ddim_inversions = [] if flow else [invert(model, z, steps=steps, prompt=spec.caption) for spec, z in zip(specs, latents)]
     krnr_rows = {}
-    for name, opts in krnr_settings().items():
+    for name, opts in ({} if flow else krnr_settings()).items():
         values = []
         for spec, inv, rt in zip(specs, ddim_inversions, round_trips):
             clip = model.decode(edit(model, inv, spec.caption, EditConfig(guidance=1.0, **opts)))[0]
@@ -237,7 +256,7 @@ def run(model_dir: Path, clips: int, steps: int, guidance: float, edit_guidance:
     timings["ddim_krnr_s"] = time.time() - t
     timings["total_s"] = time.time() - t0
     results = dict(
-        model=str(model_dir), held_out_combinations=[list(c) for c in HELDOUT], source_clips=clips, steps=steps,
+        model=model_name, family=model.family, held_out_combinations=[list(c) for c in HELDOUT], source_clips=clips, steps=steps,
         edit_guidance=edit_guidance, goals=GOALS, text_to_video=t2v, vae_round_trip=vae, reconstruction=recon,
         edits=edits, ddim_reconstruction=krnr_rows, timings=timings, threads=torch.get_num_threads(),
     )
@@ -254,7 +273,8 @@ def to_markdown(r: dict) -> str:
     t2v, rec, vae = r["text_to_video"], r["reconstruction"], r["vae_round_trip"]
     lines = [
         f"Held-out combinations only ({len(r['held_out_combinations'])} (colour, shape, motion) never seen in training); "
-        f"{r['steps']} DDIM steps everywhere.",
+        f"{r['steps']} {'Euler (flow-matching)' if r.get('family') == 'wan' else 'DDIM'} steps everywhere; model "
+        f"`{r['model']}`.",
         "",
         "| measure | value | goal | |",
         "|---|---:|---:|---|",
@@ -288,9 +308,10 @@ def to_markdown(r: dict) -> str:
             f"{e['centroid_px']:.2f}{missing}{'' if e['centroid_px'] <= g['edit_centroid_px'] else ' (missed)'} | "
             f"{e['background_psnr']:.1f}{'' if e['background_psnr'] >= g['edit_background_psnr'] else ' (missed)'} | "
             f"{e['motion_kept']:.0%} | {e['seconds']:.0f} |")
-    lines += ["", "(d) reconstruction from plain DDIM inversion (one evaluation per step, source caption, guidance 1), "
-              f"{r['source_clips']} clips:", "",
-              "| start | PSNR vs VAE round trip | colour kept | motion kept |", "|---|---:|---:|---:|"]
+    if r.get("ddim_reconstruction"):
+        lines += ["", "(d) reconstruction from plain DDIM inversion (one evaluation per step, source caption, "
+                  f"guidance 1), {r['source_clips']} clips:", "",
+                  "| start | PSNR vs VAE round trip | colour kept | motion kept |", "|---|---:|---:|---:|"]
     for name, d in r.get("ddim_reconstruction", {}).items():
         lines.append(f"| {name} | {d['psnr_vs_vae']:.1f} dB | {d['colour']:.0%} | {d['motion']:.0%} |")
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in r["timings"].items()) +
@@ -332,7 +353,8 @@ def picture(clips: dict, edit_name: str, examples: int = 4, scale: int = 2, gap:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="pipeline folder (default: the shipped demo model)")
+    parser.add_argument("--model", default="demo", help="demo, demo-wan or a pipeline folder (default: the shipped "
+                        "demo CogVideoX)")
     parser.add_argument("--clips", type=int, default=12, help="source clips for (b) and (c)")
     parser.add_argument("--t2v-per-combo", type=int, default=3, help="text-to-video clips per held-out combination")
     parser.add_argument("--steps", type=int, default=50)
@@ -341,21 +363,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default="", help="also write the JSON here")
-    parser.add_argument("--md", default=str(ROOT / "docs" / "quality.md"))
-    parser.add_argument("--png", default=str(ROOT / "docs" / "quality.png"))
+    parser.add_argument("--md", default=None, help="default: docs/quality.md (docs/quality_wan.md for demo-wan)")
+    parser.add_argument("--png", default=None, help="default: docs/quality.png (docs/quality_wan.png for demo-wan)")
     parser.add_argument("--quick", action="store_true", help="4 clips, 10 steps, 1 text-to-video clip per combination, "
                         "writes nothing")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="There are modules in .* that should be kept in float32")
-    model_dir = Path(args.model)
+    from vidinvert.demo import MODEL_DIR, WAN_MODEL_DIR
+
+    model_dir = {"demo": MODEL_DIR, "demo-wan": WAN_MODEL_DIR}.get(args.model, Path(args.model))
     if not (model_dir / "model_index.json").is_file():
         print(f"no pipeline at {model_dir}; train one with `python -m vidinvert.demo.train`", file=sys.stderr)
         raise SystemExit(2)
+    suffix = "_wan" if args.model == "demo-wan" else ""
+    args.md = args.md or str(ROOT / "docs" / f"quality{suffix}.md")
+    args.png = args.png or str(ROOT / "docs" / f"quality{suffix}.png")
     if args.quick:
         args.clips, args.steps, args.t2v_per_combo = 4, 10, 1
-    results, clips = run(model_dir, args.clips, args.steps, args.guidance, args.edit_guidance, args.t2v_per_combo,
+    results, clips = run(args.model, args.clips, args.steps, args.guidance, args.edit_guidance, args.t2v_per_combo,
                          args.seed)
     markdown = to_markdown(results)
     compact = {k: v for k, v in results.items() if k != "text_to_video"}
@@ -368,9 +395,10 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.quick:
         default = next(iter(results["edits"]))
         header = (
-            "# Demo model quality\n\n"
-            "Measured by `python bench/quality.py` on the model shipped in `src/vidinvert/demo/model/` (trained by "
-            "`python -m vidinvert.demo.train`, see its `TRAINING.md`). Judges: `vidinvert.demo.judges` (object = pixels "
+            f"# Demo model quality ({args.model})\n\n"
+            f"Measured by `python bench/quality.py --model {args.model}` on the model in `{model_dir.name}/` (trained by "
+            f"`python -m vidinvert.demo.train{' --family wan' if results['family'] == 'wan' else ''}`, see its "
+            "`TRAINING.md`). Judges: `vidinvert.demo.judges` (object = pixels "
             "far from the background read off the frame borders; colour = nearest palette colour of the object's core "
             "pixels; motion = direction of the centroid track; background PSNR = PSNR outside both clips' dilated "
             "object masks).\n\n"

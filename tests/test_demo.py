@@ -176,3 +176,62 @@ def test_the_default_command_edits_the_sample_with_the_demo_model(tmp_path, caps
     assert read_video(out).frames.shape == (9, 3, 64, 64)
     settings = json.loads(out.with_suffix(".json").read_text())
     assert settings["model"]["name"] == "demo" and settings["inversion"]["source"] == str(sample_video())
+
+
+WAN_MODEL_DIR = MODEL_DIR.parent / "model_wan"
+
+
+def test_shipped_wan_model_loads_offline_and_samples(monkeypatch):
+    from diffusers import WanPipeline
+
+    from vidinvert.models import DEMO_WAN, load_pipeline, wrap
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = WanPipeline.from_pretrained(WAN_MODEL_DIR)
+    pipe.set_progress_bar_config(disable=True)
+    size = sum(p.stat().st_size for p in WAN_MODEL_DIR.rglob("*") if p.is_file())
+    assert size <= 30 * 2**20
+    assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    assert pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1] == 16
+    out = pipe(prompt=world.caption(*HELDOUT[0], "black"), negative_prompt="", height=64, width=64, num_frames=9,
+               num_inference_steps=2, guidance_scale=6.0, generator=torch.Generator().manual_seed(0),
+               output_type="pt", max_sequence_length=16).frames
+    assert out.shape == (1, 9, 3, 64, 64) and torch.isfinite(out).all()
+    model = wrap(load_pipeline(DEMO_WAN, device="cpu"), name=DEMO_WAN)
+    assert model.family == "wan" and model.native_size == (64, 64)
+    frames, _ = render(ClipSpec("red", "disc", "right", "black"))
+    latents = model.encode(frames)  # normalised with the per-channel statistics the training stored
+    assert latents.shape == (1, 3, pipe.transformer.config.in_channels, 8, 8)
+    assert model.decode(latents).shape == (1, 9, 3, 64, 64)
+    a = model.encode_text([world.caption("red", "disc", "right", "black")])
+    b = model.encode_text([world.caption("green", "disc", "right", "black")])
+    assert not torch.allclose(a, b)
+
+
+def test_wan_training_recipe_is_reproducible_and_normalises_its_latents(tmp_path):
+    """A few steps of ``--family wan`` twice with one seed: the same weights; the stored per-channel statistics make
+    the training latents zero-mean, unit-std per channel; the folder loads with WanPipeline."""
+    import json
+
+    from diffusers import WanPipeline
+
+    from vidinvert.demo import train
+
+    args = ["--family", "wan", "--vae-crop-steps", "2", "--vae-full-steps", "1", "--steps", "2", "--dataset-clips", "16",
+            "--batch", "4", "--eval-steps", "0"]
+    for name in ("a", "b"):
+        assert train.main(args + ["--out", str(tmp_path / name)]) == 0
+    weights = "transformer/diffusion_pytorch_model.safetensors"
+    assert (tmp_path / "a" / weights).read_bytes() == (tmp_path / "b" / weights).read_bytes()
+    pipe = WanPipeline.from_pretrained(tmp_path / "a")
+    config = pipe.vae.config
+    assert len(config.latents_mean) == len(config.latents_std) == config.z_dim
+    specs = world.sample_specs(16, 0 + 50, "train")  # the recipe's training clips (seed + 50)
+    frames, _, _ = make_batch(specs)
+    means, _ = train.encode_clips(pipe.vae, frames)  # [N, T, C, h, w]
+    normalised = train.recipe("wan").objective(pipe, tuple(means.shape)).normalize(means)
+    per_channel = normalised.transpose(1, 2).reshape(normalised.shape[0], config.z_dim, -1)
+    assert per_channel.mean(dim=(0, 2)).abs().max() < 1e-3
+    assert (per_channel.std(dim=(0, 2)) - 1).abs().max() < 1e-3
+    summary = json.loads((tmp_path / "a" / "training_summary.json").read_text())
+    assert summary["config"]["family"] == "wan"
