@@ -223,12 +223,13 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 def add_clip_options(parser: argparse.ArgumentParser) -> None:
     """The options one clip of a batch may set (its defaults on ``vidinvert batch``, or a job-file column): every
-    model, frame, inversion and edit option of ``vidinvert edit``, plus --fps and --no-comparison."""
+    model, frame, inversion and edit option of ``vidinvert edit``, plus --fps, --no-comparison and --metrics."""
     _add_model_options(parser), _add_read_options(parser), _add_invert_options(parser)
     _add_edit_options(parser, guidance=EDIT_GUIDANCE)
     group = parser.add_argument_group("clip output")
     group.add_argument("--fps", type=float, default=_O.fps, help="frame rate of written videos (default: the source's)")
     group.add_argument("--no-comparison", action="store_true", help="skip the side-by-side source|result video")
+    group.add_argument("--metrics", action="store_true", help=METRICS_HELP)
 
 
 def _add_batch_options(parser: argparse.ArgumentParser) -> None:
