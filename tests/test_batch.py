@@ -74,7 +74,7 @@ def test_rows_map_onto_the_clis_settings(tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"")
     rows = [
         {"video": "a.mp4", "prompts": ["x", "y"], "steps": 7, "inversion": "fixed-point", "injection_blocks": [0, 2],
-         "blend": True, "blend-source": "a box", "no_comparison": "true", "max-num-frames": 17},
+         "blend": True, "blend-source": "a box", "no_comparison": "true", "max-num-frames": 17, "metrics": True},
         {"video": "a.mp4", "prompt": "z"},  # the command line's defaults
         {"video": "a.mp4", "prompts": ["x"], "steps": "many"},
         {"video": "a.mp4", "prompts": ["x"], "output_dir": "elsewhere"},
@@ -91,6 +91,7 @@ def test_rows_map_onto_the_clis_settings(tmp_path):
     assert first.invert.steps == 7 and first.invert.method == "fixed-point" and first.read.max_frames == 17
     assert first.edit.injection.blocks == (0, 2) and first.edit.blend.enabled and first.edit.blend.source_prompt == "a box"
     assert not first.comparison and first.edit.guidance == 5
+    assert first.metrics and first.output(tmp_path).metrics and not second.metrics
     assert second.id == "a-2" and second.invert.steps == 3 and second.comparison and second.prompts == ("z",)
     assert first.inversion_hash != second.inversion_hash and first.job_hash != second.job_hash
     bad = jobs[2:]

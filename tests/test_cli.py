@@ -67,6 +67,28 @@ def test_reconstruct_reports_fidelity(video, tmp_path, capsys):
     assert fidelity["latent_relative_error"] < 1e-4
     assert fidelity["psnr_vs_vae_round_trip"] == "inf" or fidelity["psnr_vs_vae_round_trip"] > 60
     assert set(fidelity) >= {"ssim_vs_input", "psnr_vs_input", "ssim_vs_vae_round_trip"}
+    metrics = json.loads(out.with_suffix(".json").read_text())["result"]["metrics"]  # without --metrics: always
+    assert len(metrics) == 1 and metrics[0]["pairs"] == 16 and metrics[0]["seam_score"] is None
+
+
+def test_edit_with_metrics_prints_and_saves_them(video, tmp_path, capsys):
+    out = tmp_path / "m.mp4"
+    assert main(["edit", str(video), "--prompt", "a blue box", "--prompt", "a red disc", "--steps", "2",
+                 "-o", str(out), "--no-comparison", "--metrics"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    lines = [line for line in captured.err.splitlines() if line.startswith("vidinvert: metrics:")]
+    assert [line.split(":")[2].strip() for line in lines] == ["m_1.mp4", "m_2.mp4"]
+    assert all("warp error" in line and "motion error" in line and "seam score n/a" in line for line in lines)
+    assert len(summary["metrics"]) == 2
+    for name in ("m_1.json", "m_2.json"):
+        record = json.loads((tmp_path / name).read_text())
+        assert record["output"]["metrics"] is True and record["result"]["metrics"] == summary["metrics"]
+        for metrics in record["result"]["metrics"]:
+            assert metrics["pairs"] == 16 and metrics["warp_error"] >= 0 and metrics["motion_fidelity_px"] >= 0
+    assert main(["edit", str(video), "--prompt", "a blue box", "--steps", "2", "-o", str(tmp_path / "n.mp4"),
+                 "--no-comparison", "--quiet"]) == 0
+    assert "metrics" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def test_existing_output_needs_force_and_errors_are_one_line(video, tmp_path, capsys):

@@ -158,9 +158,11 @@ def clip_path(tmp_path):
 def test_cli_flowedit_end_to_end(clip_path, tmp_path, capsys):
     out = tmp_path / "fe.mp4"
     assert main(["edit", str(clip_path), "--model", "tiny-wan", "--method", "flowedit", "--prompt", "x",
-                 "--steps", "4", "--n-max", "3", "--source-prompt", SOURCE, "-o", str(out), "--quiet"]) == 0
+                 "--steps", "4", "--n-max", "3", "--source-prompt", SOURCE, "-o", str(out), "--quiet",
+                 "--metrics"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["frames"], summary["size"], summary["method"]) == (17, [48, 64], "flowedit")
+    assert [m["pairs"] for m in summary["metrics"]] == [16]  # against the frames read
     assert summary["batch_rows"] == [4] and summary["transformer_calls"] == 3  # 2 source + 2 target rows, 3 steps
     written = read_video(str(out), 48, 64, max_frames=100)
     assert written.frames.shape[0] == 17  # the frames read, all written

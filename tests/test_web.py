@@ -47,7 +47,7 @@ FORM_FIELDS = {
     "seed": (EditConfig, "seed"), "negative_prompt": (EditConfig, "negative_prompt"),
     "dynamic_guidance": (EditConfig, "dynamic_guidance"), "injection": (InjectionConfig, "enabled"),
     "injection_steps": (InjectionConfig, "step_fraction"), "blend": (BlendConfig, "enabled"),
-    "blend_source": (BlendConfig, "source_prompt"),
+    "blend_source": (BlendConfig, "source_prompt"), "metrics": (OutputSettings, "metrics"),
 }
 UNSET_AS_ZERO = {"frame_sample_step", "height", "width"}  # None in settings, 0 ("auto") in the form
 
@@ -199,11 +199,12 @@ def test_preview_shows_the_frames_the_job_reads(form, count):
 def test_cli_and_page_write_the_same_settings_keys(tmp_path):
     read, inv, config = settings_from_form({"max_num_frames": 5, "steps": 2})
     cli = jobs.run_edit(str(SAMPLE), ["a red disc"], ModelSettings(name="tiny"), read, inv, config,
-                        OutputSettings(output=str(tmp_path / "cli" / "out.mp4"), progress=False))
+                        OutputSettings(output=str(tmp_path / "cli" / "out.mp4"), progress=False, metrics=True))
     _, page = Studio(ModelSettings(name="tiny")).edit(str(SAMPLE), read, inv, ["a red disc"], config,
-                                                      tmp_path / "page")
+                                                      tmp_path / "page", metrics=True)
     a, b = (json.loads(job.settings_files[0].read_text()) for job in (cli, page))
     assert set(a) == set(b)
+    assert a["result"]["metrics"][0].keys() == b["result"]["metrics"][0].keys() and b["output"]["metrics"]
     for key in a:
         if isinstance(a[key], dict) or isinstance(b[key], dict):
             assert set(a[key]) == set(b[key]), key

@@ -40,6 +40,9 @@ EDIT_GUIDANCE, RECONSTRUCT_GUIDANCE = EditConfig.guidance, 1.0  # reconstruction
 
 _R, _I, _E, _J, _B, _O, _M = ReadSettings, InvertSettings, EditConfig, InjectionConfig, BlendConfig, OutputSettings, ModelSettings
 _F = FlowEditConfig
+METRICS_HELP = ("measure each output against the source frames (optical flow): warp error along the source's motion "
+                "(0-1 of full scale), motion error against the source's flow (px) and window-seam score; printed and "
+                "saved in the settings JSON under result.metrics")
 
 
 # ---- option groups --------------------------------------------------------------------------------------------
@@ -186,7 +189,8 @@ def _add_saved_inversion_options(parser: argparse.ArgumentParser) -> None:
                              "was made from other frames, another model or another step count")
 
 
-def _add_output_options(parser: argparse.ArgumentParser, what: str) -> None:
+def _add_output_options(parser: argparse.ArgumentParser, what: str, metrics: str | None = None) -> None:
+    """Output flags; ``metrics``: the help of ``--metrics`` (None: the command has no such flag)."""
     group = parser.add_argument_group("output")
     group.add_argument("-o", "--output", default=_O.output, help=f"{what} path (default: <output-dir>/<video>_<kind>)")
     group.add_argument("--output-dir", "--output-path", dest="output_dir", default=_O.output_dir,
@@ -197,6 +201,8 @@ def _add_output_options(parser: argparse.ArgumentParser, what: str) -> None:
     group.add_argument("--quiet", action="store_true",
                        help="no progress bars or notes: only warnings and errors on stderr (the summary JSON still "
                             "goes to stdout)")
+    if metrics is not None:
+        group.add_argument("--metrics", action="store_true", help=metrics)
 
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
@@ -218,12 +224,13 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 def add_clip_options(parser: argparse.ArgumentParser) -> None:
     """The options one clip of a batch may set (its defaults on ``vidinvert batch``, or a job-file column): every
-    model, frame, inversion and edit option of ``vidinvert edit``, plus --fps and --no-comparison."""
+    model, frame, inversion and edit option of ``vidinvert edit``, plus --fps, --no-comparison and --metrics."""
     _add_model_options(parser), _add_read_options(parser), _add_invert_options(parser)
     _add_edit_options(parser, guidance=EDIT_GUIDANCE)
     group = parser.add_argument_group("clip output")
     group.add_argument("--fps", type=float, default=_O.fps, help="frame rate of written videos (default: the source's)")
     group.add_argument("--no-comparison", action="store_true", help="skip the side-by-side source|result video")
+    group.add_argument("--metrics", action="store_true", help=METRICS_HELP)
 
 
 def _add_batch_options(parser: argparse.ArgumentParser) -> None:
@@ -272,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_saved_inversion_options(p)
     _add_model_options(p), _add_read_options(p), _add_invert_options(p)
     _add_edit_options(p, guidance=EDIT_GUIDANCE)
-    _add_output_options(p, "edited video")
+    _add_output_options(p, "edited video", metrics=METRICS_HELP)
 
     p = sub.add_parser("reconstruct", help="invert and regenerate with the source prompt; print PSNR/SSIM",
                        epilog=EPILOG)
@@ -282,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default=None, help="prompt to regenerate with (default: the --source-prompt)")
     _add_model_options(p), _add_read_options(p), _add_invert_options(p)
     _add_edit_options(p, guidance=RECONSTRUCT_GUIDANCE)
-    _add_output_options(p, "reconstructed video")
+    _add_output_options(p, "reconstructed video", metrics=METRICS_HELP + " (reconstruct always measures them)")
 
     p = sub.add_parser("batch", help="edit many clips, each with its prompts, from a job file (in this process "
                                      "or on Ray workers); reruns skip what is done", epilog=EPILOG)
@@ -346,7 +353,8 @@ def edit_config(args) -> EditConfig:
 
 def output_settings(args) -> OutputSettings:
     return OutputSettings(output=args.output, output_dir=args.output_dir, fps=args.fps,
-                          comparison=not args.no_comparison, force=args.force, progress=not args.quiet)
+                          comparison=not args.no_comparison, force=args.force, progress=not args.quiet,
+                          metrics=getattr(args, "metrics", _O.metrics))
 
 
 def _report(result, quiet: bool = False) -> None:
@@ -355,6 +363,8 @@ def _report(result, quiet: bool = False) -> None:
         print(f"vidinvert: note: {line}", file=sys.stderr)
     for line in result.warnings:
         print(f"vidinvert: warning: {line}", file=sys.stderr)
+    for path, metrics in [] if quiet else zip(result.outputs, result.metrics):
+        print(f"vidinvert: metrics: {path.name}: {metrics.describe()}", file=sys.stderr)
     print(json.dumps(result.summary))
 
 

@@ -4,7 +4,8 @@ Every front end (CLI, web page, benchmarks, batch) calls these functions and re-
 
 - ``run_invert``: video -> saved ``.inv`` (+ settings JSON);
 - ``run_edit``: video or ``.inv`` -> one edited video per prompt, comparisons, settings JSON; with
-  ``reconstruct=True`` the "edit" uses the source prompt and the summary gains fidelity metrics;
+  ``reconstruct=True`` the "edit" uses the source prompt and the summary gains fidelity metrics; with
+  ``OutputSettings.metrics`` (always for a reconstruction) it gains temporal metrics of each output;
 - ``prepare`` / ``edit_prepared``: the two halves of ``run_edit``, for front ends that cache inversions (the page).
 
 Each returns a ``JobResult``: the files written, a summary (what the CLI prints), the settings record (what the
@@ -34,6 +35,7 @@ from .atomic import outputs_together
 from .errors import VidinvertError
 from .export import side_by_side, write_video
 from .inversion import Inversion, invert
+from .metrics import TemporalMetrics, temporal_metrics
 from .models import model_note, open_model
 from .models.base import VideoFamily
 from .outputs import comparison_path, numbered, partial_path, plan_outputs, settings_path, write_json
@@ -92,6 +94,7 @@ class JobResult:
     prepared: Prepared | None = None  # the source and inversion used
     latents: torch.Tensor | None = None  # edited latents [K, T, C, h, w]
     videos: torch.Tensor | None = None  # decoded results [K, F, C, H, W]
+    metrics: list[TemporalMetrics] = field(default_factory=list)  # per output, when measured
 
 
 # ---- memory and warnings --------------------------------------------------------------------------------------
@@ -383,6 +386,21 @@ def _inversion_summary(inversion: Inversion) -> dict:
     return out
 
 
+def measure_temporal(videos: torch.Tensor, reference: torch.Tensor, result: JobResult,
+                     borders: tuple[int, ...] = ()) -> None:
+    """Temporal metrics of each result ``videos[k]`` (``[K, F, C, H, W]``) against ``reference`` (``[F, C, H, W]``:
+    the source frames as the model read them, or the VAE round trip when the source is gone), into
+    ``result.metrics`` and ``result.summary["metrics"]`` (one dict per output, in the outputs' order).
+
+    ``borders``: frame indices where temporal windows meet, for the seam score (none: the edit ran as one window).
+    """
+    started = time.perf_counter()
+    count = min(videos.shape[1], reference.shape[0])  # as the comparison videos do, should the decoder differ
+    result.metrics = [temporal_metrics(videos[k, :count], reference[:count], borders) for k in range(videos.shape[0])]
+    result.summary["metrics"] = [m.as_dict() for m in result.metrics]
+    result.summary["metrics_seconds"] = round(time.perf_counter() - started, 2)
+
+
 # ---- whole jobs -----------------------------------------------------------------------------------------------
 def _videos_summary(videos_out: list[Path], comparisons_out: list[Path], prompts: list[str], videos: torch.Tensor,
                     fps: float) -> dict:
@@ -426,6 +444,8 @@ def flowedit_source(model: VideoFamily, source: Source, prompts: list[str], conf
         "batch_rows": sorted(set(stats.batch_rows)),
         "edit_seconds": round(time.perf_counter() - started, 2),
     }
+    if output.metrics:
+        measure_temporal(videos, source.clip.frames, result)
     result.outputs, result.comparisons = list(videos_out), list(comparisons_out)
     result.latents, result.videos = latents, videos
     return result
@@ -475,8 +495,11 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
     if reconstruct:
         summary["fidelity"] = _fidelity(prepared, latents, videos[0], round_trip)
     summary["edit_seconds"] = round(time.perf_counter() - started, 2)
+    result.summary = summary
+    if output.metrics or reconstruct:
+        measure_temporal(videos, reference, result)  # one window: no borders
     result.outputs, result.comparisons = list(videos_out), list(comparisons_out)
-    result.summary, result.prepared, result.latents, result.videos = summary, prepared, latents, videos
+    result.prepared, result.latents, result.videos = prepared, latents, videos
     return result
 
 

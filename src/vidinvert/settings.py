@@ -439,6 +439,7 @@ class OutputSettings:
     comparison: bool = True  # also write a side-by-side source|result video
     force: bool = False  # overwrite existing outputs
     progress: bool = True  # progress bars
+    metrics: bool = False  # temporal metrics of each output against the source (reconstruct always measures them)
 
     def __post_init__(self):
         if self.fps is not None:

@@ -155,5 +155,6 @@ def run_clip(job: ClipJob, out: Path, models: ModelCache, max_attempts: int | No
                      "attempt": attempt,
                      "seconds": seconds, "edit_seconds": summary.get("edit_seconds"),
                      "inversion": str(inversion.relative_to(out)), "inversion_reused": reuse,
-                     "warnings": list(result.warnings), **memory})
+                     "warnings": list(result.warnings), **memory,
+                     **({"metrics": summary["metrics"][k]} if "metrics" in summary else {})})
     return rows

@@ -64,11 +64,13 @@ class ClipJob:
     edit: EditConfig
     fps: float | None = None  # frame rate of written videos (None = the source's)
     comparison: bool = True  # also write source|result videos
+    metrics: bool = False  # temporal metrics of each output (OutputSettings.metrics)
     video_stamp: tuple = ()  # (size, mtime_ns) of the video when planned; part of the hashes
 
     def output(self, folder: Path) -> OutputSettings:
         """The output settings of this clip's ``run_edit`` in ``folder``."""
-        return OutputSettings(output_dir=str(folder), fps=self.fps, comparison=self.comparison, progress=False)
+        return OutputSettings(output_dir=str(folder), fps=self.fps, comparison=self.comparison, progress=False,
+                              metrics=self.metrics)
 
     def _digest(self, parts: dict) -> str:
         text = json.dumps({"vidinvert": __version__, "video": str(Path(self.video).resolve()),
@@ -85,7 +87,8 @@ class ClipJob:
     def job_hash(self) -> str:
         """What the outputs depend on: the inversion's inputs, the prompts, the edit and output settings."""
         return self._digest({"inversion": self.inversion_hash, "prompts": list(self.prompts),
-                             "edit": dataclasses.asdict(self.edit), "fps": self.fps, "comparison": self.comparison})
+                             "edit": dataclasses.asdict(self.edit), "fps": self.fps, "comparison": self.comparison,
+                             **({"metrics": True} if self.metrics else {})})  # earlier batches' hashes still hold
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,8 @@ def read_jobs(path: str | Path, defaults: argparse.Namespace | None = None) -> l
             video_path = Path(video) if Path(video).is_absolute() else path.parent / video
             job = ClipJob(line=line, id=clip_id, video=str(video_path), prompts=prompts, model=model_settings(args),
                           read=read_settings(args), invert=invert_settings(args), edit=edit_config(args),
-                          fps=args.fps, comparison=not args.no_comparison, video_stamp=_stamp(video_path))
+                          fps=args.fps, comparison=not args.no_comparison,
+                          metrics=args.metrics, video_stamp=_stamp(video_path))
             job.output(path.parent)  # OutputSettings validates the fps
         except VidinvertError as err:
             prompts = row.get("prompts", row.get("prompt")) if isinstance(row, dict) else None

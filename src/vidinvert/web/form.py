@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from ..errors import SettingsError
-from ..settings import BlendConfig, EditConfig, InjectionConfig, InvertSettings, ReadSettings
+from ..settings import BlendConfig, EditConfig, InjectionConfig, InvertSettings, OutputSettings, ReadSettings
 
 LABELS = {  # form key -> the label the page shows (errors name fields by it)
     "skip_frames_start": "Skip start", "skip_frames_end": "Skip end", "frame_sample_step": "Stride",
@@ -17,6 +17,7 @@ LABELS = {  # form key -> the label the page shows (errors name fields by it)
     "seed": "Seed", "injection": "Key/value injection", "injection_steps": "Injection steps",
     "inversion_guidance": "Inversion guidance", "strength": "Strength", "negative_prompt": "Negative prompt",
     "dynamic_guidance": "Dynamic guidance", "blend": "Local blend", "blend_source": "Blend: what the video shows",
+    "metrics": "Temporal metrics",
 }
 
 
@@ -42,7 +43,7 @@ def form_defaults() -> dict:
         "seed": edit.seed, "injection": injection.enabled, "injection_steps": injection.step_fraction,
         "inversion_guidance": inv.guidance, "strength": inv.depth, "negative_prompt": edit.negative_prompt,
         "dynamic_guidance": edit.dynamic_guidance, "blend": BlendConfig().enabled,
-        "blend_source": BlendConfig().source_prompt,
+        "blend_source": BlendConfig().source_prompt, "metrics": OutputSettings().metrics,
     }
 
 
@@ -123,6 +124,11 @@ def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditCo
         except SettingsError as err:
             raise _labelled(name, err) from None
     return built["read"], built["inv"], built["edit"]
+
+
+def metrics_from_form(form: dict) -> bool:
+    """Whether the form asks for temporal metrics (``OutputSettings.metrics``); missing: the default."""
+    return bool({**form_defaults(), **form}["metrics"])
 
 
 def parse_prompts(text: str | None) -> list[str]:

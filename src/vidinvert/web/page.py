@@ -22,7 +22,7 @@ from typing import Callable
 from ..errors import VidinvertError
 from ..models import DEMO_MODELS, TINY_MODELS, sample_video
 from ..models.registry import EXAMPLE_HUB_ID, EXAMPLE_PROMPT  # the one example prompt every front end gives
-from .form import LABELS, form_defaults, parse_prompts, settings_from_form
+from .form import LABELS, form_defaults, metrics_from_form, parse_prompts, settings_from_form
 from .studio import Studio
 
 SAMPLE_VIDEO = sample_video()
@@ -216,6 +216,8 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                         strength = gr.Slider(0.05, 1, value=d["strength"], step=0.05, label=LABELS["strength"])
                     negative_prompt = gr.Textbox(d["negative_prompt"], label=LABELS["negative_prompt"])
                     dynamic_guidance = gr.Checkbox(d["dynamic_guidance"], label=LABELS["dynamic_guidance"])
+                    metrics = gr.Checkbox(d["metrics"], label=LABELS["metrics"], elem_id="metrics",
+                                          info="warp error and motion error of each result against the source")
         with gr.Row():
             comparison = gr.Video(label="Source | result", interactive=False, autoplay=True, loop=True, height=320,
                                   scale=2, elem_id="comparison-video")
@@ -230,7 +232,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                 "inversion": method, "source_prompt": source_prompt, "guidance": guidance, "start": start,
                 "seed": seed, "injection": injection, "injection_steps": injection_steps,
                 "inversion_guidance": inversion_guidance, "strength": strength, "negative_prompt": negative_prompt,
-                "dynamic_guidance": dynamic_guidance}
+                "dynamic_guidance": dynamic_guidance, "metrics": metrics}
         names = {component: name for name, component in form.items()}
 
         def values_of(data: dict) -> dict:
@@ -281,7 +283,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                 prompt_list = parse_prompts(data[prompts])
                 folder = session_folder(session, root, request.session_hash)
                 results, job = studio.edit(data[video], read, inv, prompt_list, config, folder,
-                                           say=say_with(progress))
+                                           say=say_with(progress), metrics=metrics_from_form(values_of(data)))
             except Exception as err:  # noqa: BLE001
                 return (fail(err, data[video]), "", _warnings_box([]), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
                         session)
@@ -290,6 +292,8 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
             reused = " (inversion reused)" if summary["inversion_reused"] else ""
             text = (f"Edited {summary['frames']} frames at {summary['size'][1]}×{summary['size'][0]} with "
                     f"{len(results)} prompt{'s' if len(results) > 1 else ''} in {summary['edit_seconds']:.1f} s{reused}.")
+            for r, measured in zip(results, job.metrics):
+                text += f" {r.prompt if len(results) > 1 else 'Temporal'}: {measured.describe()}."
             if job.warnings:
                 text += f" {len(job.warnings)} warning{'s' if len(job.warnings) > 1 else ''}: see below."
             downloads = [str(p) for r in results for p in (r.video, r.comparison, r.settings)]

@@ -117,14 +117,16 @@ class Studio:
         return prepared
 
     def edit(self, video: str, read: ReadSettings, inv: InvertSettings, prompts: list[str], config: EditConfig,
-             folder: Path, say: Callable[[str], None] = lambda text: None) -> tuple[list[EditResult], jobs.JobResult]:
+             folder: Path, say: Callable[[str], None] = lambda text: None,
+             metrics: bool = OutputSettings.metrics) -> tuple[list[EditResult], jobs.JobResult]:
         """Invert (or reuse) and edit with ``prompts`` in one batch; write results, comparisons and settings JSON
-        into ``folder`` (a fresh one per run).
+        into ``folder`` (a fresh one per run); with ``metrics``, measure each result's temporal metrics too.
 
         Returns:
             One ``EditResult`` per prompt, and the job's result (summary, warnings, record).
         """
-        output = OutputSettings(output=str(Path(folder) / f"{Path(video).stem}_edit.mp4"), progress=True)
+        output = OutputSettings(output=str(Path(folder) / f"{Path(video).stem}_edit.mp4"), progress=True,
+                                metrics=metrics)
         result = jobs.JobResult()
         started = time.perf_counter()
         with outputs_together():  # the videos, comparisons and settings JSON of a run appear together or not at all
