@@ -47,6 +47,7 @@ from .settings import (
     ReadSettings,
 )
 from .video import Clip, frames_hash, read_video
+from .windows import resolve as resolve_windows, windowed
 
 PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
@@ -180,9 +181,11 @@ def check_memory(model: VideoFamily, frames: int, height: int, width: int, rows:
             "use a smaller --height/--width, fewer frames (--max-num-frames), --vae-tiling or fewer prompts per run")
 
 
-def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings(), rows: int = 2) -> Source:
+def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings(), rows: int = 2,
+                invert_settings: InvertSettings = InvertSettings()) -> Source:
     """Read frames sized for ``model`` and encode them; one-line errors for anything unusable, or for a size the
-    device has no memory for (``rows``: the most transformer batch rows the job will use)."""
+    device has no memory for (``rows``: the most transformer batch rows the job will use; ``invert_settings``: its
+    temporal window, checked against the clip and bounding the transformer's memory)."""
     height, width = read.height, read.width
     if height is None and width is None:
         height, width = model.native_size()
@@ -193,13 +196,15 @@ def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings
         skip_start=read.skip_start,
         skip_end=read.skip_end,
         stride=read.stride,
-        max_frames=read.max_frames,
+        max_frames=read.frame_cap,
         resize=read.resize,
         multiple=model.size_multiple,
         temporal_multiple=model.temporal_factor,
     )
     count, _, frame_height, frame_width = clip.frames.shape
-    check_memory(model, count, frame_height, frame_width, rows)
+    windows = resolve_windows(model, (count - 1) // model.temporal_factor + 1, invert_settings.window,
+                              invert_settings.overlap)
+    check_memory(windowed(model, windows), count, frame_height, frame_width, rows)
     with guard_memory("encoding the video"):
         latents = model.encode(clip.frames)
     if not torch.isfinite(latents).all():
@@ -232,6 +237,8 @@ def invert_source(model: VideoFamily, source: Source, settings: InvertSettings =
             checkpoint_every=settings.checkpoint_every,
             trajectory_device=settings.trajectory_device,
             split_clean_end=settings.split_clean_end,
+            window=settings.window,
+            overlap=settings.overlap,
             provenance=source.info(),
             **options,
         )
@@ -274,7 +281,7 @@ def load_saved(model: VideoFamily, path: str, steps: int | None = None, video: s
 def prepare(model: VideoFamily, video: str, read: ReadSettings, invert_settings: InvertSettings,
             progress: bool = False, checkpoint: Path | None = None, rows: int = 2) -> Prepared:
     """Open and invert a video (``rows``: the most transformer batch rows the job will use, for the memory check)."""
-    source = open_source(model, video, read, rows)
+    source = open_source(model, video, read, rows, invert_settings)
     return Prepared(source, invert_source(model, source, invert_settings, progress=progress, checkpoint=checkpoint))
 
 
@@ -293,6 +300,9 @@ def check_edit_request(video: str, prompts: list[str], read: ReadSettings, inver
     """One-line errors for an edit that cannot work, found without loading anything."""
     check_prompts(prompts)
     saved = is_saved_inversion(video) or use_inversion is not None
+    if saved and invert_settings.window is not None:
+        raise VidinvertError("a saved inversion fixes its temporal windows; a window does not apply to it",
+                             "drop the window, or edit the video itself")
     if is_saved_inversion(video) and read != ReadSettings():
         raise VidinvertError("frame options (size, skip, stride, max frames, resize) do not apply to a saved "
                              "inversion: its frames are fixed", "drop them, or edit the video itself")
