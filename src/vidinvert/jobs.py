@@ -205,7 +205,9 @@ def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings
     windows = resolve_windows(model, (count - 1) // model.temporal_factor + 1, invert_settings.window,
                               invert_settings.overlap)
     check_memory(windowed(model, windows), count, frame_height, frame_width, rows)
-    with guard_memory("encoding the video"):
+    with guard_memory("encoding the video"), warnings.catch_warnings():
+        if windows.count > 1:  # the transformer sees one window at a time: within the trained length
+            warnings.filterwarnings("ignore", message=".*positions were made for")
         latents = model.encode(clip.frames)
     if not torch.isfinite(latents).all():
         raise VidinvertError("the VAE produced NaN/inf latents", "run the model in fp32 or bf16 instead of fp16")

@@ -182,7 +182,7 @@ class VideoModel:
         if count > trained:
             warnings.warn(
                 f"{count} frames is more than the {trained} this model's positions were made for; quality may drop "
-                f"(use --max-num-frames {trained} to stay within them)",
+                f"(use --window auto to edit in windows of that length, or --max-num-frames {trained})",
                 stacklevel=3,
             )
 
