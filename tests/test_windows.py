@@ -187,3 +187,44 @@ def test_cli_windowed_reconstruct_reads_every_frame(tmp_path):
     assert (record["inversion"]["window"], record["inversion"]["window_overlap"]) == (3, 1)
     assert Inversion.load(tmp_path / "r.inv").windows().count == 8  # 16 latent frames
     assert ReadSettings().max_frames == 49  # without --window the cap stays
+
+
+# ---- long inversions resume; the batch job file takes the window -----------------------------------------------
+def test_windowed_inversion_resumes_from_its_checkpoint(model, tmp_path, monkeypatch):
+    from vidinvert.checkpoint import InversionCheckpoint
+
+    latents = _latents(model, 5)
+    path = tmp_path / "clip.inv.partial"
+    real_step = InversionCheckpoint.step
+
+    def step_then_stop(self, i, t, x):
+        real_step(self, i, t, x)
+        if len(self.done) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(InversionCheckpoint, "step", step_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        invert(model, latents, steps=4, window=3, checkpoint=path, checkpoint_every=1)
+    monkeypatch.undo()
+    one_window = invert(model, latents, steps=4, checkpoint=path, checkpoint_every=1)  # other windows: not resumed
+    assert one_window.meta.resumed_steps == 0
+    with pytest.raises(KeyboardInterrupt):
+        monkeypatch.setattr(InversionCheckpoint, "step", step_then_stop)
+        invert(model, latents, steps=4, window=3, checkpoint=path, checkpoint_every=1)
+    monkeypatch.undo()
+    resumed = invert(model, latents, steps=4, window=3, checkpoint=path, checkpoint_every=1)
+    assert resumed.meta.resumed_steps == 2 and not path.exists()
+    assert torch.equal(resumed.trajectory, invert(model, latents, steps=4, window=3).trajectory)
+
+
+def test_batch_rows_take_a_window(tmp_path):
+    from vidinvert.batch.jobfile import ClipJob, clip_defaults, read_jobs
+
+    (tmp_path / "a.mp4").write_bytes(b"")
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(json.dumps({"video": "a.mp4", "prompts": ["x"], "window": "auto", "overlap": 0.5}) + "\n"
+                    + json.dumps({"video": "a.mp4", "prompts": ["x"], "window": 3, "overlap": 1.5}) + "\n")
+    good, bad = read_jobs(path, clip_defaults())
+    assert isinstance(good, ClipJob) and good.invert.window == "auto" and good.invert.overlap == 0.5
+    assert good.read.max_frames is None  # a windowed clip is read whole
+    assert not isinstance(bad, ClipJob) and "overlap" in bad.error
