@@ -134,6 +134,7 @@ def quality(model, frames: int, clips: int, steps: int, seed: int) -> dict:
         rows.append(dict(caption=spec.caption, speed=round(spec.speed, 3), windows=windows.count,
                          recon_psnr=psnr(recon, round_trip), source_seam=seam_score(source, borders),
                          windowed=judged(windowed), stitched=judged(stitched), seconds=time.time() - started))
+        print(json.dumps({"frames": frames, **rows[-1]}), flush=True)  # progress: one line per clip
 
     def summary(kind):
         colour = [v for r in rows for v in r[kind]["colour"]]

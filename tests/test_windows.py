@@ -228,3 +228,17 @@ def test_batch_rows_take_a_window(tmp_path):
     assert isinstance(good, ClipJob) and good.invert.window == "auto" and good.invert.overlap == 0.5
     assert good.read.max_frames is None  # a windowed clip is read whole
     assert not isinstance(bad, ClipJob) and "overlap" in bad.error
+
+
+def test_a_saved_inversion_keeps_its_windows(tmp_path):
+    from vidinvert.cli import main
+    from vidinvert.export import write_video
+
+    clip = tmp_path / "long.mp4"
+    write_video(moving_square(64, 64, 21), clip, fps=8.0)
+    inv = tmp_path / "c.inv"
+    assert main(["invert", str(clip), "--model", "tiny", "--steps", "2", "--window", "3", "-o", str(inv), "--quiet"]) == 0
+    same = ["edit", str(inv), "--model", "tiny", "--prompt", "x", "--no-comparison", "--quiet"]
+    assert main(same + ["--window", "3", "-o", str(tmp_path / "a.mp4")]) == 0  # the same windows: fine
+    assert main(same + ["-o", str(tmp_path / "b.mp4")]) == 0  # none asked for: the inversion's
+    assert main(same + ["--window", "4", "-o", str(tmp_path / "c.mp4")]) == 2  # other windows: one-line error

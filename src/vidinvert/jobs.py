@@ -45,6 +45,7 @@ from .settings import (
     ModelSettings,
     OutputSettings,
     ReadSettings,
+    default_max_frames,
 )
 from .video import Clip, frames_hash, read_video
 from .windows import resolve as resolve_windows, windowed
@@ -302,10 +303,7 @@ def check_edit_request(video: str, prompts: list[str], read: ReadSettings, inver
     """One-line errors for an edit that cannot work, found without loading anything."""
     check_prompts(prompts)
     saved = is_saved_inversion(video) or use_inversion is not None
-    if saved and invert_settings.window is not None:
-        raise VidinvertError("a saved inversion fixes its temporal windows; a window does not apply to it",
-                             "drop the window, or edit the video itself")
-    if is_saved_inversion(video) and read != ReadSettings():
+    if is_saved_inversion(video) and read != ReadSettings(max_frames=default_max_frames(invert_settings.window)):
         raise VidinvertError("frame options (size, skip, stride, max frames, resize) do not apply to a saved "
                              "inversion: its frames are fixed", "drop them, or edit the video itself")
     if config.blend.enabled and not (config.blend.source_prompt or invert_settings.prompt or saved):
@@ -314,6 +312,17 @@ def check_edit_request(video: str, prompts: list[str], read: ReadSettings, inver
     if config.injection.reuse_kv and saved:
         raise VidinvertError("reusing recorded keys/values needs an inversion made in this run (caches are not saved)",
                              "edit the video itself, or drop key/value reuse")
+
+
+def check_saved_windows(model: VideoFamily, inversion: Inversion, settings: InvertSettings) -> None:
+    """A window asked for with a saved inversion must be the one it was inverted in (its edits use that one)."""
+    if settings.window is None:
+        return
+    wanted = resolve_windows(model, inversion.meta.latent_shape[1], settings.window, settings.overlap)
+    if wanted != inversion.windows():
+        size = inversion.meta.window or "the whole clip"
+        raise VidinvertError(f"the saved inversion was made in windows of {size} latent frames, not the ones asked for",
+                             "drop the window (edits use the inversion's), or invert the video again")
 
 
 def check_model_fits(model: VideoFamily, config: EditConfig) -> None:
@@ -529,6 +538,7 @@ def run_edit(video: str, prompts: list[str], model_settings: ModelSettings = Mod
             else:
                 prepared = load_saved(model, saved, invert_settings.steps if steps_given else None,
                                       video if saved != video else None, read, result.notes)
+                check_saved_windows(model, prepared.inversion, invert_settings)
             if save_inversion:
                 prepared.inversion.save(save_inversion, force=output.force)
             edit_prepared(model, prepared, prompts, config, videos_out, comparisons_out, output, reconstruct, result)
