@@ -129,7 +129,7 @@ LAYERS = [  # lower first; a module may import only from its own layer or lower 
     {"errors", "settings", "atomic", "counting"},
     {"video", "progress", "metrics", "schedule", "provenance", "tiny", "tiny_wan", "demo"},
     {"attention", "models"},
-    {"sampling", "exact", "guidance", "krnr", "checkpoint"},
+    {"sampling", "exact", "guidance", "krnr", "checkpoint", "windows"},
     {"inversion"},
     {"blend", "editing", "flowedit", "compat"},
     {"export", "outputs"},

@@ -29,6 +29,7 @@ from .settings import (
     ModelSettings,
     OutputSettings,
     ReadSettings,
+    default_max_frames,
     parse_blocks,
     resolve_strength,
 )
@@ -67,8 +68,9 @@ def _add_read_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--skip-frames-end", type=int, default=_R.skip_end, help="frames dropped from the end")
     group.add_argument("--frame-sample-step", type=int, default=_R.stride,
                        help="take every n-th frame (default: only when the clip is longer than --max-num-frames)")
-    group.add_argument("--max-num-frames", type=int, default=_R.max_frames,
-                       help="most frames used, then trimmed to the model's rule (4k+1 for CogVideoX) (%(default)s)")
+    group.add_argument("--max-num-frames", type=int, default=None,
+                       help=f"most frames used, then trimmed to the model's rule (4k+1 for CogVideoX) (default "
+                            f"{_R.max_frames}; with --window: every frame)")
     group.add_argument("--height", type=int, default=_R.height, help="frame height, a multiple of 16 (default: the model's)")
     group.add_argument("--width", type=int, default=_R.width, help="frame width, a multiple of 16 (default: the model's)")
     group.add_argument("--resize", default=_R.resize, choices=RESIZE_MODES,
@@ -103,6 +105,13 @@ def _add_invert_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--checkpoint-every", type=int, default=_I.checkpoint_every,
                        help="save the inverted steps every N steps to <output>.partial; rerunning the same command "
                             "after an interruption resumes from it (0 = off)")
+    group.add_argument("--window", default=_I.window,
+                       help="edit a long clip in temporal windows of this many latent frames, blended where they "
+                            "overlap: auto = the model's trained length (13 for CogVideoX, 21 for Wan); reads every "
+                            "frame unless --max-num-frames is given (default: the clip in one window)")
+    group.add_argument("--overlap", type=float, default=_I.overlap,
+                       help="share of a window its neighbours overlap, below 1 (rounded down to whole latent "
+                            "frames, at least one) (%(default)s)")
 
 
 def _rows_per_call(text: str):
@@ -314,7 +323,9 @@ def model_settings(args) -> ModelSettings:
 
 def read_settings(args) -> ReadSettings:
     return ReadSettings(height=args.height, width=args.width, skip_start=args.skip_frames_start,
-                        skip_end=args.skip_frames_end, stride=args.frame_sample_step, max_frames=args.max_num_frames,
+                        skip_end=args.skip_frames_end, stride=args.frame_sample_step,
+                        max_frames=(default_max_frames(getattr(args, "window", None)) if args.max_num_frames is None
+                                    else args.max_num_frames),
                         resize=args.resize)
 
 
@@ -326,7 +337,8 @@ def invert_settings(args) -> InvertSettings:
                           split_clean_end={"auto": None, "on": True, "off": False}[args.split_clean_end],
                           record_kv=getattr(args, "reuse_kv", False),
                           kv_budget_gb=getattr(args, "kv_budget_gb", _I.kv_budget_gb),
-                          checkpoint_every=args.checkpoint_every, trajectory_device=args.trajectory_device)
+                          checkpoint_every=args.checkpoint_every, trajectory_device=args.trajectory_device,
+                          window=args.window, overlap=args.overlap)
 
 
 def edit_config(args) -> EditConfig:

@@ -25,6 +25,7 @@ from .krnr import krnr, krnr_adaptive
 from .models.base import VideoFamily
 from .progress import progress_callback
 from .sampling import sample_ddim
+from .windows import windowed
 
 @dataclass
 class EditStats:
@@ -120,6 +121,11 @@ def edit(
     if not prompts:
         raise VidinvertError("no edit prompt given", 'pass --prompt "..." (several allowed)')
     inversion.check_matches(model)
+    windows = inversion.windows()
+    if windows.count > 1 and config.injection.reuse_kv:
+        raise VidinvertError("recorded keys/values are not kept for a clip inverted in windows",
+                             "drop key/value reuse (the reference rows are evaluated per window)")
+    model = windowed(model, windows)  # the inversion's windows; each reads its own window of the trajectory
     offset = edit_offset(inversion, config.strength)
     schedule = inversion.schedule(model)[offset:]
     if config.krnr is not None and schedule.is_flow:
@@ -152,7 +158,8 @@ def edit(
     if stats is not None:
         stats.steps = len(schedule)
     cap = resolve_rows_per_call(config.rows_per_call, model, inversion.clean.shape)
-    split = cap is not None and shared  # the paired layout keeps each reference row beside its main row
+    # the paired layout keeps each reference row beside its main row; a windowed call holds every row of a window
+    split = cap is not None and shared and windows.count == 1
     text_ref = text_all[len(main_texts) :]  # [R, L, D]
 
     def predict(x: torch.Tensor, t: int, text: torch.Tensor, layout_now: BatchLayout | None) -> torch.Tensor:
@@ -209,6 +216,7 @@ def edit(
         return blend_step(mask.to(x.device), x, source.to(x.device, x.dtype))
 
     x = start_latents(inversion, num_prompts, config, offset, float(schedule.alpha_from[0]))
-    with model.injected(injection, state), progress_callback(len(schedule), "edit", progress) as callback:
+    label = "edit" if windows.count == 1 else f"edit ({windows.count} windows x {len(schedule)} steps)"
+    with model.injected(injection, state), progress_callback(len(schedule), label, progress) as callback:
         return sample_ddim(model_fn, x, schedule, callback=callback,
                            post_step=blend_into_source if mask is not None else None)

@@ -26,7 +26,8 @@ from .progress import progress_callback
 from .provenance import FORMAT_VERSION, InversionMeta, SourceInfo, parse_meta  # noqa: F401  (re-exported)
 from .sampling import invert_ddim
 from .schedule import Schedule
-from .settings import DEFAULT_STEPS, KV_BUDGET_GB, InvertSettings
+from .settings import DEFAULT_OVERLAP, DEFAULT_STEPS, KV_BUDGET_GB, InvertSettings
+from .windows import Windows, from_record, resolve, windowed
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class Inversion:
     kv_cache: KVCache | None = field(default=None, compare=False, repr=False)  # kept in memory only, never saved
     report: FixedPointReport | None = field(default=None, compare=False, repr=False)  # fixed-point: how each step
     #                                    was solved (``exact.describe(report)`` says it in one line); in memory only
+
+    def windows(self) -> Windows:
+        """The temporal windows the trajectory was inverted in (one for files saved before windows)."""
+        return from_record(self.meta.latent_shape[1], self.meta.window, self.meta.window_overlap)
 
     @property
     def noise(self) -> torch.Tensor:
@@ -179,6 +184,8 @@ def invert(
     checkpoint_every: int = 0,
     trajectory_device: str | torch.device | None = None,
     split_clean_end: bool | None = None,
+    window: int | str | None = None,
+    overlap: float = DEFAULT_OVERLAP,
     **method_options,
 ) -> Inversion:
     """Invert clean latents along the model's own DDIM schedule.
@@ -210,18 +217,30 @@ def invert(
             inversion then sample the same split schedule. ``None``: on for ``fixed-point``, whose round trip is
             bounded by that step's residual on trained weights; off for ``ddim`` (which then matches diffusers'
             inverse scheduler step for step).
+        window: temporal window in latent frames (``windows.resolve``): ``None`` inverts the whole clip in one
+            window; ``"auto"`` uses the model's trained length. A clip of one window takes the unwindowed path.
+            Recorded in the inversion; its edits use the same windows.
+        overlap: share of a window its neighbours overlap (rounded down to whole latent frames, at least one).
 
     Returns:
         An ``Inversion`` whose trajectory is ``[N, B, T, C, h, w]``, ``N = round(strength * steps)`` (+ 1 with the
         split clean-end step).
     """
     InvertSettings(steps=steps, prompt=prompt, guidance=guidance, negative_prompt=negative_prompt, method=method,
-                   depth=strength, kv_budget_gb=kv_budget_gb, checkpoint_every=checkpoint_every,
+                   depth=strength, kv_budget_gb=kv_budget_gb, checkpoint_every=checkpoint_every, window=window,
+                   overlap=overlap,
                    **{k: v for k, v in method_options.items() if k in ("tol", "max_iter", "anderson", "clean_max_iter")})  # validates
     if latents.ndim != 5:
         raise VidinvertError(f"latents must be [B, T, C, h, w], got {tuple(latents.shape)}", "encode frames with model.encode")
     if not torch.isfinite(latents).all():
         raise VidinvertError("the encoded latents contain NaN or inf", "check the input video, or use --dtype fp32/bf16")
+    windows = resolve(model, latents.shape[1], window, overlap)
+    if windows.count > 1 and record_kv:
+        raise VidinvertError("recording keys/values works on a clip of one window",
+                             "drop key/value reuse for a clip edited in windows")
+    model = windowed(model, windows)
+    if trajectory_device is None and windows.count > 1:
+        trajectory_device = _long_trajectory_device(model, latents, steps)
     if trajectory_device is not None:
         trajectory_device = resolve_device(trajectory_device)
     if split_clean_end is None:
@@ -237,7 +256,8 @@ def invert(
         from .checkpoint import InversionCheckpoint, latents_hash
 
         key = dict(model=model.fingerprint(), latents=latents_hash(latents), timesteps=schedule.timesteps,
-                   prompt=prompt, negative_prompt=negative_prompt, guidance=guidance, method=method, **method_options)
+                   prompt=prompt, negative_prompt=negative_prompt, guidance=guidance, method=method, **method_options,
+                   **({"windows": list(windows.record())} if windows.count > 1 else {}))
         saver = InversionCheckpoint(checkpoint, checkpoint_every, key, shape=tuple(latents.shape))
         done = saver.resume()  # [k, B, T, C, h, w], sampling order, or None
     resumed = 0 if done is None else done.shape[0]
@@ -245,7 +265,8 @@ def invert(
     start = latents if done is None else done[0].to(latents.device)
     inner = _chain(recorder.accept if recorder else None, saver.step if saver else None)
     recording = model.injected(InjectionConfig(enabled=False), recorder.state) if recorder else nullcontext()
-    with recording, progress_callback(len(remaining), "invert", progress, inner=inner) as callback:
+    label = "invert" if windows.count == 1 else f"invert ({windows.count} windows x {len(remaining)} steps)"
+    with recording, progress_callback(len(remaining), label, progress, inner=inner) as callback:
         fn = recorder.wrap(model_fn) if recorder else model_fn
         if recorder is not None and recorder.exact:  # the recorder keeps the evaluation at each accepted latent
             method_options = {**method_options, "verify": True}
@@ -286,10 +307,24 @@ def invert(
             resumed_steps=resumed,
             split_clean_end=split_clean_end,
             residuals=tuple(float(f"{r:.4g}") for r in report.residuals) if report else (),
+            window=windows.record()[0],
+            window_overlap=windows.record()[1],
         ),
         kv_cache=recorder.cache if recorder else None,
         report=report,
     )
+
+
+def _long_trajectory_device(model: VideoFamily, latents: torch.Tensor, steps: int) -> str | None:
+    """``"cpu"`` when a GPU has not room for the whole trajectory (``steps + 1`` latents) twice over; else ``None``
+    (the latents' device)."""
+    from .models.device import available_memory
+
+    if latents.device.type == "cpu":
+        return None
+    free = available_memory(latents.device)
+    need = (steps + 1) * latents.numel() * 4
+    return "cpu" if free is not None and 2 * need > free else None
 
 
 def _solve(model_fn, start, schedule: Schedule, method: str, callback, store_device, options: dict):

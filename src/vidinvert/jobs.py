@@ -47,8 +47,10 @@ from .settings import (
     ModelSettings,
     OutputSettings,
     ReadSettings,
+    default_max_frames,
 )
 from .video import Clip, frames_hash, read_video
+from .windows import resolve as resolve_windows, windowed
 
 PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
@@ -183,9 +185,11 @@ def check_memory(model: VideoFamily, frames: int, height: int, width: int, rows:
             "use a smaller --height/--width, fewer frames (--max-num-frames), --vae-tiling or fewer prompts per run")
 
 
-def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings(), rows: int = 2) -> Source:
+def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings(), rows: int = 2,
+                invert_settings: InvertSettings = InvertSettings()) -> Source:
     """Read frames sized for ``model`` and encode them; one-line errors for anything unusable, or for a size the
-    device has no memory for (``rows``: the most transformer batch rows the job will use)."""
+    device has no memory for (``rows``: the most transformer batch rows the job will use; ``invert_settings``: its
+    temporal window, checked against the clip and bounding the transformer's memory)."""
     height, width = read.height, read.width
     if height is None and width is None:
         height, width = model.native_size()
@@ -196,14 +200,18 @@ def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings
         skip_start=read.skip_start,
         skip_end=read.skip_end,
         stride=read.stride,
-        max_frames=read.max_frames,
+        max_frames=read.frame_cap,
         resize=read.resize,
         multiple=model.size_multiple,
         temporal_multiple=model.temporal_factor,
     )
     count, _, frame_height, frame_width = clip.frames.shape
-    check_memory(model, count, frame_height, frame_width, rows)
-    with guard_memory("encoding the video"):
+    windows = resolve_windows(model, (count - 1) // model.temporal_factor + 1, invert_settings.window,
+                              invert_settings.overlap)
+    check_memory(windowed(model, windows), count, frame_height, frame_width, rows)
+    with guard_memory("encoding the video"), warnings.catch_warnings():
+        if windows.count > 1:  # the transformer sees one window at a time: within the trained length
+            warnings.filterwarnings("ignore", message=".*positions were made for")
         latents = model.encode(clip.frames)
     if not torch.isfinite(latents).all():
         raise VidinvertError("the VAE produced NaN/inf latents", "run the model in fp32 or bf16 instead of fp16")
@@ -235,6 +243,8 @@ def invert_source(model: VideoFamily, source: Source, settings: InvertSettings =
             checkpoint_every=settings.checkpoint_every,
             trajectory_device=settings.trajectory_device,
             split_clean_end=settings.split_clean_end,
+            window=settings.window,
+            overlap=settings.overlap,
             provenance=source.info(),
             **options,
         )
@@ -277,7 +287,7 @@ def load_saved(model: VideoFamily, path: str, steps: int | None = None, video: s
 def prepare(model: VideoFamily, video: str, read: ReadSettings, invert_settings: InvertSettings,
             progress: bool = False, checkpoint: Path | None = None, rows: int = 2) -> Prepared:
     """Open and invert a video (``rows``: the most transformer batch rows the job will use, for the memory check)."""
-    source = open_source(model, video, read, rows)
+    source = open_source(model, video, read, rows, invert_settings)
     return Prepared(source, invert_source(model, source, invert_settings, progress=progress, checkpoint=checkpoint))
 
 
@@ -296,7 +306,7 @@ def check_edit_request(video: str, prompts: list[str], read: ReadSettings, inver
     """One-line errors for an edit that cannot work, found without loading anything."""
     check_prompts(prompts)
     saved = is_saved_inversion(video) or use_inversion is not None
-    if is_saved_inversion(video) and read != ReadSettings():
+    if is_saved_inversion(video) and read != ReadSettings(max_frames=default_max_frames(invert_settings.window)):
         raise VidinvertError("frame options (size, skip, stride, max frames, resize) do not apply to a saved "
                              "inversion: its frames are fixed", "drop them, or edit the video itself")
     if config.blend.enabled and not (config.blend.source_prompt or invert_settings.prompt or saved):
@@ -305,6 +315,17 @@ def check_edit_request(video: str, prompts: list[str], read: ReadSettings, inver
     if config.injection.reuse_kv and saved:
         raise VidinvertError("reusing recorded keys/values needs an inversion made in this run (caches are not saved)",
                              "edit the video itself, or drop key/value reuse")
+
+
+def check_saved_windows(model: VideoFamily, inversion: Inversion, settings: InvertSettings) -> None:
+    """A window asked for with a saved inversion must be the one it was inverted in (its edits use that one)."""
+    if settings.window is None:
+        return
+    wanted = resolve_windows(model, inversion.meta.latent_shape[1], settings.window, settings.overlap)
+    if wanted != inversion.windows():
+        size = inversion.meta.window or "the whole clip"
+        raise VidinvertError(f"the saved inversion was made in windows of {size} latent frames, not the ones asked for",
+                             "drop the window (edits use the inversion's), or invert the video again")
 
 
 def check_model_fits(model: VideoFamily, config: EditConfig) -> None:
@@ -540,6 +561,7 @@ def run_edit(video: str, prompts: list[str], model_settings: ModelSettings = Mod
             else:
                 prepared = load_saved(model, saved, invert_settings.steps if steps_given else None,
                                       video if saved != video else None, read, result.notes)
+                check_saved_windows(model, prepared.inversion, invert_settings)
             if save_inversion:
                 prepared.inversion.save(save_inversion, force=output.force)
             edit_prepared(model, prepared, prompts, config, videos_out, comparisons_out, output, reconstruct, result)

@@ -60,6 +60,8 @@ class InversionMeta:
     read: ReadSettings | None = None  # how the frames were read (to read them again for a comparison)
     resumed_steps: int = 0  # steps taken from a checkpoint (their evaluation counts are unknown: 0)
     split_clean_end: bool = False  # the last step was cut in two (timesteps has num_steps + 1 entries when full)
+    window: int = 0  # latent frames per temporal window (0: one window, the whole clip; files before windows)
+    window_overlap: int = 0  # least latent frames neighbouring windows share (0 for one window)
     format_version: int = FORMAT_VERSION
 
     @property
@@ -166,6 +168,10 @@ def parse_meta(raw, path: str | Path) -> InversionMeta:
         residuals = tuple(_float(r) for r in residuals)
         if len(iterations) not in (0, len(timesteps)) or len(residuals) not in (0, len(timesteps)):
             raise _Damaged
+        latent_shape = _ints(raw["latent_shape"], 1, MAX_SIDE, length=5)
+        window, window_overlap = _int(raw.get("window", 0), 0, MAX_SIDE), _int(raw.get("window_overlap", 0), 0, MAX_SIDE)
+        if (window == 0 and window_overlap) or (window and not 1 <= window_overlap < window < latent_shape[1]):
+            raise _Damaged
         method = _str(raw.get("method", "ddim"))
         if method not in METHODS or not _str(raw["model_fingerprint"]):
             raise _Damaged
@@ -174,7 +180,7 @@ def parse_meta(raw, path: str | Path) -> InversionMeta:
             model_fingerprint=raw["model_fingerprint"],
             num_steps=num_steps,
             timesteps=timesteps,
-            latent_shape=_ints(raw["latent_shape"], 1, MAX_SIDE, length=5),
+            latent_shape=latent_shape,
             frames=_int(raw["frames"], 1, MAX_SIDE),
             height=_int(raw["height"], 1, MAX_SIDE),
             width=_int(raw["width"], 1, MAX_SIDE),
@@ -191,6 +197,8 @@ def parse_meta(raw, path: str | Path) -> InversionMeta:
             read=_read(raw.get("read")),
             resumed_steps=_int(raw.get("resumed_steps", 0), 0, MAX_STEPS),
             split_clean_end=split,
+            window=window,
+            window_overlap=window_overlap,
         )
     except (_Damaged, KeyError):
         raise VidinvertError(f"{path} has damaged metadata", "invert the video again") from None

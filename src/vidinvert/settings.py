@@ -41,6 +41,8 @@ RESIZE_MODES = ("stretch", "crop")  # stretch: straight to size; crop: cover, th
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")  # auto = bf16 on CUDA, fp32 elsewhere
 OFFLOAD_MODES = ("none", "model", "sequential")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".gif")  # containers results can be written as
+DEFAULT_OVERLAP = 0.25  # share of a temporal window its neighbours overlap (windows.py)
+LONG_CLIP_FRAMES = 100_000  # most frames a windowed job reads when no frame cap is given
 KRNR_STRENGTH = 0.95  # edit strength K-RNR uses when none is given (the authors' value)
 
 
@@ -151,7 +153,8 @@ class ReadSettings:
     skip_start: int = 0  # frames dropped from the start
     skip_end: int = 0  # frames dropped from the end
     stride: int | None = None  # take every n-th frame; None = only when the range is longer than max_frames
-    max_frames: int = 49  # most frames kept (then trimmed to the model's frame rule, 4k+1 for CogVideoX)
+    max_frames: int | None = 49  # most frames kept (then trimmed to the model's frame rule, 4k+1 for CogVideoX);
+    #                              None = every frame (long clips, edited in temporal windows)
     resize: str = "stretch"  # "stretch" straight to size (as the reference) or "crop" (cover, centre-crop)
 
     def __post_init__(self):
@@ -162,8 +165,20 @@ class ReadSettings:
         _number("frames skipped at the end", self.skip_end, 0, integer=True, example=0)
         if self.stride is not None:
             _number("frame stride", self.stride, 1, integer=True, example=2)
-        _number("max frames", self.max_frames, 1, integer=True, example=49)
+        if self.max_frames is not None:
+            _number("max frames", self.max_frames, 1, LONG_CLIP_FRAMES, integer=True, example=49)
         _choice("resize mode", self.resize, RESIZE_MODES)
+
+    @property
+    def frame_cap(self) -> int:
+        """Most frames read: ``max_frames``, or ``LONG_CLIP_FRAMES`` when it is None (every frame)."""
+        return LONG_CLIP_FRAMES if self.max_frames is None else self.max_frames
+
+
+def default_max_frames(window) -> int | None:
+    """The frame cap a front end uses when none is asked for: the model's length (49), or every frame for a job
+    edited in temporal windows (``InvertSettings.window`` set)."""
+    return None if window is not None else ReadSettings.max_frames
 
 
 # ---- inversion ------------------------------------------------------------------------------------------------
@@ -185,7 +200,13 @@ class InvertSettings:
     record_kv: bool = False  # keep reference keys/values in memory for reuse_kv edits
     kv_budget_gb: float = KV_BUDGET_GB  # most memory the recorded keys/values may take
     checkpoint_every: int = 0  # save the finished steps every N steps so an interrupted run resumes (0 = off)
-    trajectory_device: str | None = None  # where the stored trajectory lives ("cpu" spares GPU memory)
+    trajectory_device: str | None = None  # where the stored trajectory lives ("cpu" spares GPU memory; for a clip
+    #                                      of several windows the default moves it there when the GPU lacks room)
+    window: int | str | None = None  # temporal window in latent frames: None = the whole clip in one window (the
+    #                                   model sees every frame at once), "auto" = the model's trained length (13 for
+    #                                   CogVideoX's 49 frames, 21 for Wan's 81), or a count; edits use the same
+    overlap: float = DEFAULT_OVERLAP  # share of a window its neighbours overlap, 0 < overlap < 1 (rounded down to
+    #                                   whole latent frames, at least one); predictions are blended there
 
     def __post_init__(self):
         _number("steps", self.steps, 1, MAX_STEPS, integer=True, example=DEFAULT_STEPS)
@@ -199,6 +220,26 @@ class InvertSettings:
             _number("clean-end iterations", self.clean_max_iter, 1, 10_000, integer=True, example=16)
         _number("key/value budget (GB)", self.kv_budget_gb, 0.0, 1e6, low_open=True, example=KV_BUDGET_GB)
         _number("checkpoint interval", self.checkpoint_every, 0, MAX_STEPS, integer=True, example=10)
+        object.__setattr__(self, "window", check_window(self.window, self.overlap))
+
+
+def check_window(window, overlap: float) -> int | str | None:
+    """A temporal window is None, "auto" or a whole count of latent frames >= 1 (a digit string is read as one);
+    the overlap a share in (0, 1). Returns the window as None, "auto" or an int."""
+    if window is not None and window != "auto":
+        if isinstance(window, str):
+            try:
+                window = int(window)
+            except ValueError:
+                raise SettingsError(f"window must be auto or a count of latent frames, got {window!r}",
+                                    "use e.g. auto or 13") from None
+        _number("window (latent frames)", window, 1, 100_000, integer=True, example=13)
+        window = int(window)
+    _number("window overlap", overlap, 0.0, 1.0, low_open=True, example=DEFAULT_OVERLAP)
+    if overlap >= 1.0:
+        raise SettingsError(f"window overlap must be below 1 (a share of the window), got {overlap:g}",
+                            f"use e.g. {DEFAULT_OVERLAP}")
+    return window
 
 
 # ---- editing --------------------------------------------------------------------------------------------------

@@ -226,6 +226,23 @@ def random_spec(rng: np.random.Generator, combo: tuple[str, str, str], backgroun
     radius = float(rng.uniform(7.0, 9.5))
     speed = 0.0 if motion == "still" else float(rng.uniform(2.2, 3.2))
     spec = ClipSpec(colour, shape, motion, background, radius=radius, speed=speed, frames=frames, size=size)
+    return _place(rng, spec)
+
+
+def long_spec(rng: np.random.Generator, combo: tuple[str, str, str], frames: int, background: str | None = None,
+              size: int = SIZE) -> ClipSpec:
+    """A clip of the same world longer than the training clips (e.g. 33 or 65 frames): drawn as ``random_spec``
+    draws a training clip, then slowed, where the whole track would not fit inside the margins, until it does."""
+    spec = random_spec(rng, combo, background, frames=FRAMES, size=size)
+    room = size - 1 - 2 * (MARGIN + spec.radius * 1.1)  # px the centre may travel along an axis
+    extent = np.ptp(replace(spec, x0=0.0, y0=0.0, speed=1.0, frames=frames).track(), axis=0).max()
+    speed = spec.speed if extent == 0 else min(spec.speed, room / extent)
+    return _place(rng, replace(spec, speed=float(speed), frames=frames))
+
+
+def _place(rng: np.random.Generator, spec: ClipSpec) -> ClipSpec:
+    """``spec`` with a start drawn from ``rng`` that keeps the whole track inside the margins."""
+    radius, size = spec.radius, spec.size
     track = replace(spec, x0=0.0, y0=0.0).track()  # offsets from the start
     low = MARGIN + radius * 1.1 - track.min(axis=0)  # [2]: keep the whole track inside the margins
     high = size - 1 - MARGIN - radius * 1.1 - track.max(axis=0)

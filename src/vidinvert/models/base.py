@@ -30,6 +30,8 @@ class VideoFamily(Protocol):
     temporal_factor: int  # pixel frames per latent frame (after the first)
     size_multiple: int  # frame height and width must divide by this
     text_length: int  # tokens a prompt is padded/cut to
+    trained_frames: int  # pixel frames of the clips the model was trained on (its temporal window, see windows.py)
+    temporal_patch: int  # latent frames per transformer patch along time (windows are multiples of it)
 
     @property
     def device(self) -> torch.device: ...

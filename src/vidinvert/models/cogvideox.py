@@ -41,6 +41,8 @@ class VideoModel:
         self.spatial_factor = pipe.vae_scale_factor_spatial  # pixels per latent cell
         self.temporal_factor = pipe.vae_scale_factor_temporal  # pixel frames per latent frame (after the first)
         self.size_multiple = self.spatial_factor * self.config.patch_size  # frame sizes must divide by this
+        self.trained_frames = int(self.config.sample_frames)  # pixel frames the positions were made for
+        self.temporal_patch = int(self.config.patch_size_t or 1)  # latent frames per patch (2 for CogVideoX 1.5)
         self._rope_cache: dict = {}
         self._prompts = PromptCache(pipe, self.text_length)
 
@@ -180,7 +182,7 @@ class VideoModel:
         if count > trained:
             warnings.warn(
                 f"{count} frames is more than the {trained} this model's positions were made for; quality may drop "
-                f"(use --max-num-frames {trained} to stay within them)",
+                f"(use --window auto to edit in windows of that length, or --max-num-frames {trained})",
                 stacklevel=3,
             )
 

@@ -67,6 +67,8 @@ class WanModel:
         self.temporal_factor = pipe.vae_scale_factor_temporal  # pixel frames per latent frame (after the first)
         _, p_h, p_w = self.config.patch_size
         self.size_multiple = self.spatial_factor * max(p_h, p_w)  # frame sizes must divide by this (16 or 32)
+        self.trained_frames = DEFAULT_FRAMES  # Wan is trained and run at 81 frames (21 latent frames)
+        self.temporal_patch = int(self.config.patch_size[0])  # latent frames per patch (1 for Wan 2.1/2.2)
         self._native = native_size or (NATIVE_SIZE_TI2V if self.expand_timesteps else NATIVE_SIZE)
         self._prompts = PromptCache(pipe, self.text_length)
 

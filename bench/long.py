@@ -1,0 +1,306 @@
+"""Long clips edited in temporal windows (``vidinvert.windows``) on the demo model, against split-and-stitch.
+
+The demo model is trained on 9-frame clips (3 latent frames), so its window is 3 latent frames; with the default
+overlap (0.25, rounded down to whole frames, at least one) neighbouring windows share one latent frame. Source clips
+are held-out (colour, shape, motion) combinations of the demo world rendered 33 and 65 frames long
+(``vidinvert.demo.world.long_spec``: the objects move across every window border and stay in the frame).
+
+(a) Quality, per clip length: fixed-point inversion in windows with the source caption, then
+    - reconstruction (edit with the source caption, guidance 1): PSNR of the whole decoded clip against the VAE
+      round trip of the source (goal >= 30 dB);
+    - colour edit (red -> green, ..., rest of the caption kept; library defaults, guidance 6): on every window's
+      frames, the target colour (goal >= 80%) and the source's motion kept (goal >= 80%); the seam score;
+    - split-and-stitch, run beside it: the clip cut into 9-frame pieces sharing their end frames, each inverted and
+      edited alone, the pieces concatenated; the same judges and the same seam score.
+    Seam score (defined here; ``vidinvert.metrics`` may define its own): the mean frame-to-frame change
+    (mean absolute pixel difference) at the pieces' borders divided by the median change elsewhere. A clip with no
+    seam scores about 1; a jump at the borders scores more (goal for windowed editing <= 1.2).
+(b) Cost against the clip length (9, 17, 33, 65 frames = 1, 2, 4, 8 windows): plain DDIM inversion and one edit,
+    seconds and working memory (the phase's peak resident memory above the resident memory before it) per frame,
+    and the transformer evaluations of single windows each made (the overlap's extra evaluations counted).
+
+    python bench/long.py                  # -> bench/results/long.{json,md}
+    python bench/long.py --quick          # 2 clips, 6 steps, 33 frames only, writes nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+DEFAULT_MODEL = ROOT / "src" / "vidinvert" / "demo" / "model"
+EDIT_TARGET = {"red": "green", "green": "blue", "blue": "yellow", "yellow": "purple", "purple": "white", "white": "red"}
+GOALS = {"recon_psnr": 30.0, "edit_colour": 0.80, "motion_kept": 0.80, "seam": 1.2}
+PIECE = 9  # pixel frames of a split-and-stitch piece (the model's trained length)
+
+
+def load_common():
+    spec = importlib.util.spec_from_file_location("bench_common", BENCH / "common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.double() - b.double()) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * math.log10(4.0 / mse)
+
+
+def seam_score(clip: torch.Tensor, borders: list[int]) -> float:
+    """Mean frame change across the borders / median frame change elsewhere (``clip`` ``[F, C, H, W]``; a border
+    ``b`` lies between frames ``b`` and ``b + 1``)."""
+    change = (clip[1:] - clip[:-1]).abs().mean(dim=(1, 2, 3))  # [F - 1]: change[j] from frame j to j + 1
+    at = torch.tensor(sorted(set(borders)))
+    rest = torch.ones(len(change), dtype=torch.bool)
+    rest[at] = False
+    return float(change[at].mean() / change[rest].median().clamp_min(1e-8))
+
+
+def pixel_span(start: int, stop: int, temporal: int = 4) -> tuple[int, int]:
+    """Pixel frames ``[a, b)`` that latent frames ``[start, stop)`` encode (latent 0 is pixel frame 0)."""
+    return (0 if start == 0 else temporal * start - temporal + 1), temporal * (stop - 1) + 1
+
+
+def pieces(frames: int) -> list[tuple[int, int]]:
+    """Split-and-stitch pieces of ``PIECE`` frames sharing their end frames: [0, 9), [8, 17), ..."""
+    return [(a, a + PIECE) for a in range(0, frames - 1, PIECE - 1)]
+
+
+def source_specs(count: int, frames: int, seed: int):
+    import numpy as np
+
+    from vidinvert.demo.world import BACKGROUNDS, HELDOUT, long_spec
+
+    rng = np.random.default_rng(seed)
+    backgrounds = list(BACKGROUNDS)
+    return [long_spec(rng, HELDOUT[k % len(HELDOUT)], frames, background=backgrounds[(k + k // len(HELDOUT)) % 3])
+            for k in range(count)]
+
+
+def quality(model, frames: int, clips: int, steps: int, seed: int) -> dict:
+    from vidinvert import EditConfig, edit, invert
+    from vidinvert.demo import judges
+    from vidinvert.demo.world import caption, render
+    from vidinvert.exact import NotConvergedWarning
+
+    def inverted(z, prompt, window):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotConvergedWarning)
+            return invert(model, z, steps=steps, prompt=prompt, method="fixed-point", tol=1e-5, max_iter=10,
+                          anderson=2, window=window)
+
+    rows = []
+    for spec in source_specs(clips, frames, seed):
+        started = time.time()
+        source = render(spec)[0]  # [F, 3, H, W]
+        z = model.encode(source)
+        round_trip = model.decode(z)[0]
+        inversion = inverted(z, spec.caption, "auto")
+        windows = inversion.windows()
+        recon = model.decode(edit(model, inversion, spec.caption, EditConfig(guidance=1.0)))[0]
+        target = EDIT_TARGET[spec.colour]
+        prompt = caption(target, spec.shape, spec.motion, spec.background)
+        windowed = model.decode(edit(model, inversion, prompt, EditConfig()))[0]
+        stitched_parts = []
+        for a, b in pieces(frames):
+            part_inversion = inverted(model.encode(source[a:b]), spec.caption, None)
+            part = model.decode(edit(model, part_inversion, prompt, EditConfig()))[0]
+            stitched_parts.append(part if a == 0 else part[1:])  # the shared end frame once
+        stitched = torch.cat(stitched_parts)  # [F, 3, H, W]
+        borders = [a for a, _ in pieces(frames)[1:]]  # the shared end frame: piece k's last, piece k + 1's first
+
+        spans = [pixel_span(s, e) for s, e in windows.spans()]
+        own_borders = [a - 1 for a, _ in spans[1:]] + [b - 1 for _, b in spans[:-1]]  # where a window starts/ends
+
+        def judged(clip):
+            return dict(
+                colour=[judges.object_colour(clip[a:b]) == target for a, b in spans],
+                motion=[judges.motion(clip[a:b]) == judges.motion(source[a:b]) for a, b in spans],
+                whole_motion=judges.motion(clip) == judges.motion(source),
+                seam=seam_score(clip, borders),
+                seam_at_window_edges=seam_score(clip, own_borders),
+            )
+
+        rows.append(dict(caption=spec.caption, speed=round(spec.speed, 3), windows=windows.count,
+                         recon_psnr=psnr(recon, round_trip), source_seam=seam_score(source, borders),
+                         windowed=judged(windowed), stitched=judged(stitched), seconds=time.time() - started))
+        print(json.dumps({"frames": frames, **rows[-1]}), flush=True)  # progress: one line per clip
+
+    def summary(kind):
+        colour = [v for r in rows for v in r[kind]["colour"]]
+        motion = [v for r in rows for v in r[kind]["motion"]]
+        return dict(colour=sum(colour) / len(colour), motion_kept=sum(motion) / len(motion),
+                    worst_window_colour=min(sum(r[kind]["colour"][w] for r in rows) / len(rows)
+                                            for w in range(len(rows[0][kind]["colour"]))),
+                    worst_window_motion=min(sum(r[kind]["motion"][w] for r in rows) / len(rows)
+                                            for w in range(len(rows[0][kind]["motion"]))),
+                    whole_motion_kept=sum(r[kind]["whole_motion"] for r in rows) / len(rows),
+                    seam=sum(r[kind]["seam"] for r in rows) / len(rows),
+                    seam_at_window_edges=sum(r[kind]["seam_at_window_edges"] for r in rows) / len(rows),
+                    max_seam=max(r[kind]["seam"] for r in rows))
+
+    return dict(frames=frames, clips=clips, windows=rows[0]["windows"],
+                recon_psnr=sum(r["recon_psnr"] for r in rows) / len(rows),
+                min_recon_psnr=min(r["recon_psnr"] for r in rows),
+                source_seam=sum(r["source_seam"] for r in rows) / len(rows),
+                windowed=summary("windowed"), stitched=summary("stitched"), rows=rows)
+
+
+def cost(model, lengths: list[int], steps: int, seed: int, common, size: int) -> list[dict]:
+    from vidinvert import EditConfig, edit, invert
+    from vidinvert.demo.world import render
+
+    calls = {"n": 0}
+    original = model.predict
+
+    def counted(x, t, text):
+        calls["n"] += 1
+        return original(x, t, text)
+
+    model.predict = counted  # counts evaluations of single windows (a WindowedModel calls this once per window)
+    out = []
+    try:
+        for frames in lengths:
+            spec = source_specs(1, frames, seed)[0]
+            clip = render(spec)[0]
+            clip = torch.nn.functional.interpolate(clip, size=(size, size), mode="bilinear")  # [F, 3, S, S]
+            z = model.encode(clip)
+            row = dict(frames=frames, size=size)
+            for phase in ("invert", "edit", "decode"):
+                best = None
+                for _ in range(2):  # fastest of two runs
+                    calls["n"] = 0
+                    release_freed_memory()  # else the phase reuses pages an earlier one left and RSS cannot see it
+                    before = current_rss_mib()
+                    common.reset_vm_hwm()
+                    started = time.perf_counter()
+                    if phase == "invert":
+                        inversion = invert(model, z, steps=steps, window="auto")
+                    elif phase == "edit":
+                        edited = edit(model, inversion, "a green disc moving right on a black background", EditConfig())
+                    else:
+                        model.decode(edited)
+                    seconds = time.perf_counter() - started
+                    work = (common.vm_hwm_mib() or 0.0) - before
+                    if best is None or seconds < best[0]:
+                        best = (seconds, work, calls["n"])
+                row[f"{phase}_seconds"], row[f"{phase}_work_mib"], row[f"{phase}_window_evaluations"] = best
+            row["windows"] = inversion.windows().count
+            out.append(row)
+    finally:
+        del model.predict
+    return out
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``), so a phase's allocations show in its RSS."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def current_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def to_markdown(r: dict) -> str:
+    g = r["goals"]
+    lines = [
+        f"Demo model (window 3 latent frames, overlap 1), {r['steps']} steps, held-out combinations, "
+        f"{r['clips']} clips per length; fixed-point inversion (tol 1e-5, max_iter 10, Anderson 2) with the source "
+        "caption; colour edits with the library defaults (guidance 6, injection on, inverted start).",
+        "",
+        f"| frames | windows | reconstruction PSNR vs VAE (>= {g['recon_psnr']:g} dB) | method | target colour, "
+        f"all windows / worst window (>= {g['edit_colour']:.0%}) | motion kept, all windows / worst window "
+        f"(>= {g['motion_kept']:.0%}) | motion kept, whole clip | seam score at the pieces' borders, mean / max "
+        f"(<= {g['seam']:g}) | seam score at the windows' edges |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for q in r["quality"]:
+        for kind, name in (("windowed", "windowed (this)"), ("stitched", "split-and-stitch")):
+            s = q[kind]
+            lines.append(
+                f"| {q['frames']} | {q['windows']} | {q['recon_psnr']:.1f} (min {q['min_recon_psnr']:.1f}) | {name} | "
+                f"{s['colour']:.0%} / {s['worst_window_colour']:.0%} | {s['motion_kept']:.0%} / "
+                f"{s['worst_window_motion']:.0%} | {s['whole_motion_kept']:.0%} | {s['seam']:.2f} / {s['max_seam']:.2f} | "
+                f"{s['seam_at_window_edges']:.2f} |")
+    lines += ["", f"Source clips' own seam score at the same borders: "
+              + ", ".join(f"{q['frames']} frames {q['source_seam']:.2f}" for q in r["quality"]) + ".", "",
+              f"Cost at {r['cost'][0]['size']}x{r['cost'][0]['size']} (plain DDIM inversion, one edit, decode; "
+              "working MiB = the phase's peak resident memory above the resident memory before it):", "",
+              "| frames | windows | invert s (per frame) | edit s (per frame) | window evaluations invert / edit | "
+              "invert working MiB | edit working MiB | decode s / working MiB |", "|---|---|---|---|---|---|---|---|"]
+    for c in r["cost"]:
+        f = c["frames"]
+        lines.append(
+            f"| {f} | {c['windows']} | {c['invert_seconds']:.2f} ({c['invert_seconds'] / f:.3f}) | "
+            f"{c['edit_seconds']:.2f} ({c['edit_seconds'] / f:.3f}) | {c['invert_window_evaluations']} / "
+            f"{c['edit_window_evaluations']} | {c['invert_work_mib']:.1f} | {c['edit_work_mib']:.1f} | "
+            f"{c['decode_seconds']:.2f} / {c['decode_work_mib']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--clips", type=int, default=6, help="held-out source clips per length")
+    parser.add_argument("--lengths", default="33,65", help="clip lengths (frames) of the quality part")
+    parser.add_argument("--cost-lengths", default="9,17,33,65", help="clip lengths of the cost part")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--cost-size", type=int, default=192,
+                        help="frame size of the cost part (larger than the demo's 64 so activations outweigh noise)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(BENCH / "results" / "long"), help="writes OUT.json and OUT.md")
+    parser.add_argument("--quick", action="store_true", help="2 clips, 6 steps, 33 frames, writes nothing")
+    args = parser.parse_args(argv)
+    common = load_common()
+    common.setup(args.threads)
+    if args.quick:
+        args.clips, args.steps, args.lengths, args.cost_lengths = 2, 6, "33", "9,17"
+    load_at_start = common.load_average()
+    from diffusers import CogVideoXPipeline
+
+    from vidinvert import VideoModel
+
+    pipe = CogVideoXPipeline.from_pretrained(args.model)
+    model = VideoModel(pipe, name=str(args.model))
+    started = time.time()
+    results = dict(model=str(args.model), steps=args.steps, clips=args.clips, goals=GOALS, seed=args.seed)
+    results["quality"] = [quality(model, int(f), args.clips, args.steps, args.seed + 100)
+                          for f in args.lengths.split(",")]
+    results["cost"] = cost(model, [int(f) for f in args.cost_lengths.split(",")], args.steps, args.seed + 200, common,
+                           args.cost_size)
+    results["seconds"] = round(time.time() - started, 1)
+    results["machine"] = common.machine_info("cpu", load_at_start)
+    markdown = to_markdown(results)
+    print(markdown)
+    if not args.quick:
+        out = Path(args.out)
+        out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+        out.with_suffix(".md").write_text(
+            "# Long clips in temporal windows\n\nMeasured by `python bench/long.py` "
+            f"({results['seconds']:.0f} s). {common.cpu_note(results['machine'], 2)}\n\n{markdown}\n")
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
