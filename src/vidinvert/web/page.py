@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import VidinvertError
+from ..settings import EDIT_METHODS
 from ..models import DEMO_MODEL, TINY_MODELS, sample_video
 from ..models.registry import EXAMPLE_HUB_ID, EXAMPLE_PROMPT  # the one example prompt every front end gives
+from ..jobs import family_defaults
 from .form import LABELS, form_defaults, parse_prompts, settings_from_form
 from .studio import Studio
 
@@ -118,7 +120,7 @@ def drop_session(state: dict | None) -> None:
 
 def header(label: str) -> str:
     """The page's header Markdown for the model ``label``."""
-    text = ("# vidinvert\nEdit a video with CogVideoX: the clip is inverted (DDIM, or fixed-point for an exact round "
+    text = ("# vidinvert\nEdit a video with CogVideoX or Wan: the clip is inverted (DDIM, or fixed-point for an exact round "
             "trip; **Edit** inverts too when needed, and every inversion is reused for the same clip and settings), "
             "then regenerated under your prompts while attention sees the source's keys and values, which keeps "
             "layout and motion.\n\n")
@@ -190,7 +192,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                         skip_start = number("skip_frames_start")
                         skip_end = number("skip_frames_end")
                         stride = number("frame_sample_step", info="0 = auto (only if too long)")
-                        max_frames = number("max_num_frames", info="trimmed to the model's rule (4k+1)")
+                        max_frames = number("max_num_frames", info="0 = the model's (49 CogVideoX, 81 Wan); 4k+1")
                     with gr.Row():
                         height = number("height", info="multiple of 16; 0 = the model's")
                         width = number("width", info="multiple of 16; 0 = the model's")
@@ -203,8 +205,13 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                     source_prompt = gr.Textbox(d["source_prompt"], label=LABELS["source_prompt"],
                                                placeholder="what the video shows (optional)")
                 with gr.Accordion("Editing", open=False, elem_id="editing-settings"):
+                    method_choice = gr.Radio(list(EDIT_METHODS), value=d["method"], label=LABELS["method"],
+                                             elem_id="method",
+                                             info="inversion: invert, then regenerate with key/value injection; "
+                                                  "flowedit: no inversion (Wan models only; see FlowEdit below)")
                     with gr.Row():
                         guidance = number("guidance")
+                        guidance_2 = number("guidance_2", info="Wan 2.2 A14B's second expert; 0 = Guidance")
                         start = gr.Radio(["inverted", "random"], value=d["start"], label=LABELS["start"])
                         seed = number("seed")
                     with gr.Row():
@@ -214,8 +221,16 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                     with gr.Row():
                         inversion_guidance = number("inversion_guidance")
                         strength = gr.Slider(0.05, 1, value=d["strength"], step=0.05, label=LABELS["strength"])
-                    negative_prompt = gr.Textbox(d["negative_prompt"], label=LABELS["negative_prompt"])
+                    negative_prompt = gr.Textbox(d["negative_prompt"], label=LABELS["negative_prompt"],
+                                                 placeholder="empty: the model's (Wan's published one for Wan weights)")
                     dynamic_guidance = gr.Checkbox(d["dynamic_guidance"], label=LABELS["dynamic_guidance"])
+                with gr.Accordion("FlowEdit", open=False, elem_id="flowedit-settings"):
+                    gr.Markdown("With Edit method *flowedit*: the source prompt describes the video, Guidance is the "
+                                "target's scale, Steps the schedule.")
+                    with gr.Row():
+                        n_max = number("n_max", info="steps that edit, from the clean end; 0 = 33/50 of Steps")
+                        n_min = number("n_min", info="last steps run as plain sampling of the target")
+                        source_guidance = number("source_guidance", info="guidance of the source prompt")
         with gr.Row():
             comparison = gr.Video(label="Source | result", interactive=False, autoplay=True, loop=True, height=320,
                                   scale=2, elem_id="comparison-video")
@@ -230,7 +245,8 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                 "inversion": method, "source_prompt": source_prompt, "guidance": guidance, "start": start,
                 "seed": seed, "injection": injection, "injection_steps": injection_steps,
                 "inversion_guidance": inversion_guidance, "strength": strength, "negative_prompt": negative_prompt,
-                "dynamic_guidance": dynamic_guidance}
+                "dynamic_guidance": dynamic_guidance, "method": method_choice, "guidance_2": guidance_2,
+                "n_max": n_max, "n_min": n_min, "source_guidance": source_guidance}
         names = {component: name for name, component in form.items()}
 
         def values_of(data: dict) -> dict:
@@ -248,7 +264,9 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                 return [], _status("Upload a clip or use the bundled sample.")
             try:
                 read, _, _ = settings_from_form(values_of(data))
-                items, text = preview_frames(path, read, studio.model().temporal_factor)
+                model = studio.model()
+                read, _, _ = family_defaults(model, read)
+                items, text = preview_frames(path, read, model.temporal_factor)
                 return items, _status(text)
             except Exception as err:  # noqa: BLE001 - shown in the page, the app stays usable
                 return [], fail(err, path)
@@ -259,7 +277,9 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
 
         def on_invert(data, progress=gr.Progress(track_tqdm=True)):
             try:
-                read, inv, _ = settings_from_form(values_of(data))
+                read, inv, config = settings_from_form(values_of(data))
+                if config.method == "flowedit":
+                    raise VidinvertError("FlowEdit makes no inversion", "press Edit, or choose Edit method inversion")
                 started = time.perf_counter()
                 seen: list[str] = []
                 prepared = studio.prepared(data[video], read, inv, say_with(progress), seen)
@@ -287,7 +307,9 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                         session)
             session["results"] = [dataclasses.asdict(r) for r in results]
             summary = job.summary
-            reused = " (inversion reused)" if summary["inversion_reused"] else ""
+            reused = " (inversion reused)" if summary.get("inversion_reused") else ""
+            if summary.get("method") == "flowedit":
+                reused = f" by FlowEdit ({summary['flowedit']['n_max']} of {summary['flowedit']['steps']} steps)"
             text = (f"Edited {summary['frames']} frames at {summary['size'][1]}×{summary['size'][0]} with "
                     f"{len(results)} prompt{'s' if len(results) > 1 else ''} in {summary['edit_seconds']:.1f} s{reused}.")
             if job.warnings:
