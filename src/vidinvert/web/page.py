@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import VidinvertError
-from ..settings import EDIT_METHODS
+from ..jobs import family_defaults
 from ..models import DEMO_MODEL, TINY_MODELS, sample_video
 from ..models.registry import EXAMPLE_HUB_ID, EXAMPLE_PROMPT  # the one example prompt every front end gives
-from ..jobs import family_defaults
+from ..settings import EDIT_METHODS
 from .form import LABELS, form_defaults, parse_prompts, settings_from_form
 from .studio import Studio
 
@@ -36,8 +36,9 @@ GRADIO_CACHE_CLEANUP = (3600, 6 * 3600)  # hourly, drop Gradio's copies of uploa
 
 def preview_frames(video: str, read, temporal_multiple: int = 1, count: int = PREVIEW_FRAMES) -> tuple[list, str]:
     """The frames a job will read (``jobs.open_source``'s selection: skip, stride, max frames and the model's frame
-    rule ``temporal_multiple * k + 1``), small: up to ``count`` of them evenly spaced, all when there are fewer, as
-    ``[(uint8 [H, W, 3], caption)]``, and a one-line description."""
+    rule ``temporal_multiple * k + 1``; ``read`` with the model's defaults filled in, ``jobs.family_defaults``),
+    small: up to ``count`` of them evenly spaced, all when there are fewer, as ``[(uint8 [H, W, 3], caption)]``, and
+    a one-line description."""
     from ..video import read_video, to_uint8
 
     clip = read_video(video, None, PREVIEW_WIDTH, skip_start=read.skip_start, skip_end=read.skip_end,
@@ -120,10 +121,10 @@ def drop_session(state: dict | None) -> None:
 
 def header(label: str) -> str:
     """The page's header Markdown for the model ``label``."""
-    text = ("# vidinvert\nEdit a video with CogVideoX or Wan: the clip is inverted (DDIM, or fixed-point for an exact round "
-            "trip; **Edit** inverts too when needed, and every inversion is reused for the same clip and settings), "
-            "then regenerated under your prompts while attention sees the source's keys and values, which keeps "
-            "layout and motion.\n\n")
+    text = ("# vidinvert\nEdit a video with CogVideoX or Wan: the clip is inverted (DDIM, or fixed-point for an exact "
+            "round trip; **Edit** inverts too when needed, and every inversion is reused for the same clip and "
+            "settings), then regenerated under your prompts while attention sees the source's keys and values, "
+            "which keeps layout and motion (Wan models can also use FlowEdit, which needs no inversion).\n\n")
     text += f"**Model:** `{label}`"
     if label in TINY_MODELS:
         text += (" — the embedded tiny model (random weights, built in code): results are noise-like. For real edits, "
@@ -222,7 +223,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                         inversion_guidance = number("inversion_guidance")
                         strength = gr.Slider(0.05, 1, value=d["strength"], step=0.05, label=LABELS["strength"])
                     negative_prompt = gr.Textbox(d["negative_prompt"], label=LABELS["negative_prompt"],
-                                                 placeholder="empty: the model's (Wan's published one for Wan weights)")
+                                                 placeholder="empty: the model's (for Wan weights, Wan's published one)")
                     dynamic_guidance = gr.Checkbox(d["dynamic_guidance"], label=LABELS["dynamic_guidance"])
                 with gr.Accordion("FlowEdit", open=False, elem_id="flowedit-settings"):
                     gr.Markdown("With Edit method *flowedit*: the source prompt describes the video, Guidance is the "
