@@ -17,6 +17,7 @@ and the fastest repeat of each mode is reported. ``total_s`` = inversion + edit 
     python bench/speed.py                 # 10 steps, 2 repeats, writes bench/results/speed.{json,md}
     python bench/speed.py --steps 25        # writes bench/results/speed_steps25.{json,md}
     python bench/speed.py --quick         # tiny sizes, 2 steps, in seconds (for tests; writes nothing)
+    python bench/speed.py --family wan    # Wan: inversion + injection vs FlowEdit per prompt (bench/speed_wan.py)
 """
 
 from __future__ import annotations
@@ -290,8 +291,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=None, help="folder for speed.{json,md} (speed_steps<N> when --steps is not 10; "
                         "default bench/results; --quick: none)")
     parser.add_argument("--render", metavar="JSON", help="only re-render the markdown of a saved speed.json")
+    parser.add_argument("--family", choices=("cogvideox", "wan"), default="cogvideox",
+                        help="wan: inversion + injection against FlowEdit on a tiny random Wan (bench/speed_wan.py; "
+                             "takes --steps, --repeats, --threads, --quick and --out)")
     parser.add_argument("--child", choices=bc.MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.family == "wan":
+        import speed_wan
+
+        forwarded = [f"--threads={args.threads}"] + (["--quick"] if args.quick else [])
+        forwarded += [f"--{k}={v}" for k, v in (("steps", args.steps), ("repeats", args.repeats), ("out", args.out))
+                      if v is not None]
+        return speed_wan.main(forwarded)
     if args.render:
         data = json.loads(Path(args.render).read_text())
         data["modes"] = {m: data[m] for m in data["config"]["modes"]}

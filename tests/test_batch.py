@@ -211,3 +211,65 @@ def test_a_second_batch_on_the_same_folder_is_refused(tmp_path):
     assert str(tmp_path / "out") in err
     summary = run_batch(jobs, tmp_path / "out", progress=False)  # free again: the row itself fails (no video)
     assert summary.failed == 1 and "video not found" in summary.errors[0]
+
+
+# ---- FlowEdit clips ------------------------------------------------------------------------------------------------
+FLOWEDIT_ROWS = [  # per-clip method and FlowEdit settings, keyed as their flags (dashes or underscores)
+    {"prompts": ["a blue box", "a red disc"], "method": "flowedit", "model": "tiny-wan", "steps": 3, "n-max": 2,
+     "source_prompt": "a red box", "source-guidance": 2.5},
+    {"prompt": "a blue box", "method": "flowedit", "model": "tiny-wan", "steps": 3, "n_max": 3, "n_min": 1,
+     "guidance": 4, "n-avg": 2, "no-comparison": True},
+]
+
+
+def _flags(row: dict) -> list[str]:
+    """A job row's options as ``vidinvert edit`` flags."""
+    flags = []
+    for key, value in row.items():
+        if key in ("prompt", "prompts"):
+            continue
+        flag = "--" + key.replace("_", "-")
+        flags += [flag] if value is True else [flag, str(value)]
+    return flags
+
+
+def test_flowedit_rows_map_onto_its_settings(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"")
+    path = write_jobs(tmp_path / "jobs.jsonl", [{"video": "a.mp4", **row} for row in FLOWEDIT_ROWS] +
+                      [{"video": "a.mp4", "prompt": "x", "method": "flowedit", "strength": 0.5},
+                       {"video": "a.mp4", "prompt": "x", "method": "sdedit"}])
+    first, second, *bad = read_jobs(path)
+    assert first.edit.method == "flowedit" and first.edit.flowedit.n_max == 2
+    assert first.edit.flowedit.source_prompt == "a red box" and first.edit.flowedit.source_guidance == 2.5
+    assert (second.edit.flowedit.n_max, second.edit.flowedit.n_min, second.edit.flowedit.n_avg) == (3, 1, 2)
+    assert second.edit.guidance == 4 and not second.comparison
+    assert "FlowEdit does not use an edit strength" in bad[0].error
+    assert "--method" in bad[1].error and "invalid choice" in bad[1].error
+
+
+def test_flowedit_batch_equals_the_edit_command_and_saves_no_inversion(clips, tmp_path, capsys):
+    rows = [{"video": str(clip), **row} for clip, row in zip(clips, FLOWEDIT_ROWS)]
+    jobs = write_jobs(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    assert main(["batch", str(jobs), "--output-dir", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    for clip, row in zip(clips, FLOWEDIT_ROWS):
+        prompts = row.get("prompts", [row.get("prompt")])
+        folder = tmp_path / "reference" / clip.stem
+        with torch_threads(1):
+            assert main(["edit", str(clip), *sum((["--prompt", p] for p in prompts), []), *_flags(row),
+                         "--output-dir", str(folder), "--quiet"]) == 0
+        capsys.readouterr()
+        assert videos(out / clip.stem) == videos(folder) and len(videos(folder)) == len(prompts)  # bit for bit
+        assert comparisons(out / clip.stem) == comparisons(folder)
+        name = f"{clip.stem}_edit_1.json" if len(prompts) > 1 else f"{clip.stem}_edit.json"
+        record, expected = (json.loads((where / name).read_text()) for where in (out / clip.stem, folder))
+        assert {k: record[k] for k in ("model", "read", "invert", "edit", "inversion")} == \
+               {k: expected[k] for k in ("model", "read", "invert", "edit", "inversion")}
+        assert record["edit"]["method"] == "flowedit" and record["inversion"] is None
+        assert not list((out / clip.stem).glob("*.inv"))
+    table = results(out)
+    assert [r["status"] for r in table] == ["done"] * 3
+    assert all(r["inversion"] is None and not r["inversion_reused"] for r in table)
+    summary = run_batch(jobs, out, clip_defaults(), progress=False)  # a rerun skips every FlowEdit clip
+    assert (summary.done, summary.skipped) == (0, 3)

@@ -221,3 +221,15 @@ def test_gpu_scale_full_config_is_cogvideox_5b():
     assert sum(p.numel() for p in transformer.parameters()) == gpu.FULL_PARAMS_5B
     assert transformer.config.num_attention_heads * transformer.config.attention_head_dim == 3072
     assert vae.config.scaling_factor == 0.7 and vae.config.latent_channels == 16
+
+
+def test_speed_wan_quick_counts_rows_per_method():
+    """bench/speed.py --family wan: rows per step of inversion + injection (1 and 4 prompts sharing one inversion)
+    and of FlowEdit (source and target rows per editing step), as the formulas say."""
+    speed = load("speed")
+    data = speed.main(["--family", "wan", "--quick"])
+    rows = {m: (data[m]["invert_rows_per_step"], data[m]["edit_rows_per_step"]) for m in data["config"]["modes"]}
+    assert rows == {"inversion_1": (1, 3), "inversion_4": (1, 9), "flowedit_1": (0, 4), "flowedit_4": (0, 10)}
+    assert data["flowedit_1"]["edit_steps"] == data["config"]["n_max"] == 1  # round(33/50 x 2)
+    assert all(data[m]["per_edit_s"] == round(data[m]["total_s"] / data[m]["num_prompts"], 4) for m in rows)
+    check_machine_note(data, repeats=1)

@@ -18,13 +18,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import assert_one_line
 
 from vidinvert import jobs
 from vidinvert.errors import VidinvertError
 from vidinvert.models import DEMO_MODEL, sample_video
-from vidinvert.settings import (BlendConfig, EditConfig, InjectionConfig, InvertSettings, ModelSettings,
-                                OutputSettings, ReadSettings, field_defaults)
+from vidinvert.settings import (BlendConfig, EditConfig, FlowEditConfig, InjectionConfig, InvertSettings,
+                                ModelSettings, OutputSettings, ReadSettings, field_defaults)
 from vidinvert.web import Studio, form_defaults, parse_prompts, settings_from_form
 from vidinvert.web.page import EXAMPLE_PROMPT, error_line, header, page_words, preview_frames
 
@@ -47,9 +48,13 @@ FORM_FIELDS = {
     "seed": (EditConfig, "seed"), "negative_prompt": (EditConfig, "negative_prompt"),
     "dynamic_guidance": (EditConfig, "dynamic_guidance"), "injection": (InjectionConfig, "enabled"),
     "injection_steps": (InjectionConfig, "step_fraction"), "blend": (BlendConfig, "enabled"),
-    "blend_source": (BlendConfig, "source_prompt"), "metrics": (OutputSettings, "metrics"),
+    "blend_source": (BlendConfig, "source_prompt"), "metrics": (OutputSettings, "metrics"), "method": (EditConfig, "method"),
+    "guidance_2": (EditConfig, "guidance_2"), "n_max": (FlowEditConfig, "n_max"), "n_min": (FlowEditConfig, "n_min"),
+    "source_guidance": (FlowEditConfig, "source_guidance"),
 }
-UNSET_AS_ZERO = {"frame_sample_step", "height", "width"}  # None in settings, 0 ("auto") in the form
+# None in settings (left to the model or the schedule), 0 ("auto") in the form; "" for texts
+UNSET_AS_ZERO = {"frame_sample_step", "height", "width", "max_num_frames", "guidance_2", "n_max"}
+UNSET_AS_EMPTY = {"negative_prompt"}
 
 
 # ---- plain parts (no browser) ---------------------------------------------------------------------------------
@@ -59,6 +64,7 @@ def test_form_initial_values_are_the_settings_defaults():
     for key, (cls, name) in FORM_FIELDS.items():
         default = field_defaults(cls)[name]
         expected = 0 if key in UNSET_AS_ZERO and default is None else default
+        expected = "" if key in UNSET_AS_EMPTY and default is None else expected
         assert initial[key] == expected, (key, initial[key], default)
     assert settings_from_form({}) == (ReadSettings(), InvertSettings(), EditConfig())
     read, inv, config = settings_from_form({"frame_sample_step": 0, "height": 0, "width": None, "steps": 4.0,
@@ -85,7 +91,7 @@ def test_the_page_widgets_start_at_the_form_defaults():
     ("steps", 1001, ["Steps", "between 1 and 1000"]),
     ("steps", 2.5, ["Steps", "whole number"]),
     ("steps", 0, ["Steps", "between 1 and 1000"]),
-    ("max_num_frames", 0, ["Max frames", ">= 1"]),
+    ("max_num_frames", -1, ["Max frames", ">= 1"]),
     ("skip_frames_start", -1, ["Skip start"]),
     ("frame_sample_step", -2, ["Stride"]),
     ("guidance", 1e308, ["Guidance", "between 1 and 100"]),
@@ -93,12 +99,49 @@ def test_the_page_widgets_start_at_the_form_defaults():
     ("seed", -1, ["Seed"]),
     ("injection_steps", 1.5, ["Injection steps"]),
     ("inversion", "ddpm", ["Method", "unknown value"]),
+    ("method", "sdedit", ["Edit method", "unknown value"]),
+    ("guidance_2", 0.5, ["Guidance 2 (low-noise expert)", "between 1 and 100"]),
+    ("n_max", 2.5, ["FlowEdit n_max", "whole number"]),
+    ("n_min", -1, ["FlowEdit n_min", "between 0 and 1000"]),
+    ("source_guidance", 0.5, ["Source guidance", "between 1 and 100"]),
 ])
 def test_bad_form_values_give_one_line_naming_the_field(key, value, words):
     with pytest.raises(VidinvertError) as info:
         settings_from_form({key: value})
     message = assert_one_line(info.value, *words)
     assert message.startswith(words[0]) and "fp16" not in message
+
+
+def test_form_maps_the_edit_method_flowedit_knobs_and_the_second_guidance():
+    read, inv, config = settings_from_form({"method": "flowedit", "n_max": 3, "n_min": 1, "source_guidance": 2.5,
+                                            "guidance": 7, "source_prompt": " a red disc ", "steps": 4,
+                                            "negative_prompt": "blur"})
+    assert config.method == "flowedit" and config.flowedit == FlowEditConfig(source_prompt="a red disc", n_max=3,
+                                                                              n_min=1, source_guidance=2.5)
+    assert (config.guidance, config.negative_prompt, inv.steps, inv.prompt) == (7, "blur", 4, "a red disc")
+    _, _, config = settings_from_form({"guidance_2": 3})
+    assert config.guidance_2 == 3.0 and config.method == "inversion"
+    _, _, config = settings_from_form({"guidance_2": 0, "n_max": 0, "negative_prompt": ""})  # left to the model
+    assert config.guidance_2 is None and config.flowedit.n_max is None and config.negative_prompt is None
+    with pytest.raises(VidinvertError) as info:
+        settings_from_form({"method": "flowedit", "blend": True})
+    assert assert_one_line(info.value, "FlowEdit does not use local blend").startswith("Editing: ")
+
+
+def test_studio_flowedit_equals_the_cli_job_and_reuses_the_opened_video(tmp_path):
+    read, inv, config = settings_from_form({"method": "flowedit", "max_num_frames": 5, "steps": 3, "n_max": 2,
+                                            "source_prompt": "a red disc"})
+    cli = jobs.run_edit(str(SAMPLE), ["a blue disc"], ModelSettings(name="tiny-wan"), read, inv, config,
+                        OutputSettings(output=str(tmp_path / "cli" / "out.mp4"), progress=False))
+    studio = Studio(ModelSettings(name="tiny-wan"))
+    for run in (1, 2):
+        _, page = studio.edit(str(SAMPLE), read, inv, ["a blue disc"], config, tmp_path / f"page{run}")
+        assert torch.equal(page.latents, cli.latents) and page.summary["method"] == "flowedit"
+        assert page.record["inversion"] is None and page.record["invert"] is None
+        assert {k: page.record[k] for k in ("read", "edit")} == {k: cli.record[k] for k in ("read", "edit")}
+    assert sum(1 for key in studio._cache if "source" in key) == 1  # opened once
+    with pytest.raises(VidinvertError, match="flow-matching"):
+        Studio(ModelSettings(name="tiny")).edit(str(SAMPLE), read, inv, ["x"], config, tmp_path / "cog")
 
 
 def test_prompts_error_lines_and_page_words():

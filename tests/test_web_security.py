@@ -87,7 +87,7 @@ def test_page_preview_refuses_a_playlist_upload(tmp_path, secret):
 
     upload = tmp_path / "upload.m3u8"
     upload.write_text(_playlists(tmp_path, secret)["relative.m3u8"])
-    assert_one_line_error(lambda: preview_frames(str(upload), ReadSettings()), "refusing")
+    assert_one_line_error(lambda: preview_frames(str(upload), ReadSettings(max_frames=49)), "refusing")
 
 
 # ---- the server ------------------------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from .settings import (
     ModelSettings,
     OutputSettings,
     ReadSettings,
-    default_max_frames,
     parse_blocks,
     resolve_strength,
 )
@@ -69,8 +68,8 @@ def _add_read_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--frame-sample-step", type=int, default=_R.stride,
                        help="take every n-th frame (default: only when the clip is longer than --max-num-frames)")
     group.add_argument("--max-num-frames", type=int, default=None,
-                       help=f"most frames used, then trimmed to the model's rule (4k+1 for CogVideoX) (default "
-                            f"{_R.max_frames}; with --window: every frame)")
+                       help="most frames used, then trimmed to the model's rule (4k+1) (default: the model's: 49 "
+                            "for CogVideoX, 81 for Wan; with --window: every frame)")
     group.add_argument("--height", type=int, default=_R.height, help="frame height, a multiple of 16 (default: the model's)")
     group.add_argument("--width", type=int, default=_R.width, help="frame width, a multiple of 16 (default: the model's)")
     group.add_argument("--resize", default=_R.resize, choices=RESIZE_MODES,
@@ -132,7 +131,9 @@ def _add_edit_options(parser: argparse.ArgumentParser, guidance: float) -> None:
                        help="classifier-free guidance scale (%(default)s)")
     group.add_argument("--guidance-2", dest="guidance_2", type=float, default=None,
                        help="Wan 2.2 A14B: guidance of the low-noise expert (default: --guidance)")
-    group.add_argument("--negative-prompt", default=_E.negative_prompt, help="text of the unconditional branch")
+    group.add_argument("--negative-prompt", default=_E.negative_prompt,
+                       help="text of the unconditional branch (default: the model's: none for CogVideoX and small "
+                            "models, Wan's published negative prompt for Wan weights with Wan's tokenizer; '' for none)")
     group.add_argument("--start", default=_E.start, choices=STARTS,
                        help="start from the inverted noise, or from fresh noise drawn from --seed (the reference)")
     group.add_argument("--seed", type=int, default=_E.seed, help="seed of the random start (%(default)s)")
@@ -324,8 +325,7 @@ def model_settings(args) -> ModelSettings:
 def read_settings(args) -> ReadSettings:
     return ReadSettings(height=args.height, width=args.width, skip_start=args.skip_frames_start,
                         skip_end=args.skip_frames_end, stride=args.frame_sample_step,
-                        max_frames=(default_max_frames(getattr(args, "window", None)) if args.max_num_frames is None
-                                    else args.max_num_frames),
+                        max_frames=args.max_num_frames,
                         resize=args.resize)
 
 

@@ -22,7 +22,7 @@ from .settings import STARTS, EditConfig  # noqa: F401  (re-exported)
 from .guidance import combine, dynamic_scale, guided_texts, needs_uncond
 from .inversion import Inversion
 from .krnr import krnr, krnr_adaptive
-from .models.base import VideoFamily
+from .models.base import VideoFamily, negative_prompt_for
 from .progress import progress_callback
 from .sampling import sample_ddim
 from .windows import windowed
@@ -138,8 +138,9 @@ def edit(
         raise VidinvertError("a second guidance scale applies to the low-noise expert of a two-expert model "
                              "(Wan 2.2 A14B), which this edit does not run", "drop --guidance-2")
     scales = (config.guidance,) if config.guidance_2 is None else (config.guidance, config.guidance_2)
-    with_uncond = any(needs_uncond(g, p, config.negative_prompt) for g in scales for p in prompts)
-    main_texts = guided_texts(prompts, config.negative_prompt, with_uncond)  # [neg, p1, neg, p2, ...] or [p1, ...]
+    negative = negative_prompt_for(model, config.negative_prompt)
+    with_uncond = any(needs_uncond(g, p, negative) for g in scales for p in prompts)
+    main_texts = guided_texts(prompts, negative, with_uncond)  # [neg, p1, neg, p2, ...] or [p1, ...]
     shared = injection.reference_text == "inversion"
     ref_texts = [inversion.meta.prompt] if shared else main_texts
     layout = BatchLayout.build(len(main_texts), shared_reference=shared)

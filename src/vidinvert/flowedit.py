@@ -26,7 +26,7 @@ import torch
 from .editing import EditStats
 from .errors import VidinvertError
 from .guidance import combine, guided_texts, needs_uncond
-from .models.base import VideoFamily
+from .models.base import VideoFamily, negative_prompt_for
 from .progress import progress_callback
 from .sampling import check_finite
 from .schedule import Schedule
@@ -83,7 +83,7 @@ def flowedit(
     n_max, n_min = settings.editing_steps(len(schedule))
     seed = config.seed if settings.seed is None else settings.seed
     x_src = x_src.float().to(model.device)
-    num_prompts, negative = len(prompts), config.negative_prompt
+    num_prompts, negative = len(prompts), negative_prompt_for(model, config.negative_prompt)
     source_uncond = needs_uncond(settings.source_guidance, source_prompt, negative)
     target_uncond = any(needs_uncond(config.guidance, p, negative) for p in prompts)
     source_texts = guided_texts([source_prompt], negative, source_uncond)  # [neg, src] or [src]

@@ -20,7 +20,7 @@ from .attention import InjectionConfig, InjectionState, KVCache
 from .errors import VidinvertError
 from .exact import FixedPointReport, solve_fixed_point, warn_if_unconverged
 from .guidance import combine, guided_texts, needs_uncond
-from .models.base import VideoFamily
+from .models.base import VideoFamily, negative_prompt_for
 from .models.device import resolve_device
 from .progress import progress_callback
 from .provenance import FORMAT_VERSION, InversionMeta, SourceInfo, parse_meta  # noqa: F401  (re-exported)
@@ -173,7 +173,7 @@ def invert(
     steps: int = DEFAULT_STEPS,
     prompt: str = "",
     guidance: float = 1.0,
-    negative_prompt: str = "",
+    negative_prompt: str | None = None,
     method: str = "ddim",
     strength: float = 1.0,
     progress: bool = False,
@@ -197,7 +197,7 @@ def invert(
         prompt: text to invert with; ``""`` (the default) as in the public reference.
         guidance: guidance scale while inverting; with ``prompt == negative_prompt`` it changes nothing and costs
             nothing (one batch row per step).
-        negative_prompt: uncond text when ``guidance != 1``.
+        negative_prompt: uncond text when ``guidance != 1``; ``None``: the model's ``default_negative_prompt``.
         method: ``"ddim"`` (one evaluation per step, approximate) or ``"fixed-point"`` (solves each step exactly;
             see exact.py; options ``tol``, ``max_iter``, ``anderson``).
         strength: fraction of the schedule to invert, from the clean end (1.0 = the whole schedule down to pure
@@ -230,6 +230,7 @@ def invert(
                    depth=strength, kv_budget_gb=kv_budget_gb, checkpoint_every=checkpoint_every, window=window,
                    overlap=overlap,
                    **{k: v for k, v in method_options.items() if k in ("tol", "max_iter", "anderson", "clean_max_iter")})  # validates
+    negative_prompt = negative_prompt_for(model, negative_prompt)
     if latents.ndim != 5:
         raise VidinvertError(f"latents must be [B, T, C, h, w], got {tuple(latents.shape)}", "encode frames with model.encode")
     if not torch.isfinite(latents).all():

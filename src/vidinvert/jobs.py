@@ -37,7 +37,7 @@ from .export import side_by_side, write_video
 from .inversion import Inversion, invert
 from .metrics import TemporalMetrics, temporal_metrics
 from .models import model_note, open_model
-from .models.base import VideoFamily
+from .models.base import VideoFamily, negative_prompt_for
 from .outputs import comparison_path, numbered, partial_path, plan_outputs, settings_path, write_json
 from .provenance import SourceInfo
 from .settings import (
@@ -47,7 +47,6 @@ from .settings import (
     ModelSettings,
     OutputSettings,
     ReadSettings,
-    default_max_frames,
 )
 from .video import Clip, frames_hash, read_video
 from .windows import resolve as resolve_windows, windowed
@@ -185,11 +184,28 @@ def check_memory(model: VideoFamily, frames: int, height: int, width: int, rows:
             "use a smaller --height/--width, fewer frames (--max-num-frames), --vae-tiling or fewer prompts per run")
 
 
+def family_defaults(model: VideoFamily, read: ReadSettings | None = None,
+                    invert_settings: InvertSettings | None = None, config: EditConfig | None = None) -> tuple:
+    """``(read, invert_settings, config)`` with what was left to the model filled in from its family adapter: the
+    frames read (``max_frames`` ``None`` -> ``model.default_frames``; a job in temporal windows reads every frame)
+    and the negative prompt (``None`` -> ``model.default_negative_prompt``). What a job runs with and records; ``None`` arguments stay ``None``."""
+    windowed_job = invert_settings is not None and invert_settings.window is not None
+    if read is not None and read.max_frames is None and not windowed_job:  # a windowed job reads every frame
+        read = dataclasses.replace(read, max_frames=model.default_frames)
+    if invert_settings is not None and invert_settings.negative_prompt is None:
+        invert_settings = dataclasses.replace(invert_settings,
+                                              negative_prompt=negative_prompt_for(model, None))
+    if config is not None and config.negative_prompt is None:
+        config = dataclasses.replace(config, negative_prompt=negative_prompt_for(model, None))
+    return read, invert_settings, config
+
+
 def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings(), rows: int = 2,
                 invert_settings: InvertSettings = InvertSettings()) -> Source:
     """Read frames sized for ``model`` and encode them; one-line errors for anything unusable, or for a size the
     device has no memory for (``rows``: the most transformer batch rows the job will use; ``invert_settings``: its
     temporal window, checked against the clip and bounding the transformer's memory)."""
+    read, _, _ = family_defaults(model, read, invert_settings)
     height, width = read.height, read.width
     if height is None and width is None:
         height, width = model.native_size()
@@ -306,7 +322,7 @@ def check_edit_request(video: str, prompts: list[str], read: ReadSettings, inver
     """One-line errors for an edit that cannot work, found without loading anything."""
     check_prompts(prompts)
     saved = is_saved_inversion(video) or use_inversion is not None
-    if is_saved_inversion(video) and read != ReadSettings(max_frames=default_max_frames(invert_settings.window)):
+    if is_saved_inversion(video) and read != ReadSettings():
         raise VidinvertError("frame options (size, skip, stride, max frames, resize) do not apply to a saved "
                              "inversion: its frames are fixed", "drop them, or edit the video itself")
     if config.blend.enabled and not (config.blend.source_prompt or invert_settings.prompt or saved):
@@ -553,6 +569,7 @@ def run_edit(video: str, prompts: list[str], model_settings: ModelSettings = Mod
                                                             "reconstruction" if reconstruct else "edit", inputs, extra)
             started = time.perf_counter()
             model = model or load_model(model_settings, result.notes)
+            read, invert_settings, config = family_defaults(model, read, invert_settings, config)
             check_model_fits(model, config)
             if saved is None:
                 checkpoint = partial_path(Path(save_inversion) if save_inversion else videos_out[0].with_suffix(".inv"))
@@ -588,6 +605,7 @@ def _run_flowedit(video: str, prompts: list[str], model_settings: ModelSettings,
                                                             [Path(video)])
             started = time.perf_counter()
             model = model or load_model(model_settings, result.notes)
+            read, _, config = family_defaults(model, read, None, config)
             flow_schedule(model, steps)  # refuses a DDIM model before the video is read
             source = open_source(model, video, read, rows=rows_per_step(len(prompts), 2, 2, 1, False))
             flowedit_source(model, source, prompts, config, steps, videos_out, comparisons_out, output, result)
@@ -631,6 +649,7 @@ def run_invert(video: str, model_settings: ModelSettings = ModelSettings(), read
             plan_outputs([out, settings_path(out)], output.force, [Path(video)])
             started = time.perf_counter()
             model = model or load_model(model_settings, result.notes)
+            read, invert_settings, _ = family_defaults(model, read, invert_settings)
             prepared = prepare(model, video, read, invert_settings, progress=output.progress,
                                checkpoint=partial_path(out))
             prepared.inversion.save(out, force=output.force)

@@ -153,8 +153,8 @@ class ReadSettings:
     skip_start: int = 0  # frames dropped from the start
     skip_end: int = 0  # frames dropped from the end
     stride: int | None = None  # take every n-th frame; None = only when the range is longer than max_frames
-    max_frames: int | None = 49  # most frames kept (then trimmed to the model's frame rule, 4k+1 for CogVideoX);
-    #                              None = every frame (long clips, edited in temporal windows)
+    max_frames: int | None = None  # most frames kept, then trimmed to the model's rule (4k+1); None: the model's
+    #                                default_frames (49 CogVideoX, 81 Wan), or every frame when edited in windows
     resize: str = "stretch"  # "stretch" straight to size (as the reference) or "crop" (cover, centre-crop)
 
     def __post_init__(self):
@@ -175,12 +175,6 @@ class ReadSettings:
         return LONG_CLIP_FRAMES if self.max_frames is None else self.max_frames
 
 
-def default_max_frames(window) -> int | None:
-    """The frame cap a front end uses when none is asked for: the model's length (49), or every frame for a job
-    edited in temporal windows (``InvertSettings.window`` set)."""
-    return None if window is not None else ReadSettings.max_frames
-
-
 # ---- inversion ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class InvertSettings:
@@ -189,7 +183,7 @@ class InvertSettings:
     steps: int = DEFAULT_STEPS  # sampling steps of the schedule (edits use the same)
     prompt: str = ""  # text the video is inverted with (the public reference uses "")
     guidance: float = 1.0  # guidance while inverting (1 = one batch row per step)
-    negative_prompt: str = ""  # uncond text when guidance > 1
+    negative_prompt: str | None = None  # uncond text when guidance > 1; None = the model's default (EditConfig's)
     method: str = "ddim"  # "ddim" (1 evaluation per step) or "fixed-point" (each step solved exactly)
     depth: float = 1.0  # fraction of the schedule inverted, from the clean end (1 = down to pure noise)
     tol: float = 1e-6  # fixed-point: per-step relative residual to reach
@@ -395,7 +389,10 @@ class EditConfig:
         guidance: classifier-free guidance scale (CogVideoX's usual 6.0); 1 disables guidance.
         guidance_2: Wan 2.2 A14B: guidance scale of the low-noise expert (``transformer_2``, the steps below the
             pipeline's boundary), as ``WanPipeline``'s ``guidance_scale_2``; ``None``: ``guidance`` throughout.
-        negative_prompt: text of the uncond branch.
+        negative_prompt: text of the uncond branch; ``None``: the model's default, ``default_negative_prompt`` of
+            its family adapter (``""`` for CogVideoX, as its pipeline; for Wan models with Wan's own UMT5 tokenizer,
+            the negative prompt Wan's model cards and reference code sample with; ``""`` for small Wan models whose
+            tokenizer cannot read it). ``""`` is no negative text.
         start: ``"inverted"`` starts from the inverted noise (keeps layout and colours best); ``"random"`` starts
             from fresh Gaussian noise drawn from ``seed`` (what the public reference does).
         seed: seed of the random start.
@@ -423,7 +420,7 @@ class EditConfig:
     """
 
     guidance: float = 6.0
-    negative_prompt: str = ""
+    negative_prompt: str | None = None
     start: str = "inverted"
     seed: int = 42
     dynamic_guidance: bool = False

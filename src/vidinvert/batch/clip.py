@@ -3,7 +3,8 @@
 A clip owns the folder ``<output-dir>/<id>/``. Before it runs, every file there is removed except a saved
 inversion made with the same inversion settings (``<video>.<hash>.inv``): what a killed worker left (complete
 videos of some prompts, hidden temp files) never mixes with a new run, and a rerun after a changed prompt reuses
-the inversion. The edit itself is ``run_edit``, the job ``vidinvert edit`` runs, with the same settings.
+the inversion. The edit itself is ``run_edit``, the job ``vidinvert edit`` runs, with the same settings. A FlowEdit
+clip (``method`` ``flowedit``) makes no inversion, so none is saved or reused: its rows say ``"inversion": null``.
 """
 
 from __future__ import annotations
@@ -124,8 +125,9 @@ def run_clip(job: ClipJob, out: Path, models: ModelCache, max_attempts: int | No
         if attempt > max_attempts:
             return failed_rows(job, f"its worker died while editing it, {max_attempts} times", record,
                                worker=worker_name())
-    inversion = inversion_path(folder, job)
-    reuse = inversion.is_file() and not job.edit.injection.reuse_kv  # recorded keys/values are never saved
+    flowedit = job.edit.method == "flowedit"  # no inversion to save or reuse
+    inversion = None if flowedit else inversion_path(folder, job)
+    reuse = not flowedit and inversion.is_file() and not job.edit.injection.reuse_kv  # keys/values are never saved
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.reset_peak_memory_stats()
     try:
@@ -134,7 +136,7 @@ def run_clip(job: ClipJob, out: Path, models: ModelCache, max_attempts: int | No
         model = models.get(job.model)
         result = run_edit(job.video, list(job.prompts), job.model, job.read, job.invert, job.edit,
                           job.output(folder), use_inversion=str(inversion) if reuse else None,
-                          save_inversion=None if reuse else str(inversion), model=model)
+                          save_inversion=None if reuse or flowedit else str(inversion), model=model)
     except Exception as err:  # a broken clip is recorded; the batch goes on
         if reuse:
             inversion.unlink(missing_ok=True)  # in case the saved inversion was the problem: the rerun makes it anew
@@ -154,7 +156,7 @@ def run_clip(job: ClipJob, out: Path, models: ModelCache, max_attempts: int | No
                      "job_hash": job.job_hash, "record": record, "finished": now(), "worker": worker_name(),
                      "attempt": attempt,
                      "seconds": seconds, "edit_seconds": summary.get("edit_seconds"),
-                     "inversion": str(inversion.relative_to(out)), "inversion_reused": reuse,
+                     "inversion": None if flowedit else str(inversion.relative_to(out)), "inversion_reused": reuse,
                      "warnings": list(result.warnings), **memory,
                      **({"metrics": summary["metrics"][k]} if "metrics" in summary else {})})
     return rows

@@ -32,6 +32,8 @@ class VideoFamily(Protocol):
     text_length: int  # tokens a prompt is padded/cut to
     trained_frames: int  # pixel frames of the clips the model was trained on (its temporal window, see windows.py)
     temporal_patch: int  # latent frames per transformer patch along time (windows are multiples of it)
+    default_frames: int  # frames read when none are asked for (ReadSettings.max_frames None): the pipeline's own
+    default_negative_prompt: str  # uncond text when none is given (EditConfig/InvertSettings.negative_prompt None)
 
     @property
     def device(self) -> torch.device: ...
@@ -87,3 +89,9 @@ class VideoFamily(Protocol):
 
     def injected(self, config: InjectionConfig, state: InjectionState) -> AbstractContextManager:
         """Install the family's injection processors for the block; restore the originals on exit or error."""
+
+
+def negative_prompt_for(model: VideoFamily, given: str | None) -> str:
+    """The uncond text an edit or inversion uses: ``given``, or the model's ``default_negative_prompt`` when ``None``
+    (the one place the family default is applied; ``""`` for adapters without one)."""
+    return getattr(model, "default_negative_prompt", "") if given is None else given

@@ -16,6 +16,9 @@ from ..schedule import Schedule, schedule_from_scheduler, split_last_step
 from ..settings import MAX_STEPS
 from .parts import PromptCache, check_frame_layout, fingerprint
 
+DEFAULT_FRAMES = 49  # CogVideoXPipeline.__call__'s default num_frames
+
+
 class VideoModel:
     """What the samplers see of a CogVideoX pipeline (the ``VideoFamily`` protocol of ``models/base.py``).
 
@@ -43,6 +46,8 @@ class VideoModel:
         self.size_multiple = self.spatial_factor * self.config.patch_size  # frame sizes must divide by this
         self.trained_frames = int(self.config.sample_frames)  # pixel frames the positions were made for
         self.temporal_patch = int(self.config.patch_size_t or 1)  # latent frames per patch (2 for CogVideoX 1.5)
+        self.default_frames = DEFAULT_FRAMES  # frames read when none are asked for
+        self.default_negative_prompt = ""  # CogVideoXPipeline's default (no negative text), the public script's too
         self._rope_cache: dict = {}
         self._prompts = PromptCache(pipe, self.text_length)
 

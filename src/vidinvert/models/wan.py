@@ -21,15 +21,21 @@ TEXT_LENGTH = 512  # UMT5 tokens a prompt is padded/cut to (WanPipeline.__call__
 NATIVE_SIZE = (480, 832)  # WanPipeline.__call__'s default height/width (Wan 2.1 480p, Wan 2.2 A14B)
 NATIVE_SIZE_TI2V = (704, 1280)  # Wan2.2-TI2V-5B's model card size (its 720p mode)
 DEFAULT_FRAMES = 81  # WanPipeline.__call__'s default num_frames
-# WanPipeline itself has no default negative prompt (None, i.e. an empty uncond text, which is vidinvert's default
-# too). diffusers' WanPipeline example (pipelines/wan/pipeline_wan.py EXAMPLE_DOC_STRING) uses this one, an English
-# rendering of the Chinese negative prompt of the Wan model cards; pass it with --negative-prompt to follow them.
-EXAMPLE_NEGATIVE_PROMPT = (
-    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
-    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, poorly "
-    "drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still picture, messy "
-    "background, three legs, many people in the background, walking backwards"
+# The uncond text of Wan models that can read it (``WanModel.default_negative_prompt``). WanPipeline itself has no
+# default negative prompt (None: an empty uncond text), but Wan's reference code samples with this one whenever none
+# is given (per Wan2.1 wan/text2video.py: an empty ``n_prompt`` becomes ``sample_neg_prompt`` of
+# wan/configs/shared_config.py), the Wan-AI model cards pass it, and diffusers' WanPipeline example passes an English
+# rendering of it. So a Wan model with Wan's UMT5 tokenizer gets it when the user gives none. In English: bright
+# tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, still, overall gray,
+# worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, poorly drawn hands, poorly
+# drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still picture, messy background, three legs,
+# many people in the background, walking backwards.
+DEFAULT_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
+    "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
+    "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
+UMT5_VOCABULARY = 250_000  # a tokenizer with at least this many tokens is Wan's UMT5 one (256k), which reads it
 
 
 class WanModel:
@@ -70,6 +76,11 @@ class WanModel:
         self.trained_frames = DEFAULT_FRAMES  # Wan is trained and run at 81 frames (21 latent frames)
         self.temporal_patch = int(self.config.patch_size[0])  # latent frames per patch (1 for Wan 2.1/2.2)
         self._native = native_size or (NATIVE_SIZE_TI2V if self.expand_timesteps else NATIVE_SIZE)
+        self.default_frames = DEFAULT_FRAMES  # frames read when none are asked for
+        # The published negative prompt for a model whose tokenizer is Wan's UMT5 (any Wan-AI checkpoint, on the hub
+        # or copied to a folder); "" for the tiny and demo models, whose small vocabularies would read it as unknowns.
+        readable = len(pipe.tokenizer) >= UMT5_VOCABULARY
+        self.default_negative_prompt = DEFAULT_NEGATIVE_PROMPT if readable else ""
         self._prompts = PromptCache(pipe, self.text_length)
 
     # ---- identity -------------------------------------------------------------------------------------------

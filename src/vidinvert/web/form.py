@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 
 from ..errors import SettingsError
-from ..settings import BlendConfig, EditConfig, InjectionConfig, InvertSettings, OutputSettings, ReadSettings
+from ..settings import (BlendConfig, EditConfig, FlowEditConfig, InjectionConfig, InvertSettings, OutputSettings,
+                        ReadSettings)
 
 LABELS = {  # form key -> the label the page shows (errors name fields by it)
     "skip_frames_start": "Skip start", "skip_frames_end": "Skip end", "frame_sample_step": "Stride",
@@ -18,6 +19,8 @@ LABELS = {  # form key -> the label the page shows (errors name fields by it)
     "inversion_guidance": "Inversion guidance", "strength": "Strength", "negative_prompt": "Negative prompt",
     "dynamic_guidance": "Dynamic guidance", "blend": "Local blend", "blend_source": "Blend: what the video shows",
     "metrics": "Temporal metrics",
+    "guidance_2": "Guidance 2 (low-noise expert)", "method": "Edit method", "n_max": "FlowEdit n_max",
+    "n_min": "FlowEdit n_min", "source_guidance": "Source guidance",
 }
 
 
@@ -28,7 +31,8 @@ SETTING_LABELS = {  # per group: how settings.py names a field in its messages -
     "inv": {"steps": "Steps", "inversion guidance": "Inversion guidance", "inversion method": "Method",
             "inversion depth (strength)": "Strength"},
     "edit": {"guidance": "Guidance", "seed": "Seed", "start": "Start from",
-             "injection step fraction": "Injection steps"},
+             "injection step fraction": "Injection steps", "second guidance": "Guidance 2 (low-noise expert)",
+             "edit method": "Edit method", "FlowEdit source guidance": "Source guidance"},
 }
 GROUP_LABELS = {"read": "Frames", "inv": "Inversion", "edit": "Editing"}  # accordion names, for anything else
 
@@ -36,14 +40,17 @@ GROUP_LABELS = {"read": "Frames", "inv": "Inversion", "edit": "Editing"}  # acco
 def form_defaults() -> dict:
     """Initial widget values, from the settings' own defaults."""
     read, inv, edit, injection = ReadSettings(), InvertSettings(), EditConfig(), InjectionConfig()
+    flow = FlowEditConfig()
     return {
         "skip_frames_start": read.skip_start, "skip_frames_end": read.skip_end, "frame_sample_step": 0,
-        "max_num_frames": read.max_frames, "height": 0, "width": 0, "resize": read.resize, "steps": inv.steps,
+        "max_num_frames": read.max_frames or 0, "height": 0, "width": 0, "resize": read.resize, "steps": inv.steps,
         "inversion": inv.method, "source_prompt": inv.prompt, "guidance": edit.guidance, "start": edit.start,
         "seed": edit.seed, "injection": injection.enabled, "injection_steps": injection.step_fraction,
-        "inversion_guidance": inv.guidance, "strength": inv.depth, "negative_prompt": edit.negative_prompt,
+        "inversion_guidance": inv.guidance, "strength": inv.depth, "negative_prompt": edit.negative_prompt or "",
         "dynamic_guidance": edit.dynamic_guidance, "blend": BlendConfig().enabled,
         "blend_source": BlendConfig().source_prompt, "metrics": OutputSettings().metrics,
+        "guidance_2": edit.guidance_2 or 0, "method": edit.method,
+        "n_max": flow.n_max or 0, "n_min": flow.n_min, "source_guidance": flow.source_guidance,
     }
 
 
@@ -89,7 +96,9 @@ def _labelled(group: str, err: SettingsError) -> SettingsError:
 
 def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditConfig]:
     """Form values -> ``(ReadSettings, InvertSettings, EditConfig)``; missing keys take the defaults. Every error
-    names the field by its label."""
+    names the field by its label. 0 (or empty) in Max frames, Height, Width, Stride, Guidance 2 and FlowEdit n_max
+    leaves the value to the model or the schedule (``None``); an empty negative prompt is the model's default. The
+    source prompt is both the inversion's prompt and FlowEdit's source description, as on the CLI."""
     values = {**form_defaults(), **form}
     injection_on = values["injection"] if isinstance(values["injection"], bool) else values["injection"] == "on"
     built = {}
@@ -100,7 +109,7 @@ def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditCo
             skip_start=_number(values, "skip_frames_start", whole=True),
             skip_end=_number(values, "skip_frames_end", whole=True),
             stride=_number(values, "frame_sample_step", whole=True, optional=True),
-            max_frames=_number(values, "max_num_frames", whole=True),
+            max_frames=_number(values, "max_num_frames", whole=True, optional=True),
             resize=values["resize"])),
         ("inv", lambda: InvertSettings(
             steps=_number(values, "steps", whole=True),
@@ -110,13 +119,19 @@ def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditCo
             depth=_number(values, "strength"))),
         ("edit", lambda: EditConfig(
             guidance=_number(values, "guidance"),
-            negative_prompt=values["negative_prompt"] or "",
+            negative_prompt=values["negative_prompt"] or None,
             start=values["start"],
             seed=_number(values, "seed", whole=True),
             dynamic_guidance=bool(values["dynamic_guidance"]),
             injection=InjectionConfig(enabled=injection_on,
                                       step_fraction=_number(values, "injection_steps")),
-            blend=BlendConfig(enabled=bool(values["blend"]), source_prompt=(values["blend_source"] or "").strip()))),
+            blend=BlendConfig(enabled=bool(values["blend"]), source_prompt=(values["blend_source"] or "").strip()),
+            guidance_2=_number(values, "guidance_2", optional=True) or None,
+            method=values["method"],
+            flowedit=FlowEditConfig(source_prompt=(values["source_prompt"] or "").strip(),
+                                    n_max=_number(values, "n_max", whole=True, optional=True),
+                                    n_min=_number(values, "n_min", whole=True),
+                                    source_guidance=_number(values, "source_guidance")))),
     ]
     for name, build in steps:
         try:

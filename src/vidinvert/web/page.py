@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import VidinvertError
+from ..jobs import family_defaults
 from ..models import DEMO_MODELS, TINY_MODELS, sample_video
 from ..models.registry import EXAMPLE_HUB_ID, EXAMPLE_PROMPT  # the one example prompt every front end gives
+from ..settings import EDIT_METHODS
 from .form import LABELS, form_defaults, metrics_from_form, parse_prompts, settings_from_form
 from .studio import Studio
 
@@ -34,8 +36,9 @@ GRADIO_CACHE_CLEANUP = (3600, 6 * 3600)  # hourly, drop Gradio's copies of uploa
 
 def preview_frames(video: str, read, temporal_multiple: int = 1, count: int = PREVIEW_FRAMES) -> tuple[list, str]:
     """The frames a job will read (``jobs.open_source``'s selection: skip, stride, max frames and the model's frame
-    rule ``temporal_multiple * k + 1``), small: up to ``count`` of them evenly spaced, all when there are fewer, as
-    ``[(uint8 [H, W, 3], caption)]``, and a one-line description."""
+    rule ``temporal_multiple * k + 1``; ``read`` with the model's defaults filled in, ``jobs.family_defaults``),
+    small: up to ``count`` of them evenly spaced, all when there are fewer, as ``[(uint8 [H, W, 3], caption)]``, and
+    a one-line description."""
     from ..video import read_video, to_uint8
 
     clip = read_video(video, None, PREVIEW_WIDTH, skip_start=read.skip_start, skip_end=read.skip_end,
@@ -118,10 +121,10 @@ def drop_session(state: dict | None) -> None:
 
 def header(label: str) -> str:
     """The page's header Markdown for the model ``label``."""
-    text = ("# vidinvert\nEdit a video with CogVideoX: the clip is inverted (DDIM, or fixed-point for an exact round "
-            "trip; **Edit** inverts too when needed, and every inversion is reused for the same clip and settings), "
-            "then regenerated under your prompts while attention sees the source's keys and values, which keeps "
-            "layout and motion.\n\n")
+    text = ("# vidinvert\nEdit a video with CogVideoX or Wan: the clip is inverted (DDIM, or fixed-point for an exact "
+            "round trip; **Edit** inverts too when needed, and every inversion is reused for the same clip and "
+            "settings), then regenerated under your prompts while attention sees the source's keys and values, "
+            "which keeps layout and motion (Wan models can also use FlowEdit, which needs no inversion).\n\n")
     text += f"**Model:** `{label}`"
     if label in TINY_MODELS:
         text += (" — the embedded tiny model (random weights, built in code): results are noise-like. For real edits, "
@@ -190,7 +193,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                         skip_start = number("skip_frames_start")
                         skip_end = number("skip_frames_end")
                         stride = number("frame_sample_step", info="0 = auto (only if too long)")
-                        max_frames = number("max_num_frames", info="trimmed to the model's rule (4k+1)")
+                        max_frames = number("max_num_frames", info="0 = the model's (49 CogVideoX, 81 Wan); 4k+1")
                     with gr.Row():
                         height = number("height", info="multiple of 16; 0 = the model's")
                         width = number("width", info="multiple of 16; 0 = the model's")
@@ -203,8 +206,13 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                     source_prompt = gr.Textbox(d["source_prompt"], label=LABELS["source_prompt"],
                                                placeholder="what the video shows (optional)")
                 with gr.Accordion("Editing", open=False, elem_id="editing-settings"):
+                    method_choice = gr.Radio(list(EDIT_METHODS), value=d["method"], label=LABELS["method"],
+                                             elem_id="method",
+                                             info="inversion: invert, then regenerate with key/value injection; "
+                                                  "flowedit: no inversion (Wan models only; see FlowEdit below)")
                     with gr.Row():
                         guidance = number("guidance")
+                        guidance_2 = number("guidance_2", info="Wan 2.2 A14B's second expert; 0 = Guidance")
                         start = gr.Radio(["inverted", "random"], value=d["start"], label=LABELS["start"])
                         seed = number("seed")
                     with gr.Row():
@@ -214,10 +222,18 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                     with gr.Row():
                         inversion_guidance = number("inversion_guidance")
                         strength = gr.Slider(0.05, 1, value=d["strength"], step=0.05, label=LABELS["strength"])
-                    negative_prompt = gr.Textbox(d["negative_prompt"], label=LABELS["negative_prompt"])
+                    negative_prompt = gr.Textbox(d["negative_prompt"], label=LABELS["negative_prompt"],
+                                                 placeholder="empty: the model's (for Wan weights, Wan's published one)")
                     dynamic_guidance = gr.Checkbox(d["dynamic_guidance"], label=LABELS["dynamic_guidance"])
                     metrics = gr.Checkbox(d["metrics"], label=LABELS["metrics"], elem_id="metrics",
                                           info="warp error and motion error of each result against the source")
+                with gr.Accordion("FlowEdit", open=False, elem_id="flowedit-settings"):
+                    gr.Markdown("With Edit method *flowedit*: the source prompt describes the video, Guidance is the "
+                                "target's scale, Steps the schedule.")
+                    with gr.Row():
+                        n_max = number("n_max", info="steps that edit, from the clean end; 0 = 33/50 of Steps")
+                        n_min = number("n_min", info="last steps run as plain sampling of the target")
+                        source_guidance = number("source_guidance", info="guidance of the source prompt")
         with gr.Row():
             comparison = gr.Video(label="Source | result", interactive=False, autoplay=True, loop=True, height=320,
                                   scale=2, elem_id="comparison-video")
@@ -232,7 +248,8 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                 "inversion": method, "source_prompt": source_prompt, "guidance": guidance, "start": start,
                 "seed": seed, "injection": injection, "injection_steps": injection_steps,
                 "inversion_guidance": inversion_guidance, "strength": strength, "negative_prompt": negative_prompt,
-                "dynamic_guidance": dynamic_guidance, "metrics": metrics}
+                "dynamic_guidance": dynamic_guidance, "metrics": metrics, "method": method_choice,
+                "guidance_2": guidance_2, "n_max": n_max, "n_min": n_min, "source_guidance": source_guidance}
         names = {component: name for name, component in form.items()}
 
         def values_of(data: dict) -> dict:
@@ -250,7 +267,9 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                 return [], _status("Upload a clip or use the bundled sample.")
             try:
                 read, _, _ = settings_from_form(values_of(data))
-                items, text = preview_frames(path, read, studio.model().temporal_factor)
+                model = studio.model()
+                read, _, _ = family_defaults(model, read)
+                items, text = preview_frames(path, read, model.temporal_factor)
                 return items, _status(text)
             except Exception as err:  # noqa: BLE001 - shown in the page, the app stays usable
                 return [], fail(err, path)
@@ -261,7 +280,9 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
 
         def on_invert(data, progress=gr.Progress(track_tqdm=True)):
             try:
-                read, inv, _ = settings_from_form(values_of(data))
+                read, inv, config = settings_from_form(values_of(data))
+                if config.method == "flowedit":
+                    raise VidinvertError("FlowEdit makes no inversion", "press Edit, or choose Edit method inversion")
                 started = time.perf_counter()
                 seen: list[str] = []
                 prepared = studio.prepared(data[video], read, inv, say_with(progress), seen)
@@ -289,7 +310,9 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                         session)
             session["results"] = [dataclasses.asdict(r) for r in results]
             summary = job.summary
-            reused = " (inversion reused)" if summary["inversion_reused"] else ""
+            reused = " (inversion reused)" if summary.get("inversion_reused") else ""
+            if summary.get("method") == "flowedit":
+                reused = f" by FlowEdit ({summary['flowedit']['n_max']} of {summary['flowedit']['steps']} steps)"
             text = (f"Edited {summary['frames']} frames at {summary['size'][1]}×{summary['size'][0]} with "
                     f"{len(results)} prompt{'s' if len(results) > 1 else ''} in {summary['edit_seconds']:.1f} s{reused}.")
             for r, measured in zip(results, job.metrics):

@@ -1,8 +1,10 @@
 """The engine behind the page (no Gradio here): one model, loaded lazily, and a cache of inversions over ``jobs``.
 
 Cache key: (video content hash, frame settings, inversion settings, model fingerprint), so "Invert" then "Edit", or
-several edits of one clip, invert once. Every step is a ``jobs`` function; the settings JSON is the one ``jobs``
-writes for the CLI (paths reduced to file names: the page never writes server paths into a download).
+several edits of one clip, invert once. FlowEdit (``EditConfig.method == "flowedit"``) makes no inversion: its
+edits cache the opened video (frames and latents) under (video hash, frame settings, model fingerprint). Every
+step is a ``jobs`` function; the settings JSON is the one ``jobs`` writes for the CLI (paths reduced to file names:
+the page never writes server paths into a download).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Callable
 from .. import jobs
 from ..atomic import outputs_together
 from ..errors import VidinvertError
+from ..flowedit import flow_schedule
 from ..settings import EditConfig, InvertSettings, ModelSettings, OutputSettings, ReadSettings
 
 CACHE_SIZE = 4  # inversions kept in memory (least recently used dropped first)
@@ -91,10 +94,7 @@ class Studio:
             warnings: gets the library's warnings of the inversion (one line each, no repeats), also when it is
                 reused from the cache (they are kept with it).
         """
-        if not video:
-            raise VidinvertError("no video chosen", "upload a clip or click 'Use the bundled sample'")
-        if not Path(video).is_file():
-            raise VidinvertError(f"video not found: {Path(video).name}", "upload the clip again")
+        self._check_video(video)
         with self._lock:
             if self._model is None:
                 say("loading the model")
@@ -116,11 +116,38 @@ class Studio:
             warnings.extend(line for line in seen if line not in warnings)
         return prepared
 
+    @staticmethod
+    def _check_video(video: str) -> None:
+        if not video:
+            raise VidinvertError("no video chosen", "upload a clip or click 'Use the bundled sample'")
+        if not Path(video).is_file():
+            raise VidinvertError(f"video not found: {Path(video).name}", "upload the clip again")
+
+    def source(self, video: str, read: ReadSettings, say: Callable[[str], None] = lambda text: None) -> jobs.Source:
+        """A video opened (read and encoded) for the model, from the cache or now: what FlowEdit edits."""
+        self._check_video(video)
+        with self._lock:
+            if self._model is None:
+                say("loading the model")
+            model = self.model()
+            key = (file_hash(video), read, "source", model.name, model.fingerprint())
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            say("reading and encoding the video")
+            source = jobs.open_source(model, video, read)
+            self._cache[key] = source
+            while len(self._cache) > max(1, self.cache_size):
+                self._cache.popitem(last=False)
+            return source
+
     def edit(self, video: str, read: ReadSettings, inv: InvertSettings, prompts: list[str], config: EditConfig,
              folder: Path, say: Callable[[str], None] = lambda text: None,
              metrics: bool = OutputSettings.metrics) -> tuple[list[EditResult], jobs.JobResult]:
         """Invert (or reuse) and edit with ``prompts`` in one batch; write results, comparisons and settings JSON
-        into ``folder`` (a fresh one per run); with ``metrics``, measure each result's temporal metrics too.
+        into ``folder`` (a fresh one per run); with ``metrics``, measure each result's temporal metrics too. With
+        ``config.method == "flowedit"``: FlowEdit the video over ``inv.steps`` steps, no inversion (the record's
+        ``invert`` and ``inversion`` are ``null``, as the CLI's).
 
         Returns:
             One ``EditResult`` per prompt, and the job's result (summary, warnings, record).
@@ -131,17 +158,35 @@ class Studio:
         started = time.perf_counter()
         with outputs_together():  # the videos, comparisons and settings JSON of a run appear together or not at all
             with jobs.collect_warnings(result.warnings):
-                jobs.check_edit_request(video, prompts, read, inv, config)
+                flowedit = config.method == "flowedit"
+                if flowedit:
+                    jobs.check_prompts(prompts)
+                    jobs.check_flowedit_request(video, config, None, None, False)
+                    config.flowedit.editing_steps(inv.steps)  # n_max/n_min against the steps, before model work
+                else:
+                    jobs.check_edit_request(video, prompts, read, inv, config)
                 videos, comparisons = jobs.plan_edit_outputs(Path(video).stem, len(prompts), output, "edit", [Path(video)])
                 with self._lock:
-                    prepared = self.prepared(video, read, inv, say, result.warnings)
+                    if self._model is None:
+                        say("loading the model")
                     model = self.model()
-                    jobs.check_model_fits(model, config)
+                    if flowedit:
+                        flow_schedule(model, inv.steps)  # refuses a DDIM model before the video is read
+                        source = self.source(video, read, say)
+                    else:
+                        prepared = self.prepared(video, read, inv, say, result.warnings)
+                        jobs.check_model_fits(model, config)
                     say(f"editing with {len(prompts)} prompt{'s' if len(prompts) > 1 else ''}")
-                    jobs.edit_prepared(model, prepared, prompts, config, videos, comparisons, output, result=result)
+                    if flowedit:
+                        jobs.flowedit_source(model, source, prompts, config, inv.steps, videos, comparisons, output,
+                                             result)
+                    else:
+                        jobs.edit_prepared(model, prepared, prompts, config, videos, comparisons, output,
+                                           result=result)
                 result.summary["seconds"] = round(time.perf_counter() - started, 2)  # as run_edit: inversion included
                 result.summary.update(jobs.peak_memory())
             result.notes = list(self.notes)
+            read, inv, config = jobs.family_defaults(model, read, None if flowedit else inv, config)  # as run
             jobs.write_records(result, "serve", model, self.settings, read, inv, config, output, show=_name_only)
         items = [EditResult(p, v, c, s) for p, v, c, s in zip(prompts, videos, comparisons, result.settings_files)]
         return items, result
