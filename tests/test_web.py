@@ -91,7 +91,7 @@ def test_the_page_widgets_start_at_the_form_defaults():
     ("steps", 1001, ["Steps", "between 1 and 1000"]),
     ("steps", 2.5, ["Steps", "whole number"]),
     ("steps", 0, ["Steps", "between 1 and 1000"]),
-    ("max_num_frames", -1, ["Max frames", ">= 1"]),
+    ("max_num_frames", -1, ["Max frames", "between 1"]),
     ("skip_frames_start", -1, ["Skip start"]),
     ("frame_sample_step", -2, ["Stride"]),
     ("guidance", 1e308, ["Guidance", "between 1 and 100"]),

@@ -186,7 +186,7 @@ def test_cli_windowed_reconstruct_reads_every_frame(tmp_path):
     assert record["read"]["max_frames"] is None and record["invert"]["window"] == 3
     assert (record["inversion"]["window"], record["inversion"]["window_overlap"]) == (3, 1)
     assert Inversion.load(tmp_path / "r.inv").windows().count == 8  # 16 latent frames
-    assert ReadSettings().max_frames == 49  # without --window the cap stays
+    assert ReadSettings().max_frames is None  # left to the job: the model's default frames unless windowed
 
 
 # ---- long inversions resume; the batch job file takes the window -----------------------------------------------
