@@ -15,6 +15,7 @@ and report
     python bench/fidelity.py                   # tiny at steps 10,25,50 + demo at 25,50; writes bench/results/
     python bench/fidelity.py --models demo --demo-dtypes fp32
     python bench/fidelity.py --quick           # steps 4, tiny 5b style only, one run (for tests; writes nothing)
+    python bench/fidelity.py --models demo-wan --name fidelity_wan   # the Wan demo model (Euler steps)
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--methods", default=None,
                         help="strategies (default ddim,fixed-point,fixed-point+anderson2; the demo model: ddim, fixed-point, "
                              "fixed-point-whole-last and fixed-point-whole-last+clean16)")
-    parser.add_argument("--models", default=None, help="tiny and/or demo (default both; --quick: tiny)")
+    parser.add_argument("--models", default=None, help="tiny, demo and/or demo-wan (default tiny,demo; --quick: tiny)")
+    parser.add_argument("--name", default="fidelity", help="results file name in --out (default fidelity)")
     parser.add_argument("--demo-steps", default="25,50", help="step counts for the demo model (default 25,50)")
     parser.add_argument("--demo-dtypes", default="fp32,bf16", help="dtypes for the demo model (default fp32,bf16)")
     parser.add_argument("--tol", type=float, default=1e-6, help="fixed-point tolerance (default 1e-6)")
@@ -184,17 +186,19 @@ def main(argv: list[str] | None = None) -> dict:
                              "steps": steps, "method": method, **result})
                 report(rows[-1])
     demo_described = {}
-    for dtype in [d.strip() for d in args.demo_dtypes.split(",")] if "demo" in models else []:
-        from vidinvert.models import load_pipeline
+    demos = [(name, dtype.strip()) for name in ("demo", "demo-wan") if name in models
+             for dtype in args.demo_dtypes.split(",")]
+    for demo_name, dtype in demos:
+        from vidinvert.models import load_pipeline, wrap
 
-        model = VideoModel(load_pipeline("demo", dtype=dtype, device="cpu"), name="demo")
+        model = wrap(load_pipeline(demo_name, dtype=dtype, device="cpu"), name=demo_name)
         for clip_name, (latents, described) in demo_clips(model).items():
             demo_described[clip_name] = described
             reference_frames = model.decode(latents)[0]
             for steps in [int(s) for s in args.demo_steps.split(",")]:
                 for method in demo_methods:
                     result = measure_one(model, latents, reference_frames, steps, demo_table[method], repeats)
-                    rows.append({"style": "demo", "weights": "trained", "dtype": dtype, "clip": clip_name,
+                    rows.append({"style": demo_name, "weights": "trained", "dtype": dtype, "clip": clip_name,
                                  "steps": steps, "method": method, **result})
                     report(rows[-1])
     machine = bc.machine_info("cpu", load_at_start)
@@ -214,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(markdown)
     print(json.dumps(bc.json_safe(data)))
     out = args.out if args.out is not None else (None if args.quick else str(bc.RESULTS_DIR))
-    for path in bc.write_results("fidelity", data, markdown, out):
+    for path in bc.write_results(args.name, data, markdown, out):
         print(f"wrote {path}", file=sys.stderr)
     return data
 
