@@ -92,7 +92,9 @@ def source_specs(count: int, frames: int, seed: int):
             for k in range(count)]
 
 
-def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: float) -> dict:
+def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: float, baselines: bool = True) -> dict:
+    """The quality part for clips of ``frames`` frames; without ``baselines``, the windowed edit only (the
+    split-and-stitch and one-window rows then repeat it, for comparing window settings quickly)."""
     from vidinvert import EditConfig, edit, invert
     from vidinvert.demo import judges
     from vidinvert.demo.world import caption, render
@@ -117,12 +119,14 @@ def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: floa
         target = EDIT_TARGET[spec.colour]
         prompt = caption(target, spec.shape, spec.motion, spec.background)
         windowed = model.decode(edit(model, inversion, prompt, EditConfig()))[0]
+        one_window = (model.decode(edit(model, inverted(z, spec.caption, None), prompt, EditConfig()))[0]
+                      if baselines else windowed)
         stitched_parts = []
-        for a, b in pieces(frames):
+        for a, b in pieces(frames) if baselines else []:
             part_inversion = inverted(model.encode(source[a:b]), spec.caption, None)
             part = model.decode(edit(model, part_inversion, prompt, EditConfig()))[0]
             stitched_parts.append(part if a == 0 else part[1:])  # the shared end frame once
-        stitched = torch.cat(stitched_parts)  # [F, 3, H, W]
+        stitched = torch.cat(stitched_parts) if baselines else windowed  # [F, 3, H, W]
         # metrics' convention, a border b between frames b - 1 and b: piece k's shared last frame a is piece k's,
         # frame a + 1 piece k + 1's
         piece_borders = [a + 1 for a, _ in pieces(frames)[1:]]
@@ -141,7 +145,7 @@ def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: floa
                 colour=[judges.object_colour(clip[a:b]) == target for a, b in spans],
                 motion=[judges.motion(clip[a:b]) == judges.motion(source[a:b]) for a, b in spans],
                 centroid_px=[judges.centroid_distance(clip[a:b], source[a:b]) for a, b in spans],
-                source_motion=[judges.motion(source[a:b]) for a, b in spans],
+                motion_judged=[judges.motion(clip[a:b]) for a, b in spans],
                 whole_motion=judges.motion(clip) == judges.motion(source),
                 seam=seam[own], seam_at_pieces=seam["at_pieces"], seam_at_windows=seam["at_windows"],
                 frame_change=change_score(clip, window_borders if own == "at_windows" else piece_borders),
@@ -150,9 +154,11 @@ def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: floa
         rows.append(dict(caption=spec.caption, speed=round(spec.speed, 3), windows=windows.count,
                          window_borders=window_borders, piece_borders=piece_borders,
                          recon_psnr=psnr(recon, round_trip), source_seam=seams(source),
-                         round_trip_seam=seams(round_trip),
+                         round_trip_seam=seams(round_trip), one_window_seam=seams(one_window),
                          source_motion_matches_caption=[m == spec.motion for m in judged_source_motion(source, spans)],
+                         source_motion=judged_source_motion(source, spans),
                          windowed=judged(windowed, "at_windows"), stitched=judged(stitched, "at_pieces"),
+                         one_window=judged(one_window, "at_windows"),
                          seconds=time.time() - started))
         print(json.dumps({"frames": frames, **rows[-1]}), flush=True)  # progress: one line per clip
 
@@ -178,8 +184,10 @@ def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: floa
                 min_recon_psnr=min(r["recon_psnr"] for r in rows),
                 source_seam={k: mean([r["source_seam"][k] for r in rows]) for k in ("at_windows", "at_pieces")},
                 round_trip_seam={k: mean([r["round_trip_seam"][k] for r in rows]) for k in ("at_windows", "at_pieces")},
+                one_window_seam={k: mean([r["one_window_seam"][k] for r in rows]) for k in ("at_windows", "at_pieces")},
                 source_motion_matches_caption=sum(matches) / len(matches),
-                windowed=summary("windowed"), stitched=summary("stitched"), rows=rows)
+                windowed=summary("windowed"), stitched=summary("stitched"), one_window=summary("one_window"),
+                rows=rows)
 
 
 def mean(values: list[float]) -> float:
@@ -277,7 +285,8 @@ def to_markdown(r: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for q in r["quality"]:
-        for kind, name in (("windowed", "windowed (this)"), ("stitched", "split-and-stitch")):
+        for kind, name in (("windowed", "windowed (this)"), ("stitched", "split-and-stitch"),
+                           ("one_window", "one window of the whole clip")):
             s = q[kind]
             lines.append(
                 f"| {q['frames']} | {q['windows']} | {q['recon_psnr']:.1f} (min {q['min_recon_psnr']:.1f}) | {name} | "
@@ -285,10 +294,14 @@ def to_markdown(r: dict) -> str:
                 f"{s['worst_window_motion']:.0%} | {s['centroid_px']:.2f} / {s['worst_window_centroid_px']:.2f} | "
                 f"{s['whole_motion_kept']:.0%} | {s['seam']:.2f} / {s['max_seam']:.2f} | "
                 f"{s['seam_at_pieces']:.2f} | {s['frame_change']:.2f} |")
-    lines += ["", "Seam score of the source itself and of its VAE round trip, at the windows' / the pieces' borders: "
+    lines += ["", "Seam score with no windows at the same borders (the windows' / the pieces'): the source itself, "
+              "its VAE round trip, and the same edit run as one window of the whole clip (past the model's trained "
+              "length; inverted the same way): "
               + "; ".join(f"{q['frames']} frames: source {q['source_seam']['at_windows']:.2f} / "
                           f"{q['source_seam']['at_pieces']:.2f}, round trip {q['round_trip_seam']['at_windows']:.2f} / "
-                          f"{q['round_trip_seam']['at_pieces']:.2f}" for q in r["quality"]) + ". "
+                          f"{q['round_trip_seam']['at_pieces']:.2f}, one-window edit "
+                          f"{q['one_window_seam']['at_windows']:.2f} / {q['one_window_seam']['at_pieces']:.2f}"
+                          for q in r["quality"]) + ". "
               + "The source's own motion judged per window equals its caption's on "
               + ", ".join(f"{q['source_motion_matches_caption']:.0%} of the windows at {q['frames']} frames"
                           for q in r["quality"]) + "."]
