@@ -146,6 +146,7 @@ def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: floa
                 motion=[judges.motion(clip[a:b]) == judges.motion(source[a:b]) for a, b in spans],
                 centroid_px=[judges.centroid_distance(clip[a:b], source[a:b]) for a, b in spans],
                 motion_judged=[judges.motion(clip[a:b]) for a, b in spans],
+                displacement_px=[displacement_error(clip[a:b], source[a:b]) for a, b in spans],
                 whole_motion=judges.motion(clip) == judges.motion(source),
                 seam=seam[own], seam_at_pieces=seam["at_pieces"], seam_at_windows=seam["at_windows"],
                 frame_change=change_score(clip, window_borders if own == "at_windows" else piece_borders),
@@ -157,6 +158,8 @@ def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: floa
                          round_trip_seam=seams(round_trip), one_window_seam=seams(one_window),
                          source_motion_matches_caption=[m == spec.motion for m in judged_source_motion(source, spans)],
                          source_motion=judged_source_motion(source, spans),
+                         source_travel_px=[float((judges.centroids(source[b - 1:b]) - judges.centroids(source[a:a + 1]))
+                                                 .norm()) for a, b in spans],
                          windowed=judged(windowed, "at_windows"), stitched=judged(stitched, "at_pieces"),
                          one_window=judged(one_window, "at_windows"),
                          seconds=time.time() - started))
@@ -174,6 +177,7 @@ def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: floa
                     centroid_px=mean([v for r in rows for v in r[kind]["centroid_px"]]),
                     worst_window_centroid_px=max(mean([r[kind]["centroid_px"][w] for r in rows])
                                                  for w in range(len(rows[0][kind]["centroid_px"]))),
+                    displacement_px=mean([v for r in rows for v in r[kind]["displacement_px"]]),
                     seam=mean([r[kind]["seam"] for r in rows]), max_seam=max(r[kind]["seam"] for r in rows),
                     seam_at_pieces=mean([r[kind]["seam_at_pieces"] for r in rows]),
                     frame_change=mean([r[kind]["frame_change"] for r in rows]))
@@ -186,8 +190,30 @@ def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: floa
                 round_trip_seam={k: mean([r["round_trip_seam"][k] for r in rows]) for k in ("at_windows", "at_pieces")},
                 one_window_seam={k: mean([r["one_window_seam"][k] for r in rows]) for k in ("at_windows", "at_pieces")},
                 source_motion_matches_caption=sum(matches) / len(matches),
+                source_travel_px=mean([v for r in rows for v in r["source_travel_px"]]),
                 windowed=summary("windowed"), stitched=summary("stitched"), one_window=summary("one_window"),
                 rows=rows)
+
+
+def displacement_error(clip: torch.Tensor, source: torch.Tensor) -> float:
+    """How far (px) the edit's object travels from where the source's does over the frames: the least-squares
+    velocity of each centroid track (px per frame, frames without an object skipped), the difference's length times
+    the frames spanned. Unlike the direction judge it has no "still"/"bouncing" threshold to cross."""
+    from vidinvert.demo import judges
+
+    def velocity(track):
+        keep = ~track.isnan().any(dim=1)
+        t = torch.arange(len(track), dtype=torch.float64)[keep]
+        points = track.double()[keep]  # [N, 2]
+        if len(t) < 2:
+            return None
+        t = t - t.mean()
+        return (t[:, None] * (points - points.mean(dim=0))).sum(dim=0) / (t * t).sum()  # [2] px per frame
+
+    ours, theirs = velocity(judges.centroids(clip)), velocity(judges.centroids(source))
+    if ours is None or theirs is None:
+        return float("nan")
+    return float((ours - theirs).norm() * (len(clip) - 1))
 
 
 def mean(values: list[float]) -> float:
@@ -280,9 +306,10 @@ def to_markdown(r: dict) -> str:
         f"| frames | windows | reconstruction PSNR vs VAE (>= {g['recon_psnr']:g} dB) | method | target colour, "
         f"all windows / worst window (>= {g['edit_colour']:.0%}) | motion kept, all windows / worst window "
         f"(>= {g['motion_kept']:.0%}) | centroid distance to the source px, all windows / worst window | "
+        "displacement error per window px | "
         f"motion kept, whole clip | seam score at its own borders, mean / max (<= {g['seam']:g}) | "
         "seam score at the pieces' borders | frame-change score at its own borders |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for q in r["quality"]:
         for kind, name in (("windowed", "windowed (this)"), ("stitched", "split-and-stitch"),
@@ -292,6 +319,7 @@ def to_markdown(r: dict) -> str:
                 f"| {q['frames']} | {q['windows']} | {q['recon_psnr']:.1f} (min {q['min_recon_psnr']:.1f}) | {name} | "
                 f"{s['colour']:.0%} / {s['worst_window_colour']:.0%} | {s['motion_kept']:.0%} / "
                 f"{s['worst_window_motion']:.0%} | {s['centroid_px']:.2f} / {s['worst_window_centroid_px']:.2f} | "
+                f"{s['displacement_px']:.2f} | "
                 f"{s['whole_motion_kept']:.0%} | {s['seam']:.2f} / {s['max_seam']:.2f} | "
                 f"{s['seam_at_pieces']:.2f} | {s['frame_change']:.2f} |")
     lines += ["", "Seam score with no windows at the same borders (the windows' / the pieces'): the source itself, "
@@ -304,7 +332,10 @@ def to_markdown(r: dict) -> str:
                           for q in r["quality"]) + ". "
               + "The source's own motion judged per window equals its caption's on "
               + ", ".join(f"{q['source_motion_matches_caption']:.0%} of the windows at {q['frames']} frames"
-                          for q in r["quality"]) + "."]
+                          for q in r["quality"]) + ", where its object travels "
+              + ", ".join(f"{q['source_travel_px']:.1f} px per window at {q['frames']} frames" for q in r["quality"])
+              + " (displacement error: the least-squares velocity of the edit's centroid track against the "
+              "source's, times the window's frames)."]
     if not r.get("cost"):
         return "\n".join(lines)
     lines += ["", f"Cost at {r['cost'][0]['size']}x{r['cost'][0]['size']} (plain DDIM inversion, one edit, decode; "
