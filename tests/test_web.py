@@ -48,8 +48,10 @@ FORM_FIELDS = {
     "dynamic_guidance": (EditConfig, "dynamic_guidance"), "injection": (InjectionConfig, "enabled"),
     "injection_steps": (InjectionConfig, "step_fraction"), "blend": (BlendConfig, "enabled"),
     "blend_source": (BlendConfig, "source_prompt"), "metrics": (OutputSettings, "metrics"),
+    "window": (InvertSettings, "window"), "overlap": (InvertSettings, "overlap"),
 }
 UNSET_AS_ZERO = {"frame_sample_step", "height", "width"}  # None in settings, 0 ("auto") in the form
+UNSET_AS_EMPTY = {"window"}  # None in settings, an empty text box in the form
 
 
 # ---- plain parts (no browser) ---------------------------------------------------------------------------------
@@ -59,6 +61,7 @@ def test_form_initial_values_are_the_settings_defaults():
     for key, (cls, name) in FORM_FIELDS.items():
         default = field_defaults(cls)[name]
         expected = 0 if key in UNSET_AS_ZERO and default is None else default
+        expected = "" if key in UNSET_AS_EMPTY and default is None else expected
         assert initial[key] == expected, (key, initial[key], default)
     assert settings_from_form({}) == (ReadSettings(), InvertSettings(), EditConfig())
     read, inv, config = settings_from_form({"frame_sample_step": 0, "height": 0, "width": None, "steps": 4.0,
@@ -85,7 +88,7 @@ def test_the_page_widgets_start_at_the_form_defaults():
     ("steps", 1001, ["Steps", "between 1 and 1000"]),
     ("steps", 2.5, ["Steps", "whole number"]),
     ("steps", 0, ["Steps", "between 1 and 1000"]),
-    ("max_num_frames", 0, ["Max frames", ">= 1"]),
+    ("max_num_frames", 0, ["Max frames", "between 1 and"]),
     ("skip_frames_start", -1, ["Skip start"]),
     ("frame_sample_step", -2, ["Stride"]),
     ("guidance", 1e308, ["Guidance", "between 1 and 100"]),
@@ -93,12 +96,24 @@ def test_the_page_widgets_start_at_the_form_defaults():
     ("seed", -1, ["Seed"]),
     ("injection_steps", 1.5, ["Injection steps"]),
     ("inversion", "ddpm", ["Method", "unknown value"]),
+    ("window", "wide", ["Window", "auto or a count"]),
+    ("window", "0", ["Window"]),
+    ("overlap", 1.5, ["Window overlap"]),
 ])
 def test_bad_form_values_give_one_line_naming_the_field(key, value, words):
     with pytest.raises(VidinvertError) as info:
         settings_from_form({key: value})
     message = assert_one_line(info.value, *words)
     assert message.startswith(words[0]) and "fp16" not in message
+
+
+def test_a_window_on_the_form_reads_every_frame_unless_max_frames_is_typed():
+    read, inv, _ = settings_from_form({"window": " auto ", "overlap": 0.5, "max_num_frames": None})
+    assert (inv.window, inv.overlap, read.max_frames) == ("auto", 0.5, None)
+    read, inv, _ = settings_from_form({"window": "3", "max_num_frames": 33})
+    assert (inv.window, read.max_frames) == (3, 33)
+    read, inv, _ = settings_from_form({"window": "", "max_num_frames": ""})
+    assert (inv.window, read.max_frames) == (None, ReadSettings().max_frames)
 
 
 def test_prompts_error_lines_and_page_words():
@@ -146,6 +161,16 @@ def test_studio_inverts_once_and_edits_several_prompts(tmp_path):
     assert record["result"]["prompts"] == ["a red disc", "a blue disc"] and record["inversion"]["num_steps"] == 2
     again = studio.prepared(str(SAMPLE), read, inv)
     assert again.reused and again.inversion is first.inversion
+
+
+def test_studio_edits_in_the_windows_the_form_asks_for(tmp_path):
+    studio = Studio(ModelSettings(name="tiny"))
+    read, inv, config = settings_from_form({"max_num_frames": None, "steps": 2, "window": "2"})
+    results, job = studio.edit(str(SAMPLE), read, inv, ["a red disc"], config, tmp_path, metrics=True)
+    assert job.prepared.inversion.windows().count == 2  # 9 frames = 3 latent frames, windows [0, 2) and [1, 3)
+    assert job.metrics[0].seam_score is not None
+    record = json.loads(results[0].settings.read_text())
+    assert record["invert"]["window"] == 2 and record["inversion"]["window"] == 2
 
 
 def _values(node):

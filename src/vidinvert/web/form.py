@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 
 from ..errors import SettingsError
-from ..settings import BlendConfig, EditConfig, InjectionConfig, InvertSettings, OutputSettings, ReadSettings
+from ..settings import (BlendConfig, EditConfig, InjectionConfig, InvertSettings, OutputSettings, ReadSettings,
+                        default_max_frames)
 
 LABELS = {  # form key -> the label the page shows (errors name fields by it)
     "skip_frames_start": "Skip start", "skip_frames_end": "Skip end", "frame_sample_step": "Stride",
@@ -17,7 +18,7 @@ LABELS = {  # form key -> the label the page shows (errors name fields by it)
     "seed": "Seed", "injection": "Key/value injection", "injection_steps": "Injection steps",
     "inversion_guidance": "Inversion guidance", "strength": "Strength", "negative_prompt": "Negative prompt",
     "dynamic_guidance": "Dynamic guidance", "blend": "Local blend", "blend_source": "Blend: what the video shows",
-    "metrics": "Temporal metrics",
+    "metrics": "Temporal metrics", "window": "Window", "overlap": "Window overlap",
 }
 
 
@@ -26,7 +27,8 @@ SETTING_LABELS = {  # per group: how settings.py names a field in its messages -
              "frame stride": "Stride", "max frames": "Max frames", "height": "Height", "width": "Width",
              "resize mode": "Resize"},
     "inv": {"steps": "Steps", "inversion guidance": "Inversion guidance", "inversion method": "Method",
-            "inversion depth (strength)": "Strength"},
+            "inversion depth (strength)": "Strength", "window (latent frames)": "Window", "window overlap":
+            "Window overlap", "window": "Window"},
     "edit": {"guidance": "Guidance", "seed": "Seed", "start": "Start from",
              "injection step fraction": "Injection steps"},
 }
@@ -44,6 +46,7 @@ def form_defaults() -> dict:
         "inversion_guidance": inv.guidance, "strength": inv.depth, "negative_prompt": edit.negative_prompt,
         "dynamic_guidance": edit.dynamic_guidance, "blend": BlendConfig().enabled,
         "blend_source": BlendConfig().source_prompt, "metrics": OutputSettings().metrics,
+        "window": "" if inv.window is None else str(inv.window), "overlap": inv.overlap,
     }
 
 
@@ -92,22 +95,26 @@ def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditCo
     names the field by its label."""
     values = {**form_defaults(), **form}
     injection_on = values["injection"] if isinstance(values["injection"], bool) else values["injection"] == "on"
+    window = str(values["window"] if values["window"] is not None else "").strip() or None  # empty: one window
     built = {}
     steps = [
+        ("inv", lambda: InvertSettings(
+            steps=_number(values, "steps", whole=True),
+            prompt=(values["source_prompt"] or "").strip(),
+            guidance=_number(values, "inversion_guidance"),
+            method=values["inversion"],
+            depth=_number(values, "strength"),
+            window=window,
+            overlap=_number(values, "overlap"))),
         ("read", lambda: ReadSettings(
             height=_number(values, "height", whole=True, optional=True),
             width=_number(values, "width", whole=True, optional=True),
             skip_start=_number(values, "skip_frames_start", whole=True),
             skip_end=_number(values, "skip_frames_end", whole=True),
             stride=_number(values, "frame_sample_step", whole=True, optional=True),
-            max_frames=_number(values, "max_num_frames", whole=True),
+            max_frames=(default_max_frames(built["inv"].window) if values["max_num_frames"] in (None, "")
+                        else _number(values, "max_num_frames", whole=True)),
             resize=values["resize"])),
-        ("inv", lambda: InvertSettings(
-            steps=_number(values, "steps", whole=True),
-            prompt=(values["source_prompt"] or "").strip(),
-            guidance=_number(values, "inversion_guidance"),
-            method=values["inversion"],
-            depth=_number(values, "strength"))),
         ("edit", lambda: EditConfig(
             guidance=_number(values, "guidance"),
             negative_prompt=values["negative_prompt"] or "",
