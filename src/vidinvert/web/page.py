@@ -190,8 +190,8 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                         skip_start = number("skip_frames_start")
                         skip_end = number("skip_frames_end")
                         stride = number("frame_sample_step", info="0 = auto (only if too long)")
-                        max_frames = number("max_num_frames", info="trimmed to the model's rule (4k+1); empty = "
-                                                                    f"{d['max_num_frames']}, or every frame with a window")
+                        max_frames = number("max_num_frames", info=f"trimmed to the model's rule (4k+1); empty = "
+                                                                    f"{d['max_num_frames']}, every frame with a window")
                     with gr.Row():
                         height = number("height", info="multiple of 16; 0 = the model's")
                         width = number("width", info="multiple of 16; 0 = the model's")
