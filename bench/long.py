@@ -165,16 +165,26 @@ def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: floa
                          seconds=time.time() - started))
         print(json.dumps({"frames": frames, **rows[-1]}), flush=True)  # progress: one line per clip
 
+    return summarise(dict(frames=frames, clips=clips, windows=rows[0]["windows"], overlap=overlap, rows=rows))
+
+
+def summarise(q: dict) -> dict:
+    """``q`` (one clip length: ``frames``, ``clips``, ``windows``, ``overlap``, ``rows``) with the summaries over its
+    rows added (also re-run by ``--render`` on a saved JSON)."""
+    rows = q["rows"]
+
     def summary(kind):
         colour = [v for r in rows for v in r[kind]["colour"]]
         motion = [v for r in rows for v in r[kind]["motion"]]
+        centroid = [v for r in rows for v in r[kind]["centroid_px"]]
         return dict(colour=sum(colour) / len(colour), motion_kept=sum(motion) / len(motion),
                     worst_window_colour=min(sum(r[kind]["colour"][w] for r in rows) / len(rows)
                                             for w in range(len(rows[0][kind]["colour"]))),
                     worst_window_motion=min(sum(r[kind]["motion"][w] for r in rows) / len(rows)
                                             for w in range(len(rows[0][kind]["motion"]))),
                     whole_motion_kept=sum(r[kind]["whole_motion"] for r in rows) / len(rows),
-                    centroid_px=mean([v for r in rows for v in r[kind]["centroid_px"]]),
+                    centroid_px=mean(centroid),  # over the windows where both clips show an object
+                    windows_without_object=sum(not math.isfinite(v) for v in centroid),
                     worst_window_centroid_px=max(mean([r[kind]["centroid_px"][w] for r in rows])
                                                  for w in range(len(rows[0][kind]["centroid_px"]))),
                     displacement_px=mean([v for r in rows for v in r[kind]["displacement_px"]]),
@@ -183,16 +193,14 @@ def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: floa
                     frame_change=mean([r[kind]["frame_change"] for r in rows]))
 
     matches = [v for r in rows for v in r["source_motion_matches_caption"]]
-    return dict(frames=frames, clips=clips, windows=rows[0]["windows"], overlap=overlap,
-                recon_psnr=mean([r["recon_psnr"] for r in rows]),
+    return dict(q, recon_psnr=mean([r["recon_psnr"] for r in rows]),
                 min_recon_psnr=min(r["recon_psnr"] for r in rows),
                 source_seam={k: mean([r["source_seam"][k] for r in rows]) for k in ("at_windows", "at_pieces")},
                 round_trip_seam={k: mean([r["round_trip_seam"][k] for r in rows]) for k in ("at_windows", "at_pieces")},
                 one_window_seam={k: mean([r["one_window_seam"][k] for r in rows]) for k in ("at_windows", "at_pieces")},
                 source_motion_matches_caption=sum(matches) / len(matches),
                 source_travel_px=mean([v for r in rows for v in r["source_travel_px"]]),
-                windowed=summary("windowed"), stitched=summary("stitched"), one_window=summary("one_window"),
-                rows=rows)
+                windowed=summary("windowed"), stitched=summary("stitched"), one_window=summary("one_window"))
 
 
 def displacement_error(clip: torch.Tensor, source: torch.Tensor) -> float:
@@ -217,7 +225,8 @@ def displacement_error(clip: torch.Tensor, source: torch.Tensor) -> float:
 
 
 def mean(values: list[float]) -> float:
-    values = [v for v in values if v is not None and not math.isnan(v)]
+    """Mean of the finite values (a window without an object scores ``inf`` centroid distance; ``nan``: unmeasured)."""
+    values = [v for v in values if v is not None and math.isfinite(v)]
     return sum(values) / len(values) if values else float("nan")
 
 
@@ -318,7 +327,8 @@ def to_markdown(r: dict) -> str:
             lines.append(
                 f"| {q['frames']} | {q['windows']} | {q['recon_psnr']:.1f} (min {q['min_recon_psnr']:.1f}) | {name} | "
                 f"{s['colour']:.0%} / {s['worst_window_colour']:.0%} | {s['motion_kept']:.0%} / "
-                f"{s['worst_window_motion']:.0%} | {s['centroid_px']:.2f} / {s['worst_window_centroid_px']:.2f} | "
+                f"{s['worst_window_motion']:.0%} | {s['centroid_px']:.2f} / {s['worst_window_centroid_px']:.2f}"
+                f"{' (' + str(s['windows_without_object']) + ' windows without the object)' if s['windows_without_object'] else ''} | "
                 f"{s['displacement_px']:.2f} | "
                 f"{s['whole_motion_kept']:.0%} | {s['seam']:.2f} / {s['max_seam']:.2f} | "
                 f"{s['seam_at_pieces']:.2f} | {s['frame_change']:.2f} |")
@@ -367,8 +377,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(BENCH / "results" / "long"), help="writes OUT.json and OUT.md")
     parser.add_argument("--quick", action="store_true", help="2 clips, 6 steps, 33 frames, writes nothing")
+    parser.add_argument("--render", metavar="JSON", help="rewrite OUT.md from a saved OUT.json (summaries recomputed)")
     args = parser.parse_args(argv)
     common = load_common()
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        results["quality"] = [summarise(q) for q in results["quality"]]
+        write(results, Path(args.render).with_suffix(""), common)
+        return results
     common.setup(args.threads)
     if args.quick:
         args.clips, args.steps, args.lengths, args.cost_lengths = 2, 6, "33", "9,17"
@@ -392,12 +408,16 @@ def main(argv: list[str] | None = None) -> dict:
     markdown = to_markdown(results)
     print(markdown)
     if not args.quick:
-        out = Path(args.out)
-        out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=float) + "\n")
-        out.with_suffix(".md").write_text(
-            "# Long clips in temporal windows\n\nMeasured by `python bench/long.py` "
-            f"({results['seconds']:.0f} s). {common.cpu_note(results['machine'], 2)}\n\n{markdown}\n")
+        write(results, Path(args.out), common)
     return results
+
+
+def write(results: dict, out: Path, common) -> None:
+    """``OUT.json`` and ``OUT.md``."""
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    out.with_suffix(".md").write_text(
+        "# Long clips in temporal windows\n\nMeasured by `python bench/long.py` "
+        f"({results['seconds']:.0f} s). {common.cpu_note(results['machine'], 2)}\n\n{to_markdown(results)}\n")
 
 
 if __name__ == "__main__":
