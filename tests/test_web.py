@@ -98,7 +98,7 @@ def test_the_page_widgets_start_at_the_form_defaults():
     ("inversion", "ddpm", ["Method", "unknown value"]),
     ("window", "wide", ["Window", "auto or a count"]),
     ("window", "0", ["Window"]),
-    ("overlap", 1.5, ["Window overlap"]),
+    ("overlap", 1.5, ["Window overlap", "below 1"]),
 ])
 def test_bad_form_values_give_one_line_naming_the_field(key, value, words):
     with pytest.raises(VidinvertError) as info:

@@ -155,6 +155,7 @@ def test_wan_inverts_and_edits_in_windows():
 def test_bad_window_settings_are_one_line_errors(model):
     assert_one_line_error(lambda: resolve(model, 5, 9), "window", "longer than the clip")
     assert_one_line_error(lambda: InvertSettings(window=3, overlap=1.0), "overlap", "below 1")
+    assert_one_line_error(lambda: InvertSettings(window=3, overlap=1.5), "overlap", "below 1")  # not "in (0, 1]"
     assert_one_line_error(lambda: InvertSettings(window=3, overlap=0.0), "overlap")
     assert_one_line_error(lambda: InvertSettings(window="wide"), "window")
     assert_one_line_error(lambda: resolve(model, 5, 1), "window", "too short")
