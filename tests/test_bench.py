@@ -233,3 +233,29 @@ def test_speed_wan_quick_counts_rows_per_method():
     assert data["flowedit_1"]["edit_steps"] == data["config"]["n_max"] == 1  # round(33/50 x 2)
     assert all(data[m]["per_edit_s"] == round(data[m]["total_s"] / data[m]["num_prompts"], 4) for m in rows)
     check_machine_note(data, repeats=1)
+
+
+def test_long_bench_borders_and_motion_measures():
+    """bench/long.py's helpers: the frame-change score uses metrics' border convention (b: frames b-1 and b), the
+    pieces' borders fall where a piece's frames give way to the next's, the displacement error is 0 for the same
+    track and the travel difference for another speed; --render rebuilds the markdown from the saved JSON."""
+    long = load("long")
+    clip = torch.zeros(9, 3, 16, 16)
+    clip[5:] = 0.5  # a jump between frames 4 and 5
+    clip += torch.linspace(0, 0.01, 9).view(9, 1, 1, 1)  # a small steady change elsewhere
+    assert long.change_score(clip, [5]) > 10 and long.change_score(clip, [4]) == pytest.approx(1, abs=1e-3)
+    assert [a + 1 for a, _ in long.pieces(33)[1:]] == [9, 17, 25]
+
+    def disc(speed):
+        frames = torch.full((9, 3, 32, 32), -1.0)
+        for f in range(9):
+            x = 8 + round(speed * f)
+            frames[f, 0, 12:18, x:x + 6] = 1.0  # a red block moving right
+        return frames
+
+    assert long.displacement_error(disc(1), disc(1)) == pytest.approx(0, abs=1e-6)
+    assert long.displacement_error(disc(2), disc(1)) == pytest.approx(8, abs=0.5)  # 2 vs 1 px/frame over 8 frames
+    saved = json.loads((BENCH / "results" / "long.json").read_text())
+    assert [q["frames"] for q in saved["quality"]] and all("one_window_seam" in q for q in saved["quality"])
+    markdown = long.to_markdown(dict(saved, quality=[long.summarise(q) for q in saved["quality"]]))
+    assert "windowed (this)" in markdown and "one window of the whole clip" in markdown

@@ -51,10 +51,11 @@ FORM_FIELDS = {
     "blend_source": (BlendConfig, "source_prompt"), "metrics": (OutputSettings, "metrics"), "method": (EditConfig, "method"),
     "guidance_2": (EditConfig, "guidance_2"), "n_max": (FlowEditConfig, "n_max"), "n_min": (FlowEditConfig, "n_min"),
     "source_guidance": (FlowEditConfig, "source_guidance"),
+    "window": (InvertSettings, "window"), "overlap": (InvertSettings, "overlap"),
 }
 # None in settings (left to the model or the schedule), 0 ("auto") in the form; "" for texts
 UNSET_AS_ZERO = {"frame_sample_step", "height", "width", "max_num_frames", "guidance_2", "n_max"}
-UNSET_AS_EMPTY = {"negative_prompt"}
+UNSET_AS_EMPTY = {"negative_prompt", "window"}
 
 
 # ---- plain parts (no browser) ---------------------------------------------------------------------------------
@@ -104,6 +105,9 @@ def test_the_page_widgets_start_at_the_form_defaults():
     ("n_max", 2.5, ["FlowEdit n_max", "whole number"]),
     ("n_min", -1, ["FlowEdit n_min", "between 0 and 1000"]),
     ("source_guidance", 0.5, ["Source guidance", "between 1 and 100"]),
+    ("window", "wide", ["Window", "auto or a count"]),
+    ("window", "0", ["Window"]),
+    ("overlap", 1.5, ["Window overlap", "below 1"]),
 ])
 def test_bad_form_values_give_one_line_naming_the_field(key, value, words):
     with pytest.raises(VidinvertError) as info:
@@ -142,6 +146,15 @@ def test_studio_flowedit_equals_the_cli_job_and_reuses_the_opened_video(tmp_path
     assert sum(1 for key in studio._cache if "source" in key) == 1  # opened once
     with pytest.raises(VidinvertError, match="flow-matching"):
         Studio(ModelSettings(name="tiny")).edit(str(SAMPLE), read, inv, ["x"], config, tmp_path / "cog")
+
+
+def test_a_window_on_the_form_reads_every_frame_unless_max_frames_is_typed():
+    read, inv, _ = settings_from_form({"window": " auto ", "overlap": 0.5, "max_num_frames": None})
+    assert (inv.window, inv.overlap, read.max_frames) == ("auto", 0.5, None)
+    read, inv, _ = settings_from_form({"window": "3", "max_num_frames": 33})
+    assert (inv.window, read.max_frames) == (3, 33)
+    read, inv, _ = settings_from_form({"window": "", "max_num_frames": ""})
+    assert (inv.window, read.max_frames) == (None, None)  # the model's default frames, filled in by the job
 
 
 def test_prompts_error_lines_and_page_words():
@@ -189,6 +202,16 @@ def test_studio_inverts_once_and_edits_several_prompts(tmp_path):
     assert record["result"]["prompts"] == ["a red disc", "a blue disc"] and record["inversion"]["num_steps"] == 2
     again = studio.prepared(str(SAMPLE), read, inv)
     assert again.reused and again.inversion is first.inversion
+
+
+def test_studio_edits_in_the_windows_the_form_asks_for(tmp_path):
+    studio = Studio(ModelSettings(name="tiny"))
+    read, inv, config = settings_from_form({"max_num_frames": None, "steps": 2, "window": "2"})
+    results, job = studio.edit(str(SAMPLE), read, inv, ["a red disc"], config, tmp_path, metrics=True)
+    assert job.prepared.inversion.windows().count == 2  # 9 frames = 3 latent frames, windows [0, 2) and [1, 3)
+    assert job.metrics[0].seam_score is not None
+    record = json.loads(results[0].settings.read_text())
+    assert record["invert"]["window"] == 2 and record["inversion"]["window"] == 2
 
 
 def _values(node):

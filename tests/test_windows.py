@@ -155,6 +155,7 @@ def test_wan_inverts_and_edits_in_windows():
 def test_bad_window_settings_are_one_line_errors(model):
     assert_one_line_error(lambda: resolve(model, 5, 9), "window", "longer than the clip")
     assert_one_line_error(lambda: InvertSettings(window=3, overlap=1.0), "overlap", "below 1")
+    assert_one_line_error(lambda: InvertSettings(window=3, overlap=1.5), "overlap", "below 1")  # not "in (0, 1]"
     assert_one_line_error(lambda: InvertSettings(window=3, overlap=0.0), "overlap")
     assert_one_line_error(lambda: InvertSettings(window="wide"), "window")
     assert_one_line_error(lambda: resolve(model, 5, 1), "window", "too short")
@@ -242,3 +243,37 @@ def test_a_saved_inversion_keeps_its_windows(tmp_path):
     assert main(same + ["--window", "3", "-o", str(tmp_path / "a.mp4")]) == 0  # the same windows: fine
     assert main(same + ["-o", str(tmp_path / "b.mp4")]) == 0  # none asked for: the inversion's
     assert main(same + ["--window", "4", "-o", str(tmp_path / "c.mp4")]) == 2  # other windows: one-line error
+
+
+# ---- window borders for the seam score --------------------------------------------------------------------------
+def test_pixel_borders_are_where_windows_start_and_stop():
+    """Demo layout, 33 frames = 9 latent frames in windows [0,3) [2,5) [4,7) [6,9): pixel spans [0,9) [5,17)
+    [13,25) [21,33); a border b is between frames b-1 and b (``metrics.seam_score``)."""
+    assert plan(9, 3, 1).pixel_borders(4) == (5, 9, 13, 17, 21, 25)
+    assert plan(5, 3, 2).pixel_borders(4) == (1, 5, 9, 13)  # stride 1: every latent frame's edge
+    assert plan(9, 9, 0).pixel_borders(4) == ()  # one window
+    for windows in (plan(17, 3, 1), plan(40, 13, 3), plan(22, 21, 5)):
+        weights = windows.weights()  # [count, T]
+        pixel_frames = 4 * (windows.frames - 1) + 1
+        latent_of = [0] + [(f - 1) // 4 + 1 for f in range(1, pixel_frames)]  # pixel frame -> its latent frame
+        changes = {f for f in range(1, pixel_frames)
+                   if not torch.equal(weights[:, latent_of[f]] > 0, weights[:, latent_of[f - 1]] > 0)}
+        assert set(windows.pixel_borders(4)) == changes  # exactly where the set of contributing windows changes
+
+
+def test_cli_windowed_edit_measures_a_seam_score_and_one_window_does_not(tmp_path):
+    from vidinvert.cli import main
+    from vidinvert.export import write_video
+
+    clip = tmp_path / "long.mp4"
+    write_video(moving_square(64, 64, 21), clip, fps=8.0)  # 6 latent frames
+    for window, expect_seam in (("3", True), (None, False)):
+        out = tmp_path / f"e{window}.mp4"
+        args = ["edit", str(clip), "--model", "tiny", "--steps", "2", "--prompt", "a red disc", "-o", str(out),
+                "--no-comparison", "--metrics", "--quiet"] + (["--window", window] if window else [])
+        assert main(args) == 0
+        metrics = json.loads(out.with_suffix(".json").read_text())["result"]["metrics"]
+        assert len(metrics) == 1 and metrics[0]["pairs"] == 20
+        assert (metrics[0]["seam_score"] is not None) == expect_seam
+        if expect_seam:
+            assert metrics[0]["seam_score"] > 0

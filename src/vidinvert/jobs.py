@@ -429,10 +429,12 @@ def measure_temporal(videos: torch.Tensor, reference: torch.Tensor, result: JobR
     the source frames as the model read them, or the VAE round trip when the source is gone), into
     ``result.metrics`` and ``result.summary["metrics"]`` (one dict per output, in the outputs' order).
 
-    ``borders``: frame indices where temporal windows meet, for the seam score (none: the edit ran as one window).
+    ``borders``: pixel frames where temporal windows meet (``Windows.pixel_borders``), for the seam score (none: the
+    edit ran as one window, and the seam score is ``None``); those past the compared frames are dropped.
     """
     started = time.perf_counter()
     count = min(videos.shape[1], reference.shape[0])  # as the comparison videos do, should the decoder differ
+    borders = tuple(b for b in borders if 0 < b < count)
     result.metrics = [temporal_metrics(videos[k, :count], reference[:count], borders) for k in range(videos.shape[0])]
     result.summary["metrics"] = [m.as_dict() for m in result.metrics]
     result.summary["metrics_seconds"] = round(time.perf_counter() - started, 2)
@@ -534,7 +536,8 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
     summary["edit_seconds"] = round(time.perf_counter() - started, 2)
     result.summary = summary
     if output.metrics or reconstruct:
-        measure_temporal(videos, reference, result)  # one window: no borders
+        borders = inversion.windows().pixel_borders(model.temporal_factor)  # () for one window
+        measure_temporal(videos, reference, result, borders)
     result.outputs, result.comparisons = list(videos_out), list(comparisons_out)
     result.prepared, result.latents, result.videos = prepared, latents, videos
     return result

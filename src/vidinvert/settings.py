@@ -229,7 +229,7 @@ def check_window(window, overlap: float) -> int | str | None:
                                     "use e.g. auto or 13") from None
         _number("window (latent frames)", window, 1, 100_000, integer=True, example=13)
         window = int(window)
-    _number("window overlap", overlap, 0.0, 1.0, low_open=True, example=DEFAULT_OVERLAP)
+    _number("window overlap", overlap, 0.0, low_open=True, example=DEFAULT_OVERLAP)  # above 1: the line below
     if overlap >= 1.0:
         raise SettingsError(f"window overlap must be below 1 (a share of the window), got {overlap:g}",
                             f"use e.g. {DEFAULT_OVERLAP}")

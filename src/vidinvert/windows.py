@@ -68,6 +68,25 @@ class Windows:
             weights[k, start:stop] = ramp
         return (weights / weights.sum(dim=0, keepdim=True)).float()  # [count, frames]
 
+    def pixel_borders(self, temporal_factor: int) -> tuple[int, ...]:
+        """Pixel frames where a window's contribution starts or stops, as ``metrics.seam_score`` takes them: a
+        border ``b`` means frames ``b - 1`` and ``b`` are not blended from the same windows.
+
+        Latent frame 0 decodes to pixel frame 0 and latent ``j >= 1`` to pixel frames ``tf*(j-1)+1 .. tf*j`` (the
+        causal temporal VAE, ``tf = temporal_factor``). Every window after the first starts contributing at the
+        first pixel frame of its first latent frame (where an overlap zone begins); every window before the last
+        stops after the last pixel frame of its last latent frame (where an overlap zone ends). Both edges are
+        borders: the blend weights change slope at each. Empty for one window.
+
+        Args:
+            temporal_factor: pixel frames per latent frame after the first (4 for CogVideoX, Wan and the demo).
+        """
+        first_pixel = [0 if s == 0 else temporal_factor * (s - 1) + 1 for s in self.starts]
+        spans = self.spans()
+        starts = first_pixel[1:]  # where windows 1.. begin
+        stops = [temporal_factor * (stop - 1) + 1 for _, stop in spans[:-1]]  # the frame after windows ..-2 end
+        return tuple(sorted(set(starts + stops)))
+
     def record(self) -> tuple[int, int]:
         """``(size, overlap)`` as an inversion saves them (``(0, 0)`` for one window: the whole clip)."""
         return (0, 0) if self.count == 1 else (self.size, self.overlap)

@@ -21,6 +21,7 @@ LABELS = {  # form key -> the label the page shows (errors name fields by it)
     "metrics": "Temporal metrics",
     "guidance_2": "Guidance 2 (low-noise expert)", "method": "Edit method", "n_max": "FlowEdit n_max",
     "n_min": "FlowEdit n_min", "source_guidance": "Source guidance",
+    "window": "Window", "overlap": "Window overlap",
 }
 
 
@@ -29,7 +30,8 @@ SETTING_LABELS = {  # per group: how settings.py names a field in its messages -
              "frame stride": "Stride", "max frames": "Max frames", "height": "Height", "width": "Width",
              "resize mode": "Resize"},
     "inv": {"steps": "Steps", "inversion guidance": "Inversion guidance", "inversion method": "Method",
-            "inversion depth (strength)": "Strength"},
+            "inversion depth (strength)": "Strength", "window (latent frames)": "Window", "window overlap":
+            "Window overlap", "window": "Window"},
     "edit": {"guidance": "Guidance", "seed": "Seed", "start": "Start from",
              "injection step fraction": "Injection steps", "second guidance": "Guidance 2 (low-noise expert)",
              "edit method": "Edit method", "FlowEdit source guidance": "Source guidance"},
@@ -51,6 +53,7 @@ def form_defaults() -> dict:
         "blend_source": BlendConfig().source_prompt, "metrics": OutputSettings().metrics,
         "guidance_2": edit.guidance_2 or 0, "method": edit.method,
         "n_max": flow.n_max or 0, "n_min": flow.n_min, "source_guidance": flow.source_guidance,
+        "window": "" if inv.window is None else str(inv.window), "overlap": inv.overlap,
     }
 
 
@@ -101,8 +104,17 @@ def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditCo
     source prompt is both the inversion's prompt and FlowEdit's source description, as on the CLI."""
     values = {**form_defaults(), **form}
     injection_on = values["injection"] if isinstance(values["injection"], bool) else values["injection"] == "on"
+    window = str(values["window"] if values["window"] is not None else "").strip() or None  # empty: one window
     built = {}
     steps = [
+        ("inv", lambda: InvertSettings(
+            steps=_number(values, "steps", whole=True),
+            prompt=(values["source_prompt"] or "").strip(),
+            guidance=_number(values, "inversion_guidance"),
+            method=values["inversion"],
+            depth=_number(values, "strength"),
+            window=window,
+            overlap=_number(values, "overlap"))),
         ("read", lambda: ReadSettings(
             height=_number(values, "height", whole=True, optional=True),
             width=_number(values, "width", whole=True, optional=True),
@@ -111,12 +123,6 @@ def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditCo
             stride=_number(values, "frame_sample_step", whole=True, optional=True),
             max_frames=_number(values, "max_num_frames", whole=True, optional=True),
             resize=values["resize"])),
-        ("inv", lambda: InvertSettings(
-            steps=_number(values, "steps", whole=True),
-            prompt=(values["source_prompt"] or "").strip(),
-            guidance=_number(values, "inversion_guidance"),
-            method=values["inversion"],
-            depth=_number(values, "strength"))),
         ("edit", lambda: EditConfig(
             guidance=_number(values, "guidance"),
             negative_prompt=values["negative_prompt"] or None,

@@ -193,11 +193,18 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                         skip_start = number("skip_frames_start")
                         skip_end = number("skip_frames_end")
                         stride = number("frame_sample_step", info="0 = auto (only if too long)")
-                        max_frames = number("max_num_frames", info="0 = the model's (49 CogVideoX, 81 Wan); 4k+1")
+                        max_frames = number("max_num_frames", info="0 = the model's (49 CogVideoX, 81 Wan; every "
+                                                                    "frame with a window); 4k+1")
                     with gr.Row():
                         height = number("height", info="multiple of 16; 0 = the model's")
                         width = number("width", info="multiple of 16; 0 = the model's")
                         resize = gr.Radio(["stretch", "crop"], value=d["resize"], label=LABELS["resize"])
+                    with gr.Row():  # long clips: temporal windows (windows.py)
+                        window = gr.Textbox(d["window"], label=LABELS["window"], elem_id="window",
+                                            placeholder="empty = one window",
+                                            info="latent frames per temporal window for a long clip; auto = the "
+                                                 "model's trained length")
+                        overlap = number("overlap", info="share of a window its neighbours overlap, below 1")
                 with gr.Accordion("Inversion", open=False, elem_id="inversion-settings"):
                     with gr.Row():
                         steps = number("steps")
@@ -249,7 +256,8 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                 "seed": seed, "injection": injection, "injection_steps": injection_steps,
                 "inversion_guidance": inversion_guidance, "strength": strength, "negative_prompt": negative_prompt,
                 "dynamic_guidance": dynamic_guidance, "metrics": metrics, "method": method_choice,
-                "guidance_2": guidance_2, "n_max": n_max, "n_min": n_min, "source_guidance": source_guidance}
+                "guidance_2": guidance_2, "n_max": n_max, "n_min": n_min, "source_guidance": source_guidance,
+                "window": window, "overlap": overlap}
         names = {component: name for name, component in form.items()}
 
         def values_of(data: dict) -> dict:
