@@ -43,7 +43,6 @@ import torch
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-DEFAULT_MODEL = ROOT / "src" / "vidinvert" / "demo" / "model"
 EDIT_TARGET = {"red": "green", "green": "blue", "blue": "yellow", "yellow": "purple", "purple": "white", "white": "red"}
 GOALS = {"recon_psnr": 30.0, "edit_colour": 0.80, "motion_kept": 0.80, "seam": 1.2}
 PIECE = 9  # pixel frames of a split-and-stitch piece (the model's trained length)
@@ -306,7 +305,7 @@ def to_markdown(r: dict) -> str:
     g = r["goals"]
     overlap = r["quality"][0]["overlap"] if r["quality"] else 0.25
     lines = [
-        f"Demo model (window 3 latent frames, overlap {overlap:g} = {max(1, math.floor(overlap * 3))} latent "
+        f"Model `{r['model']}` (window 3 latent frames, overlap {overlap:g} = {max(1, math.floor(overlap * 3))} latent "
         f"frame(s)), {r['steps']} steps, held-out combinations, "
         f"{r['clips']} clips per length; fixed-point inversion (tol 1e-5, max_iter 10, Anderson 2) with the source "
         "caption; colour edits with the library defaults (guidance 6, injection on, inverted start). Seam score = "
@@ -364,7 +363,7 @@ def to_markdown(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--model", default="demo", help="demo (default), demo-wan or a pipeline folder")
     parser.add_argument("--clips", type=int, default=6, help="held-out source clips per length")
     parser.add_argument("--lengths", default="33,65", help="clip lengths (frames) of the quality part")
     parser.add_argument("--cost-lengths", default="9,17,33,65", help="clip lengths of the cost part")
@@ -389,13 +388,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.clips, args.steps, args.lengths, args.cost_lengths = 2, 6, "33", "9,17"
     load_at_start = common.load_average()
-    from diffusers import CogVideoXPipeline
-
-    from vidinvert import VideoModel
+    from vidinvert.models import load_pipeline, wrap
     from vidinvert.settings import DEFAULT_OVERLAP
 
-    pipe = CogVideoXPipeline.from_pretrained(args.model)
-    model = VideoModel(pipe, name=str(args.model))
+    model = wrap(load_pipeline(args.model, dtype="fp32", device="cpu"), name=args.model)  # demo, demo-wan or a folder
+    model.pipe.set_progress_bar_config(disable=True)
     started = time.time()
     results = dict(model=str(args.model), steps=args.steps, clips=args.clips, goals=GOALS, seed=args.seed)
     overlap = DEFAULT_OVERLAP if args.overlap is None else args.overlap

@@ -198,7 +198,7 @@ def test_shipped_wan_model_loads_offline_and_samples(monkeypatch):
                output_type="pt", max_sequence_length=16).frames
     assert out.shape == (1, 9, 3, 64, 64) and torch.isfinite(out).all()
     model = wrap(load_pipeline(DEMO_WAN, device="cpu"), name=DEMO_WAN)
-    assert model.family == "wan" and model.native_size() == (64, 64)
+    assert model.family == "wan" and model.native_size() == (64, 64) and model.trained_frames == 9  # its window
     frames, _ = render(ClipSpec("red", "disc", "right", "black"))
     latents = model.encode(frames)  # normalised with the per-channel statistics the training stored
     assert latents.shape == (1, 3, pipe.transformer.config.in_channels, 8, 8)

@@ -21,6 +21,7 @@ MODEL_DIR = Path(__file__).resolve().parent / "model"
 WAN_MODEL_DIR = Path(__file__).resolve().parent / "model_wan"
 SAMPLE_CLIP = Path(__file__).resolve().parent / "sample.mp4"
 NATIVE_SIZE = (64, 64)  # (height, width) of the world's frames, which both demo models are trained on
+TRAINED_FRAMES = 9  # frames of the world's clips (world.FRAMES): both demo models' temporal window
 
 
 def model_available(folder: Path = MODEL_DIR) -> bool:

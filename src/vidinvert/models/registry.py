@@ -204,14 +204,14 @@ def wrap(pipe, name: str | None = None):
     if family_of(pipe) == "wan":
         from .wan import WanModel
 
-        native = None
+        native = trained = None
         if name == DEMO_WAN:
-            from ..demo import NATIVE_SIZE as native
+            from ..demo import NATIVE_SIZE as native, TRAINED_FRAMES as trained
         elif name in TINY_WAN:
             from ..tiny_wan import native_size
 
             native = native_size(TINY_WAN[name])
-        return WanModel(pipe, name=name, native_size=native)
+        return WanModel(pipe, name=name, native_size=native, trained_frames=trained)
     from .cogvideox import VideoModel
 
     return VideoModel(pipe, name=name)

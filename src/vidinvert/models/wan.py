@@ -46,9 +46,12 @@ class WanModel:
         name: how the model is named in saved inversions and settings (default: the pipeline's path or "tiny-wan").
         native_size: (height, width) the model is run at by default; default: Wan's (480x832, or 704x1280 for a
             TI2V-5B layout).
+        trained_frames: pixel frames of the clips it was trained on, its temporal window and the frames read by
+            default (Wan's config does not carry it); default: Wan's 81.
     """
 
-    def __init__(self, pipe, name: str | None = None, native_size: tuple[int, int] | None = None):
+    def __init__(self, pipe, name: str | None = None, native_size: tuple[int, int] | None = None,
+                 trained_frames: int | None = None):
         missing = [n for n in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler") if getattr(pipe, n, None) is None]
         if missing or not hasattr(pipe.transformer, "blocks"):
             raise VidinvertError(
@@ -73,10 +76,10 @@ class WanModel:
         self.temporal_factor = pipe.vae_scale_factor_temporal  # pixel frames per latent frame (after the first)
         _, p_h, p_w = self.config.patch_size
         self.size_multiple = self.spatial_factor * max(p_h, p_w)  # frame sizes must divide by this (16 or 32)
-        self.trained_frames = DEFAULT_FRAMES  # Wan is trained and run at 81 frames (21 latent frames)
+        self.trained_frames = trained_frames or DEFAULT_FRAMES  # Wan is trained and run at 81 frames (21 latent)
         self.temporal_patch = int(self.config.patch_size[0])  # latent frames per patch (1 for Wan 2.1/2.2)
         self._native = native_size or (NATIVE_SIZE_TI2V if self.expand_timesteps else NATIVE_SIZE)
-        self.default_frames = DEFAULT_FRAMES  # frames read when none are asked for
+        self.default_frames = trained_frames or DEFAULT_FRAMES  # frames read when none are asked for
         # The published negative prompt for a model whose tokenizer is Wan's UMT5 (any Wan-AI checkpoint, on the hub
         # or copied to a folder); "" for the tiny and demo models, whose small vocabularies would read it as unknowns.
         readable = len(pipe.tokenizer) >= UMT5_VOCABULARY
