@@ -11,9 +11,10 @@ learned metric):
     of the source (goal >= 30 dB);
 (c) colour edits (red -> green, ...; the rest of the caption kept) from the same inversions: fraction with the
     target colour (goal >= 80%), mean per-frame centroid distance to the source (goal <= 2 px), background PSNR
-    against the source (goal >= 25 dB), for injection on/off x start inverted/random x reference text
-    inversion/edit (``inverted`` + ``inversion`` is the library default; ``random`` + ``edit`` is the public
-    CogVideo script's layout), and for edits that re-sample only part of the schedule (``strength``) or start from
+    against the source (goal >= 25 dB), the median over clips of the object masks' IoU against the source's
+    (``judges.shape_iou``: shape and place, whatever the colour), for injection on/off x start inverted/random x
+    reference text inversion/edit (``inverted`` + ``inversion`` is the library default; ``random`` + ``edit`` is the
+    public CogVideo script's layout), and for edits that re-sample only part of the schedule (``strength``) or start from
     K-RNR (``krnr``), or weight the reference tokens up (``reference_weight``), or blend into the source outside a
     mask of where the source and edit captions disagree (``blend``; the inversions carry the source caption);
 (d) reconstruction from plain DDIM inversion, where the zero-terminal-SNR end loses the source: full strength,
@@ -183,6 +184,7 @@ def run(model_name: str, clips: int, steps: int, guidance: float, edit_guidance:
         motion=sum(judges.motion(r) == sp.motion for r, sp in zip(round_trips, specs)) / clips,
         centroid_px=sum(judges.centroid_distance(r, s) for r, s in zip(round_trips, sources)) / clips,
         background_psnr=sum(judges.background_psnr(r, s) for r, s in zip(round_trips, sources)) / clips,
+        shape_iou_median=median([judges.shape_iou(r, s) for r, s in zip(round_trips, sources)]),
     )
 
     # (b) reconstruction with the source caption, guidance 1
@@ -231,6 +233,7 @@ def run(model_name: str, clips: int, steps: int, guidance: float, edit_guidance:
                 motion_ok=judges.motion(clip) == spec.motion,
                 centroid_px=judges.centroid_distance(clip, src),
                 background_psnr=judges.background_psnr(clip, src),
+                shape_iou=judges.shape_iou(clip, src),
             ))
         finite = [r["centroid_px"] for r in rows if math.isfinite(r["centroid_px"])]
         edits[name] = dict(
@@ -239,6 +242,7 @@ def run(model_name: str, clips: int, steps: int, guidance: float, edit_guidance:
             centroid_px=sum(finite) / len(finite) if finite else float("inf"),
             no_object=len(rows) - len(finite),
             background_psnr=sum(r["background_psnr"] for r in rows) / len(rows),
+            shape_iou_median=median([r["shape_iou"] for r in rows]),
             seconds=time.time() - t,
         )
     # (d) reconstruction from plain DDIM inversion: strength and K-RNR (DDIM models only)
@@ -261,6 +265,15 @@ def run(model_name: str, clips: int, steps: int, guidance: float, edit_guidance:
         edits=edits, ddim_reconstruction=krnr_rows, timings=timings, threads=torch.get_num_threads(),
     )
     return results, dict(sources=sources, recons=recons, edits=edit_clips, specs=specs)
+
+
+def median(values: list[float]) -> float:
+    """Median of the finite values (``nan`` when none): a clip without an object has no shape to compare."""
+    finite = sorted(v for v in values if math.isfinite(v))
+    if not finite:
+        return float("nan")
+    mid = len(finite) // 2
+    return finite[mid] if len(finite) % 2 else (finite[mid - 1] + finite[mid]) / 2
 
 
 def verdict(value: float, goal: float, higher: bool = True) -> str:
@@ -289,17 +302,17 @@ def to_markdown(r: dict) -> str:
         f"| (b) same, PSNR vs the source itself | {rec['psnr_vs_source']:.1f} dB | | |",
         f"| (b) relative latent error; evaluations per step; steps above tol | {rec['latent_rel_error']:.1e}; "
         f"{rec['evals_per_step']:.1f}; {rec['steps_not_converged']} | | |",
-        f"| VAE round trip of the sources (ceiling): PSNR / colour / motion / centroid / background PSNR | "
-        f"{vae['psnr']:.1f} dB / {vae['colour']:.0%} / {vae['motion']:.0%} / {vae['centroid_px']:.2f} px / "
-        f"{vae['background_psnr']:.1f} dB | | |",
+        f"| VAE round trip of the sources (ceiling): PSNR / colour / motion / centroid / background PSNR / shape IoU "
+        f"(median) | {vae['psnr']:.1f} dB / {vae['colour']:.0%} / {vae['motion']:.0%} / {vae['centroid_px']:.2f} px / "
+        f"{vae['background_psnr']:.1f} dB / {vae.get('shape_iou_median', float('nan')):.2f} | | |",
         "",
         f"(c) colour edits (red -> green, green -> blue, blue -> yellow, yellow -> purple, purple -> white, white -> red; "
         f"guidance {r['edit_guidance']}), {r['source_clips']} clips each; centroid distance and background PSNR "
         "against the source clip:",
         "",
         f"| edit setting | target colour (>= {g['edit_colour']:.0%}) | centroid distance (<= {g['edit_centroid_px']:.0f} px) "
-        f"| background PSNR (>= {g['edit_background_psnr']:.0f} dB) | motion kept | s |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| background PSNR (>= {g['edit_background_psnr']:.0f} dB) | motion kept | shape IoU, median | s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, e in r["edits"].items():
         missing = f" ({e['no_object']} without object)" if e["no_object"] else ""
@@ -307,7 +320,7 @@ def to_markdown(r: dict) -> str:
             f"| {name} | {e['colour']:.0%}{'' if e['colour'] >= g['edit_colour'] else ' (missed)'} | "
             f"{e['centroid_px']:.2f}{missing}{'' if e['centroid_px'] <= g['edit_centroid_px'] else ' (missed)'} | "
             f"{e['background_psnr']:.1f}{'' if e['background_psnr'] >= g['edit_background_psnr'] else ' (missed)'} | "
-            f"{e['motion_kept']:.0%} | {e['seconds']:.0f} |")
+            f"{e['motion_kept']:.0%} | {e.get('shape_iou_median', float('nan')):.2f} | {e['seconds']:.0f} |")
     if r.get("ddim_reconstruction"):
         lines += ["", "(d) reconstruction from plain DDIM inversion (one evaluation per step, source caption, "
                   f"guidance 1), {r['source_clips']} clips:", "",

@@ -115,6 +115,18 @@ def test_background_psnr_ignores_the_object_and_sees_the_background():
     assert judges.centroid_distance(source, shifted) == pytest.approx(3.0, abs=0.3)
 
 
+def test_shape_iou_ignores_colour_and_sees_place_and_shape():
+    spec = ClipSpec("red", "disc", "still", "sky", x0=30, y0=30)
+    source, _ = render(spec)
+    assert judges.shape_iou(source, render(replace(spec, colour="green"))[0]) > 0.95  # colour does not matter
+    r, d = spec.radius, 3.0
+    overlap = 2 * r * r * math.acos(d / (2 * r)) - d / 2 * math.sqrt(4 * r * r - d * d)  # two discs d apart
+    expected = overlap / (2 * math.pi * r * r - overlap)
+    assert judges.shape_iou(source, render(replace(spec, x0=33))[0]) == pytest.approx(expected, abs=0.04)
+    assert 0.6 < judges.shape_iou(source, render(replace(spec, shape="square"))[0]) < 0.9  # same place and area
+    assert math.isnan(judges.shape_iou(source * 0 - 1, source * 0 - 1))  # no object in either
+
+
 def test_shipped_model_loads_offline_and_samples(monkeypatch):
     from diffusers import CogVideoXPipeline
 

@@ -1,4 +1,5 @@
-"""Programmatic judges of synthetic-world clips (no learned metric): object colour, centroid track, motion, background.
+"""Programmatic judges of synthetic-world clips (no learned metric): object colour, centroid track, motion, shape
+(mask IoU), background.
 
 Every function takes frames ``[F, C, H, W]`` in [-1, 1] (a generated, reconstructed or edited clip). The background
 is read from the left and right borders of the frames (the world keeps the object away from them, see
@@ -124,6 +125,19 @@ def centroid_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     d = (ta - tb).norm(dim=1)
     d = d[torch.isfinite(d)]
     return float(d.mean()) if len(d) else float("inf")
+
+
+def shape_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over frames of the IoU of the two clips' object masks (each against its own background, so the object's
+    colour does not matter): 1 for the same shape in the same place. Frames where neither clip has an object are
+    skipped; ``nan`` when no frame has one."""
+    if a.shape != b.shape:
+        raise ValueError(f"clips differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    ma, mb = object_masks(a), object_masks(b)  # [F, H, W] each
+    union = (ma | mb).sum(dim=(1, 2)).double()
+    inter = (ma & mb).sum(dim=(1, 2)).double()
+    seen = union > 0
+    return float((inter[seen] / union[seen]).mean()) if seen.any() else float("nan")
 
 
 def background_psnr(a: torch.Tensor, b: torch.Tensor, dilate: int = 2) -> float:
