@@ -83,11 +83,10 @@ def main() -> None:
         first_weight(args.factor)
     elif args.option == "alternate":
         alternate()
-    from diffusers import CogVideoXPipeline
 
-    from vidinvert import VideoModel
+    from vidinvert.models import load_pipeline, wrap
 
-    model = VideoModel(CogVideoXPipeline.from_pretrained(str(long.DEFAULT_MODEL)), name="demo")
+    model = wrap(load_pipeline("demo", dtype="fp32", device="cpu"), name="demo")
     q = long.quality(model, args.frames, args.clips, args.steps, 100, args.overlap, baselines=False)
     keys = ("seam", "max_seam", "seam_at_pieces", "motion_kept", "centroid_px", "displacement_px", "colour")
     print(json.dumps({"option": args.option, "factor": args.factor if args.option == "first-weight" else None,
