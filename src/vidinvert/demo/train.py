@@ -1,5 +1,8 @@
 """Train the demo CogVideoX on the synthetic world (``world.py``), on the CPU, in under an hour.
 
+``--family wan`` trains the Wan demo model instead, with the same stages, world and budget and Wan's parts (the
+recipe is ``train_wan.py``; ``Recipe`` holds what differs). What follows describes the CogVideoX recipe.
+
 Run ``python -m vidinvert.demo.train --out DIR``. Every part is the real diffusers/transformers class, saved with
 ``CogVideoXPipeline.save_pretrained`` so that ``CogVideoXPipeline.from_pretrained(DIR)`` (and ``vidinvert --model DIR``)
 load it like published weights:
