@@ -115,11 +115,9 @@ def source_clips(count: int, seed: int):
 def text_to_video(model, prompts: list[str], steps: int, guidance: float, seed: int, chunk: int = 12) -> list[torch.Tensor]:
     """Clips ``[F, 3, H, W]`` in [-1, 1], one per prompt, from the pipeline's own ``__call__``."""
     out = []
-    extra = {"negative_prompt": [""] * chunk} if model.family == "wan" else {}  # Wan's pipeline takes it as a list
     for start in range(0, len(prompts), chunk):
         part = prompts[start : start + chunk]
-        if extra:
-            extra["negative_prompt"] = [""] * len(part)
+        extra = {"negative_prompt": [""] * len(part)} if model.family == "wan" else {}  # Wan's: one per prompt
         generator = torch.Generator().manual_seed(seed + start)
         video = model.pipe(prompt=part, height=64, width=64, num_frames=9, num_inference_steps=steps,
                            guidance_scale=guidance, generator=generator, output_type="pt",

@@ -282,7 +282,8 @@ def make_pipeline(vae, transformer, text_encoder, tokenizer, scheduler):
 
 @torch.no_grad()
 def caption_table(pipe, captions: list[str], text_len: int) -> dict[str, torch.Tensor]:
-    """Prompt embeddings ``[L, D]`` per caption, exactly as the pipeline computes them."""
+    """Prompt embeddings ``[L, D]`` per caption, exactly as the pipeline computes them (``encode_prompt``:
+    ``CogVideoXPipeline``'s and ``WanPipeline``'s take the same arguments)."""
     table = {}
     for text in captions:
         embeds, _ = pipe.encode_prompt(text, do_classifier_free_guidance=False, max_sequence_length=text_len,
@@ -321,11 +322,11 @@ class VObjective:
 
 
 def train_transformer(pipe, latents_mean, latents_std, captions, config: DemoConfig, log: Log, deadline: float,
-                      val, objective, texts_fn=None) -> tuple[torch.nn.Module, dict]:
+                      val, objective) -> tuple[torch.nn.Module, dict]:
     """Train on pre-encoded latents ``[N, T, C, h, w]`` (each clip's posterior mean and std, unscaled) with
     ``objective`` (``VObjective``, or ``train_wan.FlowObjective``); returns (EMA transformer, summary)."""
     transformer = pipe.transformer
-    texts = (texts_fn or caption_table)(pipe, sorted(set(captions)) + [""], config.text_len)
+    texts = caption_table(pipe, sorted(set(captions)) + [""], config.text_len)
     text_rows = torch.stack([texts[c] for c in captions])  # [N, L, D]
     empty = texts[""]
     generator = torch.Generator().manual_seed(config.seed + 20)
@@ -382,13 +383,13 @@ def train_transformer(pipe, latents_mean, latents_std, captions, config: DemoCon
                      val=final_val)
 
 
-def validation_batch(pipe, vae, config: DemoConfig, objective, texts_fn=None, count: int = 48):
+def validation_batch(pipe, vae, config: DemoConfig, objective, count: int = 48):
     """Fixed held-out latents, texts, timesteps and noise: a comparable validation loss throughout training."""
     specs = sample_specs(count, config.seed + 30, "heldout")
     frames, _, captions = make_batch(specs)
     means, _ = encode_clips(vae, frames)
     x0 = objective.normalize(means)
-    texts = (texts_fn or caption_table)(pipe, captions, config.text_len)
+    texts = caption_table(pipe, captions, config.text_len)
     text = torch.stack([texts[c] for c in captions])
     generator = torch.Generator().manual_seed(config.seed + 31)
     t = objective.fixed_t(count)
@@ -411,7 +412,6 @@ class Recipe:
     pipeline: Callable  # the same five -> a diffusers pipeline
     set_latent_stats: Callable  # (vae, raw latents [N, T, C, h, w]) -> a log line; stores the normalisation
     objective: type  # (pipe, latent shape) -> normalize / draw_t / fixed_t / loss
-    captions: Callable  # (pipe, captions, text_len) -> {caption: [L, D]}
     generate: Callable  # (pipe, prompt, steps, guidance, generator, text_len) -> [F, 3, H, W] in [0, 1]
     pipeline_class: str  # the diffusers class that loads the saved folder
     out: Path  # where the shipped model lives
@@ -428,11 +428,11 @@ def recipe(family: str) -> Recipe:
         from . import train_wan
 
         return Recipe(train_wan.build_components, train_wan.make_pipeline, train_wan.set_latent_stats,
-                      train_wan.FlowObjective, train_wan.caption_table, train_wan.generate, "WanPipeline",
+                      train_wan.FlowObjective, train_wan.generate, "WanPipeline",
                       PACKAGE_DIR / "model_wan")
     if family != "cogvideox":
         raise SystemExit(f"error: unknown family {family!r}; use cogvideox or wan")
-    return Recipe(build_components, make_pipeline, _set_scaling_factor, VObjective, caption_table, generate,
+    return Recipe(build_components, make_pipeline, _set_scaling_factor, VObjective, generate,
                   "CogVideoXPipeline", DEFAULT_OUT)
 
 
@@ -554,9 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     text_encoder.requires_grad_(False).eval()
     pipe = family.pipeline(vae, transformer, text_encoder, tokenizer, scheduler)
     objective = family.objective(pipe, tuple(latents_mean.shape))
-    val = validation_batch(pipe, vae, config, objective, family.captions)
+    val = validation_batch(pipe, vae, config, objective)
     ema, tr_summary = train_transformer(pipe, latents_mean, latents_std, captions, config, log, budget_end, val,
-                                        objective, family.captions)
+                                        objective)
     pipe = family.pipeline(vae, ema, text_encoder, tokenizer, scheduler)
 
     # ---- 4. save

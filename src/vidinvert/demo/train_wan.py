@@ -80,17 +80,6 @@ def set_latent_stats(vae, latents: torch.Tensor) -> str:
             f"latents_std {[round(float(v), 3) for v in std]}")
 
 
-@torch.no_grad()
-def caption_table(pipe, captions: list[str], text_len: int) -> dict[str, torch.Tensor]:
-    """Prompt embeddings ``[L, D]`` per caption, exactly as ``WanPipeline.encode_prompt`` computes them."""
-    table = {}
-    for text in captions:
-        embeds, _ = pipe.encode_prompt(text, do_classifier_free_guidance=False, max_sequence_length=text_len,
-                                       device=torch.device("cpu"), dtype=torch.float32)
-        table[text] = embeds[0]
-    return table
-
-
 class FlowObjective:
     """Rectified flow: ``x_s = (1 - s) x0 + s eps``, the model predicts ``eps - x0`` at timestep ``1000 s``."""
 

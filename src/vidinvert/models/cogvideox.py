@@ -14,7 +14,7 @@ import torch
 from ..errors import VidinvertError
 from ..schedule import Schedule, schedule_from_scheduler, split_last_step
 from ..settings import MAX_STEPS
-from .parts import PromptCache, check_frame_layout, fingerprint
+from .parts import PromptCache, check_frame_layout, fingerprint, transformer_step_bytes
 
 DEFAULT_FRAMES = 49  # CogVideoXPipeline.__call__'s default num_frames
 
@@ -118,11 +118,7 @@ class VideoModel:
         batch = min(frames, getattr(vae, "num_sample_frames_batch_size", 8) + 2)
         vae_bytes = 10 * vae.config.block_out_channels[0] * batch * tile_h * tile_w * elem
         vae_bytes += 2 * frames * 3 * height * width * 4  # the frames in and out, float32
-        latent_frames = (frames - 1) // self.temporal_factor + 1
-        shape = (1, latent_frames, 0, height // self.spatial_factor, width // self.spatial_factor)
-        tokens = self.tokens_per_row(shape)
-        transformer_bytes = 10 * rows * tokens * self.attention_width() * (torch.finfo(self.dtype).bits // 8)
-        return {"vae": int(vae_bytes), "transformer": int(transformer_bytes)}
+        return {"vae": int(vae_bytes), "transformer": transformer_step_bytes(self, frames, height, width, rows)}
 
     def injected(self, config, state):
         """Install key/value injection in every block's self-attention (see ``cogvideox_attention.injected``)."""

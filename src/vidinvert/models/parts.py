@@ -1,4 +1,5 @@
-"""Pieces every family adapter needs the same way: a model fingerprint, and prompt embeddings cached per prompt."""
+"""Pieces every family adapter needs the same way: a model fingerprint, prompt embeddings cached per prompt, and
+the transformer's share of the memory estimate."""
 
 from __future__ import annotations
 
@@ -9,6 +10,15 @@ import warnings
 import torch
 
 from ..errors import VidinvertError
+
+
+def transformer_step_bytes(model, frames: int, height: int, width: int, rows: int) -> int:
+    """Rough peak bytes of one transformer step over ``rows`` batch rows of a ``frames`` x ``height`` x ``width``
+    clip: per layer about ten ``rows x tokens x width`` tensors alive (hidden states, norms, q/k/v, attention
+    output, the feed-forward), attention computed without a tokens^2 matrix."""
+    latent_frames = (frames - 1) // model.temporal_factor + 1
+    shape = (1, latent_frames, 0, height // model.spatial_factor, width // model.spatial_factor)
+    return 10 * rows * model.tokens_per_row(shape) * model.attention_width() * (torch.finfo(model.dtype).bits // 8)
 
 
 def config_json(config) -> bytes:

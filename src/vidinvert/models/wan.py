@@ -15,7 +15,7 @@ import torch
 from ..errors import VidinvertError
 from ..schedule import Schedule, flow_schedule_from_scheduler, split_last_step
 from ..settings import MAX_STEPS
-from .parts import PromptCache, check_frame_layout, fingerprint
+from .parts import PromptCache, check_frame_layout, fingerprint, transformer_step_bytes
 
 TEXT_LENGTH = 512  # UMT5 tokens a prompt is padded/cut to (WanPipeline.__call__'s max_sequence_length default)
 NATIVE_SIZE = (480, 832)  # WanPipeline.__call__'s default height/width (Wan 2.1 480p, Wan 2.2 A14B)
@@ -172,11 +172,7 @@ class WanModel:
         chunk = min(frames, self.temporal_factor + 2)
         vae_bytes = 10 * vae.config.base_dim * chunk * tile_h * tile_w * elem
         vae_bytes += 2 * frames * 3 * height * width * 4  # the frames in and out, float32
-        latent_frames = (frames - 1) // self.temporal_factor + 1
-        shape = (1, latent_frames, 0, height // self.spatial_factor, width // self.spatial_factor)
-        transformer_bytes = 10 * rows * self.tokens_per_row(shape) * self.attention_width() * (
-            torch.finfo(self.dtype).bits // 8)
-        return {"vae": int(vae_bytes), "transformer": int(transformer_bytes)}
+        return {"vae": int(vae_bytes), "transformer": transformer_step_bytes(self, frames, height, width, rows)}
 
     def injected(self, config, state):
         """Install key/value injection in every expert's self-attention (see ``wan_attention.injected``)."""
