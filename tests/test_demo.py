@@ -247,3 +247,47 @@ def test_wan_training_recipe_is_reproducible_and_normalises_its_latents(tmp_path
     assert (per_channel.std(dim=(0, 2)) - 1).abs().max() < 1e-3
     summary = json.loads((tmp_path / "a" / "training_summary.json").read_text())
     assert summary["config"]["family"] == "wan"
+
+
+def _tiny_training(tmp_path, name):
+    return ["--vae-channels", "8,16,32", "--vae-crop-steps", "2", "--vae-full-steps", "2", "--steps", "3",
+            "--dataset-clips", "16", "--batch", "2", "--eval-steps", "0", "--sample", "", "--threads", "1",
+            "--checkpoint-minutes", "0", "--out", str(tmp_path / name)]
+
+
+@pytest.mark.parametrize("stop_at", [2, 7])  # a save inside the VAE stage; one inside the transformer stage
+def test_interrupted_training_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, stop_at):
+    """Killed after its ``stop_at``-th saved state, the same command resumes from the checkpoints and writes the
+    weights a run that was never interrupted writes; the checkpoints are removed after success."""
+    from vidinvert.demo import checkpoint, train
+
+    assert train.main(_tiny_training(tmp_path, "straight")) == 0
+    real_save, saves = checkpoint.Checkpoints.save, []
+
+    def save_then_die(self, stage, state):
+        real_save(self, stage, state)
+        saves.append(stage)
+        if len(saves) == stop_at:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.Checkpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(_tiny_training(tmp_path, "resumed"))
+    assert saves[-1] == ("vae" if stop_at == 2 else "transformer")
+    monkeypatch.setattr(checkpoint.Checkpoints, "save", real_save)
+    assert (tmp_path / "resumed.checkpoints").is_dir()
+    assert train.main(_tiny_training(tmp_path, "resumed")) == 0
+    for weights in ("vae/diffusion_pytorch_model.safetensors", "transformer/diffusion_pytorch_model.safetensors"):
+        assert (tmp_path / "straight" / weights).read_bytes() == (tmp_path / "resumed" / weights).read_bytes()
+    assert not (tmp_path / "resumed.checkpoints").exists()
+    log = (tmp_path / "resumed" / "TRAINING.md").read_text()
+    assert "Resumed" in log and log.count("## 1. VAE") == 1 and log.count("## 3. Transformer") == 1
+
+
+def test_checkpoints_of_another_config_are_refused(tmp_path):
+    from vidinvert.demo.checkpoint import CheckpointMismatch, Checkpoints
+
+    Checkpoints(tmp_path / "c", {"steps": 3})
+    with pytest.raises(CheckpointMismatch, match="different training config; pass --fresh"):
+        Checkpoints(tmp_path / "c", {"steps": 4})
+    assert Checkpoints(tmp_path / "c", {"steps": 4}, fresh=True).load("vae") is None

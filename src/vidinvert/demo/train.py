@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from . import judges
+from .checkpoint import Checkpoints, rng_state, set_rng_state
 from .world import BACKGROUNDS, HELDOUT, ClipSpec, caption, combos, make_batch, random_spec, sample_specs
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -90,6 +91,11 @@ class DemoConfig:
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
     log_every: int = 100
+
+
+# The CogVideoX demo model v2: a VAE of 3 wider blocks (4x spatial compression: 16x16 latents, so the transformer's
+# 2x2 patches are 8x8 pixels), trained longer; both cores. DemoConfig's own defaults are the v1 / Wan recipe.
+COGVIDEOX_V2 = dict(vae_channels=(16, 32, 64), vae_full_steps=3500, steps=4500, threads=2)
 
 
 def build_components(config: DemoConfig):
@@ -190,8 +196,9 @@ def vae_loss(vae, frames: torch.Tensor, masks: torch.Tensor, config: DemoConfig,
     return loss, 10 * math.log10(4.0 / max(mse.item(), 1e-12)), kl.item()
 
 
-def train_vae(vae, config: DemoConfig, log: Log, deadline: float) -> dict:
-    """Crop stage then full-frame stage; returns timing and the last losses."""
+def train_vae(vae, config: DemoConfig, log: Log, deadline: float, checkpoints: Checkpoints | None = None) -> dict:
+    """Crop stage then full-frame stage; returns timing and the last losses. With ``checkpoints``, the state is
+    saved every few minutes and a saved state is resumed."""
     rng = np.random.default_rng(config.seed + 10)
     generator = torch.Generator().manual_seed(config.seed + 11)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -199,11 +206,31 @@ def train_vae(vae, config: DemoConfig, log: Log, deadline: float) -> dict:
     vae.train()
     start = time.time()
     window: list[tuple[float, float]] = []
-    log("| step | stage | loss | PSNR dB (batch) | elapsed s |")
-    log("|---:|---|---:|---:|---:|")
     last = {}
-    step = 0
-    for step in range(total):
+    first = 0
+    saved = checkpoints.load("vae") if checkpoints else None
+    if saved is not None:
+        vae.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        set_rng_state(rng, saved["rng"])
+        generator.set_state(saved["generator"])
+        window, last, first = saved["window"], saved["last"], saved["step"]
+        start = time.time() - saved["seconds"]
+        if saved["done"]:
+            vae.eval()
+            return saved["summary"]
+        log(f"(resumed from the checkpoint at step {first})")
+    else:
+        log("| step | stage | loss | PSNR dB (batch) | elapsed s |")
+        log("|---:|---|---:|---:|---:|")
+
+    def state(step: int, done: bool, summary=None) -> dict:
+        return dict(model=vae.state_dict(), optimizer=optimizer.state_dict(), rng=rng_state(rng),
+                    generator=generator.get_state(), window=window, last=last, step=step,
+                    seconds=time.time() - start, done=done, summary=summary, log=log.lines, elapsed=log.elapsed())
+
+    step = first - 1
+    for step in range(first, total):
         crop = step < config.vae_crop_steps
         batch = config.vae_crop_batch if crop else config.vae_full_batch
         specs = [random_spec(rng, combo) for combo in _draw_combos(rng, batch)]
@@ -227,8 +254,13 @@ def train_vae(vae, config: DemoConfig, log: Log, deadline: float) -> dict:
         if time.time() > deadline:
             log(f"\nVAE stage stopped early at step {step + 1} of {total} (time budget).")
             break
+        if checkpoints and checkpoints.due() and step + 1 < total:
+            checkpoints.save("vae", state(step + 1, False))
     vae.eval()
-    return dict(steps=step + 1, seconds=time.time() - start, **last)
+    summary = dict(steps=step + 1, seconds=time.time() - start, **last)
+    if checkpoints:
+        checkpoints.save("vae", state(step + 1, True, summary))
+    return summary
 
 
 _TRAIN_COMBOS = combos("train")
@@ -322,9 +354,10 @@ class VObjective:
 
 
 def train_transformer(pipe, latents_mean, latents_std, captions, config: DemoConfig, log: Log, deadline: float,
-                      val, objective) -> tuple[torch.nn.Module, dict]:
+                      val, objective, checkpoints: Checkpoints | None = None) -> tuple[torch.nn.Module, dict]:
     """Train on pre-encoded latents ``[N, T, C, h, w]`` (each clip's posterior mean and std, unscaled) with
-    ``objective`` (``VObjective``, or ``train_wan.FlowObjective``); returns (EMA transformer, summary)."""
+    ``objective`` (``VObjective``, or ``train_wan.FlowObjective``); returns (EMA transformer, summary). With
+    ``checkpoints``, the state is saved every few minutes and a saved state is resumed."""
     transformer = pipe.transformer
     texts = caption_table(pipe, sorted(set(captions)) + [""], config.text_len)
     text_rows = torch.stack([texts[c] for c in captions])  # [N, L, D]
@@ -336,13 +369,24 @@ def train_transformer(pipe, latents_mean, latents_std, captions, config: DemoCon
     count = latents_mean.shape[0]
     forward = objective.loss
 
-    log("| step | loss (train, mean) | val loss (held-out, EMA) | lr | elapsed s |")
-    log("|---:|---:|---:|---:|---:|")
     start = time.time()
     window: list[float] = []
     history = []
-    step = 0
-    for step in range(config.steps):
+    first = 0
+    saved = checkpoints.load("transformer") if checkpoints else None
+    if saved is not None:
+        transformer.load_state_dict(saved["model"])
+        ema.load_state_dict(saved["ema"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        window, history, first = saved["window"], saved["history"], saved["step"]
+        start = time.time() - saved["seconds"]
+        log(f"(resumed from the checkpoint at step {first})")
+    else:
+        log("| step | loss (train, mean) | val loss (held-out, EMA) | lr | elapsed s |")
+        log("|---:|---:|---:|---:|---:|")
+    step = first - 1
+    for step in range(first, config.steps):
         index = torch.randint(count, (config.batch,), generator=generator)
         x0 = objective.normalize(
             latents_mean[index] + latents_std[index] * torch.randn(latents_mean[index].shape, generator=generator))
@@ -377,6 +421,11 @@ def train_transformer(pipe, latents_mean, latents_std, captions, config: DemoCon
         if time.time() > deadline:
             log(f"\nTransformer stage stopped early at step {step + 1} of {config.steps} (time budget).")
             break
+        if checkpoints and checkpoints.due() and step + 1 < config.steps:
+            checkpoints.save("transformer", dict(
+                model=transformer.state_dict(), ema=ema.state_dict(), optimizer=optimizer.state_dict(),
+                generator=generator.get_state(), window=window, history=history, step=step + 1,
+                seconds=time.time() - start, log=log.lines, elapsed=log.elapsed()))
     ema.train(False)
     final_val = next((h["val"] for h in reversed(history) if h["val"] != ""), None)
     return ema, dict(steps=step + 1, seconds=time.time() - start, loss=history[-1]["loss"] if history else None,
@@ -415,6 +464,8 @@ class Recipe:
     generate: Callable  # (pipe, prompt, steps, guidance, generator, text_len) -> [F, 3, H, W] in [0, 1]
     pipeline_class: str  # the diffusers class that loads the saved folder
     out: Path  # where the shipped model lives
+    defaults: dict  # DemoConfig fields this family's shipped model was trained with, where they differ
+    max_minutes: float  # the default training-time budget
 
 
 def _set_scaling_factor(vae, latents: torch.Tensor) -> str:
@@ -429,11 +480,11 @@ def recipe(family: str) -> Recipe:
 
         return Recipe(train_wan.build_components, train_wan.make_pipeline, train_wan.set_latent_stats,
                       train_wan.FlowObjective, train_wan.generate, "WanPipeline",
-                      PACKAGE_DIR / "model_wan")
+                      PACKAGE_DIR / "model_wan", dict(steps=7000), 58.0)
     if family != "cogvideox":
         raise SystemExit(f"error: unknown family {family!r}; use cogvideox or wan")
     return Recipe(build_components, make_pipeline, _set_scaling_factor, VObjective, generate,
-                  "CogVideoXPipeline", DEFAULT_OUT)
+                  "CogVideoXPipeline", DEFAULT_OUT, COGVIDEOX_V2, 150.0)
 
 
 def quick_text_to_video(pipe, log: Log, seed: int, steps: int = 50, guidance: float = 6.0, generate_fn=generate,
@@ -478,6 +529,16 @@ def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
+def _channels(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 16,32,64")
+    if len(values) < 2 or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least two positive widths, e.g. 16,32,64")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vidinvert.demo.train", description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="cogvideox", choices=("cogvideox", "wan"),
@@ -487,80 +548,113 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", default=None,
                         help="where to write the held-out sample clip ('' = skip; default: the bundled one for "
                              "cogvideox, skipped for wan)")
-    parser.add_argument("--seed", type=int, default=DemoConfig.seed)
-    parser.add_argument("--threads", type=int, default=DemoConfig.threads)
-    parser.add_argument("--vae-crop-steps", type=int, default=DemoConfig.vae_crop_steps)
-    parser.add_argument("--vae-full-steps", type=int, default=DemoConfig.vae_full_steps)
-    parser.add_argument("--steps", type=int, default=DemoConfig.steps, help="transformer steps")
-    parser.add_argument("--dataset-clips", type=int, default=DemoConfig.dataset_clips)
-    parser.add_argument("--batch", type=int, default=DemoConfig.batch)
-    parser.add_argument("--max-minutes", type=float, default=58.0, help="stop stages early past this wall time")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--vae-channels", type=_channels,
+                        help="VAE block widths, comma-separated; n blocks compress 2^(n-1)x in space")
+    parser.add_argument("--vae-crop-steps", type=int)
+    parser.add_argument("--vae-full-steps", type=int)
+    parser.add_argument("--steps", type=int, help="transformer steps")
+    parser.add_argument("--dataset-clips", type=int)
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--max-minutes", type=float, help="stop stages early past this much training time")
     parser.add_argument("--eval-steps", type=int, default=50, help="sampling steps of the final check (0 = skip)")
+    parser.add_argument("--checkpoints", default=None,
+                        help="folder of resumable training states (default: OUT.checkpoints; removed after success)")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0, help="save a state this often")
+    parser.add_argument("--fresh", action="store_true", help="discard saved training states and start over")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     family = recipe(args.family)
+    settings = dict(family.defaults)
+    for name in ("seed", "threads", "vae_channels", "vae_crop_steps", "vae_full_steps", "steps", "dataset_clips",
+                 "batch"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    max_minutes = args.max_minutes if args.max_minutes is not None else family.max_minutes
+    config = replace(DemoConfig(), family=args.family, **settings)
+    torch.set_num_threads(config.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.out is None:
         args.out = str(family.out)
     if args.sample is None:
         args.sample = str(DEFAULT_SAMPLE) if args.family == "cogvideox" else ""
-    config = replace(DemoConfig(), family=args.family, seed=args.seed, threads=args.threads, vae_crop_steps=args.vae_crop_steps,
-                     vae_full_steps=args.vae_full_steps, steps=args.steps, dataset_clips=args.dataset_clips,
-                     batch=args.batch)
+    out = Path(args.out)
+    checkpoints = Checkpoints(args.checkpoints or out.with_name(out.name + ".checkpoints"), asdict(config),
+                              args.checkpoint_minutes, fresh=args.fresh)
+    command = f"`python -m vidinvert.demo.train {' '.join(argv if argv is not None else sys.argv[1:])}`"
     log = Log()
-    budget_end = log.start + 60 * args.max_minutes
-    log(f"# Training log of the vidinvert demo model ({args.family})\n")
-    log(f"Command: `python -m vidinvert.demo.train {' '.join(argv if argv is not None else sys.argv[1:])}`  ")
-    log(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (torch threads {args.threads}), torch "
-        f"{torch.__version__}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    log("Config:\n\n```json\n" + json.dumps(asdict(config), indent=1) + "\n```\n")
+    latest = checkpoints.latest()
+    if latest is not None:
+        log.lines = list(latest["log"])
+        log.start = time.time() - latest["elapsed"]
+        log(f"\n(Resumed {time.strftime('%Y-%m-%d %H:%M:%S')} from the checkpoints in `{checkpoints.folder.name}/` "
+            f"by {command}, after {latest['elapsed'] / 60:.1f} min of training.)\n")
+    budget_end = log.start + 60 * max_minutes
+    if latest is None:
+        log(f"# Training log of the vidinvert demo model ({args.family})\n")
+        log(f"Command: {command}  ")
+        log(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (torch threads {config.threads}), torch "
+            f"{torch.__version__}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        log("Config:\n\n```json\n" + json.dumps(asdict(config), indent=1) + "\n```\n")
 
     import diffusers
     import transformers
 
-    log(f"diffusers {diffusers.__version__}, transformers {transformers.__version__}\n")
     vae, transformer, text_encoder, tokenizer, scheduler = family.build(config)
-    sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in
-             (("vae", vae), ("transformer", transformer), ("text_encoder", text_encoder))}
-    log(f"Parameters: {sizes}\n")
+    if latest is None:
+        log(f"diffusers {diffusers.__version__}, transformers {transformers.__version__}\n")
+        sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in
+                 (("vae", vae), ("transformer", transformer), ("text_encoder", text_encoder))}
+        log(f"Parameters: {sizes}\n")
+        log("## 1. VAE\n")
 
-    # ---- 1. VAE
-    log("## 1. VAE\n")
-    vae_budget = log.start + 60 * args.max_minutes * 0.30
-    vae_summary = train_vae(vae, config, log, min(vae_budget, budget_end))
-    vae.requires_grad_(False)
-    vae_eval = evaluate_vae(vae, log, config.seed + 40)
+    saved_latents = checkpoints.load("latents")
+    if saved_latents is None:
+        # ---- 1. VAE
+        vae_budget = log.start + 60 * max_minutes * 0.30
+        vae_summary = train_vae(vae, config, log, min(vae_budget, budget_end), checkpoints)
+        vae.requires_grad_(False)
+        vae_eval = evaluate_vae(vae, log, config.seed + 40)
 
-    # ---- 2. latents of the training set, scaling factor
-    log("\n## 2. Latents\n")
-    t0 = time.time()
-    specs = sample_specs(config.dataset_clips, config.seed + 50, "train")
-    means, stds = [], []
-    for i in range(0, len(specs), 64):
-        frames, _, _ = make_batch(specs[i : i + 64])
-        m, s = encode_clips(vae, frames)
-        means.append(m)
-        stds.append(s)
-    latents_mean, latents_std = torch.cat(means), torch.cat(stds)
-    stats = family.set_latent_stats(vae, latents_mean)
-    captions = [s.caption for s in specs]
-    log(f"{len(specs)} training clips encoded in {time.time() - t0:.0f} s: latents {tuple(latents_mean.shape)}, "
-        f"{stats}; mean posterior std {latents_std.mean():.4f}; "
-        f"{len(set(captions))} distinct captions")
+        # ---- 2. latents of the training set, scaling factor
+        log("\n## 2. Latents\n")
+        t0 = time.time()
+        specs = sample_specs(config.dataset_clips, config.seed + 50, "train")
+        means, stds = [], []
+        for i in range(0, len(specs), 64):
+            frames, _, _ = make_batch(specs[i : i + 64])
+            m, s = encode_clips(vae, frames)
+            means.append(m)
+            stds.append(s)
+        latents_mean, latents_std = torch.cat(means), torch.cat(stds)
+        stats = family.set_latent_stats(vae, latents_mean)
+        captions = [s.caption for s in specs]
+        log(f"{len(specs)} training clips encoded in {time.time() - t0:.0f} s: latents {tuple(latents_mean.shape)}, "
+            f"{stats}; mean posterior std {latents_std.mean():.4f}; "
+            f"{len(set(captions))} distinct captions")
+        log("\n## 3. Transformer\n")
+        checkpoints.save("latents", dict(vae=vae.state_dict(), vae_summary=vae_summary, vae_eval=vae_eval,
+                                         mean=latents_mean, std=latents_std, captions=captions, log=log.lines,
+                                         elapsed=log.elapsed()))
+    else:
+        vae.load_state_dict(saved_latents["vae"])
+        vae.requires_grad_(False).eval()
+        vae_summary, vae_eval = saved_latents["vae_summary"], saved_latents["vae_eval"]
+        latents_mean, latents_std = saved_latents["mean"], saved_latents["std"]
+        captions = saved_latents["captions"]
+        family.set_latent_stats(vae, latents_mean)
 
     # ---- 3. transformer
-    log("\n## 3. Transformer\n")
     text_encoder.requires_grad_(False).eval()
     pipe = family.pipeline(vae, transformer, text_encoder, tokenizer, scheduler)
     objective = family.objective(pipe, tuple(latents_mean.shape))
     val = validation_batch(pipe, vae, config, objective)
     ema, tr_summary = train_transformer(pipe, latents_mean, latents_std, captions, config, log, budget_end, val,
-                                        objective)
+                                        objective, checkpoints)
     pipe = family.pipeline(vae, ema, text_encoder, tokenizer, scheduler)
 
     # ---- 4. save
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out, safe_serialization=True)
     for path in out.rglob("*"):
@@ -573,8 +667,6 @@ def main(argv: list[str] | None = None) -> int:
     log(f"Final VAE loss {vae_summary.get('loss', float('nan')):.4f} (batch PSNR {vae_summary.get('psnr', float('nan')):.2f} dB); "
         f"final transformer loss {tr_summary['loss']:.4f} (train), {tr_summary['val']:.4f} (held-out, EMA).")
     if args.eval_steps > 0:
-        import diffusers
-
         loaded = getattr(diffusers, family.pipeline_class).from_pretrained(out)
         loaded.set_progress_bar_config(disable=True)
         quick_text_to_video(loaded, log, config.seed + 60, steps=args.eval_steps, generate_fn=family.generate,
@@ -587,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "training_summary.json").write_text(json.dumps(dict(
         config=asdict(config), vae=vae_summary, vae_eval=vae_eval, transformer=tr_summary,
         minutes=log.elapsed() / 60, size_mib=folder_size(out) / 2**20), indent=1) + "\n")
+    checkpoints.remove()
     return 0
 
 
