@@ -249,19 +249,28 @@ def test_wan_training_recipe_is_reproducible_and_normalises_its_latents(tmp_path
     assert summary["config"]["family"] == "wan"
 
 
-def _tiny_training(tmp_path, name):
+def _tiny_training(folder, name):
     return ["--vae-channels", "8,16,32", "--vae-crop-steps", "2", "--vae-full-steps", "2", "--steps", "3",
             "--dataset-clips", "16", "--batch", "2", "--eval-steps", "0", "--sample", "", "--threads", "1",
-            "--checkpoint-minutes", "0", "--out", str(tmp_path / name)]
+            "--checkpoint-minutes", "0", "--out", str(folder / name)]
+
+
+@pytest.fixture(scope="module")
+def straight_training(tmp_path_factory):
+    """The tiny CogVideoX recipe trained once, never interrupted."""
+    from vidinvert.demo import train
+
+    folder = tmp_path_factory.mktemp("straight")
+    assert train.main(_tiny_training(folder, "model")) == 0
+    return folder / "model"
 
 
 @pytest.mark.parametrize("stop_at", [2, 7])  # a save inside the VAE stage; one inside the transformer stage
-def test_interrupted_training_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, stop_at):
+def test_interrupted_training_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, stop_at, straight_training):
     """Killed after its ``stop_at``-th saved state, the same command resumes from the checkpoints and writes the
     weights a run that was never interrupted writes; the checkpoints are removed after success."""
     from vidinvert.demo import checkpoint, train
 
-    assert train.main(_tiny_training(tmp_path, "straight")) == 0
     real_save, saves = checkpoint.Checkpoints.save, []
 
     def save_then_die(self, stage, state):
@@ -278,7 +287,7 @@ def test_interrupted_training_resumes_to_the_uninterrupted_weights(tmp_path, mon
     assert (tmp_path / "resumed.checkpoints").is_dir()
     assert train.main(_tiny_training(tmp_path, "resumed")) == 0
     for weights in ("vae/diffusion_pytorch_model.safetensors", "transformer/diffusion_pytorch_model.safetensors"):
-        assert (tmp_path / "straight" / weights).read_bytes() == (tmp_path / "resumed" / weights).read_bytes()
+        assert (straight_training / weights).read_bytes() == (tmp_path / "resumed" / weights).read_bytes()
     assert not (tmp_path / "resumed.checkpoints").exists()
     log = (tmp_path / "resumed" / "TRAINING.md").read_text()
     assert "Resumed" in log and log.count("## 1. VAE") == 1 and log.count("## 3. Transformer") == 1

@@ -37,7 +37,7 @@ def build_components(config):
         z_dim=config.latent_channels,
         dim_mult=[c // base for c in config.vae_channels],
         num_res_blocks=1,
-        temperal_downsample=[False, True, True],
+        temperal_downsample=[False] * (len(config.vae_channels) - 3) + [True, True],  # 4x in time
         latents_mean=[0.0] * config.latent_channels,  # set from the training latents after the VAE stage
         latents_std=[1.0] * config.latent_channels,
     )
