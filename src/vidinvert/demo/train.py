@@ -7,10 +7,12 @@ Run ``python -m vidinvert.demo.train --out DIR``. Every part is the real diffuse
 ``CogVideoXPipeline.save_pretrained`` so that ``CogVideoXPipeline.from_pretrained(DIR)`` (and ``vidinvert --model DIR``)
 load it like published weights:
 
-1. ``AutoencoderKLCogVideoX`` (4 down blocks: 8x spatial and 4x temporal compression, as CogVideoX; 8 latent
-   channels), trained first on 32x32 crops around the object (a quarter of the pixels, and the object is a larger
-   share of them, which is what the VAE is slow to learn), then on whole frames; loss: L1 (object pixels weighted
-   up) + MSE + a small KL term. Its ``scaling_factor`` is then set to 1 / std of the latents, as CogVideoX's is.
+1. ``AutoencoderKLCogVideoX`` (v2: 3 down blocks of widths 16-32-64, 4x spatial compression, so a 64x64 frame is
+   16x16 latents and the transformer's 2x2 patches cover 8x8 pixels; 4x temporal compression as CogVideoX; 8 latent
+   channels. v1 had CogVideoX's 4 blocks, 8x spatial: 16x16-pixel tokens, a 25.9 dB round trip), trained first on
+   32x32 crops around the object (a quarter of the pixels, and the object is a larger share of them, which is what
+   the VAE is slow to learn), then on whole frames; loss: L1 (object pixels weighted up) + MSE + a small KL term. Its
+   ``scaling_factor`` is then set to 1 / std of the latents, as CogVideoX's is.
 2. ``T5EncoderModel``: small, randomly initialised from the seed and frozen (every caption gets its own embedding; the
    transformer learns to read them). The tokenizer is ``vidinvert.tiny.make_tokenizer`` (a WordLevel tokenizer over
    ``tiny.VOCABULARY``, which holds every caption word); prompts are 16 tokens (``max_text_seq_length``).
@@ -25,8 +27,13 @@ Calling the saved pipeline directly: pass ``max_sequence_length=16`` to ``CogVid
 226, pads the prompt far beyond what the model was trained on); vidinvert's ``VideoModel`` does this by itself.
 
 Reproducible: everything is drawn from ``--seed`` and fixed step counts; bit-identical results need the same torch
-build and thread count (``--threads``, default 1, which also leaves the other core of a 2-core machine free).
-``--max-minutes`` is a safety net for slow machines: a stage that would overrun stops early (logged as such).
+build and thread count (``--threads``: 2 for the CogVideoX recipe v2, 1 for Wan's). ``--max-minutes`` is a safety net
+for slow machines: a stage that would overrun stops early (logged as such).
+
+Resumable: every stage saves its whole state (weights, optimizer, EMA, random generators, the log so far) every
+``--checkpoint-minutes`` (5) under ``OUT.checkpoints/`` (``checkpoint.py``); running the same command again after an
+interruption continues from there and ends with the weights an uninterrupted run writes. The folder is removed after
+a successful run; ``--fresh`` discards it.
 """
 
 from __future__ import annotations
