@@ -75,6 +75,8 @@ def edit_configs(flow: bool = False):
                                                                            ref="inversion", weight=8.0, weight_steps=0.6),
         "injection on, local blend (mask: source vs edit caption)": dict(enabled=True, start="inverted",
                                                                          ref="inversion", blend=True),
+        "injection on, local blend, reference weight 0.3": dict(enabled=True, start="inverted", ref="inversion",
+                                                                blend=True, weight=0.3),
     }
     if flow:
         del configs["injection on, K-RNR order 2 at strength 0.95"]

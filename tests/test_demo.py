@@ -139,7 +139,7 @@ def test_shipped_model_loads_offline_and_samples(monkeypatch):
     assert size <= 30 * 2**20
     assert pipe.transformer.config.use_rotary_positional_embeddings
     assert pipe.scheduler.config.prediction_type == "v_prediction"
-    assert pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size == 16
+    assert pipe.vae_scale_factor_spatial == 4 and pipe.transformer.config.patch_size == 2  # v2: 8x8-pixel tokens
     caption = world.caption(*HELDOUT[0], "black")
     out = pipe(prompt=caption, height=64, width=64, num_frames=9, num_inference_steps=2, guidance_scale=6.0,
                generator=torch.Generator().manual_seed(0), output_type="pt",
