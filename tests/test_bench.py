@@ -259,3 +259,23 @@ def test_long_bench_borders_and_motion_measures():
     assert [q["frames"] for q in saved["quality"]] and all("one_window_seam" in q for q in saved["quality"])
     markdown = long.to_markdown(dict(saved, quality=[long.summarise(q) for q in saved["quality"]]))
     assert "windowed (this)" in markdown and "one window of the whole clip" in markdown
+
+
+def test_main_command_bench_judges_a_recoloured_source_as_the_same_disc():
+    """The README main command's judge: a perfect edit (the source redrawn green) is green in every frame, on the
+    source's path (0 px, IoU 1); the source itself is not green; the strip is source row over edit row."""
+    from dataclasses import replace
+
+    from vidinvert.demo.train import sample_spec
+    from vidinvert.demo.world import render
+
+    bench = load("main_command")
+    source = render(sample_spec())[0]
+    green = render(replace(sample_spec(), colour="green"))[0]
+    judged = bench.judge(green, source)
+    assert judged["colour"] == "green" and judged["frames_green"] == 1.0 and judged["motion"] == "right"
+    assert judged["centroid_px"] < 0.1 and judged["shape_iou_median"] > 0.95
+    assert bench.judge(source, source)["frames_green"] == 0.0
+    picture = bench.strip(source, green, scale=2)
+    assert picture.shape == (2 * 128 + 4, 9 * (128 + 2), 3) and picture.dtype.name == "uint8"
+    assert bench.command(Path("x.mp4"))[-6:] == ["--prompt", bench.PROMPT, "--quiet", "-o", "x.mp4", "--force"]
