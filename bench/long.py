@@ -91,10 +91,21 @@ def source_specs(count: int, frames: int, seed: int):
             for k in range(count)]
 
 
-def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: float, baselines: bool = True) -> dict:
+def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: float, baselines: bool = True,
+            edit_options: dict | None = None) -> dict:
     """The quality part for clips of ``frames`` frames; without ``baselines``, the windowed edit only (the
-    split-and-stitch and one-window rows then repeat it, for comparing window settings quickly)."""
-    from vidinvert import EditConfig, edit, invert
+    split-and-stitch and one-window rows then repeat it, for comparing window settings quickly). ``edit_options``:
+    ``blend`` (bool) and ``reference_weight`` for every colour edit (default: the library's defaults)."""
+    from vidinvert import BlendConfig, InjectionConfig, edit, invert
+    from vidinvert import EditConfig as _EditConfig
+
+    options = edit_options or {}
+
+    def EditConfig(**kwargs):  # the colour edits' settings; guidance 1 reconstructions take the defaults
+        if kwargs:
+            return _EditConfig(**kwargs)
+        return _EditConfig(blend=BlendConfig(enabled=options.get("blend", False)),
+                           injection=InjectionConfig(reference_weight=options.get("reference_weight", 1.0)))
     from vidinvert.demo import judges
     from vidinvert.demo.world import caption, render
     from vidinvert.exact import NotConvergedWarning
@@ -301,6 +312,15 @@ def current_rss_mib() -> float:
     return 0.0
 
 
+def _edit_words(options: dict | None) -> str:
+    options = options or {}
+    extra = [f"reference weight {options['reference_weight']:g}"] if options.get("reference_weight", 1.0) != 1.0 else []
+    extra += ["local blend"] if options.get("blend") else []
+    if not extra:
+        return "the library defaults (guidance 6, injection on, inverted start)"
+    return "guidance 6, injection on, inverted start, " + ", ".join(extra) + " (otherwise the library defaults)"
+
+
 def to_markdown(r: dict) -> str:
     g = r["goals"]
     overlap = r["quality"][0]["overlap"] if r["quality"] else 0.25
@@ -308,7 +328,7 @@ def to_markdown(r: dict) -> str:
         f"Model `{r['model']}` (window 3 latent frames, overlap {overlap:g} = {max(1, math.floor(overlap * 3))} latent "
         f"frame(s)), {r['steps']} steps, held-out combinations, "
         f"{r['clips']} clips per length; fixed-point inversion (tol 1e-5, max_iter 10, Anderson 2) with the source "
-        "caption; colour edits with the library defaults (guidance 6, injection on, inverted start). Seam score = "
+        f"caption; colour edits with {_edit_words(r.get('edit_options'))}. Seam score = "
         "`vidinvert.metrics.seam_score` (warp error at the borders / elsewhere), each method at its own borders.",
         "",
         f"| frames | windows | reconstruction PSNR vs VAE (>= {g['recon_psnr']:g} dB) | method | target colour, "
@@ -373,6 +393,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cost-size", type=int, default=192,
                         help="frame size of the cost part (larger than the demo's 64 so activations outweigh noise)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--blend", action="store_true", help="colour edits with the local blend")
+    parser.add_argument("--reference-weight", type=float, default=1.0, help="colour edits' reference weight")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(BENCH / "results" / "long"), help="writes OUT.json and OUT.md")
     parser.add_argument("--quick", action="store_true", help="2 clips, 6 steps, 33 frames, writes nothing")
@@ -396,8 +418,9 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.time()
     results = dict(model=str(args.model), steps=args.steps, clips=args.clips, goals=GOALS, seed=args.seed)
     overlap = DEFAULT_OVERLAP if args.overlap is None else args.overlap
-    results["quality"] = [quality(model, int(f), args.clips, args.steps, args.seed + 100, overlap)
-                          for f in args.lengths.split(",") if f]
+    results["edit_options"] = dict(blend=args.blend, reference_weight=args.reference_weight)
+    results["quality"] = [quality(model, int(f), args.clips, args.steps, args.seed + 100, overlap,
+                                  edit_options=results["edit_options"]) for f in args.lengths.split(",") if f]
     results["cost"] = cost(model, [int(f) for f in args.cost_lengths.split(",") if f], args.steps, args.seed + 200,
                            common, args.cost_size, overlap)
     results["seconds"] = round(time.time() - started, 1)

@@ -1,6 +1,7 @@
 """Are a long clip's windows hard for the model itself? Each window's latent slice of the whole clip's encoding is
 inverted and colour-edited alone (no windows, no blending) and put back into the clip's latents for decoding; beside
-it, the same pixel frames re-encoded by the VAE as a clip of their own and edited. Judged per piece: the object's
+it, a piece of the source starting at the slice's first pixel frame and as long as a 3-latent clip (9 frames),
+encoded by the VAE as a clip of its own and edited. Judged per piece: the object's
 colour (``vidinvert.demo.judges``) against the edit's target.
 
     python bench/window_slices.py --model demo-wan      # writes bench/results/window_slices_wan.md
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             whole = z.clone()
             whole[:, start:start + size] = edited(z[:, start:start + size], spec.caption, prompt).to(whole.dtype)
             slices.append(judges.object_colour(model.decode(whole)[0][a:b]))
-            pieces.append(judges.object_colour(model.decode(edited(model.encode(source[a:b]), spec.caption, prompt))[0]))
+            piece = source[a:a + 1 + temporal * (size - 1)]  # a clip of its own, starting at the slice's first frame
+            pieces.append(judges.object_colour(model.decode(edited(model.encode(piece), spec.caption, prompt))[0]))
         rows.append(dict(caption=spec.caption, target=target, slices=slices, pieces=pieces))
         print(rows[-1], flush=True)
 
