@@ -96,16 +96,11 @@ def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: floa
     """The quality part for clips of ``frames`` frames; without ``baselines``, the windowed edit only (the
     split-and-stitch and one-window rows then repeat it, for comparing window settings quickly). ``edit_options``:
     ``blend`` (bool) and ``reference_weight`` for every colour edit (default: the library's defaults)."""
-    from vidinvert import BlendConfig, InjectionConfig, edit, invert
-    from vidinvert import EditConfig as _EditConfig
+    from vidinvert import BlendConfig, EditConfig, InjectionConfig, edit, invert
 
     options = edit_options or {}
-
-    def EditConfig(**kwargs):  # the colour edits' settings; guidance 1 reconstructions take the defaults
-        if kwargs:
-            return _EditConfig(**kwargs)
-        return _EditConfig(blend=BlendConfig(enabled=options.get("blend", False)),
-                           injection=InjectionConfig(reference_weight=options.get("reference_weight", 1.0)))
+    colour_edit = EditConfig(blend=BlendConfig(enabled=options.get("blend", False)),  # every method's colour edit
+                             injection=InjectionConfig(reference_weight=options.get("reference_weight", 1.0)))
     from vidinvert.demo import judges
     from vidinvert.demo.world import caption, render
     from vidinvert.exact import NotConvergedWarning
@@ -128,13 +123,13 @@ def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: floa
         recon = model.decode(edit(model, inversion, spec.caption, EditConfig(guidance=1.0)))[0]
         target = EDIT_TARGET[spec.colour]
         prompt = caption(target, spec.shape, spec.motion, spec.background)
-        windowed = model.decode(edit(model, inversion, prompt, EditConfig()))[0]
-        one_window = (model.decode(edit(model, inverted(z, spec.caption, None), prompt, EditConfig()))[0]
+        windowed = model.decode(edit(model, inversion, prompt, colour_edit))[0]
+        one_window = (model.decode(edit(model, inverted(z, spec.caption, None), prompt, colour_edit))[0]
                       if baselines else windowed)
         stitched_parts = []
         for a, b in pieces(frames) if baselines else []:
             part_inversion = inverted(model.encode(source[a:b]), spec.caption, None)
-            part = model.decode(edit(model, part_inversion, prompt, EditConfig()))[0]
+            part = model.decode(edit(model, part_inversion, prompt, colour_edit))[0]
             stitched_parts.append(part if a == 0 else part[1:])  # the shared end frame once
         stitched = torch.cat(stitched_parts) if baselines else windowed  # [F, 3, H, W]
         # metrics' convention, a border b between frames b - 1 and b: piece k's shared last frame a is piece k's,

@@ -53,16 +53,12 @@ def judge(edit, source) -> dict:
 
 
 def strip(source, edit, scale: int = 4):
+    """Source row above the edit's row (``quality.film_row``), a 4-pixel white band between."""
     import numpy as np
 
-    from vidinvert.video import to_uint8
-
-    rows = []
-    for clip in (source, edit):
-        frames = to_uint8(clip).repeat(scale, axis=1).repeat(scale, axis=2)
-        sep = np.full((frames.shape[1], 2, 3), 255, np.uint8)
-        rows.append(np.concatenate([np.concatenate([f, sep], axis=1) for f in frames], axis=1))
-    return np.concatenate([rows[0], np.full((4, rows[0].shape[1], 3), 255, np.uint8), rows[1]], axis=0)
+    film_row = _load("quality").film_row
+    top, bottom = film_row(source, scale), film_row(edit, scale)
+    return np.concatenate([top, np.full((4, top.shape[1], 3), 255, np.uint8), bottom], axis=0)
 
 
 def main(argv: list[str] | None = None) -> dict:

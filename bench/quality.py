@@ -346,20 +346,26 @@ def write_png(path: Path, rgb) -> None:
     path.write_bytes(png)
 
 
-def picture(clips: dict, edit_name: str, examples: int = 4, scale: int = 2, gap: int = 4):
-    """Rows of 9 frames: for each example, source / reconstruction / edit, examples separated by a white band."""
+def film_row(clip, scale: int):
+    """A clip ``[F, 3, H, W]`` as one uint8 image row: its frames ``scale`` x enlarged, each followed by a 2-pixel
+    white bar."""
     import numpy as np
 
     from vidinvert.video import to_uint8
 
+    frames = to_uint8(clip).repeat(scale, axis=1).repeat(scale, axis=2)  # [F, H, W, 3]
+    sep = np.full((frames.shape[1], 2, 3), 255, np.uint8)
+    return np.concatenate([np.concatenate([f, sep], axis=1) for f in frames], axis=1)
+
+
+def picture(clips: dict, edit_name: str, examples: int = 4, scale: int = 2, gap: int = 4):
+    """Rows of 9 frames: for each example, source / reconstruction / edit, examples separated by a white band."""
+    import numpy as np
+
     blocks = []
     for k in range(min(examples, len(clips["sources"]))):
         for clip in (clips["sources"][k], clips["recons"][k], clips["edits"][edit_name][k]):
-            frames = to_uint8(clip)  # [F, H, W, 3]
-            frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
-            sep = np.full((frames.shape[1], 2, 3), 255, np.uint8)
-            row = np.concatenate([np.concatenate([f, sep], axis=1) for f in frames], axis=1)
-            blocks.append(row)
+            blocks.append(film_row(clip, scale))
         blocks.append(np.full((gap, blocks[-1].shape[1], 3), 255, np.uint8))
     return np.concatenate(blocks[:-1], axis=0)
 
