@@ -16,7 +16,10 @@ learned metric):
     reference text inversion/edit (``inverted`` + ``inversion`` is the library default; ``random`` + ``edit`` is the
     public CogVideo script's layout), and for edits that re-sample only part of the schedule (``strength``) or start from
     K-RNR (``krnr``), or weight the reference tokens up (``reference_weight``), or blend into the source outside a
-    mask of where the source and edit captions disagree (``blend``; the inversions carry the source caption);
+    mask of where the source and edit captions disagree (``blend``; the inversions carry the source caption); the
+    first row is the defaults end to end, what ``vidinvert edit VIDEO --prompt ...`` runs: plain inversion (DDIM, or
+    Euler for a flow model) with an empty source prompt, then the default edit with the edit settings the model's
+    folder recommends (``vidinvert.json``; none for the Wan demo), the second the same without them;
 (d) reconstruction from plain DDIM inversion, where the zero-terminal-SNR end loses the source: full strength,
     strength 0.95 from the stored latent, and K-RNR of order 1-3 (and the adaptive variant) at 0.95, the authors'
     setting (``vidinvert.krnr``).
@@ -37,6 +40,7 @@ the sources, is reported alongside.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -61,7 +65,12 @@ GOALS = {"t2v_colour": 0.90, "t2v_motion": 0.80, "recon_psnr": 30.0, "edit_colou
 def edit_configs(flow: bool = False):
     """Name -> (EditConfig factory args) of the compared edit settings (K-RNR: DDIM only; FlowEdit: flow only)."""
     configs = {
-        "injection on, start inverted, ref inversion (default)": dict(enabled=True, start="inverted", ref="inversion"),
+        "defaults end to end (`vidinvert edit VIDEO --prompt ...`): plain inversion, empty source prompt, the "
+        "model's recommended edit settings": dict(enabled=True, start="inverted", ref="inversion", inversion="default",
+                                                  left_to_model=True),
+        "same without the model's recommendation (the library's own defaults)": dict(
+            enabled=True, start="inverted", ref="inversion", inversion="default"),
+        "injection on, start inverted, ref inversion (the default edit, after fixed-point inversion with the caption)": dict(enabled=True, start="inverted", ref="inversion"),
         "injection on, start inverted, ref edit": dict(enabled=True, start="inverted", ref="edit"),
         "injection on, start random, ref inversion": dict(enabled=True, start="random", ref="inversion"),
         "injection on, start random, ref edit (public script)": dict(enabled=True, start="random", ref="edit"),
@@ -131,7 +140,8 @@ def text_to_video(model, prompts: list[str], steps: int, guidance: float, seed: 
 def run(model_name: str, clips: int, steps: int, guidance: float, edit_guidance: float, t2v_per_combo: int,
         seed: int, configs: list[str] | None = None) -> tuple[dict, dict]:
     """All measurements; returns (results, clips for the picture)."""
-    from vidinvert import BlendConfig, EditConfig, InjectionConfig, edit, invert
+    from vidinvert import BlendConfig, EditConfig, InjectionConfig, InvertSettings, edit, invert
+    from vidinvert.settings import with_model_edit_defaults
     from vidinvert.flowedit import flowedit
     from vidinvert.models import load_pipeline, wrap
     from vidinvert.demo import judges
@@ -205,7 +215,7 @@ def run(model_name: str, clips: int, steps: int, guidance: float, edit_guidance:
     timings["reconstruction_s"] = time.time() - t
 
     # (c) colour edits
-    edits, edit_clips = {}, {}
+    edits, edit_clips, default_inversions = {}, {}, None
     for name, opts in edit_configs(flow).items():
         if configs is not None and name not in configs:
             continue
@@ -218,8 +228,15 @@ def run(model_name: str, clips: int, steps: int, guidance: float, edit_guidance:
                                 injection=InjectionConfig(enabled=opts["enabled"], reference_text=opts["ref"],
                                                           reference_weight=opts.get("weight", 1.0),
                                                           reference_weight_fraction=opts.get("weight_steps", 1.0)))
+            if opts.get("left_to_model"):  # blend and reference weight as a job resolves them: the model's values
+                config = with_model_edit_defaults(
+                    dataclasses.replace(config, blend=BlendConfig(), injection=InjectionConfig()), model.recommended_edit)
+        if opts.get("inversion") == "default" and default_inversions is None:  # what `vidinvert edit` inverts with
+            default_inversions = [invert(model, z, steps=steps, prompt=InvertSettings().prompt,
+                                         method=InvertSettings().method) for z in latents]
+        used = default_inversions if opts.get("inversion") == "default" else inversions
         rows = []
-        for k, (spec, inv, src) in enumerate(zip(specs, inversions, sources)):
+        for k, (spec, inv, src) in enumerate(zip(specs, used, sources)):
             target = EDIT_TARGET[spec.colour]
             prompt = caption(target, spec.shape, spec.motion, spec.background)
             if opts.get("flowedit"):

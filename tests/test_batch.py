@@ -273,3 +273,12 @@ def test_flowedit_batch_equals_the_edit_command_and_saves_no_inversion(clips, tm
     assert all(r["inversion"] is None and not r["inversion_reused"] for r in table)
     summary = run_batch(jobs, out, clip_defaults(), progress=False)  # a rerun skips every FlowEdit clip
     assert (summary.done, summary.skipped) == (0, 3)
+
+
+def test_blend_switch_rows_leave_it_to_the_model_or_set_it(tmp_path):
+    """A row without blend leaves it to the model (None); "blend": false and "no-blend": true both turn it off."""
+    rows = [{"video": "a.mp4", "prompts": ["x"]}, {"video": "a.mp4", "prompts": ["x"], "blend": False},
+            {"video": "a.mp4", "prompts": ["x"], "no-blend": True}, {"video": "a.mp4", "prompts": ["x"], "blend": True},
+            {"video": "a.mp4", "prompts": ["x"], "no-blend": "false"}]
+    jobs = read_jobs(write_jobs(tmp_path / "jobs.jsonl", rows), clip_defaults())
+    assert [job.edit.blend.enabled for job in jobs] == [None, False, False, True, True]

@@ -65,10 +65,17 @@ def test_blending_on_no_step_is_the_plain_edit(tiny_model, inversion):
     assert torch.equal(plain, unblended)
 
 
-def test_blend_refuses_bad_settings(tiny_model, frames):
+def test_without_a_source_description_the_mask_is_taken_against_the_empty_text(tiny_model, frames):
     plain = invert(tiny_model, tiny_model.encode(frames), steps=4)  # inverted with the empty prompt
-    with pytest.raises(VidinvertError, match="description of the source.*--blend-source"):
-        edit(tiny_model, plain, "a blue ball", EditConfig(blend=BlendConfig(enabled=True)))
+    blend = BlendConfig(enabled=True)
+    empty, edited = edit_mask(tiny_model, plain, "", ["", "a blue ball"], blend)  # DiffEdit's empty reference text
+    assert empty.sum() == 0 and edited.sum() > 0  # the empty text agrees with itself; an edit prompt does not
+    out = edit(tiny_model, plain, "a blue ball", EditConfig(blend=blend))
+    outside = (edited == 0).expand_as(out[0])
+    assert torch.equal(out[0][outside], plain.clean[0].float()[outside])
+
+
+def test_blend_refuses_bad_settings():
     for bad in (dict(threshold=0.0), dict(threshold=1.0), dict(grow=-1), dict(levels=0), dict(steps=1.5)):
         with pytest.raises(VidinvertError, match="blend"):
             BlendConfig(**bad)

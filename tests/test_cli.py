@@ -167,14 +167,16 @@ def test_krnr_edit_inverts_in_full_and_resamples_the_strength(video, tmp_path, c
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["edit_steps"] == 10
 
 
-def test_blend_edit_needs_a_source_description_and_reports_its_mask(video, tmp_path, capsys):
+def test_blend_edit_reports_its_mask_and_its_source_description(video, tmp_path, capsys):
+    """--blend with no description of the source (inverted with the empty prompt) takes its mask against the empty
+    text (DiffEdit's reference when no caption is at hand); --blend-source is recorded as given."""
     out = tmp_path / "blend.mp4"
     args = ["edit", str(video), "--prompt", "a blue box", "--steps", "6", "--blend", "-o", str(out), "--quiet",
             "--no-comparison"]
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("vidinvert: error:") and "blend source description" in err[-1] and not out.exists()
-    assert main(args + ["--blend-source", "a red box"]) == 0
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(summary["blend_coverage"]) == 1 and 0.0 < summary["blend_coverage"][0] < 1.0
+    assert main(args + ["--blend-source", "a red box", "--force"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert len(summary["blend_coverage"]) == 1 and 0.0 < summary["blend_coverage"][0] <= 1.0
     assert summary["transformer_calls"] == 6 + 3  # 6 steps and 3 mask levels (30-70% of 6 steps)

@@ -15,7 +15,11 @@ from vidinvert.jobs import family_defaults, run_edit
 from vidinvert.models import load_pipeline, wrap
 from vidinvert.models import wan as wan_module
 from vidinvert.models.base import negative_prompt_for
-from vidinvert.settings import EditConfig, InvertSettings, ModelSettings, OutputSettings, ReadSettings
+from vidinvert.editing import edit
+from vidinvert.errors import VidinvertError
+from vidinvert.inversion import invert
+from vidinvert.settings import (MODEL_SETTINGS_FILE, BlendConfig, EditConfig, InjectionConfig, InvertSettings,
+                                ModelSettings, OutputSettings, ReadSettings, with_model_edit_defaults)
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +101,107 @@ def test_cli_frames_follow_the_family(long_clip, tmp_path, capsys):
         counts[(model, len(extra))] = (summary["frames"], record["read"]["max_frames"], summary["size"])
     assert counts == {("tiny-wan", 0): (81, 81, [48, 64]), ("tiny", 0): (49, 49, [64, 64]),
                       ("tiny-wan", 2): (17, 20, [48, 64])}
+
+
+# ---- edit settings a model folder recommends (settings.MODEL_SETTINGS_FILE) -------------------------------------
+RECOMMENDED = {"blend": True, "reference_weight": 0.5}
+
+
+@pytest.fixture(scope="module")
+def recommending_folder(tiny_pipes, tmp_path_factory):
+    """A saved tiny CogVideoX pipeline whose folder recommends local blend and reference weight 0.5."""
+    folder = tmp_path_factory.mktemp("recommending") / "model"
+    tiny_pipes["5b"].save_pretrained(folder)
+    (folder / MODEL_SETTINGS_FILE).write_text(json.dumps({"about": "test", "edit": RECOMMENDED}))
+    return folder
+
+
+def test_settings_left_to_the_model_take_its_recommendation_and_explicit_ones_win():
+    assert EditConfig().blend.enabled is None and EditConfig().injection.reference_weight is None
+    filled = with_model_edit_defaults(EditConfig(), RECOMMENDED)
+    assert filled.blend.enabled is True and filled.injection.reference_weight == 0.5
+    plain = with_model_edit_defaults(EditConfig(), {})  # nothing recommended: the library's values
+    assert (plain.blend.enabled, plain.injection.reference_weight) == (False, 1.0)
+    assert plain.injection.reference_bias(0, 10) == 0.0 == EditConfig().injection.reference_bias(0, 10)
+    given = EditConfig(blend=BlendConfig(enabled=False), injection=InjectionConfig(reference_weight=2.0))
+    assert with_model_edit_defaults(given, RECOMMENDED) == given
+    flow = with_model_edit_defaults(EditConfig(method="flowedit"), RECOMMENDED)  # FlowEdit uses neither
+    assert (flow.blend.enabled, flow.injection.reference_weight) == (False, 1.0)
+
+
+def test_bad_recommendations_are_refused_in_one_line(tiny_pipes, tmp_path):
+    folder = tmp_path / "model"
+    tiny_pipes["2b"].save_pretrained(folder)
+    for text, words in (('{"edit": {"strength": 0.8}}', "unknown edit setting 'strength'"),
+                        ('{"edit": {"blend": "yes"}}', "'blend' must be true or false"),
+                        ('{"edit": {"reference_weight": -1}}', "reference weight must be"),
+                        ('{"edit": [1]}', "'edit' must be an object"), ("{not json", "is not valid JSON")):
+        (folder / MODEL_SETTINGS_FILE).write_text(text)
+        with pytest.raises(VidinvertError, match=words) as info:
+            wrap(load_pipeline(str(folder), device="cpu"))
+        assert "\n" not in str(info.value) and MODEL_SETTINGS_FILE in str(info.value)
+
+
+def test_a_job_left_to_the_model_edits_with_its_settings_and_the_library_call_does_not(recommending_folder, tiny_pipes,
+                                                                                        frames):
+    """``family_defaults`` (every front end's job) fills the recommendation in: the edit is bit for bit the edit with
+    those settings given. ``editing.edit`` itself takes the library's values for what is unset, so a Python caller's
+    reconstruction is never blended back onto its source unasked."""
+    recommending = wrap(load_pipeline(str(recommending_folder), device="cpu"))
+    assert recommending.recommended_edit == RECOMMENDED
+    plain = wrap(tiny_pipes["5b"])
+    assert plain.recommended_edit == {}
+    inversion = invert(plain, plain.encode(frames), steps=4)
+    _, _, config = family_defaults(recommending, None, None, EditConfig())
+    given = EditConfig(negative_prompt="", blend=BlendConfig(enabled=True), injection=InjectionConfig(reference_weight=0.5))
+    assert config == given
+    assert torch.equal(edit(recommending, inversion, "a blue box", config), edit(plain, inversion, "a blue box", given))
+    library = edit(recommending, inversion, "a blue box", EditConfig())
+    assert torch.equal(library, edit(plain, inversion, "a blue box", EditConfig(blend=BlendConfig(enabled=False))))
+    assert not torch.equal(library, edit(plain, inversion, "a blue box", given))
+
+
+def test_cli_uses_the_recommendation_says_so_and_records_it_and_flags_win(recommending_folder, long_clip, tmp_path,
+                                                                           capsys):
+    records = {}
+    for extra in ([], ["--no-blend", "--reference-weight", "1"]):
+        out = tmp_path / f"edit{len(extra)}.mp4"
+        assert main(["edit", str(long_clip), "--model", str(recommending_folder), "--prompt", "a blue box",
+                     "--steps", "2", "--max-num-frames", "9", "-o", str(out), "--no-comparison", *extra]) == 0
+        err = capsys.readouterr().err
+        record = json.loads(out.with_suffix(".json").read_text())["edit"]
+        records[len(extra)] = (record["blend"]["enabled"], record["injection"]["reference_weight"],
+                               "recommended settings where none are given: blend on, reference weight 0.5" in err)
+    assert records == {0: (True, 0.5, True), 3: (False, 1.0, True)}
+
+
+def test_page_form_leaves_blend_and_reference_weight_to_the_model():
+    from vidinvert.web.form import settings_from_form
+
+    _, _, config = settings_from_form({})
+    assert config.blend.enabled is None and config.injection.reference_weight is None
+    _, _, config = settings_from_form({"blend": False})
+    assert config.blend.enabled is False
+
+
+def test_reconstruct_ignores_the_edit_recommendation(recommending_folder, long_clip, tmp_path, capsys):
+    """A reconstruction checks the inversion's fidelity: a blend mask of the source prompt against itself is empty
+    and would put every step back to the source, so the model's edit settings must not apply."""
+    out = tmp_path / "recon.mp4"
+    assert main(["reconstruct", str(long_clip), "--model", str(recommending_folder), "--source-prompt", "a red box",
+                 "--steps", "2", "--max-num-frames", "9", "-o", str(out), "--no-comparison", "--quiet"]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())["edit"]
+    assert (record["blend"]["enabled"], record["injection"]["reference_weight"]) == (False, 1.0)
+
+
+def test_page_studio_edits_with_the_recommendation_and_says_so(recommending_folder, long_clip, tmp_path):
+    from vidinvert.web.form import settings_from_form
+    from vidinvert.web.studio import Studio
+
+    studio = Studio(ModelSettings(name=str(recommending_folder)))
+    read, inv, config = settings_from_form({"max_num_frames": 9, "steps": 2})
+    results, job = studio.edit(str(long_clip), read, inv, ["a blue box"], config, tmp_path)
+    record = json.loads(results[0].settings.read_text())["edit"]
+    assert (record["blend"]["enabled"], record["injection"]["reference_weight"]) == (True, 0.5)
+    assert "blend_coverage" in job.summary  # the edit itself blended, not only its record
+    assert any("recommended settings" in note for note in job.notes)

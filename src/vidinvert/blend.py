@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import VidinvertError
 from .settings import BlendConfig  # noqa: F401  (re-exported)
 from .inversion import Inversion
 from .models.base import VideoFamily
@@ -35,16 +34,14 @@ def mask_levels(count: int, levels: int) -> list[int]:
 def edit_mask(model: VideoFamily, inversion: Inversion, source_prompt: str, prompts: list[str],
               config: BlendConfig, offset: int = 0) -> torch.Tensor:
     """Binary masks ``[K, T, 1, h, w]`` (float32, 1 = edited) of where each of the K prompts departs from
-    ``source_prompt`` (``""``: the inversion's prompt), from the model's clean-latent predictions on the stored
-    trajectory (steps ``offset`` on). Costs ``config.levels`` transformer calls of batch ``K + 1``.
+    ``source_prompt`` (``""``: the inversion's prompt, and when that is empty too, the empty text: DiffEdit's
+    reference when no caption is at hand), from the model's clean-latent predictions on the stored trajectory
+    (steps ``offset`` on). Costs ``config.levels`` transformer calls of batch ``K + 1``.
 
     Per latent frame, the disagreement is scaled by its largest value and thresholded; a frame where the prompts
     agree everywhere gets an empty mask (nothing there is edited).
     """
     source_prompt = source_prompt or inversion.meta.prompt
-    if not source_prompt:
-        raise VidinvertError("local blend needs a description of the source video (the inversion has no prompt)",
-                             'pass --blend-source "..." (what the video shows now) or invert with --source-prompt')
     schedule = inversion.schedule(model)[offset:]
     picks = mask_levels(len(schedule), config.levels)
     text = model.encode_text([source_prompt, *prompts])  # [1 + K, L, D]

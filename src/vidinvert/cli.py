@@ -148,8 +148,9 @@ def _add_edit_options(parser: argparse.ArgumentParser, guidance: float) -> None:
                        help="what the reference branch reads: the inversion prompt (default, one shared row) or "
                             "the edit prompt (the public script's layout, one row per guidance branch)")
     group.add_argument("--reference-weight", type=float, default=_J.reference_weight,
-                       help="how much more the edit attends to the source's tokens than to its own (1 = plain; e.g. "
-                            "8 keeps the layout closer and changes less)")
+                       help="how much more the edit attends to the source's tokens than to its own (default: the "
+                            "model's recommendation, else 1 = plain; e.g. 8 keeps the layout closer and changes less, "
+                            "0.3 lets the colour change more)")
     group.add_argument("--reference-weight-steps", type=float, default=_J.reference_weight_fraction,
                        help="fraction of steps, from the noisiest, that use --reference-weight (e.g. 0.6)")
     group.add_argument("--reference-compatible", action="store_true",
@@ -180,11 +181,13 @@ def _add_edit_options(parser: argparse.ArgumentParser, guidance: float) -> None:
                        help="FlowEdit: guidance of the source prompt's velocity (%(default)s)")
     group.add_argument("--n-avg", dest="n_avg", type=int, default=_F.n_avg,
                        help="FlowEdit: noise draws averaged per step (%(default)s)")
-    group.add_argument("--blend", action="store_true",
+    group.add_argument("--blend", action=argparse.BooleanOptionalAction, default=_B.enabled,
                        help="local blend: edit only where the edit prompt and a description of the source disagree "
-                            "(DiffEdit-style mask); everywhere else the latents are put back to the source's")
+                            "(DiffEdit-style mask); everywhere else the latents are put back to the source's "
+                            "(default: the model's recommendation, else off)")
     group.add_argument("--blend-source", default=_B.source_prompt,
-                       help="what the video shows, for --blend's mask (default: the --source-prompt it was inverted with)")
+                       help="what the video shows, for --blend's mask (default: the --source-prompt it was inverted "
+                            "with, else the empty text)")
     group.add_argument("--blend-threshold", type=float, default=_B.threshold,
                        help="fraction of a frame's largest disagreement above which it is edited (%(default)s)")
     group.add_argument("--blend-grow", type=int, default=_B.grow, help="latent pixels the blend mask is dilated by (0)")

@@ -41,12 +41,14 @@ from .models.base import VideoFamily, negative_prompt_for
 from .outputs import comparison_path, numbered, partial_path, plan_outputs, settings_path, write_json
 from .provenance import SourceInfo
 from .settings import (
+    MODEL_SETTINGS_FILE,
     VIDEO_SUFFIXES,
     EditConfig,
     InvertSettings,
     ModelSettings,
     OutputSettings,
     ReadSettings,
+    with_model_edit_defaults,
 )
 from .video import Clip, frames_hash, read_video
 from .windows import resolve as resolve_windows, windowed
@@ -162,7 +164,15 @@ def load_model(settings: ModelSettings = ModelSettings(), notes: list[str] | Non
     note = model_note(model.name)
     if note and notes is not None:
         notes.append(note)
+    if model.recommended_edit and notes is not None:
+        given = ", ".join(f"{key.replace('_', ' ')} {_shown(value)}" for key, value in model.recommended_edit.items())
+        notes.append(f"edits with this model use its recommended settings where none are given: {given} "
+                     f"(from its {MODEL_SETTINGS_FILE}; any value you set wins)")
     return model
+
+
+def _shown(value) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}"
 
 
 def check_memory(model: VideoFamily, frames: int, height: int, width: int, rows: int = 2) -> None:
@@ -187,8 +197,9 @@ def check_memory(model: VideoFamily, frames: int, height: int, width: int, rows:
 def family_defaults(model: VideoFamily, read: ReadSettings | None = None,
                     invert_settings: InvertSettings | None = None, config: EditConfig | None = None) -> tuple:
     """``(read, invert_settings, config)`` with what was left to the model filled in from its family adapter: the
-    frames read (``max_frames`` ``None`` -> ``model.default_frames``; a job in temporal windows reads every frame)
-    and the negative prompt (``None`` -> ``model.default_negative_prompt``). What a job runs with and records; ``None`` arguments stay ``None``."""
+    frames read (``max_frames`` ``None`` -> ``model.default_frames``; a job in temporal windows reads every frame),
+    the negative prompt (``None`` -> ``model.default_negative_prompt``) and the edit settings the model recommends
+    (``settings.with_model_edit_defaults``). What a job runs with and records; ``None`` arguments stay ``None``."""
     windowed_job = invert_settings is not None and invert_settings.window is not None
     if read is not None and read.max_frames is None and not windowed_job:  # a windowed job reads every frame
         read = dataclasses.replace(read, max_frames=model.default_frames)
@@ -197,6 +208,8 @@ def family_defaults(model: VideoFamily, read: ReadSettings | None = None,
                                               negative_prompt=negative_prompt_for(model, None))
     if config is not None and config.negative_prompt is None:
         config = dataclasses.replace(config, negative_prompt=negative_prompt_for(model, None))
+    if config is not None:
+        config = with_model_edit_defaults(config, getattr(model, "recommended_edit", None))
     return read, invert_settings, config
 
 
@@ -325,9 +338,6 @@ def check_edit_request(video: str, prompts: list[str], read: ReadSettings, inver
     if is_saved_inversion(video) and read != ReadSettings():
         raise VidinvertError("frame options (size, skip, stride, max frames, resize) do not apply to a saved "
                              "inversion: its frames are fixed", "drop them, or edit the video itself")
-    if config.blend.enabled and not (config.blend.source_prompt or invert_settings.prompt or saved):
-        raise VidinvertError("local blend needs a description of what the video shows now",
-                             "give a blend source description (or invert with a source prompt)")
     if config.injection.reuse_kv and saved:
         raise VidinvertError("reusing recorded keys/values needs an inversion made in this run (caches are not saved)",
                              "edit the video itself, or drop key/value reuse")
@@ -505,9 +515,12 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
                   reconstruct: bool = False, result: JobResult | None = None) -> JobResult:
     """Edit a prepared inversion with ``prompts`` in one batch, decode, write the videos and comparisons.
 
-    The settings JSON is not written here (the caller knows the whole record); ``result.summary`` is filled.
+    The settings JSON is not written here (the caller knows the whole record); ``result.summary`` is filled. Edit
+    settings left unset take the model's recommendation (``family_defaults`` records the same).
     """
     result = result or JobResult()
+    if not reconstruct:
+        config = with_model_edit_defaults(config, model.recommended_edit)
     inversion = prepared.inversion
     check_model_fits(model, config)
     if config.injection.reuse_kv and inversion.kv_cache is None and not prepared.reused:
@@ -557,6 +570,8 @@ def run_edit(video: str, prompts: list[str], model_settings: ModelSettings = Mod
         model: an already opened model (its settings are then only recorded).
     """
     result = JobResult()
+    if reconstruct:  # a fidelity check regenerates the source as it is: a model's edit recommendations do not apply
+        config = with_model_edit_defaults(config, {})
     if config.method == "flowedit":
         return _run_flowedit(video, prompts, model_settings, read, invert_settings.steps, config, output,
                              use_inversion=use_inversion, save_inversion=save_inversion, reconstruct=reconstruct,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import MISSING, InitVar, dataclass, field, fields
+from dataclasses import MISSING, InitVar, dataclass, field, fields, replace
 
 from .errors import SettingsError
 
@@ -44,6 +44,11 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".gif")  # containers results can be w
 DEFAULT_OVERLAP = 0.25  # share of a temporal window its neighbours overlap (windows.py)
 LONG_CLIP_FRAMES = 100_000  # most frames a windowed job reads when no frame cap is given
 KRNR_STRENGTH = 0.95  # edit strength K-RNR uses when none is given (the authors' value)
+# Edit settings a model folder may recommend for itself, in MODEL_SETTINGS_FILE as {"edit": {...}} (as a
+# transformers model ships its generation_config.json): used where the user set none (None in EditConfig), the
+# library's own value below where the model recommends nothing. Explicit settings always win.
+MODEL_SETTINGS_FILE = "vidinvert.json"
+MODEL_EDIT_DEFAULTS = {"blend": False, "reference_weight": 1.0}  # setting -> the library's value
 
 
 # ---- checks ---------------------------------------------------------------------------------------------------
@@ -254,7 +259,8 @@ class InjectionConfig:
             fixed-point inversion, an approximation after plain DDIM inversion (see ``KVCache``).
         reference_weight: how much more the main rows attend to the reference tokens than to their own: ``log w``
             is added to their logits for the reference keys (1 = plain attention over ``[own; reference]``; larger
-            keeps the source's layout more and lets the edit change less).
+            keeps the source's layout more and lets the edit change less). ``None``: the model's recommendation
+            (``MODEL_SETTINGS_FILE``), else 1.
         reference_weight_fraction: fraction of the sampling steps, from the noisiest, that use ``reference_weight``
             (later injecting steps use weight 1). (``reference_weight_steps=`` is its old name.)
     """
@@ -264,7 +270,7 @@ class InjectionConfig:
     blocks: tuple[int, ...] | None = None
     reference_text: str = "inversion"
     reuse_kv: bool = False
-    reference_weight: float = 1.0
+    reference_weight: float | None = None
     reference_weight_fraction: float = 1.0
     steps: InitVar[float | None] = None
     reference_weight_steps: InitVar[float | None] = None
@@ -274,7 +280,8 @@ class InjectionConfig:
         _renamed(self, "reference_weight_steps", "reference_weight_fraction", reference_weight_steps)
         _fraction("injection step fraction", self.step_fraction)
         _choice("reference text", self.reference_text, REFERENCE_TEXT_MODES)
-        _number("reference weight", self.reference_weight, 0.0, 1e6, low_open=True, example=8)
+        if self.reference_weight is not None:
+            _number("reference weight", self.reference_weight, 0.0, 1e6, low_open=True, example=8)
         _fraction("reference weight step fraction", self.reference_weight_fraction)
         if self.reuse_kv and self.reference_text != "inversion":
             raise SettingsError("reusing recorded keys/values needs the reference to read the inversion prompt",
@@ -292,9 +299,10 @@ class InjectionConfig:
 
     def reference_bias(self, step: int, num_steps: int) -> float:
         """Logit offset of the reference keys at sampling step ``step``: ``log(reference_weight)`` or 0."""
-        if self.reference_weight == 1.0 or step >= round(self.reference_weight_fraction * num_steps):
+        weight = MODEL_EDIT_DEFAULTS["reference_weight"] if self.reference_weight is None else self.reference_weight
+        if weight == 1.0 or step >= round(self.reference_weight_fraction * num_steps):
             return 0.0
-        return math.log(self.reference_weight)
+        return math.log(weight)
 
     def injects_block(self, index: int) -> bool:
         return self.enabled and (self.blocks is None or index in self.blocks)
@@ -305,9 +313,11 @@ class BlendConfig:
     """Local blend settings (off unless ``enabled``).
 
     Args:
-        enabled: blend the edit into the source outside a mask.
+        enabled: blend the edit into the source outside a mask; ``None``: the model's recommendation
+            (``MODEL_SETTINGS_FILE``), else off.
         source_prompt: text describing the source video; the mask is where the edit prompt's prediction departs
-            from this one's ("": the prompt the video was inverted with; one of the two must be given).
+            from this one's ("": the prompt the video was inverted with; when that is empty too, the empty text,
+            DiffEdit's reference when no caption is at hand).
         threshold: fraction of each frame's largest disagreement above which a latent pixel is edited.
         grow: latent pixels the mask is dilated by (room for a changed outline).
         levels: stored noise levels the disagreement is averaged over (mid-schedule, evenly spaced).
@@ -315,7 +325,7 @@ class BlendConfig:
             seam. (``steps=`` is its old name, still accepted.)
     """
 
-    enabled: bool = False
+    enabled: bool | None = None
     source_prompt: str = ""
     threshold: float = 0.5
     grow: int = 0
@@ -333,7 +343,7 @@ class BlendConfig:
         _fraction("blend step fraction", self.step_fraction)
 
     def active_at(self, step: int, total: int) -> bool:
-        return self.enabled and step < round(self.step_fraction * total)
+        return bool(self.enabled) and step < round(self.step_fraction * total)
 
 
 @dataclass(frozen=True)
@@ -464,6 +474,40 @@ class EditConfig:
         if self.krnr is not None and self.start != "inverted":
             raise SettingsError("K-RNR builds an inverted start; it does not apply to a random start",
                                 "start from the inverted noise to use K-RNR")
+
+
+def check_model_edit_defaults(values, source: str) -> dict:
+    """A model's recommended edit settings (the ``"edit"`` object of its ``MODEL_SETTINGS_FILE``), checked: a
+    ``dict`` of ``MODEL_EDIT_DEFAULTS`` keys with valid values, else one line naming ``source``."""
+    fix = f"fix or delete {source}"
+    if not isinstance(values, dict):
+        raise SettingsError(f"{source}: 'edit' must be an object of settings, got {values!r}", fix)
+    unknown = sorted(set(values) - set(MODEL_EDIT_DEFAULTS))
+    if unknown:
+        raise SettingsError(f"{source}: unknown edit setting {unknown[0]!r} (known: "
+                            f"{', '.join(MODEL_EDIT_DEFAULTS)})", fix)
+    if "blend" in values and not isinstance(values["blend"], bool):
+        raise SettingsError(f"{source}: 'blend' must be true or false, got {values['blend']!r}", fix)
+    try:
+        InjectionConfig(reference_weight=values.get("reference_weight"))
+    except SettingsError as err:
+        raise SettingsError(f"{source}: {err}", fix) from None
+    return dict(values)
+
+
+def with_model_edit_defaults(config: EditConfig, recommended: dict | None = None) -> EditConfig:
+    """``config`` with every setting left to the model (``None``) filled in: ``recommended`` (the model's, see
+    ``MODEL_SETTINGS_FILE``), else the library's ``MODEL_EDIT_DEFAULTS``. FlowEdit uses neither setting: the
+    library's values. What an edit runs with and its settings record shows."""
+    values = {**MODEL_EDIT_DEFAULTS, **((recommended or {}) if config.method == "inversion" else {})}
+    blend, injection = config.blend, config.injection
+    if blend.enabled is None:
+        blend = replace(blend, enabled=values["blend"])
+    if injection.reference_weight is None:
+        injection = replace(injection, reference_weight=values["reference_weight"])
+    if blend is config.blend and injection is config.injection:
+        return config
+    return replace(config, blend=blend, injection=injection)
 
 
 # ---- output ---------------------------------------------------------------------------------------------------

@@ -157,7 +157,8 @@ def apply_options(parser: _RowParser, defaults: argparse.Namespace, options: dic
                 value = value.lower() in ("true", "yes", "1")
             if not isinstance(value, bool):
                 raise SettingsError(f"option {flag} is a switch, got {value!r}", "use true or false")
-            setattr(args, action.dest, value)
+            negated = isinstance(action, argparse.BooleanOptionalAction) and flag.startswith("--no-")
+            setattr(args, action.dest, value != negated)  # "no-blend": true turns blend off
             continue
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)

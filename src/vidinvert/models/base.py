@@ -34,6 +34,7 @@ class VideoFamily(Protocol):
     temporal_patch: int  # latent frames per transformer patch along time (windows are multiples of it)
     default_frames: int  # frames read when none are asked for (ReadSettings.max_frames None): the pipeline's own
     default_negative_prompt: str  # uncond text when none is given (EditConfig/InvertSettings.negative_prompt None)
+    recommended_edit: dict  # edit settings the model folder recommends (settings.MODEL_SETTINGS_FILE), or {}
 
     @property
     def device(self) -> torch.device: ...

@@ -48,6 +48,7 @@ class VideoModel:
         self.temporal_patch = int(self.config.patch_size_t or 1)  # latent frames per patch (2 for CogVideoX 1.5)
         self.default_frames = DEFAULT_FRAMES  # frames read when none are asked for
         self.default_negative_prompt = ""  # CogVideoXPipeline's default (no negative text), the public script's too
+        self.recommended_edit: dict = {}  # edit settings the model folder recommends (registry.wrap fills it)
         self._rope_cache: dict = {}
         self._prompts = PromptCache(pipe, self.text_length)
 

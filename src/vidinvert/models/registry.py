@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import VidinvertError
-from ..settings import OFFLOAD_MODES, ModelSettings
+from ..settings import MODEL_SETTINGS_FILE, OFFLOAD_MODES, ModelSettings, check_model_edit_defaults
 from .device import auto_dtype, resolve_device, resolve_dtype
 
 DEMO_MODEL = "demo"  # the small CogVideoX trained on the synthetic world, shipped in vidinvert/demo/model
@@ -199,8 +199,31 @@ def enable_vae_tiling(vae) -> None:
         vae.enable_tiling(**sizes)
 
 
+def recommended_edit(pipe) -> dict:
+    """The edit settings a pipeline's folder recommends (``{"edit": {...}}`` in its ``MODEL_SETTINGS_FILE``), checked;
+    ``{}`` when it has none (a hub id, or a folder without the file)."""
+    folder = getattr(pipe, "name_or_path", None)
+    path = Path(folder) / MODEL_SETTINGS_FILE if folder else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+        raise VidinvertError(f"{path} is not valid JSON", f"fix or delete {path}") from None
+    if not isinstance(data, dict):
+        raise VidinvertError(f"{path} must hold a JSON object", f"fix or delete {path}")
+    return check_model_edit_defaults(data.get("edit", {}), str(path))
+
+
 def wrap(pipe, name: str | None = None):
-    """The family adapter for a loaded pipeline (``VideoFamily``), chosen by the pipeline's class."""
+    """The family adapter for a loaded pipeline (``VideoFamily``), chosen by the pipeline's class, with the edit
+    settings its folder recommends (``recommended_edit``)."""
+    model = _adapter(pipe, name)
+    model.recommended_edit = recommended_edit(pipe)
+    return model
+
+
+def _adapter(pipe, name: str | None):
     if family_of(pipe) == "wan":
         from .wan import WanModel
 

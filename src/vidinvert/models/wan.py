@@ -84,6 +84,7 @@ class WanModel:
         # or copied to a folder); "" for the tiny and demo models, whose small vocabularies would read it as unknowns.
         readable = len(pipe.tokenizer) >= UMT5_VOCABULARY
         self.default_negative_prompt = DEFAULT_NEGATIVE_PROMPT if readable else ""
+        self.recommended_edit: dict = {}  # edit settings the model folder recommends (registry.wrap fills it)
         self._prompts = PromptCache(pipe, self.text_length)
 
     # ---- identity -------------------------------------------------------------------------------------------

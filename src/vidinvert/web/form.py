@@ -131,7 +131,8 @@ def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditCo
             dynamic_guidance=bool(values["dynamic_guidance"]),
             injection=InjectionConfig(enabled=injection_on,
                                       step_fraction=_number(values, "injection_steps")),
-            blend=BlendConfig(enabled=bool(values["blend"]), source_prompt=(values["blend_source"] or "").strip()),
+            blend=BlendConfig(enabled=None if values["blend"] is None else bool(values["blend"]),  # None: the model's
+                              source_prompt=(values["blend_source"] or "").strip()),
             guidance_2=_number(values, "guidance_2", optional=True) or None,
             method=values["method"],
             flowedit=FlowEditConfig(source_prompt=(values["source_prompt"] or "").strip(),
