@@ -209,7 +209,7 @@ def family_defaults(model: VideoFamily, read: ReadSettings | None = None,
     if config is not None and config.negative_prompt is None:
         config = dataclasses.replace(config, negative_prompt=negative_prompt_for(model, None))
     if config is not None:
-        config = with_model_edit_defaults(config, getattr(model, "recommended_edit", None))
+        config = with_model_edit_defaults(config, model.recommended_edit)
     return read, invert_settings, config
 
 
