@@ -16,7 +16,7 @@ from vidinvert.models import load_pipeline, wrap
 from vidinvert.models import wan as wan_module
 from vidinvert.models.base import negative_prompt_for
 from vidinvert.editing import edit
-from vidinvert.errors import VidinvertError
+from vidinvert.errors import SettingsError, VidinvertError
 from vidinvert.inversion import invert
 from vidinvert.settings import (MODEL_SETTINGS_FILE, BlendConfig, EditConfig, InjectionConfig, InvertSettings,
                                 ModelSettings, OutputSettings, ReadSettings, with_model_edit_defaults)
@@ -180,8 +180,15 @@ def test_page_form_leaves_blend_and_reference_weight_to_the_model():
 
     _, _, config = settings_from_form({})
     assert config.blend.enabled is None and config.injection.reference_weight is None
-    _, _, config = settings_from_form({"blend": False})
-    assert config.blend.enabled is False
+    for choice, enabled in (("model's", None), ("on", True), ("off", False), (False, False)):
+        assert settings_from_form({"blend": choice})[2].blend.enabled is enabled
+    assert settings_from_form({"reference_weight": 0.5})[2].injection.reference_weight == 0.5
+    assert settings_from_form({"reference_weight": 0})[2].injection.reference_weight is None  # 0: the model's
+    with pytest.raises(SettingsError, match="^Local blend must be one of") as info:
+        settings_from_form({"blend": "sometimes"})
+    assert "\n" not in str(info.value)
+    with pytest.raises(SettingsError, match="^Reference weight must be"):
+        settings_from_form({"reference_weight": -2})
 
 
 def test_reconstruct_ignores_the_edit_recommendation(recommending_folder, long_clip, tmp_path, capsys):

@@ -48,13 +48,15 @@ FORM_FIELDS = {
     "seed": (EditConfig, "seed"), "negative_prompt": (EditConfig, "negative_prompt"),
     "dynamic_guidance": (EditConfig, "dynamic_guidance"), "injection": (InjectionConfig, "enabled"),
     "injection_steps": (InjectionConfig, "step_fraction"), "blend": (BlendConfig, "enabled"),
+    "reference_weight": (InjectionConfig, "reference_weight"),
     "blend_source": (BlendConfig, "source_prompt"), "metrics": (OutputSettings, "metrics"), "method": (EditConfig, "method"),
     "guidance_2": (EditConfig, "guidance_2"), "n_max": (FlowEditConfig, "n_max"), "n_min": (FlowEditConfig, "n_min"),
     "source_guidance": (FlowEditConfig, "source_guidance"),
     "window": (InvertSettings, "window"), "overlap": (InvertSettings, "overlap"),
 }
 # None in settings (left to the model or the schedule), 0 ("auto") in the form; "" for texts
-UNSET_AS_ZERO = {"frame_sample_step", "height", "width", "max_num_frames", "guidance_2", "n_max"}
+UNSET_AS_ZERO = {"frame_sample_step", "height", "width", "max_num_frames", "guidance_2", "n_max", "reference_weight"}
+UNSET_AS_CHOICE = {"blend": "model's"}  # None in settings, a named choice on the page
 UNSET_AS_EMPTY = {"negative_prompt", "window"}
 
 
@@ -66,6 +68,7 @@ def test_form_initial_values_are_the_settings_defaults():
         default = field_defaults(cls)[name]
         expected = 0 if key in UNSET_AS_ZERO and default is None else default
         expected = "" if key in UNSET_AS_EMPTY and default is None else expected
+        expected = UNSET_AS_CHOICE[key] if key in UNSET_AS_CHOICE and default is None else expected
         assert initial[key] == expected, (key, initial[key], default)
     assert settings_from_form({}) == (ReadSettings(), InvertSettings(), EditConfig())
     read, inv, config = settings_from_form({"frame_sample_step": 0, "height": 0, "width": None, "steps": 4.0,
@@ -82,7 +85,7 @@ def test_the_page_widgets_start_at_the_form_defaults():
     app = build_app(Studio(ModelSettings(name="tiny")))
     by_label = {c["props"].get("label"): c["props"] for c in app.config["components"] if "props" in c}
     for key, value in form_defaults().items():
-        if key in ("blend", "blend_source"):  # not on the page
+        if key == "blend_source":  # not on the page (the source prompt describes the video)
             continue
         assert by_label[LABELS[key]]["value"] == value, key
         assert by_label[LABELS[key]].get("minimum") in (None, 0, 0.05), key  # no Gradio range check on numbers

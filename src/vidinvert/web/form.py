@@ -18,6 +18,7 @@ LABELS = {  # form key -> the label the page shows (errors name fields by it)
     "seed": "Seed", "injection": "Key/value injection", "injection_steps": "Injection steps",
     "inversion_guidance": "Inversion guidance", "strength": "Strength", "negative_prompt": "Negative prompt",
     "dynamic_guidance": "Dynamic guidance", "blend": "Local blend", "blend_source": "Blend: what the video shows",
+    "reference_weight": "Reference weight",
     "metrics": "Temporal metrics",
     "guidance_2": "Guidance 2 (low-noise expert)", "method": "Edit method", "n_max": "FlowEdit n_max",
     "n_min": "FlowEdit n_min", "source_guidance": "Source guidance",
@@ -34,9 +35,11 @@ SETTING_LABELS = {  # per group: how settings.py names a field in its messages -
             "Window overlap", "window": "Window"},
     "edit": {"guidance": "Guidance", "seed": "Seed", "start": "Start from",
              "injection step fraction": "Injection steps", "second guidance": "Guidance 2 (low-noise expert)",
-             "edit method": "Edit method", "FlowEdit source guidance": "Source guidance"},
+             "edit method": "Edit method", "FlowEdit source guidance": "Source guidance",
+             "reference weight": "Reference weight"},
 }
 GROUP_LABELS = {"read": "Frames", "inv": "Inversion", "edit": "Editing"}  # accordion names, for anything else
+BLEND_CHOICES = {"model's": None, "on": True, "off": False}  # the page's Local blend choices -> BlendConfig.enabled
 
 
 def form_defaults() -> dict:
@@ -49,7 +52,8 @@ def form_defaults() -> dict:
         "inversion": inv.method, "source_prompt": inv.prompt, "guidance": edit.guidance, "start": edit.start,
         "seed": edit.seed, "injection": injection.enabled, "injection_steps": injection.step_fraction,
         "inversion_guidance": inv.guidance, "strength": inv.depth, "negative_prompt": edit.negative_prompt or "",
-        "dynamic_guidance": edit.dynamic_guidance, "blend": BlendConfig().enabled,
+        "dynamic_guidance": edit.dynamic_guidance, "reference_weight": injection.reference_weight or 0,
+        "blend": next(k for k, v in BLEND_CHOICES.items() if v is BlendConfig().enabled),
         "blend_source": BlendConfig().source_prompt, "metrics": OutputSettings().metrics,
         "guidance_2": edit.guidance_2 or 0, "method": edit.method,
         "n_max": flow.n_max or 0, "n_min": flow.n_min, "source_guidance": flow.source_guidance,
@@ -130,9 +134,9 @@ def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditCo
             seed=_number(values, "seed", whole=True),
             dynamic_guidance=bool(values["dynamic_guidance"]),
             injection=InjectionConfig(enabled=injection_on,
-                                      step_fraction=_number(values, "injection_steps")),
-            blend=BlendConfig(enabled=None if values["blend"] is None else bool(values["blend"]),  # None: the model's
-                              source_prompt=(values["blend_source"] or "").strip()),
+                                      step_fraction=_number(values, "injection_steps"),
+                                      reference_weight=_number(values, "reference_weight", optional=True) or None),
+            blend=BlendConfig(enabled=_blend_choice(values["blend"]), source_prompt=(values["blend_source"] or "").strip()),
             guidance_2=_number(values, "guidance_2", optional=True) or None,
             method=values["method"],
             flowedit=FlowEditConfig(source_prompt=(values["source_prompt"] or "").strip(),
@@ -146,6 +150,17 @@ def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditCo
         except SettingsError as err:
             raise _labelled(name, err) from None
     return built["read"], built["inv"], built["edit"]
+
+
+def _blend_choice(value) -> bool | None:
+    """Local blend from the form: a choice of ``BLEND_CHOICES`` (``"model's"``: the model's recommendation), or a
+    bool / ``None`` as a library caller passes it."""
+    if value is None or isinstance(value, bool):
+        return value
+    if value not in BLEND_CHOICES:
+        raise SettingsError(f"Local blend must be one of {', '.join(BLEND_CHOICES)}, got {value!r}",
+                            "choose model's, on or off")
+    return BLEND_CHOICES[value]
 
 
 def metrics_from_form(form: dict) -> bool:

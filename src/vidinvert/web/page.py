@@ -24,7 +24,7 @@ from ..jobs import family_defaults
 from ..models import DEMO_MODELS, TINY_MODELS, sample_video
 from ..models.registry import EXAMPLE_HUB_ID, EXAMPLE_PROMPT  # the one example prompt every front end gives
 from ..settings import EDIT_METHODS
-from .form import LABELS, form_defaults, metrics_from_form, parse_prompts, settings_from_form
+from .form import BLEND_CHOICES, LABELS, form_defaults, metrics_from_form, parse_prompts, settings_from_form
 from .studio import Studio
 
 SAMPLE_VIDEO = sample_video()
@@ -227,6 +227,12 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                         injection_steps = gr.Slider(0, 1, value=d["injection_steps"], step=0.05,
                                                     label=LABELS["injection_steps"])
                     with gr.Row():
+                        blend = gr.Radio(list(BLEND_CHOICES), value=d["blend"], label=LABELS["blend"],
+                                         elem_id="blend", info="edit only where the edit prompt departs from the "
+                                         "source's description; model's: what the model recommends (else off)")
+                        reference_weight = number("reference_weight", info="how much more the edit attends to the "
+                                                  "source's tokens; 0 = the model's recommendation (else 1)")
+                    with gr.Row():
                         inversion_guidance = number("inversion_guidance")
                         strength = gr.Slider(0.05, 1, value=d["strength"], step=0.05, label=LABELS["strength"])
                     negative_prompt = gr.Textbox(d["negative_prompt"], label=LABELS["negative_prompt"],
@@ -257,7 +263,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                 "inversion_guidance": inversion_guidance, "strength": strength, "negative_prompt": negative_prompt,
                 "dynamic_guidance": dynamic_guidance, "metrics": metrics, "method": method_choice,
                 "guidance_2": guidance_2, "n_max": n_max, "n_min": n_min, "source_guidance": source_guidance,
-                "window": window, "overlap": overlap}
+                "window": window, "overlap": overlap, "blend": blend, "reference_weight": reference_weight}
         names = {component: name for name, component in form.items()}
 
         def values_of(data: dict) -> dict:
