@@ -40,7 +40,6 @@ the sources, is reported alongside.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -223,14 +222,14 @@ def run(model_name: str, clips: int, steps: int, guidance: float, edit_guidance:
         if opts.get("flowedit"):
             config = EditConfig(method="flowedit", guidance=edit_guidance, seed=seed)
         else:
+            left = opts.get("left_to_model", False)  # blend and reference weight unset, as `vidinvert edit` leaves them
             config = EditConfig(guidance=edit_guidance, start=opts["start"], seed=seed, strength=opts.get("strength"),
-                                krnr=opts.get("krnr"), blend=BlendConfig(enabled=opts.get("blend", False)),
+                                krnr=opts.get("krnr"),
+                                blend=BlendConfig(enabled=None if left else opts.get("blend", False)),
                                 injection=InjectionConfig(enabled=opts["enabled"], reference_text=opts["ref"],
-                                                          reference_weight=opts.get("weight", 1.0),
+                                                          reference_weight=None if left else opts.get("weight", 1.0),
                                                           reference_weight_fraction=opts.get("weight_steps", 1.0)))
-            if opts.get("left_to_model"):  # blend and reference weight as a job resolves them: the model's values
-                config = with_model_edit_defaults(
-                    dataclasses.replace(config, blend=BlendConfig(), injection=InjectionConfig()), model.recommended_edit)
+            config = with_model_edit_defaults(config, model.recommended_edit)  # as a job fills what is unset
         if opts.get("inversion") == "default" and default_inversions is None:  # what `vidinvert edit` inverts with
             default_inversions = [invert(model, z, steps=steps, prompt=InvertSettings().prompt,
                                          method=InvertSettings().method) for z in latents]

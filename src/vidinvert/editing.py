@@ -18,7 +18,7 @@ import torch
 from .attention import BatchLayout, InjectionConfig, InjectionState  # noqa: F401  (InjectionConfig re-exported)
 from .blend import BlendConfig, blend_step, edit_mask, mask_levels
 from .errors import VidinvertError
-from .settings import STARTS, EditConfig, with_model_edit_defaults  # noqa: F401  (re-exported)
+from .settings import STARTS, EditConfig  # noqa: F401  (re-exported)
 from .guidance import combine, dynamic_scale, guided_texts, needs_uncond
 from .inversion import Inversion
 from .krnr import krnr, krnr_adaptive
@@ -120,7 +120,6 @@ def edit(
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise VidinvertError("no edit prompt given", 'pass --prompt "..." (several allowed)')
-    config = with_model_edit_defaults(config)  # what is left unset: the library's values (the jobs apply a model's)
     inversion.check_matches(model)
     windows = inversion.windows()
     if windows.count > 1 and config.injection.reuse_kv:

@@ -515,12 +515,10 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
                   reconstruct: bool = False, result: JobResult | None = None) -> JobResult:
     """Edit a prepared inversion with ``prompts`` in one batch, decode, write the videos and comparisons.
 
-    The settings JSON is not written here (the caller knows the whole record); ``result.summary`` is filled. Edit
-    settings left unset take the model's recommendation (``family_defaults`` records the same).
+    The settings JSON is not written here (the caller knows the whole record); ``result.summary`` is filled.
+    ``config`` is run as given: callers fill what was left to the model with ``family_defaults`` first.
     """
     result = result or JobResult()
-    if not reconstruct:
-        config = with_model_edit_defaults(config, model.recommended_edit)
     inversion = prepared.inversion
     check_model_fits(model, config)
     if config.injection.reuse_kv and inversion.kv_cache is None and not prepared.reused:

@@ -170,6 +170,7 @@ class Studio:
                     if self._model is None:
                         say("loading the model")
                     model = self.model()
+                    _, _, config = jobs.family_defaults(model, None, None, config)  # what was left to the model, as run_edit
                     if flowedit:
                         flow_schedule(model, inv.steps)  # refuses a DDIM model before the video is read
                         source = self.source(video, read, say)
