@@ -192,7 +192,7 @@ def run(model_name: str, clips: int, steps: int, guidance: float, edit_guidance:
         colour=sum(judges.object_colour(r) == sp.colour for r, sp in zip(round_trips, specs)) / clips,
         motion=sum(judges.motion(r) == sp.motion for r, sp in zip(round_trips, specs)) / clips,
         centroid_px=sum(judges.centroid_distance(r, s) for r, s in zip(round_trips, sources)) / clips,
-        background_psnr=sum(judges.background_psnr(r, s) for r, s in zip(round_trips, sources)) / clips,
+        **background_mean([judges.background_psnr(r, s) for r, s in zip(round_trips, sources)]),
         shape_iou_median=median([judges.shape_iou(r, s) for r, s in zip(round_trips, sources)]),
     )
 
@@ -257,7 +257,7 @@ def run(model_name: str, clips: int, steps: int, guidance: float, edit_guidance:
             motion_kept=sum(r["motion_ok"] for r in rows) / len(rows),
             centroid_px=sum(finite) / len(finite) if finite else float("inf"),
             no_object=len(rows) - len(finite),
-            background_psnr=sum(r["background_psnr"] for r in rows) / len(rows),
+            **background_mean([r["background_psnr"] for r in rows]),
             shape_iou_median=median([r["shape_iou"] for r in rows]),
             seconds=time.time() - t,
         )
@@ -281,6 +281,19 @@ def run(model_name: str, clips: int, steps: int, guidance: float, edit_guidance:
         edits=edits, ddim_reconstruction=krnr_rows, timings=timings, threads=torch.get_num_threads(),
     )
     return results, dict(sources=sources, recons=recons, edits=edit_clips, specs=specs)
+
+
+def background_mean(values: list[float]) -> dict:
+    """Mean background PSNR over the clips whose background changed, and how many came back identical (``inf``:
+    a clamped black background decodes exactly), so that one identical clip does not make the mean ``inf``."""
+    changed = [v for v in values if math.isfinite(v)]
+    identical = sum(v == math.inf for v in values)
+    return dict(background_psnr=sum(changed) / len(changed) if changed else math.inf, background_identical=identical)
+
+
+def _background(e: dict) -> str:
+    identical = e.get("background_identical", 0)
+    return f"{e['background_psnr']:.1f}" + (f" ({identical} identical)" if identical else "")
 
 
 def median(values: list[float]) -> float:
@@ -320,7 +333,7 @@ def to_markdown(r: dict) -> str:
         f"{rec['evals_per_step']:.1f}; {rec['steps_not_converged']} | | |",
         f"| VAE round trip of the sources (ceiling): PSNR / colour / motion / centroid / background PSNR / shape IoU "
         f"(median) | {vae['psnr']:.1f} dB / {vae['colour']:.0%} / {vae['motion']:.0%} / {vae['centroid_px']:.2f} px / "
-        f"{vae['background_psnr']:.1f} dB / {vae.get('shape_iou_median', float('nan')):.2f} | | |",
+        f"{_background(vae)} dB / {vae.get('shape_iou_median', float('nan')):.2f} | | |",
         "",
         f"(c) colour edits (red -> green, green -> blue, blue -> yellow, yellow -> purple, purple -> white, white -> red; "
         f"guidance {r['edit_guidance']}), {r['source_clips']} clips each; centroid distance and background PSNR "
@@ -335,7 +348,7 @@ def to_markdown(r: dict) -> str:
         lines.append(
             f"| {name} | {e['colour']:.0%}{'' if e['colour'] >= g['edit_colour'] else ' (missed)'} | "
             f"{e['centroid_px']:.2f}{missing}{'' if e['centroid_px'] <= g['edit_centroid_px'] else ' (missed)'} | "
-            f"{e['background_psnr']:.1f}{'' if e['background_psnr'] >= g['edit_background_psnr'] else ' (missed)'} | "
+            f"{_background(e)}{'' if e['background_psnr'] >= g['edit_background_psnr'] else ' (missed)'} | "
             f"{e['motion_kept']:.0%} | {e.get('shape_iou_median', float('nan')):.2f} | {e['seconds']:.0f} |")
     if r.get("ddim_reconstruction"):
         lines += ["", "(d) reconstruction from plain DDIM inversion (one evaluation per step, source caption, "

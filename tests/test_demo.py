@@ -204,7 +204,7 @@ def test_shipped_wan_model_loads_offline_and_samples(monkeypatch):
     size = sum(p.stat().st_size for p in WAN_MODEL_DIR.rglob("*") if p.is_file())
     assert size <= 30 * 2**20
     assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
-    assert pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1] == 16
+    assert pipe.vae_scale_factor_spatial == 4 and pipe.transformer.config.patch_size[1] == 2  # v2: 8x8-pixel tokens
     out = pipe(prompt=world.caption(*HELDOUT[0], "black"), negative_prompt="", height=64, width=64, num_frames=9,
                num_inference_steps=2, guidance_scale=6.0, generator=torch.Generator().manual_seed(0),
                output_type="pt", max_sequence_length=16).frames
@@ -213,7 +213,8 @@ def test_shipped_wan_model_loads_offline_and_samples(monkeypatch):
     assert model.family == "wan" and model.native_size() == (64, 64) and model.trained_frames == 9  # its window
     frames, _ = render(ClipSpec("red", "disc", "right", "black"))
     latents = model.encode(frames)  # normalised with the per-channel statistics the training stored
-    assert latents.shape == (1, 3, pipe.transformer.config.in_channels, 8, 8)
+    assert latents.shape == (1, 3, pipe.transformer.config.in_channels, 16, 16)
+    assert model.recommended_edit == {"blend": True}  # its vidinvert.json
     assert model.decode(latents).shape == (1, 9, 3, 64, 64)
     a = model.encode_text([world.caption("red", "disc", "right", "black")])
     b = model.encode_text([world.caption("green", "disc", "right", "black")])

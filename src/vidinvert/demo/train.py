@@ -1,4 +1,4 @@
-"""Train the demo CogVideoX on the synthetic world (``world.py``), on the CPU, in under an hour.
+"""Train the demo CogVideoX on the synthetic world (``world.py``), on the CPU, in 75-80 minutes on 2 cores.
 
 ``--family wan`` trains the Wan demo model instead, with the same stages, world and budget and Wan's parts (the
 recipe is ``train_wan.py``; ``Recipe`` holds what differs). What follows describes the CogVideoX recipe.
@@ -27,7 +27,7 @@ Calling the saved pipeline directly: pass ``max_sequence_length=16`` to ``CogVid
 226, pads the prompt far beyond what the model was trained on); vidinvert's ``VideoModel`` does this by itself.
 
 Reproducible: everything is drawn from ``--seed`` and fixed step counts; bit-identical results need the same torch
-build and thread count (``--threads``: 2 for the CogVideoX recipe v2, 1 for Wan's). ``--max-minutes`` is a safety net
+build and thread count (``--threads``: 2 for both families' recipe v2; v1 used 1). ``--max-minutes`` is a safety net
 for slow machines: a stage that would overrun stops early (logged as such).
 
 Resumable: every stage saves its whole state (weights, optimizer, EMA, random generators, the log so far) every
@@ -100,9 +100,9 @@ class DemoConfig:
     log_every: int = 100
 
 
-# The CogVideoX demo model v2: a VAE of 3 wider blocks (4x spatial compression: 16x16 latents, so the transformer's
-# 2x2 patches are 8x8 pixels), trained longer; both cores. DemoConfig's own defaults are the v1 / Wan recipe.
-COGVIDEOX_V2 = dict(vae_channels=(16, 32, 64), vae_full_steps=3500, steps=4500, threads=2)
+# The demo models v2 (both families): a VAE of 3 wider blocks (4x spatial compression: 16x16 latents, so the
+# transformer's 2x2 patches are 8x8 pixels), trained longer; both cores. DemoConfig's own defaults are the v1 recipe.
+RECIPE_V2 = dict(vae_channels=(16, 32, 64), vae_full_steps=3500, steps=4500, threads=2)
 
 
 def build_components(config: DemoConfig):
@@ -487,11 +487,11 @@ def recipe(family: str) -> Recipe:
 
         return Recipe(train_wan.build_components, train_wan.make_pipeline, train_wan.set_latent_stats,
                       train_wan.FlowObjective, train_wan.generate, "WanPipeline",
-                      PACKAGE_DIR / "model_wan", dict(steps=7000), 58.0)
+                      PACKAGE_DIR / "model_wan", dict(RECIPE_V2, steps=7000), 200.0)
     if family != "cogvideox":
         raise SystemExit(f"error: unknown family {family!r}; use cogvideox or wan")
     return Recipe(build_components, make_pipeline, _set_scaling_factor, VObjective, generate,
-                  "CogVideoXPipeline", DEFAULT_OUT, COGVIDEOX_V2, 150.0)
+                  "CogVideoXPipeline", DEFAULT_OUT, RECIPE_V2, 150.0)
 
 
 def quick_text_to_video(pipe, log: Log, seed: int, steps: int = 50, guidance: float = 6.0, generate_fn=generate,

@@ -4,8 +4,9 @@ The same world, the same stages and the same CPU budget as the CogVideoX demo (`
 real diffusers/transformers classes saved with ``WanPipeline.save_pretrained`` (load with
 ``WanPipeline.from_pretrained(DIR)`` or ``vidinvert --model demo-wan``):
 
-1. ``AutoencoderKLWan`` (Wan 2.1's causal VAE layout: three down stages, 8x spatial and 4x temporal compression,
-   ``dim_mult`` 1-2-4-4, 8 latent channels), trained like the CogVideoX demo's VAE; then its ``latents_mean`` /
+1. ``AutoencoderKLWan`` (Wan 2.1's causal VAE layout; v2: widths 16-32-64, ``dim_mult`` 1-2-4, two down stages, so
+   4x spatial compression as the CogVideoX demo v2, and 4x temporal; v1 had Wan's three stages, 8x spatial; 8 latent
+   channels), trained like the CogVideoX demo's VAE; then its ``latents_mean`` /
    ``latents_std`` are set per channel from the training latents, as published Wan VAEs carry them.
 2. ``UMT5EncoderModel``: small, random and frozen (``tiny_wan.make_text_encoder``), over the same word-level tokenizer;
    prompts are 16 tokens, zero-padded after the prompt as ``WanPipeline.encode_prompt`` does.
