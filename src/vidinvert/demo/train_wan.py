@@ -39,6 +39,7 @@ def build_components(config):
         dim_mult=[c // base for c in config.vae_channels],
         num_res_blocks=1,
         temperal_downsample=[False] * (len(config.vae_channels) - 3) + [True, True],  # 4x in time
+        scale_factor_spatial=2 ** (len(config.vae_channels) - 1),  # WanPipeline sizes its latents by this (default 8)
         latents_mean=[0.0] * config.latent_channels,  # set from the training latents after the VAE stage
         latents_std=[1.0] * config.latent_channels,
     )
