@@ -238,6 +238,7 @@ def test_wan_training_recipe_is_reproducible_and_normalises_its_latents(tmp_path
     assert (tmp_path / "a" / weights).read_bytes() == (tmp_path / "b" / weights).read_bytes()
     pipe = WanPipeline.from_pretrained(tmp_path / "a")
     config = pipe.vae.config
+    assert pipe.vae_scale_factor_spatial == 2 ** (len(config.dim_mult) - 1) == 4  # WanPipeline sizes latents by it
     assert len(config.latents_mean) == len(config.latents_std) == config.z_dim
     specs = world.sample_specs(16, 0 + 50, "train")  # the recipe's training clips (seed + 50)
     frames, _, _ = make_batch(specs)

@@ -1,7 +1,7 @@
 """The Wan recipe of the demo model: ``python -m vidinvert.demo.train --family wan --out DIR``.
 
-The same world, the same stages and the same CPU budget as the CogVideoX demo (``train.py``), with Wan's parts, all
-real diffusers/transformers classes saved with ``WanPipeline.save_pretrained`` (load with
+The same world, stages and recipe as the CogVideoX demo (``train.py``; 7000 transformer steps, not 4500), with
+Wan's parts, all real diffusers/transformers classes saved with ``WanPipeline.save_pretrained`` (load with
 ``WanPipeline.from_pretrained(DIR)`` or ``vidinvert --model demo-wan``):
 
 1. ``AutoencoderKLWan`` (Wan 2.1's causal VAE layout; v2: widths 16-32-64, ``dim_mult`` 1-2-4, two down stages, so
