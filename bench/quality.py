@@ -11,15 +11,16 @@ learned metric):
     of the source (goal >= 30 dB);
 (c) colour edits (red -> green, ...; the rest of the caption kept) from the same inversions: fraction with the
     target colour (goal >= 80%), mean per-frame centroid distance to the source (goal <= 2 px), background PSNR
-    against the source (goal >= 25 dB), the median over clips of the object masks' IoU against the source's
-    (``judges.shape_iou``: shape and place, whatever the colour), for injection on/off x start inverted/random x
+    against the source (goal >= 25 dB; mean over the clips whose background changed, identical ones counted), the
+    median over clips of the object masks' IoU against the source's (``judges.shape_iou``: shape and place, whatever
+    the colour), for injection on/off x start inverted/random x
     reference text inversion/edit (``inverted`` + ``inversion`` is the library default; ``random`` + ``edit`` is the
     public CogVideo script's layout), and for edits that re-sample only part of the schedule (``strength``) or start from
     K-RNR (``krnr``), or weight the reference tokens up (``reference_weight``), or blend into the source outside a
     mask of where the source and edit captions disagree (``blend``; the inversions carry the source caption); the
     first row is the defaults end to end, what ``vidinvert edit VIDEO --prompt ...`` runs: plain inversion (DDIM, or
     Euler for a flow model) with an empty source prompt, then the default edit with the edit settings the model's
-    folder recommends (``vidinvert.json``; none for the Wan demo), the second the same without them;
+    folder recommends (``vidinvert.json``: both demo models have one), the second the same without them;
 (d) reconstruction from plain DDIM inversion, where the zero-terminal-SNR end loses the source: full strength,
     strength 0.95 from the stored latent, and K-RNR of order 1-3 (and the adaptive variant) at 0.95, the authors'
     setting (``vidinvert.krnr``).

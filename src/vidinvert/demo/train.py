@@ -1,4 +1,4 @@
-"""Train the demo CogVideoX on the synthetic world (``world.py``), on the CPU, in 75-80 minutes on 2 cores.
+"""Train the demo CogVideoX on the synthetic world (``world.py``), on the CPU, in about 75 minutes on 2 cores.
 
 ``--family wan`` trains the Wan demo model instead, with the same stages and world and Wan's parts (the
 recipe is ``train_wan.py``; ``Recipe`` holds what differs). What follows describes the CogVideoX recipe.
