@@ -58,6 +58,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def is_stale_temp(name: str) -> bool:
+    """Whether ``name`` is a temp of a vidinvert writer on this machine that is gone (killed): safe to remove."""
+    match = TEMP_PATTERN.match(name)
+    return bool(match) and match.group(2) == HOST_TAG and int(match.group(1)) != os.getpid() \
+        and not _alive(int(match.group(1)))
+
+
 def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
     """Remove the temp files (and temp folders) that runs of vidinvert on this machine left in ``folder`` when they
     were killed (their process is gone). Returns what was removed; errors are ignored (it is only tidying)."""
@@ -67,8 +74,7 @@ def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
-        match = TEMP_PATTERN.match(entry.name)
-        if not match or match.group(2) != HOST_TAG or int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
+        if not is_stale_temp(entry.name):
             continue
         try:
             if entry.is_dir() and not entry.is_symlink():

@@ -1,9 +1,11 @@
-"""One clip on one worker: its folder cleaned, its inversion reused or made, ``jobs.run_edit``, one row per prompt.
+"""One clip on one worker: its folder checked and cleared, its inversion reused or made, ``jobs.run_edit``, one row
+per prompt.
 
-A clip owns the folder ``<output-dir>/<id>/``. Before it runs, every file there is removed except a saved
+A clip writes in the folder ``<output-dir>/<id>/`` and touches there only what vidinvert wrote (``folders``): a
+folder holding anything else is refused. Before it runs, what earlier runs wrote there is removed except a saved
 inversion made with the same inversion settings (``<video>.<hash>.inv``): what a killed worker left (complete
-videos of some prompts, hidden temp files) never mixes with a new run, and a rerun after a changed prompt reuses
-the inversion. The edit itself is ``run_edit``, the job ``vidinvert edit`` runs, with the same settings. A FlowEdit
+videos of some prompts, its temp files) never mixes with a new run, and a rerun after a changed prompt reuses the
+inversion. The edit itself is ``run_edit``, the job ``vidinvert edit`` runs, with the same settings. A FlowEdit
 clip (``method`` ``flowedit``) makes no inversion, so none is saved or reused: its rows say ``"inversion": null``.
 """
 
@@ -21,14 +23,15 @@ import torch
 
 from ..atomic import atomic_write
 from ..errors import VidinvertError
+from .folders import ATTEMPTS, ClipFolder, folder_problem
 from ..jobs import load_model, run_edit
+from ..outputs import partial_path
 from ..models.base import VideoFamily
 from ..settings import ModelSettings
 from .jobfile import ClipJob
 from .table import failed_rows, now
 
 MAX_ERROR = 300  # characters kept of an unexpected error's message
-ATTEMPTS = ".batch-attempts"  # in a clip's folder: how many times a worker has started it in this batch
 
 
 def worker_name() -> str:
@@ -81,13 +84,6 @@ def inversion_path(folder: Path, job: ClipJob) -> Path:
     return Path(folder) / f"{Path(job.video).stem}.{job.inversion_hash[:12]}.inv"
 
 
-def clean_folder(folder: Path, keep: Path | None) -> None:
-    """Remove the files in a clip's folder, but ``keep``."""
-    for child in Path(folder).iterdir():
-        if (child.is_file() or child.is_symlink()) and child != keep and child.name != ATTEMPTS:
-            child.unlink(missing_ok=True)
-
-
 def count_attempt(folder: Path) -> int:
     """Count one more attempt at the clip in ``folder``; return how many there have been (this one included)."""
     path = Path(folder) / ATTEMPTS
@@ -118,6 +114,10 @@ def run_clip(job: ClipJob, out: Path, models: ModelCache, max_attempts: int | No
     out = Path(out)
     record, started = uuid.uuid4().hex, time.perf_counter()
     folder = out / job.id
+    problem = folder_problem(out, job.id)  # checked when planned; again here, where the files are touched
+    if problem is not None:
+        return failed_rows(job, f"{problem}; give the row another 'id' or use another --output-dir", record,
+                           worker=worker_name())
     attempt = 1
     if max_attempts is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -127,12 +127,17 @@ def run_clip(job: ClipJob, out: Path, models: ModelCache, max_attempts: int | No
                                worker=worker_name())
     flowedit = job.edit.method == "flowedit"  # no inversion to save or reuse
     inversion = None if flowedit else inversion_path(folder, job)
-    reuse = not flowedit and inversion.is_file() and not job.edit.injection.reuse_kv  # keys/values are never saved
+    clip_folder = ClipFolder(folder)
+    reuse = (not flowedit and inversion.is_file() and inversion.name in clip_folder.written
+             and not job.edit.injection.reuse_kv)  # keys/values are never saved
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.reset_peak_memory_stats()
+    clip_folder.clear(keep={inversion.name} if reuse else set())
+    before = {p.name for p in folder.iterdir()}
+    if inversion is not None:  # named before the run, so what a killed worker leaves of them is known as ours
+        clip_folder.written |= {inversion.name, partial_path(inversion).name}
+        clip_folder.save()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        clean_folder(folder, keep=inversion if reuse else None)
         model = models.get(job.model)
         result = run_edit(job.video, list(job.prompts), job.model, job.read, job.invert, job.edit,
                           job.output(folder), use_inversion=str(inversion) if reuse else None,
@@ -143,6 +148,9 @@ def run_clip(job: ClipJob, out: Path, models: ModelCache, max_attempts: int | No
         reset_attempts(folder)
         return failed_rows(job, one_line(err), record, worker=worker_name(), attempt=attempt,
                            seconds=round(time.perf_counter() - started, 2))
+    finally:  # Ctrl-C included: what the run left here is vidinvert's, and recorded as such; no empty folder
+        clip_folder.claim_new(before)
+        clip_folder.remove_if_empty()
     reset_attempts(folder)
     summary = result.summary
     seconds = round(time.perf_counter() - started, 2)

@@ -16,6 +16,7 @@ import copy
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 from .. import __version__
 from ..cli import add_clip_options, edit_config, invert_settings, model_settings, read_settings
 from ..errors import SettingsError, VidinvertError
+from .folders import RESERVED_IDS
 from ..settings import EditConfig, InvertSettings, ModelSettings, OutputSettings, ReadSettings
 
 RESERVED = ("video", "prompts", "prompt", "id")  # row keys that are not options
@@ -102,39 +104,63 @@ class BadRow:
 
 
 # ---- reading ---------------------------------------------------------------------------------------------------
+def _text_lines(path: Path) -> list[tuple[int, str | None]]:
+    """``[(line number, text or None when the line is not UTF-8)]``; a leading byte-order mark is dropped."""
+    data = path.read_bytes()
+    if b"\x00" in data[:8192]:
+        raise VidinvertError(f"job file {path.name} is not text (it holds binary bytes)",
+                             "give a UTF-8 .jsonl or .csv file with one row per clip")
+    lines = []
+    for number, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").splitlines(), 1):
+        try:
+            lines.append((number, raw.decode("utf-8")))
+        except UnicodeDecodeError:
+            lines.append((number, None))
+    return lines
+
+
 def read_rows(path: Path) -> list[tuple[int, dict | str]]:
     """``[(row number, row dict or an error line)]`` from a .jsonl or .csv file (blank lines skipped)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise VidinvertError(f"job file not found: {path}", "give a .jsonl or .csv file with one row per clip")
+    if not path.is_file():  # a folder, a FIFO or a device: reading it could block or mean nothing
+        raise VidinvertError(f"job file {path} is not a regular file", "give a .jsonl or .csv file")
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".csv"):
         raise VidinvertError(f"cannot read job file {path.name}", "use .jsonl (one JSON object per line) or .csv")
+    lines = _text_lines(path)
     rows: list[tuple[int, dict | str]] = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        if suffix == ".csv":
-            reader = csv.DictReader(handle)
-            for number, row in enumerate(reader, 1):
-                if None in row:
-                    rows.append((number, "more cells than columns"))
-                    continue
-                row = {k.strip(): v.strip() for k, v in row.items() if k and v is not None and v.strip()}
-                if "prompts" in row:
-                    row["prompts"] = [p.strip() for p in row["prompts"].split(PROMPT_SEPARATOR) if p.strip()]
-                if row:
-                    rows.append((number, row))
-        else:
-            number = 0
-            for text in handle:
-                if not text.strip():
-                    continue
-                number += 1
-                try:
-                    row = json.loads(text)
-                except json.JSONDecodeError as err:
-                    rows.append((number, f"not JSON ({err.msg} at column {err.colno})"))
-                    continue
-                rows.append((number, row if isinstance(row, dict) else "not a JSON object"))
+    if suffix == ".csv":
+        bad = [number for number, text in lines if text is None]
+        if bad:
+            raise VidinvertError(f"job file {path.name}: line {bad[0]} is not UTF-8 text", "save the file as UTF-8")
+        reader = csv.DictReader(io.StringIO("\n".join(text for _, text in lines)))
+        for number, row in enumerate(reader, 1):
+            if None in row:
+                rows.append((number, "more cells than columns"))
+                continue
+            row = {k.strip(): v.strip() for k, v in row.items() if k and v is not None and v.strip()}
+            if "prompts" in row:
+                row["prompts"] = [p.strip() for p in row["prompts"].split(PROMPT_SEPARATOR) if p.strip()]
+            if row:
+                rows.append((number, row))
+    else:
+        number = 0
+        for _, text in lines:
+            if text is not None and not text.strip():
+                continue
+            number += 1
+            if text is None:
+                rows.append((number, "not UTF-8 text"))
+                continue
+            try:
+                row = json.loads(text)
+            except (json.JSONDecodeError, RecursionError) as err:
+                where = f" ({err.msg} at column {err.colno})" if isinstance(err, json.JSONDecodeError) else ""
+                rows.append((number, f"not JSON{where}"))
+                continue
+            rows.append((number, row if isinstance(row, dict) else "not a JSON object"))
     if not rows:
         raise VidinvertError(f"job file {path.name} has no rows", "add one row per clip")
     return rows
@@ -164,21 +190,40 @@ def apply_options(parser: _RowParser, defaults: argparse.Namespace, options: dic
             value = ",".join(str(v) for v in value)
         if isinstance(value, (dict, bool)):
             raise SettingsError(f"option {flag} takes a value, got {json.dumps(value)}", "give a number or text")
-        tokens += [flag, str(value)]
+        tokens.append(f"{flag}={value}")  # one token: a value starting with "-" stays a value
     return parser.parse_args(tokens, namespace=args)
 
 
-def _clip_id(row: dict, video: str, taken: set[str], line: int) -> str:
+def _explicit_id(row: dict | str) -> str | None:
+    """A row's own ``id``, when it gave a valid one."""
+    given = row.get("id") if isinstance(row, dict) else None
+    return given if isinstance(given, str) and _ID.match(given) else None
+
+
+def _clip_id(row: dict, video: str, taken: set[str], explicit: dict[str, int], line: int) -> str:
+    """The row's id: its own, or one made from the video's name that no row of the file uses (case ignored, as
+    some filesystems do)."""
     given = row.get("id")
     if given is not None:
-        given = str(given)
-        if not _ID.match(given):
-            raise SettingsError(f"id {given!r} is not a folder name", "use letters, digits, '.', '_' and '-'")
-        if given in taken:
-            raise SettingsError(f"id {given!r} is used by an earlier row", "give each row its own id")
+        if not isinstance(given, str) or not _ID.match(given):
+            raise SettingsError(f"id {json.dumps(given)} is not a folder name",
+                                "use letters, digits, '.', '_' and '-' (starting with a letter or digit)")
+        if given.lower() in RESERVED_IDS:
+            raise SettingsError(f"id {given!r} is a name the batch keeps for itself", "give the row another 'id'")
+        if explicit[given.lower()] != line:
+            raise SettingsError(f"id {given!r} is used by row {explicit[given.lower()]} too",
+                                "give each row its own 'id'")
         return given
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(video).stem).lstrip("._-") or "clip"
-    return stem if stem not in taken else f"{stem}-{line}"
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(video).stem).lstrip("._-")[:100] or "clip"
+    if stem.lower() in RESERVED_IDS:
+        stem = f"clip-{stem}"
+    return _unused(stem, taken, explicit, line)
+
+
+def _unused(stem: str, taken: set[str], explicit: dict[str, int], line: int) -> str:
+    """``stem``, else ``stem-<line>``, else ``stem-<line>-2`` ...: the first that no row's id is (case ignored)."""
+    candidates = [stem, f"{stem}-{line}"] + [f"{stem}-{line}-{k}" for k in range(2, len(taken) + len(explicit) + 3)]
+    return next(c for c in candidates if c.lower() not in taken and c.lower() not in explicit)
 
 
 def _prompts(row: dict) -> tuple[str, ...]:
@@ -208,18 +253,21 @@ def read_jobs(path: str | Path, defaults: argparse.Namespace | None = None) -> l
     parser = clip_parser()
     defaults = defaults if defaults is not None else clip_defaults()
     jobs: list[ClipJob | BadRow] = []
-    taken: set[str] = set()
-    for line, row in read_rows(path):
-        fallback = row.get("id") if isinstance(row, dict) and isinstance(row.get("id"), str) else f"row-{line}"
-        if fallback in taken:
-            fallback = f"row-{line}"
+    rows = read_rows(path)
+    explicit: dict[str, int] = {}  # every valid id a row gives (lower case) -> the first row that gives it
+    for line, row in rows:
+        given = _explicit_id(row)
+        if given is not None:
+            explicit.setdefault(given.lower(), line)
+    taken: set[str] = set()  # ids in use (lower case), explicit and made
+    for line, row in rows:
         try:
             if isinstance(row, str):
                 raise SettingsError(row)
             video = row.get("video")
             if not isinstance(video, str) or not video.strip():
                 raise SettingsError("no video given", "give each row a 'video' path")
-            clip_id = _clip_id(row, video, taken, line)
+            clip_id = _clip_id(row, video, taken, explicit, line)
             prompts = _prompts(row)
             args = apply_options(parser, defaults, {k: v for k, v in row.items() if k not in RESERVED})
             video_path = Path(video) if Path(video).is_absolute() else path.parent / video
@@ -230,11 +278,13 @@ def read_jobs(path: str | Path, defaults: argparse.Namespace | None = None) -> l
             job.output(path.parent)  # OutputSettings validates the fps
         except VidinvertError as err:
             prompts = row.get("prompts", row.get("prompt")) if isinstance(row, dict) else None
-            prompts = tuple(p for p in ([prompts] if isinstance(prompts, str) else prompts or [])
-                            if isinstance(p, str))
-            jobs.append(BadRow(line, fallback, f"row {line}: {err}", prompts))
-            taken.add(fallback)
+            prompts = [prompts] if isinstance(prompts, str) else prompts if isinstance(prompts, list) else []
+            given = _explicit_id(row)
+            clip_id = given if given is not None and explicit[given.lower()] == line \
+                and given.lower() not in RESERVED_IDS else _unused(f"row-{line}", taken, explicit, line)
+            jobs.append(BadRow(line, clip_id, f"row {line}: {err}", tuple(p for p in prompts if isinstance(p, str))))
+            taken.add(clip_id.lower())
             continue
-        taken.add(job.id)
+        taken.add(job.id.lower())
         jobs.append(job)
     return jobs

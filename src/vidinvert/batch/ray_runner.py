@@ -12,6 +12,7 @@ therefore be a path every node can write (a shared filesystem). Only this module
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import logging
 import pickle
@@ -21,6 +22,7 @@ from typing import Iterator
 
 import ray
 
+from ..errors import VidinvertError
 from .clip import ModelCache, run_clip, torch_threads
 from .jobfile import ClipJob
 from .table import failed_rows
@@ -50,6 +52,19 @@ class ClipWorker:
         return {"rows": rows}
 
 
+def join(address: str | None) -> None:
+    """Start a local Ray instance (``address`` None) or join a cluster, with one-line errors."""
+    if address is not None and address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+        raise VidinvertError(f"--address {address} uses Ray Client, which needs Ray's client extra",
+                             "pip install 'ray[client]' (or run on the cluster's head node with --address auto)")
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    except Exception as err:  # noqa: BLE001 - Ray raises many types for a bad or unreachable address
+        text = " ".join(str(err).split())[:200]
+        raise VidinvertError(f"cannot join the Ray cluster at --address {address} ({type(err).__name__}: {text})",
+                             "give auto, ray://HOST:10001 of a running cluster, or leave --address out") from None
+
+
 def _encode(job: ClipJob) -> str:
     return base64.b64encode(pickle.dumps(job)).decode("ascii")
 
@@ -59,7 +74,7 @@ def run_on_ray(jobs: list[ClipJob], out: Path, *, workers: int, address: str | N
     """Yield each clip's rows as its worker finishes it (in completion order)."""
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        join(address)
     context = ray.data.DataContext.get_current()
     saved = context.max_errored_blocks, context.enable_progress_bars
     context.max_errored_blocks = -1  # a clip Ray itself gives up on is recorded as failed, the others go on
@@ -68,8 +83,12 @@ def run_on_ray(jobs: list[ClipJob], out: Path, *, workers: int, address: str | N
     level = data_log.level
     data_log.setLevel(logging.ERROR)  # not its execution plan, nor that its progress bars are off
     try:
+        gpus = ray.cluster_resources().get("GPU", 0)
         if gpus_per_worker is None:
-            gpus_per_worker = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+            gpus_per_worker = 1 if gpus >= 1 else 0
+        elif gpus_per_worker > gpus:  # Ray would wait for a GPU that never comes
+            raise VidinvertError(f"--gpus-per-worker {gpus_per_worker:g} but the Ray cluster has {gpus:g} GPUs",
+                                 "use --gpus-per-worker 0 for CPU workers, or a cluster with GPUs (--address)")
         items = [{"job": _encode(job)} for job in jobs]
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             ClipWorker,

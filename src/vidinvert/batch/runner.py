@@ -8,6 +8,7 @@ counts clips x prompts; the summary counts edits done, failed and skipped (done 
 from __future__ import annotations
 
 import importlib.util
+import math
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import VidinvertError
+from .folders import adopt_recorded, folder_problem
 from .clip import ModelCache, reset_attempts, run_clip, torch_threads
 from .jobfile import BadRow, ClipJob, read_jobs
 from .table import BatchLock, ResultsTable, failed_rows
@@ -74,6 +76,9 @@ def run_batch(jobs_file: str | Path, output_dir: str | Path, defaults=None, *, w
     if workers < 1 or cpus_per_worker < 1 or retries < 0:
         raise VidinvertError("workers and cpus per worker must be >= 1 and retries >= 0",
                              "use e.g. --workers 2 --cpus-per-worker 1 --retries 2")
+    if gpus_per_worker is not None and not (math.isfinite(gpus_per_worker) and gpus_per_worker >= 0):
+        raise VidinvertError(f"--gpus-per-worker must be a number >= 0, got {gpus_per_worker}",
+                             "use e.g. --gpus-per-worker 1 (or 0 for CPU workers), or leave it out")
     out = Path(output_dir).resolve()
     started = time.perf_counter()
     summary = BatchSummary(results=str(out / "results.jsonl"), workers=workers)
@@ -81,9 +86,17 @@ def run_batch(jobs_file: str | Path, output_dir: str | Path, defaults=None, *, w
         jobs = read_jobs(jobs_file, defaults)
         table = ResultsTable(out)
         pending: list[ClipJob] = []
+        refused: list[ClipJob] = []  # clips whose folder holds files vidinvert did not write
         for job in jobs:
             if isinstance(job, BadRow):
                 table.add(failed_rows(job, job.error, uuid.uuid4().hex))
+                continue
+            adopt_recorded(out / job.id, table.recorded(job.id))
+            problem = folder_problem(out, job.id)
+            if problem is not None:
+                table.add(failed_rows(job, f"row {job.line}: {problem}; give the row another 'id' or use another "
+                                           "--output-dir", uuid.uuid4().hex))
+                refused.append(job)
             elif table.is_done(job):
                 summary.skipped += len(job.prompts)
             else:
@@ -127,7 +140,7 @@ def run_batch(jobs_file: str | Path, output_dir: str | Path, defaults=None, *, w
         finally:
             bar.close()
             table.compact([job.id for job in jobs])
-        ran_ids = {job.id for job in pending}
+        ran_ids = {job.id for job in pending + refused}
         for job in jobs:
             if isinstance(job, ClipJob) and job.id not in ran_ids:
                 continue

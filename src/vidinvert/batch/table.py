@@ -18,10 +18,9 @@ from pathlib import Path
 
 from ..errors import VidinvertError
 from ..atomic import atomic_write
+from .folders import LOCK, RESULTS
 from .jobfile import BadRow, ClipJob
 
-RESULTS = "results.jsonl"
-LOCK = ".batch.lock"
 
 
 def now() -> str:
@@ -75,18 +74,36 @@ class ResultsTable:
         self.folder = Path(folder)
         self.path = self.folder / RESULTS
         self.latest: dict[str, list[dict]] = {}
-        if self.path.is_file():
-            for text in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(text)
-                    clip, record = row["clip"], row["record"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a line cut short by a crash: that clip is simply redone
-                rows = self.latest.get(clip)
-                if rows and rows[0]["record"] == record:
-                    rows.append(row)
-                else:
-                    self.latest[clip] = [row]
+        self.torn = False  # the file ends in a line cut short (a crash): the next record starts on a new line
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
+            raise VidinvertError(f"{self.path} is not a results table vidinvert wrote (not a regular file)",
+                                 "use another --output-dir, or move it away")
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        self.torn = bool(data) and not data.endswith(b"\n")
+        lines, records = data.splitlines(), 0
+        for text in lines:
+            try:
+                row = json.loads(text)
+                clip, record = row["clip"], row["record"]
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a crash: that clip is simply redone
+            records += 1
+            rows = self.latest.get(clip)
+            if rows and rows[0]["record"] == record:
+                rows.append(row)
+            else:
+                self.latest[clip] = [row]
+        if lines and not records:  # rewriting it at the end would destroy someone else's file
+            raise VidinvertError(f"{self.path} is not a results table vidinvert wrote (no line is a batch record)",
+                                 "use another --output-dir, or move that file away")
+
+    def recorded(self, clip: str) -> set[str]:
+        """The names in the clip's folder that its latest record says vidinvert wrote (outputs, inversion)."""
+        paths = [p for r in self.latest.get(clip, []) for p in [*r.get("outputs", []), r.get("inversion")]
+                 if isinstance(p, str)]
+        return {Path(p).name for p in paths if Path(p).parent == Path(clip)}
 
     def is_done(self, job: ClipJob) -> bool:
         rows = self.latest.get(job.id, [])
@@ -100,9 +117,10 @@ class ResultsTable:
             return
         self.latest[rows[0]["clip"]] = rows
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+            handle.write("\n" * self.torn + "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
             handle.flush()
             os.fsync(handle.fileno())
+        self.torn = False
 
     def compact(self, order: list[str]) -> None:
         """Rewrite the table with the latest record of each clip: clips of the job file first, in its order."""
