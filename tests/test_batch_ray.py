@@ -15,6 +15,7 @@ import pytest
 
 from test_batch import STEPS, comparisons, make_clips, reference_edit, results, videos, write_jobs
 from vidinvert.batch import run_batch
+from vidinvert.batch.folders import BOOKKEEPING, read_manifest
 from vidinvert.batch.jobfile import clip_defaults
 
 ray = pytest.importorskip("ray")
@@ -49,7 +50,9 @@ def _assert_same_as_reference(out: Path, clips, reference) -> None:
     for clip in clips:
         assert videos(out / clip.stem) == videos(reference[clip.stem]), clip.stem  # bit for bit
         assert comparisons(out / clip.stem) == comparisons(reference[clip.stem]), clip.stem
-        assert not [p.name for p in (out / clip.stem).iterdir() if p.name.startswith(".")], clip.stem  # no temp
+        hidden = [p.name for p in (out / clip.stem).iterdir() if p.name.startswith(".")]
+        assert not [n for n in hidden if n not in BOOKKEEPING], clip.stem  # no temp, only the batch's own records
+        assert read_manifest(out / clip.stem) == {p.name for p in (out / clip.stem).iterdir()} - BOOKKEEPING
 
 
 def test_two_workers_match_the_edit_command_and_record_a_broken_clip(cluster, clips, reference, tmp_path):
@@ -106,3 +109,12 @@ def test_in_process_path_imports_no_ray_and_writes_the_same_files(clips, referen
     for clip in clips[:2]:
         assert videos(out / clip.stem) == videos(reference[clip.stem])
         assert comparisons(out / clip.stem) == comparisons(reference[clip.stem])
+
+
+def test_gpu_workers_on_a_cluster_without_gpus_are_refused_at_once(cluster, clips, tmp_path):
+    from vidinvert.errors import VidinvertError
+
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"video": str(clips[0]), "prompt": "a"}])
+    with pytest.raises(VidinvertError, match="--gpus-per-worker 1 but the Ray cluster has 0 GPUs; use "
+                                             "--gpus-per-worker 0"):
+        run_batch(jobs, tmp_path / "out", _defaults(), workers=2, gpus_per_worker=1, progress=False)

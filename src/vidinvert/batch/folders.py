@@ -87,8 +87,10 @@ class ClipFolder:
         self.save()
 
     def claim_new(self, before: set[str]) -> None:
-        """Record every entry that appeared since ``before`` as written by vidinvert (the run's outputs)."""
-        self.written |= self._entries() - set(before) - BOOKKEEPING
+        """After a run: record every entry that appeared since ``before`` as written by vidinvert (the run's
+        outputs) and forget names that are gone (those named in advance that the run did not make)."""
+        entries = self._entries()
+        self.written = (self.written | (entries - set(before) - BOOKKEEPING)) & entries  # names now present
         self.save()
 
     def save(self) -> None:

@@ -16,6 +16,7 @@ import importlib.util
 import json
 import logging
 import pickle
+import socket
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -52,11 +53,21 @@ class ClipWorker:
         return {"rows": rows}
 
 
+CONNECT_SECONDS = 5.0  # how long a cluster address may take to answer before the batch says it does not
+
+
 def join(address: str | None) -> None:
     """Start a local Ray instance (``address`` None) or join a cluster, with one-line errors."""
     if address is not None and address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
         raise VidinvertError(f"--address {address} uses Ray Client, which needs Ray's client extra",
                              "pip install 'ray[client]' (or run on the cluster's head node with --address auto)")
+    host, sep, port = (address or "").rpartition(":")
+    if sep and host and port.isdigit() and "://" not in address:  # GCS address: Ray would retry it for minutes
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS).close()
+        except (OSError, ValueError) as err:
+            raise VidinvertError(f"nothing answers at --address {address} ({getattr(err, 'strerror', None) or err})",
+                                 "start the cluster (ray start --head) or give the address it printed") from None
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     except Exception as err:  # noqa: BLE001 - Ray raises many types for a bad or unreachable address
