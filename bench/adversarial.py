@@ -2,6 +2,8 @@
 
 Every case must end in either exit 0 with valid outputs, or exit 2 with one line on stderr ("vidinvert: error: ...")
 and no traceback; in both cases no temp file (``.vidinvert-*``) or checkpoint is left and the inputs are unchanged.
+Batch cases (``batch ...``) may also exit 1 (some rows failed): then every row of the job file is recorded exactly
+once, and every file that was in the case's folder before the run is still there, unchanged.
 
     PYTHONPATH=src python bench/adversarial.py [--only SUBSTRING]
 
@@ -457,6 +459,153 @@ def _process_cases(inputs, root, env) -> list[tuple[str, object]]:
             ("process two concurrent edits, same output", lambda: _concurrent(inputs, root, env, "edit"))]
 
 
+# ---- batch: job files and folders a hostile (or careless) user gives -----------------------------------------------
+def _rows(path: Path, rows: list) -> str:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path.name
+
+
+def _batch_cases(clip: Path) -> list[tuple[str, object]]:
+    """``(name, setup)``: ``setup(work)`` lays out files in ``work`` and returns the batch's arguments."""
+    def copy(work: Path, *names: str) -> None:
+        for name in names:
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            (work / name).write_bytes(clip.read_bytes())
+
+    def default_id_is_the_inputs_folder(w):
+        copy(w, "car/car.mp4")
+        (w / "car" / "notes.txt").write_text("mine\n")
+        return [_rows(w / "jobs.jsonl", [{"video": "car/car.mp4", "prompt": "a"}]), "--output-dir", "."]
+
+    def explicit_id_is_a_folder_of_inputs(w):
+        copy(w, "clips/a.mp4", "clips/b.mp4")
+        return [_rows(w / "jobs.jsonl", [{"id": "clips", "video": "clips/a.mp4", "prompt": "a"}]),
+                "--output-dir", "."]
+
+    def generated_id_meets_an_explicit_one(w):
+        copy(w, "clip.mp4", "d/clip.mp4")
+        return [_rows(w / "jobs.jsonl", [{"video": "clip.mp4", "prompt": "a"},
+                                         {"id": "clip-3", "video": "clip.mp4", "prompt": "b"},
+                                         {"video": "d/clip.mp4", "prompt": "c"}]), "--output-dir", "out"]
+
+    def bad_row_after_an_id_like_its_fallback(w):
+        copy(w, "clip.mp4")
+        return [_rows(w / "jobs.jsonl", [{"id": "row-2", "video": "clip.mp4", "prompt": "a"}, {"prompt": "b"}]),
+                "--output-dir", "out"]
+
+    def id_names_the_results_table(w):
+        copy(w, "clip.mp4")
+        return [_rows(w / "jobs.jsonl", [{"id": "results.jsonl", "video": "clip.mp4", "prompt": "a"},
+                                         {"video": "clip.mp4", "prompt": "a"}]), "--output-dir", "out"]
+
+    def torn_results_line(w):
+        copy(w, "clip.mp4")
+        (w / "out").mkdir()
+        (w / "out" / "results.jsonl").write_text('{"clip": "old", "record": "r", "status": "failed", "line": 9, '
+                                                 '"outputs": [], "job_hash": null}\n{"clip": "x", "rec')
+        return [_rows(w / "jobs.jsonl", [{"video": "clip.mp4", "prompt": "a"}]), "--output-dir", "out"]
+
+    def users_results_file(w):
+        copy(w, "clip.mp4")
+        (w / "results.jsonl").write_text("my own notes\n")
+        return [_rows(w / "jobs.jsonl", [{"video": "clip.mp4", "prompt": "a"}]), "--output-dir", "."]
+
+    def rows(*rows, name="jobs.jsonl"):
+        def setup(w):
+            copy(w, "clip.mp4")
+            return [_rows(w / name, list(rows)), "--output-dir", "out"]
+        return setup
+
+    def raw(data: bytes, name: str = "jobs.jsonl"):
+        def setup(w):
+            copy(w, "clip.mp4")
+            (w / name).write_bytes(data)
+            return [name, "--output-dir", "out"]
+        return setup
+
+    def fifo_job_file(w):
+        os.mkfifo(w / "jobs.jsonl")
+        return ["jobs.jsonl", "--output-dir", "out"]
+
+    def with_flags(*flags):
+        def setup(w):
+            return rows({"video": "clip.mp4", "prompt": "a"})(w) + list(flags)
+        return setup
+
+    good = '{"video": "clip.mp4", "prompt": "a"}\n'.encode()
+    return [("batch default id is the inputs' folder", default_id_is_the_inputs_folder),
+            ("batch explicit id is a folder of inputs", explicit_id_is_a_folder_of_inputs),
+            ("batch generated id meets an explicit one", generated_id_meets_an_explicit_one),
+            ("batch bad row after an id like its fallback", bad_row_after_an_id_like_its_fallback),
+            ("batch id results.jsonl", id_names_the_results_table),
+            ("batch torn last results line", torn_results_line),
+            ("batch output folder holds the user's results.jsonl", users_results_file),
+            ("batch prompt 5", rows({"video": "clip.mp4", "prompt": 5})),
+            ("batch prompt true", rows({"video": "clip.mp4", "prompt": True})),
+            ("batch id 5", rows({"video": "clip.mp4", "prompt": "a", "id": 5})),
+            ("batch negative-prompt -blurry", rows({"video": "clip.mp4", "prompt": "a", "negative-prompt": "-blurry"})),
+            ("batch binary job file", raw(bytes(range(256)) * 8)),
+            ("batch Latin-1 byte in a row", raw(b'{"video": "clip.mp4", "prompt": "caf\xe9"}\n' + good)),
+            ("batch UTF-8 BOM", raw(b"\xef\xbb\xbf" + good)),
+            ("batch BOM csv", raw(b"\xef\xbb\xbfvideo,prompt\nclip.mp4,a\n", "jobs.csv")),
+            ("batch FIFO job file", fifo_job_file),
+            ("batch --gpus-per-worker -1", with_flags("--gpus-per-worker", "-1")),
+            ("batch --address bogus", with_flags("--address", "bogus")),
+            ("batch --address ray://127.0.0.1:1", with_flags("--address", "ray://127.0.0.1:1")),
+            ("batch --address 127.0.0.1:1", with_flags("--address", "127.0.0.1:1")),
+            ("batch 2 GPU workers, no GPU", with_flags("--workers", "2", "--gpus-per-worker", "1"))]
+
+
+def _files(work: Path) -> dict[str, str]:
+    return {str(p.relative_to(work)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in work.rglob("*") if p.is_file() and not p.is_fifo() and not p.is_symlink()}
+
+
+def run_batch_case(setup, root: Path, env: dict, ours: tuple[str, ...] = ()) -> str | None:
+    """A batch must end in exit 0 (all done), 1 (some rows failed, each recorded once with a one-line error) or 2
+    (one ``vidinvert: error:`` line); never a traceback or a hang; every file that was there is there unchanged, but
+    ``ours`` (vidinvert's own results table, which it rewrites)."""
+    work = Path(tempfile.mkdtemp(prefix="case-", dir=root))
+    args = setup(work)
+    before = _files(work)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "vidinvert.cli", "batch", *args, "--model", "tiny", "--steps",
+                               "2", "--quiet"], cwd=work, env=env, capture_output=True, text=True, timeout=300,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return "timed out"
+    after = _files(work)
+    changed = [k for k, v in before.items() if after.get(k) != v and k not in ours]
+    if changed:
+        return f"the user's files changed or went: {changed}"
+    if "Traceback" in proc.stderr:
+        return f"traceback: {proc.stderr.strip().splitlines()[-1]}"
+    left = [p.name for p in work.rglob(".vidinvert-*")]
+    if left:
+        return f"left behind: {left}"
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("vidinvert: ")]
+    if lines:
+        return f"stray stderr lines: {lines[:3]}"
+    if proc.returncode == 2:
+        return None if proc.stderr.strip().splitlines()[-1].startswith("vidinvert: error: ") else "exit 2, no error"
+    if proc.returncode not in (0, 1):
+        return f"exit {proc.returncode}"
+    jobs = work / args[0]
+    out = work / args[args.index("--output-dir") + 1]
+    table = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    rows = len([line for line in jobs.read_bytes().splitlines() if line.strip()]) - (jobs.suffix == ".csv")
+    mine = [r for r in table if r["clip"] != "old"]  # "old": the torn table's earlier record, which must stay
+    if ours and len(table) - len(mine) != 1:
+        return "the earlier record of the table was lost"
+    if sorted(r["line"] for r in mine) != list(range(1, rows + 1)):
+        return f"rows recorded {sorted(r['line'] for r in mine)}, expected each of 1..{rows} once"
+    if any(r["status"] == "failed" and "\n" in r["error"] for r in mine):
+        return "a multi-line error"
+    if (proc.returncode == 1) != any(r["status"] == "failed" for r in mine):
+        return f"exit {proc.returncode} does not match the recorded statuses"
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run only cases whose name contains this")
@@ -467,7 +616,7 @@ def main() -> int:
         root = Path(folder)
         inputs = _inputs(root)
         good = root / "good.inv"
-        wants_inv = not args.only.startswith(("input", "option", "process", "output"))  # the .inv cases may run
+        wants_inv = not args.only.startswith(("input", "option", "process", "output", "batch"))  # the .inv cases may run
         made = subprocess.run([sys.executable, "-m", "vidinvert.cli", "invert", str(inputs["clip"]), "--steps", "2",
                                "--quiet", "--model", "tiny", "-o", str(good)], env=env, capture_output=True,
                               text=True) if wants_inv else None
@@ -482,6 +631,12 @@ def main() -> int:
             if args.only not in name:
                 continue
             problem = run_case(name, case + ["--model", "tiny"], inputs, root, env)
+            failed += problem is not None
+            print(f"{'FAIL' if problem else 'ok  '} {name}{': ' + problem if problem else ''}", flush=True)
+        for name, setup in _batch_cases(inputs["clip"]):
+            if args.only not in name:
+                continue
+            problem = run_batch_case(setup, root, env, ("out/results.jsonl",) if "torn" in name else ())
             failed += problem is not None
             print(f"{'FAIL' if problem else 'ok  '} {name}{': ' + problem if problem else ''}", flush=True)
         for name, case in _process_cases(inputs, root, env):

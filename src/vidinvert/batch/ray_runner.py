@@ -56,8 +56,25 @@ class ClipWorker:
 CONNECT_SECONDS = 5.0  # how long a cluster address may take to answer before the batch says it does not
 
 
-def join(address: str | None) -> None:
-    """Start a local Ray instance (``address`` None) or join a cluster, with one-line errors."""
+RAY_AUTH_LOG = "ray._private.authentication.authentication_token_setup"  # says how the cluster authenticates
+
+
+class _Notes(logging.Handler):
+    """Log records -> the batch's notes, which every front end shows in its own way."""
+
+    def __init__(self, notes: list[str]):
+        super().__init__(logging.INFO)
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = f"Ray: {' '.join(record.getMessage().split())}"
+        if line not in self.notes:
+            self.notes.append(line)
+
+
+def join(address: str | None, notes: list[str]) -> None:
+    """Start a local Ray instance (``address`` None) or join a cluster, with one-line errors; what Ray says about
+    the cluster's authentication goes to ``notes``."""
     if address is not None and address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
         raise VidinvertError(f"--address {address} uses Ray Client, which needs Ray's client extra",
                              "pip install 'ray[client]' (or run on the cluster's head node with --address auto)")
@@ -68,12 +85,19 @@ def join(address: str | None) -> None:
         except (OSError, ValueError) as err:
             raise VidinvertError(f"nothing answers at --address {address} ({getattr(err, 'strerror', None) or err})",
                                  "start the cluster (ray start --head) or give the address it printed") from None
+    log = logging.getLogger(RAY_AUTH_LOG)
+    hold = _Notes(notes)
+    log.addHandler(hold)
+    propagate, log.propagate = log.propagate, False  # Ray's own handler would print it as a stray stderr line
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     except Exception as err:  # noqa: BLE001 - Ray raises many types for a bad or unreachable address
         text = " ".join(str(err).split())[:200]
         raise VidinvertError(f"cannot join the Ray cluster at --address {address} ({type(err).__name__}: {text})",
                              "give auto, ray://HOST:10001 of a running cluster, or leave --address out") from None
+    finally:
+        log.removeHandler(hold)
+        log.propagate = propagate
 
 
 def _encode(job: ClipJob) -> str:
@@ -85,7 +109,7 @@ def run_on_ray(jobs: list[ClipJob], out: Path, *, workers: int, address: str | N
     """Yield each clip's rows as its worker finishes it (in completion order)."""
     started_here = not ray.is_initialized()
     if started_here:
-        join(address)
+        join(address, notes)
     context = ray.data.DataContext.get_current()
     saved = context.max_errored_blocks, context.enable_progress_bars
     context.max_errored_blocks = -1  # a clip Ray itself gives up on is recorded as failed, the others go on
