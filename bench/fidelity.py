@@ -27,12 +27,14 @@ import time
 import warnings
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's training/ (world, judges)
+
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is a folder of scripts, not a package
 import common as bc  # noqa: E402
 
 
-HELDOUT_SEED = 123  # vidinvert.demo.world.sample_specs(1, HELDOUT_SEED, "heldout"): the held-out clip
+HELDOUT_SEED = 123  # training.world.sample_specs(1, HELDOUT_SEED, "heldout"): the held-out clip
 
 
 def strategies(tol: float, max_iter: int, clean_max_iter: int) -> dict:
@@ -49,7 +51,8 @@ def strategies(tol: float, max_iter: int, clean_max_iter: int) -> dict:
 
 def demo_clips(model) -> dict:
     """Clip name -> (latents ``[1, T, C, h, w]``, description) for the demo model: bundled sample and a held-out one."""
-    from vidinvert.demo import SAMPLE_CLIP, world
+    from training import world
+    from vidinvert.demo import SAMPLE_CLIP
     from vidinvert.jobs import open_source
 
     spec = world.sample_specs(1, seed=HELDOUT_SEED, split="heldout")[0]

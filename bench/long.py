@@ -3,7 +3,7 @@
 The demo model is trained on 9-frame clips (3 latent frames), so its window is 3 latent frames; with the default
 overlap (0.25, rounded down to whole frames, at least one) neighbouring windows share one latent frame. Source clips
 are held-out (colour, shape, motion) combinations of the demo world rendered 33 and 65 frames long
-(``vidinvert.demo.world.long_spec``: the objects move across every window border and stay in the frame).
+(``training.world.long_spec``: the objects move across every window border and stay in the frame).
 
 (a) Quality, per clip length: fixed-point inversion in windows with the source caption, then
     - reconstruction (edit with the source caption, guidance 1): PSNR of the whole decoded clip against the VAE
@@ -40,6 +40,8 @@ import warnings
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's training/ (world, judges)
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -83,7 +85,7 @@ def pieces(frames: int) -> list[tuple[int, int]]:
 def source_specs(count: int, frames: int, seed: int):
     import numpy as np
 
-    from vidinvert.demo.world import BACKGROUNDS, HELDOUT, long_spec
+    from training.world import BACKGROUNDS, HELDOUT, long_spec
 
     rng = np.random.default_rng(seed)
     backgrounds = list(BACKGROUNDS)
@@ -101,8 +103,8 @@ def quality(model, frames: int, clips: int, steps: int, seed: int, overlap: floa
     options = edit_options or {}
     colour_edit = EditConfig(blend=BlendConfig(enabled=options.get("blend", False)),  # every method's colour edit
                              injection=InjectionConfig(reference_weight=options.get("reference_weight", 1.0)))
-    from vidinvert.demo import judges
-    from vidinvert.demo.world import caption, render
+    from training import judges
+    from training.world import caption, render
     from vidinvert.exact import NotConvergedWarning
     from vidinvert.metrics import optical_flow, seam_score, warp_errors
 
@@ -212,7 +214,7 @@ def displacement_error(clip: torch.Tensor, source: torch.Tensor) -> float:
     """How far (px) the edit's object travels from where the source's does over the frames: the least-squares
     velocity of each centroid track (px per frame, frames without an object skipped), the difference's length times
     the frames spanned. Unlike the direction judge it has no "still"/"bouncing" threshold to cross."""
-    from vidinvert.demo import judges
+    from training import judges
 
     def velocity(track):
         keep = ~track.isnan().any(dim=1)
@@ -237,14 +239,14 @@ def mean(values: list[float]) -> float:
 
 def judged_source_motion(source: torch.Tensor, spans: list[tuple[int, int]]) -> list[str]:
     """The motion judge on the source's own frames of every window (what an edit's per-window motion is held to)."""
-    from vidinvert.demo import judges
+    from training import judges
 
     return [judges.motion(source[a:b]) for a, b in spans]
 
 
 def cost(model, lengths: list[int], steps: int, seed: int, common, size: int, overlap: float) -> list[dict]:
     from vidinvert import EditConfig, edit, invert
-    from vidinvert.demo.world import render
+    from training.world import render
 
     calls = {"n": 0}
     original = model.predict

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's training/ (world, judges)
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PROMPT = "a green disc moving right in a dark sky"
@@ -42,7 +44,7 @@ def command(out: Path) -> list[str]:
 def judge(edit, source) -> dict:
     import numpy as np
 
-    from vidinvert.demo import judges
+    from training import judges
 
     colours = [judges.object_colour(edit[i : i + 1]) for i in range(edit.shape[0])]
     ious = [judges.shape_iou(edit[i : i + 1], source[i : i + 1]) for i in range(edit.shape[0])]

@@ -1,7 +1,7 @@
 """Quality of the demo model (``src/vidinvert/demo/model``) on held-out combinations of the synthetic world.
 
-All clips are held-out (colour, shape, motion) combinations (``vidinvert.demo.world.HELDOUT``), which the model never
-saw in training; every number comes from the programmatic judges of ``vidinvert.demo.judges`` (pixel statistics, no
+All clips are held-out (colour, shape, motion) combinations (``training.world.HELDOUT``), which the model never
+saw in training; every number comes from the programmatic judges of ``training.judges`` (pixel statistics, no
 learned metric):
 
 (a) text to video with ``diffusers.CogVideoXPipeline.__call__``: fraction of clips whose object has the caption's
@@ -52,6 +52,8 @@ import zlib
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's training/ (world, judges)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,7 +116,7 @@ def source_clips(count: int, seed: int):
     """``count`` held-out clips (one per held-out combination, cycling), backgrounds cycling too."""
     import numpy as np
 
-    from vidinvert.demo.world import BACKGROUNDS, HELDOUT, random_spec, render
+    from training.world import BACKGROUNDS, HELDOUT, random_spec, render
 
     rng = np.random.default_rng(seed)
     backgrounds = list(BACKGROUNDS)
@@ -144,8 +146,8 @@ def run(model_name: str, clips: int, steps: int, guidance: float, edit_guidance:
     from vidinvert.settings import with_model_edit_defaults
     from vidinvert.flowedit import flowedit
     from vidinvert.models import load_pipeline, wrap
-    from vidinvert.demo import judges
-    from vidinvert.demo.world import BACKGROUNDS, HELDOUT, caption, parse_caption
+    from training import judges
+    from training.world import BACKGROUNDS, HELDOUT, caption, parse_caption
     from vidinvert.exact import NotConvergedWarning
 
     timings = {}
@@ -424,7 +426,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     model_dir = {"demo": MODEL_DIR, "demo-wan": WAN_MODEL_DIR}.get(args.model, Path(args.model))
     if not (model_dir / "model_index.json").is_file():
-        print(f"no pipeline at {model_dir}; train one with `python -m vidinvert.demo.train`", file=sys.stderr)
+        print(f"no pipeline at {model_dir}; train one with `python -m training.train`", file=sys.stderr)
         raise SystemExit(2)
     suffix = "_wan" if args.model == "demo-wan" else ""
     args.md = args.md or str(ROOT / "docs" / f"quality{suffix}.md")
@@ -446,8 +448,8 @@ def main(argv: list[str] | None = None) -> dict:
         header = (
             f"# Demo model quality ({args.model})\n\n"
             f"Measured by `python bench/quality.py --model {args.model}` on the model in `{model_dir.name}/` (trained by "
-            f"`python -m vidinvert.demo.train{' --family wan' if results['family'] == 'wan' else ''}`, see its "
-            "`TRAINING.md`). Judges: `vidinvert.demo.judges` (object = pixels "
+            f"`python -m training.train{' --family wan' if results['family'] == 'wan' else ''}`, see its "
+            "`TRAINING.md`). Judges: `training.judges` (object = pixels "
             "far from the background read off the frame borders; colour = nearest palette colour of the object's core "
             "pixels; motion = direction of the centroid track; background PSNR = PSNR outside both clips' dilated "
             "object masks).\n\n"

@@ -2,7 +2,7 @@
 inverted and colour-edited alone (no windows, no blending) and put back into the clip's latents for decoding; beside
 it, a piece of the source starting at the slice's first pixel frame and as long as a 3-latent clip (9 frames),
 encoded by the VAE as a clip of its own and edited. Judged per piece: the object's
-colour (``vidinvert.demo.judges``) against the edit's target.
+colour (``training.judges``) against the edit's target.
 
     python bench/window_slices.py --model demo-wan      # writes bench/results/window_slices_wan.md
     python bench/window_slices.py --model demo          # writes bench/results/window_slices.md
@@ -16,6 +16,9 @@ import argparse
 import importlib.util
 import warnings
 from pathlib import Path
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's training/ (world, judges)
 
 
 BENCH = Path(__file__).resolve().parent
@@ -40,8 +43,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     common, long = _load("common"), _load("long")
     common.setup(args.threads)
     from vidinvert import EditConfig, edit, invert
-    from vidinvert.demo import judges
-    from vidinvert.demo.world import caption, render
+    from training import judges
+    from training.world import caption, render
     from vidinvert.exact import NotConvergedWarning
     from vidinvert.models import open_model
     from vidinvert.settings import ModelSettings

@@ -266,8 +266,8 @@ def test_main_command_bench_judges_a_recoloured_source_as_the_same_disc():
     source's path (0 px, IoU 1); the source itself is not green; the strip is source row over edit row."""
     from dataclasses import replace
 
-    from vidinvert.demo.train import sample_spec
-    from vidinvert.demo.world import render
+    from training.train import sample_spec
+    from training.world import render
 
     bench = load("main_command")
     source = render(sample_spec())[0]

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from vidinvert.demo import judges, world
-from vidinvert.demo.world import (
+from training import judges, world
+from training.world import (
     BACKGROUNDS, COLOURS, HELDOUT, MOTIONS, SHAPES, ClipSpec, combos, make_batch, parse_caption, render, sample_specs,
 )
 
-MODEL_DIR = Path(world.__file__).resolve().parent / "model"
+from vidinvert.demo import MODEL_DIR  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -157,7 +157,7 @@ def test_shipped_model_loads_offline_and_samples(monkeypatch):
 
 
 def test_sample_clip_is_the_heldout_combination_it_claims():
-    from vidinvert.demo.train import sample_spec
+    from training.train import sample_spec
     from vidinvert.video import read_video
 
     spec = sample_spec()
@@ -228,7 +228,7 @@ def test_wan_training_recipe_is_reproducible_and_normalises_its_latents(tmp_path
 
     from diffusers import WanPipeline
 
-    from vidinvert.demo import train
+    from training import train
 
     args = ["--family", "wan", "--vae-crop-steps", "2", "--vae-full-steps", "1", "--steps", "2", "--dataset-clips", "16",
             "--batch", "4", "--eval-steps", "0"]
@@ -260,7 +260,7 @@ def _tiny_training(folder, name):
 @pytest.fixture(scope="module")
 def straight_training(tmp_path_factory):
     """The tiny CogVideoX recipe trained once, never interrupted."""
-    from vidinvert.demo import train
+    from training import train
 
     folder = tmp_path_factory.mktemp("straight")
     assert train.main(_tiny_training(folder, "model")) == 0
@@ -271,7 +271,7 @@ def straight_training(tmp_path_factory):
 def test_interrupted_training_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, stop_at, straight_training):
     """Killed after its ``stop_at``-th saved state, the same command resumes from the checkpoints and writes the
     weights a run that was never interrupted writes; the checkpoints are removed after success."""
-    from vidinvert.demo import checkpoint, train
+    from training import checkpoint, train
 
     real_save, saves = checkpoint.Checkpoints.save, []
 
@@ -296,7 +296,7 @@ def test_interrupted_training_resumes_to_the_uninterrupted_weights(tmp_path, mon
 
 
 def test_checkpoints_of_another_config_are_refused(tmp_path):
-    from vidinvert.demo.checkpoint import CheckpointMismatch, Checkpoints
+    from training.checkpoint import CheckpointMismatch, Checkpoints
 
     Checkpoints(tmp_path / "c", {"steps": 3})
     with pytest.raises(CheckpointMismatch, match="different training config; pass --fresh"):

@@ -1,16 +1,10 @@
-"""A small CogVideoX trained on a synthetic video world, shipped as vidinvert's demo model.
+"""The demo models vidinvert ships: a small CogVideoX (``MODEL_DIR``, the default ``--model demo``) and a Wan
+2.1-layout model (``WAN_MODEL_DIR``, ``--model demo-wan``), both trained on a synthetic video world of coloured
+shapes, and ``SAMPLE_CLIP``, a clip of a held-out combination to try edits on.
 
-- ``world``: the deterministic synthetic world (one coloured shape moving over a plain or gradient background, with
-  captions) and its held-out (colour, shape, motion) combinations;
-- ``train``: ``python -m vidinvert.demo.train --out DIR`` trains the VAE, then the transformer, on the CPU in under an
-  hour and saves a diffusers ``CogVideoXPipeline`` folder;
-- ``judges``: programmatic judges (colour, centroid track, motion, background PSNR) used by ``bench/quality.py``.
-
-A Wan 2.1-layout model trained the same way (``python -m vidinvert.demo.train --family wan``) lives in
-``WAN_MODEL_DIR`` (``--model demo-wan``).
-
-The trained pipeline lives in ``MODEL_DIR`` (load it with ``CogVideoXPipeline.from_pretrained(MODEL_DIR)`` or
-``vidinvert.load_pipeline(str(MODEL_DIR))``); ``SAMPLE_CLIP`` is a clip of a held-out combination to try edits on.
+Load one with ``CogVideoXPipeline.from_pretrained(MODEL_DIR)`` or ``vidinvert.load_pipeline(str(MODEL_DIR))``. The
+code that made them (the world, the training recipe, the judges of ``bench/quality.py``) is a tool of the
+repository, not of the installed package: ``training/`` at the repository's root (``python -m training.train``).
 """
 
 from __future__ import annotations

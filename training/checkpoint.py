@@ -1,5 +1,5 @@
 """Resumable demo training: each stage's full state saved every few minutes, so an interrupted
-``python -m vidinvert.demo.train`` run continues where it stopped and ends with the weights an uninterrupted run
+``python -m training.train`` run continues where it stopped and ends with the weights an uninterrupted run
 would have written (same step order, same random draws: model, optimizer, EMA and generator states are all saved).
 
 A folder holds ``config.json`` (the training config the states belong to) and one ``<stage>.pt`` per stage

@@ -1,4 +1,4 @@
-"""The Wan recipe of the demo model: ``python -m vidinvert.demo.train --family wan --out DIR``.
+"""The Wan recipe of the demo model: ``python -m training.train --family wan --out DIR``.
 
 The same world, stages and recipe as the CogVideoX demo (``train.py``; 7000 transformer steps, not 4500), with
 Wan's parts, all real diffusers/transformers classes saved with ``WanPipeline.save_pretrained`` (load with

@@ -3,7 +3,7 @@
 ``--family wan`` trains the Wan demo model instead, with the same stages and world and Wan's parts (the
 recipe is ``train_wan.py``; ``Recipe`` holds what differs). What follows describes the CogVideoX recipe.
 
-Run ``python -m vidinvert.demo.train --out DIR``. Every part is the real diffusers/transformers class, saved with
+Run ``python -m training.train --out DIR``. Every part is the real diffusers/transformers class, saved with
 ``CogVideoXPipeline.save_pretrained`` so that ``CogVideoXPipeline.from_pretrained(DIR)`` (and ``vidinvert --model DIR``)
 load it like published weights:
 
@@ -57,9 +57,10 @@ from . import judges
 from .checkpoint import Checkpoints, rng_state, set_rng_state
 from .world import BACKGROUNDS, HELDOUT, ClipSpec, caption, combos, make_batch, random_spec, sample_specs
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_OUT = PACKAGE_DIR / "model"
-DEFAULT_SAMPLE = PACKAGE_DIR / "sample.mp4"
+from vidinvert.demo import MODEL_DIR, SAMPLE_CLIP, WAN_MODEL_DIR
+
+DEFAULT_OUT = MODEL_DIR  # the shipped folders, inside the package
+DEFAULT_SAMPLE = SAMPLE_CLIP
 
 
 @dataclass(frozen=True)
@@ -487,7 +488,7 @@ def recipe(family: str) -> Recipe:
 
         return Recipe(train_wan.build_components, train_wan.make_pipeline, train_wan.set_latent_stats,
                       train_wan.FlowObjective, train_wan.generate, "WanPipeline",
-                      PACKAGE_DIR / "model_wan", dict(RECIPE_V2, steps=7000), 200.0)
+                      WAN_MODEL_DIR, dict(RECIPE_V2, steps=7000), 200.0)
     if family != "cogvideox":
         raise SystemExit(f"error: unknown family {family!r}; use cogvideox or wan")
     return Recipe(build_components, make_pipeline, _set_scaling_factor, VObjective, generate,
@@ -547,7 +548,7 @@ def _channels(text: str) -> tuple[int, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vidinvert.demo.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="cogvideox", choices=("cogvideox", "wan"),
                         help="which model family to train (the Wan recipe is in train_wan.py)")
     parser.add_argument("--out", default=None, help="folder for the pipeline (save_pretrained); default: the shipped "
@@ -589,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     checkpoints = Checkpoints(args.checkpoints or out.with_name(out.name + ".checkpoints"), asdict(config),
                               args.checkpoint_minutes, fresh=args.fresh)
-    command = f"`python -m vidinvert.demo.train {' '.join(argv if argv is not None else sys.argv[1:])}`"
+    command = f"`python -m training.train {' '.join(argv if argv is not None else sys.argv[1:])}`"
     log = Log()
     latest = checkpoints.latest()
     if latest is not None:
