@@ -120,6 +120,63 @@ def _folders(root: Path, made: dict[str, Path]) -> None:
     (root / "broken_png" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken" * 10)
 
 
+def _huge_png(path: Path, width: int, height: int) -> Path:
+    """An all-black greyscale PNG declaring ``width`` x ``height`` (16000x16000 is ~250 KB on disk, 256 MB decoded)."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compress = zlib.compressobj(9)
+    data = b"".join(compress.compress(bytes(width + 1)) for _ in range(height)) + compress.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+def _huge_jpeg(path: Path, width: int, height: int) -> Path:
+    """A 16x16 JPEG whose frame header declares ``width`` x ``height`` (known only by decoding)."""
+    av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24").save(str(path))
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\xff\xc0")
+    data[at + 5:at + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _model_folders(root: Path) -> dict[str, Path]:
+    """The tiny pipeline saved with ``save_pretrained``, then one copy per hostile change to its files."""
+    import pickle
+    import shutil
+
+    from vidinvert.tiny import TinyConfig, build_tiny_pipeline
+
+    good = root / "models" / "good"
+    build_tiny_pipeline(TinyConfig(style="5b")).save_pretrained(good)
+    changes = {"num_layers 100000": ("transformer/config.json", {"num_layers": 100000}),
+               "num_layers -3": ("transformer/config.json", {"num_layers": -3}),
+               "attention_head_dim 4096 x 64 heads": ("transformer/config.json",
+                                                      {"attention_head_dim": 4096, "num_attention_heads": 64}),
+               "num_train_timesteps 1e10": ("scheduler/scheduler_config.json", {"num_train_timesteps": 10**10}),
+               "num_train_timesteps 0": ("scheduler/scheduler_config.json", {"num_train_timesteps": 0}),
+               "num_train_timesteps -5": ("scheduler/scheduler_config.json", {"num_train_timesteps": -5})}
+    made = {}
+    for k, (name, (file, change)) in enumerate(changes.items()):
+        folder = Path(shutil.copytree(good, root / "models" / f"m{k}"))
+        config = json.loads((folder / file).read_text())
+        (folder / file).write_text(json.dumps({**config, **change}))
+        made[f"model {name}"] = folder
+    folder = Path(shutil.copytree(good, root / "models" / "pickle"))
+    (folder / "text_encoder" / "model.safetensors").unlink()
+    (folder / "text_encoder" / "pytorch_model.bin").write_bytes(pickle.dumps({"weight": os.system}, protocol=2))
+    made["model pickled text encoder"] = folder
+    folder = Path(shutil.copytree(good, root / "models" / "fifo"))
+    (folder / "transformer" / "config.json").unlink()
+    os.mkfifo(folder / "transformer" / "config.json")
+    made["model FIFO config"] = folder
+    return made
+
+
 def _inputs(root: Path) -> dict[str, Path]:
     """Odd and hostile inputs, made once."""
     made = {"clip": _clip(root / "clip.mp4"), "tiny3x3": _clip(root / "small.mp4", height=16, width=16),
@@ -142,6 +199,16 @@ def _inputs(root: Path) -> dict[str, Path]:
     made["junk.inv"] = root / "junk.inv"
     os.mkfifo(root / "fifo.mp4")
     made["fifo"] = root / "fifo.mp4"
+    os.mkfifo(root / "fifo.inv")
+    made["fifo.inv"] = root / "fifo.inv"
+    made["huge png"] = _huge_png(root / "huge.png", 16000, 16000)
+    made["huge jpeg"] = _huge_jpeg(root / "huge.jpg", 16000, 16000)
+    (root / "huge_frames").mkdir()
+    for k in range(3):
+        _png(root / "huge_frames" / f"{k}.png", 64, 64)
+    _huge_png(root / "huge_frames" / "3.png", 16000, 16000)
+    made["folder with a huge frame"] = root / "huge_frames"
+    made["/dev/zero"] = Path("/dev/zero")
     (root / "loop.mp4").symlink_to(root / "loop.mp4")
     made["loop"] = root / "loop.mp4"
     (root / "loop_a.mp4").symlink_to(root / "loop_b.mp4")
@@ -295,6 +362,13 @@ def _cases(i: dict[str, Path]) -> list[tuple[str, list[str]]]:
                  "fifo without suffix", *[k for k in (*ENCODINGS, "rotation 90", "rotation 90 odd size") if k in i],
                  *[k for k in i if k.startswith("folder ")]):
         cases.append((f"input {name}", ["edit", str(i[name]), "--prompt", "x", *base]))
+    for name in ("huge png", "huge jpeg", "/dev/zero"):  # the huge frame's folder is among the folders
+        cases.append((f"input {name}", ["edit", str(i[name]), "--prompt", "x", *base]))
+    cases.append(("saved fifo.inv", ["edit", str(i["fifo.inv"]), "--prompt", "x", "--quiet"]))
+    cases.append(("saved fifo.inv as --use-inversion", ["edit", clip, "--use-inversion", str(i["fifo.inv"]),
+                                                        "--prompt", "x", *base]))
+    for name in [k for k in i if k.startswith("model ")]:
+        cases.append((name, ["invert", clip, *base, "--model", str(i[name])]))
     for name in ("folder.inv", "junk.inv", *[k for k in i if k.startswith("inv ")]):
         cases.append((f"saved {name}", ["edit", str(i[name]), "--prompt", "x", "--quiet"]))
     for option in (["--steps", "1001"], ["--fps", "inf"], ["--fps", "0"], ["--seed", str(2**80)],
@@ -615,6 +689,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="vidinvert-adversarial-") as folder:
         root = Path(folder)
         inputs = _inputs(root)
+        if not args.only or args.only.startswith("model"):
+            inputs.update(_model_folders(root))
         good = root / "good.inv"
         wants_inv = not args.only.startswith(("input", "option", "process", "output", "batch"))  # the .inv cases may run
         made = subprocess.run([sys.executable, "-m", "vidinvert.cli", "invert", str(inputs["clip"]), "--steps", "2",
@@ -630,7 +706,7 @@ def main() -> int:
         for name, case in _cases(inputs):
             if args.only not in name:
                 continue
-            problem = run_case(name, case + ["--model", "tiny"], inputs, root, env)
+            problem = run_case(name, case + ([] if "--model" in case else ["--model", "tiny"]), inputs, root, env)
             failed += problem is not None
             print(f"{'FAIL' if problem else 'ok  '} {name}{': ' + problem if problem else ''}", flush=True)
         for name, setup in _batch_cases(inputs["clip"]):
