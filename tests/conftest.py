@@ -69,6 +69,24 @@ def frames() -> torch.Tensor:
     return moving_square()
 
 
+@pytest.fixture(scope="session")
+def clip97(tmp_path_factory):
+    """A 97-frame 32x32 mp4 at 8 fps (written with PyAV): longer than every tiny model's default frames (49 for
+    CogVideoX, 81 for Wan) and trained window, so a windowed job is several windows."""
+    from vidinvert.export import write_video
+
+    return write_video(moving_square(32, 32, 97), tmp_path_factory.mktemp("clip97") / "clip97.mp4", fps=8.0)
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Jobs may not open a model: ``jobs.load_model`` fails the test (for refusals due before any model work)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the request was refused")
+
+    monkeypatch.setattr("vidinvert.jobs.load_model", refuse)
+
+
 # ----------------------------------------------------------------------------- helpers
 
 

@@ -184,3 +184,32 @@ def test_cli_flowedit_refusals(clip_path, tmp_path, capsys):
     assert "saved inversion" in refused("--model", "tiny-wan", "--save-inversion", str(tmp_path / "a.inv"))
     assert "n_max (5) exceeds the 4 steps" in refused("--model", "tiny-wan", "--n-max", "5")
     assert not (tmp_path / "r.mp4").exists()
+
+
+def test_cli_flowedit_edits_a_long_clip_in_windows(clip97, tmp_path, capsys):
+    """--window applies to FlowEdit as to an inversion's edit: every frame is read (97, not Wan's 81) and each
+    transformer evaluation runs per window (``windows.py``: the windowed model is one map of the whole latent)."""
+    out = tmp_path / "w.mp4"
+    assert main(["edit", str(clip97), "--model", "tiny-wan", "--method", "flowedit", "--prompt", TARGET, "--steps",
+                 "2", "--n-max", "1", "--window", "auto", "--height", "32", "--width", "32", "-o", str(out),
+                 "--quiet", "--no-comparison"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["frames"] == 97 and (summary["flowedit"]["window"], summary["flowedit"]["window_overlap"]) == (21, 5)
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["read"]["max_frames"] is None and record["result"]["flowedit"]["window"] == 21
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--model", "tiny-wan", "--inversion", "fixed-point", "--tol", "1e-3"],
+     "--inversion and --tol do not apply to FlowEdit, which makes no inversion; drop them, or use --method inversion"),
+    (["--model", "tiny-wan", "--split-clean-end", "on", "--inversion-guidance", "2"],
+     "--inversion-guidance and --split-clean-end do not apply to FlowEdit"),
+    (["--model", "tiny-2b", "--window", "2"], "FlowEdit needs a flow-matching model (Wan)"),
+])
+def test_cli_flowedit_refuses_before_the_model_loads(clip_path, tmp_path, capsys, no_model, flags, words):
+    out = tmp_path / "r.mp4"
+    assert main(["edit", str(clip_path), "--method", "flowedit", "--prompt", "x", "--steps", "4", "-o", str(out),
+                 *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vidinvert: error: ") and words in err[0], err
+    assert not list(tmp_path.glob("r*"))

@@ -10,7 +10,9 @@ import av
 import pytest
 import torch
 
+from conftest import moving_square
 from vidinvert.cli import main
+from vidinvert.errors import VidinvertError
 from vidinvert.export import write_video
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "vidinvert"
@@ -91,6 +93,104 @@ def test_frame_options_with_a_saved_inversion_are_refused(video, tmp_path, capsy
     assert "do not apply to a saved inversion" in capsys.readouterr().err
 
 
+# ---- a saved inversion: what shaped it cannot be asked for again ---------------------------------------------------
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """``(clip, ddim.inv, fixed.inv)``: a 17-frame clip inverted by ``vidinvert invert`` with the tiny model in 2
+    steps, with the source prompt "a red box" (DDIM), and with fixed-point at most 3 evaluations per step."""
+    folder = tmp_path_factory.mktemp("saved")
+    clip = write_video(torch.cat([moving_square(), moving_square().flip(0)[1:]]), folder / "clip.mp4", fps=8)
+    ddim, fixed = folder / "ddim.inv", folder / "fixed.inv"
+    common = ["invert", str(clip), "--model", "tiny", "--steps", "2", "--quiet"]
+    assert main(common + ["--source-prompt", "a red box", "-o", str(ddim)]) == 0
+    assert main(common + ["--inversion", "fixed-point", "--max-iter", "3", "-o", str(fixed)]) == 0
+    return clip, ddim, fixed
+
+
+def _refused(capsys, args: list[str], out: Path, *fragments: str) -> str:
+    """``main(args)`` exits 2 with one ``vidinvert: error:`` line holding every fragment, and writes nothing."""
+    assert main(args + ["-o", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vidinvert: error: "), err
+    for fragment in fragments:
+        assert fragment in err[0], err[0]
+    assert not list(out.parent.glob(f"{out.stem}*"))
+    return err[0]
+
+
+@pytest.mark.parametrize("kind, flags, fragments", [
+    ("inv", ["--source-prompt", "a cat", "--inversion", "fixed-point", "--blend"],
+     ["--source-prompt and --inversion do not apply to a saved inversion (it was made with --source-prompt 'a red box' "
+      "and --inversion ddim); drop them, or invert the video again with them", "--blend-source"]),
+    ("inv", ["--tol", "1e-3", "--max-iter", "3", "--anderson", "2", "--clean-max-iter", "9"],
+     ["--tol, --max-iter, --clean-max-iter and --anderson do not apply to a saved inversion (it was made with "
+      "--inversion ddim)"]),
+    ("inv", ["--split-clean-end", "on", "--inversion-guidance", "2"],
+     ["--inversion-guidance and --split-clean-end do not apply", "--inversion-guidance 1 and --split-clean-end off"]),
+    ("inv", ["--skip-frames-start", "2", "--max-num-frames", "9", "--resize", "crop"],
+     ["--skip-frames-start, --max-num-frames and --resize do not apply to a saved inversion (it was made with "
+      "--skip-frames-start 0, --max-num-frames 49 and --resize stretch)"]),
+    ("video", ["--height", "32", "--source-prompt", "a cat"],
+     ["--height and --source-prompt do not apply to a saved inversion (it was made with --height 64 and "
+      "--source-prompt 'a red box')"]),
+    ("fixed", ["--inversion", "fixed-point", "--max-iter", "4"],
+     ["--max-iter does not apply to a saved inversion (it was made with --max-iter 3); drop it"]),
+    ("inv", ["--window", "2"],
+     ["--window 2 does not match the saved inversion's windows (one window, the whole clip)"]),
+    ("inv", ["--steps", "7"], ["the inversion has 2 steps, 7 were asked for; use --steps 2"]),
+    ("inv", ["--use-inversion", "SAVED"], ["--use-inversion names another"]),
+])
+def test_settings_a_saved_inversion_cannot_apply_are_refused_before_the_model_loads(saved, tmp_path, capsys,
+                                                                                    no_model, kind, flags,
+                                                                                    fragments):
+    clip, ddim, fixed = saved
+    head = {"inv": [str(ddim)], "fixed": [str(fixed)], "video": [str(clip), "--use-inversion", str(ddim)]}[kind]
+    flags = [str(ddim) if f == "SAVED" else f for f in flags]
+    for command in ("edit", "reconstruct"):
+        prompt = ["--prompt", "a blue box"] if command == "edit" else []
+        _refused(capsys, [command, *head, *prompt, *flags], tmp_path / "out.mp4", *fragments)
+
+
+def test_settings_a_saved_inversion_recorded_apply_and_the_record_says_what_ran(saved, tmp_path, capsys):
+    """The inversion's own settings may be given again (a batch passes them); --blend compares with the recorded
+    source prompt; the JSON's ``invert`` is what made the inversion."""
+    clip, ddim, fixed = saved
+    out = tmp_path / "e.mp4"
+    assert main(["edit", str(clip), "--use-inversion", str(ddim), "--prompt", "a blue box", "--source-prompt",
+                 "a red box", "--height", "64", "--max-num-frames", "49", "--blend", "-o", str(out), "--quiet",
+                 "--no-comparison"]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    inversion, invert = record["inversion"], record["invert"]
+    assert (invert["prompt"], invert["method"], invert["steps"]) == (inversion["prompt"], inversion["method"], 2)
+    assert (invert["prompt"], invert["method"], invert["tol"]) == ("a red box", "ddim", 1e-6)
+    assert record["edit"]["blend"]["source_prompt"] == "a red box" and record["read"] == inversion["read"]
+    assert main(["edit", str(fixed), "--prompt", "x", "--inversion", "fixed-point", "--max-iter", "3", "-o",
+                 str(tmp_path / "f.mp4"), "--quiet", "--no-comparison"]) == 0
+    invert = json.loads((tmp_path / "f.json").read_text())["invert"]
+    assert (invert["method"], invert["max_iter"], invert["split_clean_end"]) == ("fixed-point", 3, True)
+    capsys.readouterr()
+    assert main(["reconstruct", str(ddim), "-o", str(tmp_path / "r.mp4"), "--quiet", "--no-comparison"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["prompts"] == ["a red box"]  # its own text
+
+
+def test_the_request_check_is_one_function_for_every_front_end(saved):
+    """``check_edit_request`` (run_edit's, the batch's and the page's) refuses, and hands over the loaded inversion."""
+    from vidinvert.errors import SettingsError
+    from vidinvert.jobs import check_edit_request
+    from vidinvert.settings import EditConfig, InvertSettings, ModelSettings, ReadSettings
+
+    clip, ddim, fixed = saved
+    loaded = check_edit_request(str(clip), ["x"], ReadSettings(), InvertSettings(steps=2, method="fixed-point",
+                                                                                 max_iter=3), EditConfig(), str(fixed))
+    assert loaded.meta.max_iter == 3 and loaded.meta.method == "fixed-point"
+    with pytest.raises(SettingsError, match="--inversion does not apply to a saved inversion"):
+        check_edit_request(str(ddim), ["x"], ReadSettings(), InvertSettings(method="fixed-point"), EditConfig(),
+                           steps_given=False)
+    with pytest.raises(VidinvertError, match="FlowEdit needs a flow-matching model"):
+        check_edit_request(str(clip), ["x"], ReadSettings(), InvertSettings(), EditConfig(method="flowedit"),
+                           model_settings=ModelSettings(name="tiny-2b"))
+
+
 def test_an_output_is_never_the_input(video, tmp_path, capsys):
     before = video.read_bytes()
     assert main(["edit", str(video), "--prompt", "x", "--steps", "2", "-o", str(video), "--force", "--quiet"]) == 2
@@ -126,7 +226,7 @@ def test_reconstruct_reports_how_the_inversion_was_solved(video, tmp_path, capsy
 
 # ---- layering -------------------------------------------------------------------------------------------------
 LAYERS = [  # lower first; a module may import only from its own layer or lower ones
-    {"errors", "settings", "atomic", "counting"},
+    {"errors", "settings", "options", "atomic", "counting"},
     {"video", "progress", "metrics", "schedule", "provenance", "tiny", "tiny_wan", "demo"},
     {"attention", "models"},
     {"sampling", "exact", "guidance", "krnr", "checkpoint", "windows"},
@@ -172,6 +272,22 @@ def test_no_import_goes_up_a_layer():
         for name in _imports(path) - {me}:
             if name in rank and rank[name] > rank[me]:
                 bad.append(f"{rel} imports {name}")
+    assert not bad, bad
+
+
+FRONT_ENDS = ("cli", "web", "batch")
+
+
+def test_front_ends_import_no_other_front_end_but_the_cli_dispatching():
+    """The page and the batch each map their inputs onto the one options table and the engine: neither imports the
+    CLI or the other (no import circle can form through them); the CLI only dispatches its ``batch`` and ``serve``
+    commands to them, and nothing else imports a front end."""
+    bad = []
+    for path in PACKAGE.rglob("*.py"):
+        me = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        allowed = {"batch", "web"} if me == "cli" else set()
+        for name in _imports(path) & set(FRONT_ENDS) - {me} - allowed:
+            bad.append(f"{path.relative_to(PACKAGE)} imports {name}")
     assert not bad, bad
 
 

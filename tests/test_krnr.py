@@ -1,10 +1,12 @@
-"""K-RNR: the closed form equals the recursion, the adaptive variant equals order 2, and edits start from it."""
+"""K-RNR: the closed form equals the recursion, the adaptive variant equals order 2, edits start from it, and a
+flow-matching model (Wan) is refused before any model work."""
 
 import math
 
 import pytest
 import torch
 
+from vidinvert.cli import main
 from vidinvert.editing import EditConfig, EditStats, edit, start_latents
 from vidinvert.errors import VidinvertError
 from vidinvert.inversion import invert
@@ -95,3 +97,40 @@ def test_krnr_and_edit_strength_refusals(tiny_model, frames):
     with pytest.raises(VidinvertError, match="holds 3") as err:
         edit(tiny_model, partial, "a blue box", EditConfig(strength=0.9))
     assert "\n" not in str(err.value)
+
+
+@pytest.fixture
+def clip(tmp_path, frames):
+    from vidinvert.export import write_video
+
+    return write_video(frames, tmp_path / "clip.mp4", fps=8)
+
+
+KRNR_ON_FLOW = ("vidinvert: error: K-RNR is built on DDIM's alpha-bar levels and does not apply to flow-matching "
+                "models such as Wan; drop --krnr")
+
+
+def test_cli_krnr_on_wan_is_refused_before_the_model_loads(clip, tmp_path, capsys, no_model):
+    out = tmp_path / "k.mp4"
+    assert main(["edit", str(clip), "--model", "tiny-wan", "--prompt", "x", "--steps", "2", "--krnr", "2", "-o",
+                 str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(KRNR_ON_FLOW), err
+    assert not list(tmp_path.glob("k*"))
+
+
+def test_cli_krnr_on_a_model_known_only_once_loaded_is_refused_before_inverting(clip, tmp_path, capsys, monkeypatch):
+    """A hub id's family is known once it is loaded: the refusal comes then, before the video is inverted."""
+    import vidinvert.jobs
+
+    def no_inversion(*args, **kwargs):
+        raise AssertionError("the inversion ran before K-RNR was refused")
+
+    monkeypatch.setattr(vidinvert.jobs, "family_before_loading", lambda settings: None)
+    monkeypatch.setattr(vidinvert.jobs, "invert_source", no_inversion)
+    out = tmp_path / "k.mp4"
+    assert main(["edit", str(clip), "--model", "tiny-wan", "--prompt", "x", "--steps", "2", "--krnr", "2", "-o",
+                 str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(KRNR_ON_FLOW), err
+    assert not list(tmp_path.glob("k*"))

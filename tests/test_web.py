@@ -174,6 +174,68 @@ def test_prompts_error_lines_and_page_words():
     assert error_line(VidinvertError("x", "use --height 64 --width 64")) == "vidinvert: error: x; use Height 64 Width 64"
 
 
+def test_page_messages_name_page_fields_never_cli_flags(tmp_path):
+    """Every flag a library message names reaches the page as the field's label (form keys are the CLI's option
+    names), a ``vidinvert serve`` option as one, anything else as a setting the page does not have; FlowEdit on a
+    CogVideoX model says to choose the Edit method, not a ``vidinvert serve --method`` that does not exist."""
+    import re
+
+    from vidinvert.cli import build_parser
+    from vidinvert.web.form import LABELS
+    from vidinvert.web.page import SERVE_FLAGS
+
+    subcommands = next(a for a in build_parser()._actions if a.choices and "serve" in a.choices).choices
+    edit_flags = {flag for a in subcommands["edit"]._actions for flag in a.option_strings}
+    serve_flags = {flag for a in subcommands["serve"]._actions for flag in a.option_strings}
+    assert set(SERVE_FLAGS) <= serve_flags
+    for key, label in LABELS.items():
+        flag = "--" + key.replace("_", "-")
+        assert flag in edit_flags and page_words(f"use {flag} 3") == f"use {label} 3", key
+    assert page_words("use --method inversion") == "use Edit method inversion"
+    assert page_words("raise max_frames (--max_num_frames) to 9") == "raise max_frames (Max frames) to 9"
+    assert page_words("use a smaller --height/--width") == "use a smaller Height/Width"
+    assert page_words("drop --krnr") == "drop krnr (not on this page)"
+    read, inv, config = settings_from_form({"method": "flowedit", "max_num_frames": 5, "steps": 2})
+    with pytest.raises(VidinvertError) as info:
+        Studio(ModelSettings(name="tiny")).edit(str(SAMPLE), read, inv, ["a red disc"], config, tmp_path)
+    line = error_line(info.value, str(SAMPLE))
+    assert "Edit method inversion" in line and not re.search(r"(?<![\w-])--[a-z]", line), line
+
+
+def test_prompts_are_capped_with_one_line_naming_the_field():
+    from vidinvert.web.form import MAX_PROMPTS, PROMPTS_LABEL
+
+    assert MAX_PROMPTS == 8 and len(parse_prompts("\n".join(f"p{i}" for i in range(8)))) == 8
+    with pytest.raises(VidinvertError) as info:
+        parse_prompts("\n".join(f"p{i}" for i in range(9)))
+    assert_one_line(info.value, f"{PROMPTS_LABEL}: 9 prompts, at most 8", "another run")
+    with pytest.raises(VidinvertError) as info:
+        parse_prompts(["a list"])
+    assert_one_line(info.value, PROMPTS_LABEL, "must be text")
+
+
+@pytest.mark.parametrize("model, form", [("tiny", {}), ("tiny-wan", {"method": "flowedit", "n_max": 2})])
+def test_page_memory_check_counts_the_rows_the_edit_runs(tmp_path, monkeypatch, model, form):
+    """The page checks memory for the batch rows its edit really runs, the CLI's count for the same prompts, also
+    when the inversion or opened video comes from the cache (made by Invert, or by an edit with fewer prompts)."""
+    seen: list[int] = []
+    monkeypatch.setattr(jobs, "check_memory", lambda model, frames, height, width, rows=2: seen.append(rows))
+    read, inv, config = settings_from_form({"max_num_frames": 5, "steps": 3, **form})
+    prompts = ["a red disc", "a blue disc", "a green disc"]
+    jobs.run_edit(str(SAMPLE), prompts, ModelSettings(name=model), read, inv, config,
+                  OutputSettings(output=str(tmp_path / "cli" / "out.mp4"), progress=False))
+    cli_rows = seen[-1]
+    assert cli_rows >= 2 * len(prompts)
+    studio = Studio(ModelSettings(name=model))
+    studio.edit(str(SAMPLE), read, inv, prompts, config, tmp_path / "page")
+    assert seen[-1] == cli_rows
+    studio.edit(str(SAMPLE), read, inv, prompts[:1], config, tmp_path / "one")
+    assert seen[-1] < cli_rows
+    del seen[:]
+    studio.edit(str(SAMPLE), read, inv, prompts, config, tmp_path / "again")  # from the cache: checked again
+    assert seen == [cli_rows]
+
+
 def test_one_example_prompt_and_no_cli_flags_but_the_serve_command():
     demo, tiny = header(DEMO_MODEL), header("tiny")
     assert EXAMPLE_PROMPT in demo and "'" + EXAMPLE_PROMPT + "'" in demo

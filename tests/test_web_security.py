@@ -132,9 +132,40 @@ def test_guard_refuses_foreign_hosts_and_origins():
     named = HostOriginGuard(None, allowed_hosts("studio.lan"))
     assert _request(named, "studio.lan:7860", "http://studio.lan:7860") == 200
     assert _request(named, "other.lan:7860") == 403
-    anywhere = HostOriginGuard(None, allowed_hosts("0.0.0.0"))  # exposed on purpose: any name, same origin only
+    anywhere = HostOriginGuard(None, allowed_hosts("0.0.0.0", ["10.0.0.5"]))  # exposed on purpose, this name too
     assert _request(anywhere, "10.0.0.5:7860") == 200
     assert _request(anywhere, "10.0.0.5:7860", "http://evil.example.com") == 403
+
+
+def test_wildcard_bind_accepts_only_this_machines_names_and_allowed_hosts():
+    """DNS rebinding on ``--host 0.0.0.0``: a foreign Host or Origin is refused; this machine's own names, the
+    loopback names and ``--allowed-host`` values are accepted."""
+    import socket
+
+    from vidinvert.web.serve import HostOriginGuard, allowed_hosts, machine_names
+
+    own = socket.gethostname().lower()
+    assert own in machine_names() and socket.getfqdn().lower() in machine_names()
+    anywhere = HostOriginGuard(None, allowed_hosts("0.0.0.0", ["Studio.LAN", "10.0.0.5:7860"]))
+    assert _request(anywhere, "evil.example.com:7860") == 403
+    assert _request(anywhere, "evil.example.com:7860", "http://evil.example.com:7860") == 403
+    assert _request(anywhere, "evil.example.com:7860", kind="websocket") == 403
+    assert _request(anywhere, "10.0.0.6:7860") == 403  # another address: not this machine's, not allowed
+    assert _request(anywhere, f"{own}:7860") == 200
+    assert _request(anywhere, f"{own}:7860", f"http://{own}:7860") == 200
+    assert _request(anywhere, "127.0.0.1:7860") == 200 and _request(anywhere, "localhost") == 200
+    assert _request(anywhere, "studio.lan:7860", "http://studio.lan:7860") == 200  # --allowed-host, any case
+    assert _request(anywhere, "10.0.0.5:7860") == 200
+    assert _request(anywhere, "studio.lan:7860", "http://evil.example.com:7860") == 403  # another site's page
+    assert _request(anywhere, f"{own}:7860", "http://studio.lan:7860") == 403  # an origin other than the page's
+    assert _request(HostOriginGuard(None, allowed_hosts("::")), "evil.example.com") == 403  # IPv6 wildcard
+    named = HostOriginGuard(None, allowed_hosts("10.0.0.7"))  # one LAN address: it, and this machine's names
+    assert _request(named, "10.0.0.7:7860") == 200 and _request(named, f"{own}:7860") == 200
+    assert _request(named, "evil.example.com:7860") == 403
+    assert allowed_hosts("127.0.0.1") == {"127.0.0.1", "localhost", "::1"}  # loopback bind: as before
+    assert allowed_hosts("127.0.0.1", ["studio.lan"]) == {"127.0.0.1", "localhost", "::1", "studio.lan"}
+    for bad in ("http://studio.lan", "studio.lan/page", "two names", ""):
+        assert_one_line_error(lambda: allowed_hosts("0.0.0.0", [bad]), "--allowed-host")
 
 
 def _serve_args(*extra: str) -> argparse.Namespace:
@@ -152,6 +183,10 @@ def test_launch_options_limit_uploads_and_guard_requests():
     assert options["server_name"] == "127.0.0.1" and options["share"] is False
     assert options["strict_cors"] is True
     assert [m.cls for m in options["app_kwargs"]["middleware"]] == [HostOriginGuard]
+    exposed = launch_options(_serve_args("--host", "0.0.0.0", "--allowed-host", "studio.lan", "--allowed-host",
+                                          "10.0.0.5"), [])
+    hosts = exposed["app_kwargs"]["middleware"][0].kwargs["hosts"]
+    assert {"studio.lan", "10.0.0.5", "localhost"} <= hosts and "evil.example.com" not in hosts
     for bad in ("0", "-5", "nan", "inf"):
         from vidinvert.web.serve import serve
 
@@ -190,3 +225,183 @@ def test_running_page_refuses_rebinding_foreign_origins_and_big_uploads(tmp_path
             assert client.post(url + "/gradio_api/upload", files=big).status_code >= 400
     finally:
         app.close()
+
+
+def test_serve_lists_accepted_hosts_and_removes_its_folder_on_sigterm(monkeypatch, capsys):
+    """Everything Gradio and the page write goes into the server's temp folder (``GRADIO_TEMP_DIR`` points there
+    while it runs), which is gone once SIGTERM (mapped to Ctrl-C) stops the server; the start-up notes list the
+    accepted Host names and how to add one."""
+    gr = pytest.importorskip("gradio")
+    import os
+    import signal
+
+    from vidinvert.web.serve import serve
+
+    seen = {}
+
+    def launch(self, **options):
+        root = Path(os.environ["GRADIO_TEMP_DIR"])
+        seen["root"], seen["hosts"] = root, options["app_kwargs"]["middleware"][0].kwargs["hosts"]
+        assert root.name.startswith("vidinvert-web-") and self.blocks and all(
+            Path(block.GRADIO_CACHE) == root for block in self.blocks.values())
+        (root / "session-x" / "run001").mkdir(parents=True)
+        for name in ("clip_edit_1.mp4", "clip_edit_1_comparison.mp4", "clip_edit_1.json"):
+            (root / "session-x" / "run001" / name).write_bytes(b"x")
+        (root / "0a1b" / "clip.mp4").parent.mkdir()
+        (root / "0a1b" / "clip.mp4").write_bytes(b"upload")
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100):  # the handler raises KeyboardInterrupt at the next bytecode
+            sum(range(1000))
+        raise AssertionError("SIGTERM did not stop the server")
+
+    monkeypatch.setattr(gr.Blocks, "launch", launch)
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        serve(_serve_args("--host", "0.0.0.0", "--allowed-host", "studio.lan", "--model", "tiny"))
+    assert not seen["root"].exists()  # results, comparisons, settings JSON and uploads: all gone
+    assert "GRADIO_TEMP_DIR" not in os.environ and signal.getsignal(signal.SIGTERM) == before
+    err = capsys.readouterr().err
+    note = next(line for line in err.splitlines() if "requests must name this server" in line)
+    assert note.startswith("vidinvert: note: ") and "studio.lan" in note and "--allowed-host NAME" in note
+    assert set(note.split("one of ", 1)[1].split(";")[0].split(", ")) == set(seen["hosts"])
+
+
+# ---- the running page: its API and its files ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def page_server(tmp_path_factory):
+    """The page over the tiny model, served in this process as ``serve`` does (``GRADIO_TEMP_DIR`` in its folder):
+    ``(url, app, root, clip)`` with ``clip`` a small video to upload."""
+    pytest.importorskip("gradio")
+    pytest.importorskip("httpx")
+    import socket
+
+    from conftest import moving_square
+
+    from vidinvert.settings import ModelSettings
+    from vidinvert.web import Studio
+    from vidinvert.web.page import build_app, gradio_cache
+    from vidinvert.web.serve import launch_options
+
+    folder = tmp_path_factory.mktemp("page")
+    clip = folder / "clip.mp4"
+    write_video(moving_square(), clip, fps=8)
+    root = folder / "root"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with gradio_cache(root):
+        app = build_app(Studio(ModelSettings(name="tiny")), root)
+        app.queue().launch(prevent_thread_lock=True, quiet=True,
+                           **launch_options(_serve_args("--port", str(port)), []))
+        try:
+            yield f"http://127.0.0.1:{port}/gradio_api", app, root, clip
+        finally:
+            app.close(verbose=False)
+
+
+def _handler(app, name: str):
+    return next(fn for fn in app.fns.values() if fn.fn is not None and fn.fn.__name__ == name)
+
+
+def _inputs(fn, video, prompts: str = "a red disc", **changes) -> dict:
+    """A page handler's inputs by component: every field at its default (Steps 2, Max frames 5) but ``changes``
+    (form keys)."""
+    from vidinvert.web.form import LABELS, PROMPTS_LABEL, form_defaults
+
+    values = {**form_defaults(), "steps": 2, "max_num_frames": 5, **changes}
+    keys = {label: key for key, label in LABELS.items()}
+    data = {}
+    for block in fn.inputs:
+        label = getattr(block, "label", None)
+        if label in keys:
+            data[block] = values[keys[label]]
+        else:
+            data[block] = {"Input video": video, PROMPTS_LABEL: prompts}.get(label)
+    return data
+
+
+def _call(url: str, fn, data: dict, session: str) -> list:
+    """Run a page endpoint through ``/gradio_api/call/<name>`` as any HTTP client can; its outputs."""
+    import json
+
+    import httpx
+
+    with httpx.Client(timeout=120) as client:
+        payload = [data[block] for block in fn.inputs]
+        event = client.post(f"{url}/call/{fn.api_name}", json={"data": payload, "session_hash": session})
+        assert event.status_code == 200, event.text
+        answer = client.get(f"{url}/call/{fn.api_name}/{event.json()['event_id']}").text
+    kind, data_line = [line for line in answer.splitlines() if line.startswith(("event:", "data:"))][-2:]
+    assert kind == "event: complete", answer
+    return json.loads(data_line[len("data: "):])
+
+
+def _upload(url: str, path: Path) -> dict:
+    import httpx
+
+    with httpx.Client(timeout=60) as client:
+        uploaded = client.post(f"{url}/upload", files={"files": (path.name, path.read_bytes(), "video/mp4")})
+    return {"path": uploaded.json()[0], "meta": {"_type": "gradio.FileData"}}
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file())
+
+
+def test_page_files_go_when_the_session_ends(page_server):
+    """A session's results, comparisons, settings JSON, preview frames and upload are served from the server's
+    folder in place (Gradio makes no copies elsewhere) and removed when the session ends; what any session left
+    goes when the app closes."""
+    from types import SimpleNamespace
+
+    from vidinvert.web.page import session_dir
+
+    url, app, root, clip = page_server
+    edit = _handler(app, "on_edit")
+    upload = _upload(url, clip)
+    assert Path(upload["path"]).is_relative_to(root.resolve())
+    outputs = _call(url, edit, _inputs(edit, upload, "a red disc\na blue disc"), "session-a")
+    assert outputs[0].startswith("Edited 5 frames"), outputs[0]
+    own = session_dir(root.resolve(), "session-a")
+    served = [outputs[3]["path"], outputs[4]["path"], *(item["path"] for item in outputs[5])]
+    assert len(served) == 8 and all(Path(path).is_relative_to(own) and Path(path).is_file() for path in served)
+    request = SimpleNamespace(session_hash="session-a")
+    preview = _handler(app, "on_video")
+    items, _ = preview.fn(_inputs(preview, upload["path"]), request)
+    assert len(items) == 5 and all(Path(path).is_relative_to(own / "preview") for path, _ in items)
+    written = _files(root)
+    assert written and all(p.is_relative_to(own) or p == Path(upload["path"]) for p in written), written
+
+    _handler(app, "on_close").fn(request)  # what Gradio runs when the tab is closed
+    assert _files(root) == [] and not own.exists()
+
+
+def test_page_api_refuses_values_outside_the_choices_naming_the_field(page_server):
+    """Radio values outside their choices, sent over ``/gradio_api/call/...`` or passed to the handlers, give the
+    page's one-line error naming the field's label and its choices (not a Gradio error or a traceback)."""
+    from types import SimpleNamespace
+
+    from vidinvert.web.form import CHOICES, LABELS, PROMPTS_LABEL
+
+    url, app, root, clip = page_server
+    upload = _upload(url, clip)
+    request = SimpleNamespace(session_hash="session-b")
+    for name in ("on_edit", "on_invert"):
+        fn = _handler(app, name)
+        for key, choices in CHOICES.items():
+            for bad in ("sometimes", None if key != "blend" else 3, ["a"]):
+                status = _call(url, fn, _inputs(fn, upload, **{key: bad}), "session-b")[0]
+                direct = fn.fn(_inputs(fn, upload["path"], **{key: bad}), request, lambda *a, **k: None)[0]
+                for text in (status, direct):
+                    assert text.startswith("**vidinvert: error: ") and "\n" not in text, text
+                    assert f"{LABELS[key]} must be one of {', '.join(choices)}, got unknown value" in text, text
+        status = _call(url, fn, _inputs(fn, upload, injection="maybe"), "session-b")[0]
+        assert "Key/value injection must be ticked or not" in status, status
+    edit = _handler(app, "on_edit")
+    status = _call(url, edit, _inputs(edit, upload, "\n".join(f"prompt {i}" for i in range(9))), "session-b")[0]
+    assert f"{PROMPTS_LABEL}: 9 prompts, at most 8" in status, status
+    _handler(app, "on_close").fn(request)
+    import vidinvert.web.page
+
+    assert not Path(vidinvert.web.page.__file__).with_suffix(".pyi").exists()  # Gradio writes one per subclass

@@ -167,6 +167,44 @@ def test_bad_window_settings_are_one_line_errors(model):
     assert InvertSettings(window="13").window == 13  # a CLI string is read as a count
 
 
+@pytest.mark.parametrize("name, size", [("tiny", 13), ("tiny-2b", 13), ("tiny-1.5", 12), ("tiny-wan", 21),
+                                        ("tiny-wan22", 21)])
+def test_auto_window_is_a_valid_window_of_every_family(name, size):
+    """auto = the trained length in latent frames, rounded down to the temporal patch: CogVideoX 1.5's 49 trained
+    frames are 13 latent frames, which its patch of 2 cannot cut, so 12 (97 frames = 25 latent frames: 3 windows)."""
+    from vidinvert.models import open_model
+    from vidinvert.settings import ModelSettings
+
+    family = open_model(ModelSettings(name=name, device="cpu", dtype="fp32"))
+    windows = resolve(family, 25, "auto")
+    assert windows.size == size and windows.size % family.temporal_patch == 0 and windows.count > 1
+    assert (windows.size - 1) * family.temporal_factor + 1 <= family.trained_frames  # within the trained length
+
+
+def test_cli_auto_window_on_cogvideox_1_5_inverts_a_97_frame_clip(clip97, tmp_path):
+    from vidinvert.cli import main
+
+    inv = tmp_path / "c.inv"
+    assert main(["invert", str(clip97), "--model", "tiny-1.5", "--steps", "1", "--window", "auto", "--height", "32",
+                 "--width", "32", "-o", str(inv), "--quiet"]) == 0
+    saved = Inversion.load(inv)
+    assert saved.meta.frames == 97 and (saved.meta.window, saved.windows().count) == (12, 3)
+
+
+def test_cli_overlap_without_a_window_is_refused_before_the_model_loads(tmp_path, capsys, no_model):
+    from vidinvert.cli import main
+    from vidinvert.export import write_video
+
+    clip = write_video(moving_square(32, 32, 9), tmp_path / "c.mp4", fps=8.0)
+    for method in ("inversion", "flowedit"):
+        assert main(["edit", str(clip), "--model", "tiny-wan", "--method", method, "--prompt", "x", "--overlap", "0.5",
+                     "-o", str(tmp_path / "o.mp4")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == ["vidinvert: error: --overlap applies to temporal windows, and no --window is given; give "
+                       "--window too, or drop --overlap"]
+    assert not list(tmp_path.glob("o*"))
+
+
 def test_memory_need_of_a_windowed_model_is_one_windows(model):
     one = model.memory_need(9, 64, 64, 3)["transformer"]
     assert WindowedModel(model, plan(17, 3, 1)).memory_need(65, 64, 64, 3)["transformer"] == one

@@ -6,28 +6,49 @@ inversion -> editing (with attention injection) -> export -> jobs -> front ends 
 
 __version__ = "0.1.0"
 
-from .attention import InjectionConfig  # noqa: E402
-from .blend import BlendConfig  # noqa: E402
-from .compat import sample  # noqa: E402
-from .editing import EditConfig, edit  # noqa: E402
-from .errors import VidinvertError  # noqa: E402
-from .export import side_by_side, write_video  # noqa: E402
-from .inversion import Inversion, InversionMeta, SourceInfo, invert  # noqa: E402
-from .settings import InvertSettings, ModelSettings, OutputSettings, ReadSettings  # noqa: E402
-from .models import VideoModel, load_pipeline, open_model  # noqa: E402
-from .video import Clip, read_video  # noqa: E402
+import importlib
+
+# Public names -> the module that defines them, imported on first use (PEP 562): ``import vidinvert`` (and so the
+# ``vidinvert`` command, whose entry point lives in this package) stays free of torch until something needs it, so
+# Ctrl-C during the heavy imports reaches ``cli.main``'s handler instead of printing a traceback.
+_EXPORTS = {
+    "InjectionConfig": "attention", "BlendConfig": "blend", "sample": "compat", "EditConfig": "editing",
+    "edit": "editing", "VidinvertError": "errors", "side_by_side": "export", "write_video": "export",
+    "Inversion": "inversion", "InversionMeta": "inversion", "SourceInfo": "inversion", "invert": "inversion",
+    "InvertSettings": "settings", "ModelSettings": "settings", "OutputSettings": "settings", "ReadSettings": "settings",
+    "VideoModel": "models", "load_pipeline": "models", "open_model": "models", "Clip": "video", "read_video": "video",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+def _family(pipe_or_model):
+    """A family adapter as given, or the one for a pipeline's class (``models.adapter_for``)."""
+    from .models import VideoFamily, adapter_for
+
+    return pipe_or_model if isinstance(pipe_or_model, VideoFamily) else adapter_for(pipe_or_model)
 
 
 def encode(pipe_or_model, frames, **kwargs):
-    """Frames ``[F, C, H, W]`` in [-1, 1] -> float32 latents ``[1, T, C', h, w]`` (see ``VideoModel.encode``)."""
-    model = pipe_or_model if isinstance(pipe_or_model, VideoModel) else VideoModel(pipe_or_model)
-    return model.encode(frames, **kwargs)
+    """Frames ``[F, C, H, W]`` in [-1, 1] -> float32 latents ``[1, T, C', h, w]`` with a pipeline of any family or
+    its adapter (see ``DiffusersFamily.encode``)."""
+    return _family(pipe_or_model).encode(frames, **kwargs)
 
 
 def decode(pipe_or_model, latents):
-    """Latents ``[B, T, C', h, w]`` -> float32 frames ``[B, F, C, H, W]`` in [-1, 1] (see ``VideoModel.decode``)."""
-    model = pipe_or_model if isinstance(pipe_or_model, VideoModel) else VideoModel(pipe_or_model)
-    return model.decode(latents)
+    """Latents ``[B, T, C', h, w]`` -> float32 frames ``[B, F, C, H, W]`` in [-1, 1] with a pipeline of any family or
+    its adapter (see ``DiffusersFamily.decode``)."""
+    return _family(pipe_or_model).decode(latents)
 
 
 __all__ = [

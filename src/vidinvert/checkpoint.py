@@ -54,13 +54,13 @@ class InversionCheckpoint:
         self.fresh = True  # what is in ``path`` is not ours yet: clear it at the first save
 
     def _chunks(self) -> list[Path]:
-        return sorted(p for p in self.path.iterdir() if CHUNK.match(p.name))
+        return sorted(p for p in self.path.iterdir() if CHUNK.match(p.name) and p.is_file())  # no FIFO: it blocks
 
     def resume(self) -> torch.Tensor | None:
         """The saved steps as ``[k, B, T, C, h, w]`` in sampling order, or ``None`` if nothing matches."""
         from safetensors import safe_open
 
-        if not self.path.is_dir():
+        if not self.path.is_dir() or not (self.path / KEY_FILE).is_file():  # is_file: a FIFO would block the read
             return None
         clean_stale_temps(self.path)
         try:

@@ -21,7 +21,7 @@ from .errors import VidinvertError
 from .settings import STARTS, EditConfig  # noqa: F401  (re-exported)
 from .guidance import combine, dynamic_scale, guided_texts, needs_uncond
 from .inversion import Inversion
-from .krnr import krnr, krnr_adaptive
+from .krnr import krnr, krnr_adaptive, refuse_on_flow
 from .models.base import VideoFamily, negative_prompt_for
 from .progress import progress_callback
 from .sampling import sample_ddim
@@ -128,11 +128,7 @@ def edit(
     model = windowed(model, windows)  # the inversion's windows; each reads its own window of the trajectory
     offset = edit_offset(inversion, config.strength)
     schedule = inversion.schedule(model)[offset:]
-    if config.krnr is not None and schedule.is_flow:
-        raise VidinvertError(
-            "K-RNR is built on DDIM's alpha-bar levels and does not apply to flow-matching models such as Wan",
-            "drop --krnr (a flow edit can start from the inverted latent at any --strength)",
-        )
+    refuse_on_flow(config.krnr is not None and schedule.is_flow)
     num_prompts, injection = len(prompts), config.injection
     if config.guidance_2 is not None and not any(model.expert_for(t) for t in schedule.timesteps):
         raise VidinvertError("a second guidance scale applies to the low-noise expert of a two-expert model "

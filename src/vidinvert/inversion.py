@@ -27,6 +27,7 @@ from .provenance import FORMAT_VERSION, InversionMeta, SourceInfo, parse_meta  #
 from .sampling import invert_ddim
 from .schedule import Schedule
 from .settings import DEFAULT_OVERLAP, DEFAULT_STEPS, KV_BUDGET_GB, InvertSettings
+from .video import refuse_special_file
 from .windows import Windows, from_record, resolve, windowed
 
 
@@ -106,6 +107,7 @@ class Inversion:
         from safetensors import safe_open
 
         path = Path(path)
+        refuse_special_file(path, "give the .inv file that `vidinvert invert` wrote")  # a FIFO would block the open
         try:
             with open(path, "rb") as handle:  # the real reason a path cannot be read: missing, a folder, permissions
                 handle.read(1)
@@ -310,10 +312,19 @@ def invert(
             residuals=tuple(float(f"{r:.4g}") for r in report.residuals) if report else (),
             window=windows.record()[0],
             window_overlap=windows.record()[1],
+            **(_solver_record(method_options) if method == "fixed-point" else {}),
         ),
         kv_cache=recorder.cache if recorder else None,
         report=report,
     )
+
+
+def _solver_record(options: dict) -> dict:
+    """The fixed-point solver's settings as ``InversionMeta`` records them: those given, else the solver's defaults."""
+    import inspect
+
+    defaults = inspect.signature(solve_fixed_point).parameters
+    return {name: options.get(name, defaults[name].default) for name in ("tol", "max_iter", "clean_max_iter", "anderson")}
 
 
 def _long_trajectory_device(model: VideoFamily, latents: torch.Tensor, steps: int) -> str | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 import resource
 import time
 import warnings
@@ -29,18 +30,20 @@ from typing import Callable
 import torch
 
 from . import __version__
-from .editing import EditStats, edit
+from .editing import EditStats, edit, edit_offset
 from .flowedit import flow_schedule, flowedit, rows_per_step
 from .atomic import outputs_together
-from .errors import VidinvertError
+from .errors import SettingsError, VidinvertError
 from .export import side_by_side, write_video
-from .inversion import Inversion, invert
+from .inversion import Inversion, InversionMeta, invert
+from .krnr import refuse_on_flow
 from .metrics import TemporalMetrics, temporal_metrics
 from .models import model_note, open_model
 from .models.base import VideoFamily, negative_prompt_for
 from .outputs import comparison_path, numbered, partial_path, plan_outputs, settings_path, write_json
 from .provenance import SourceInfo
 from .settings import (
+    DEFAULT_OVERLAP,
     MODEL_SETTINGS_FILE,
     VIDEO_SUFFIXES,
     EditConfig,
@@ -48,10 +51,11 @@ from .settings import (
     ModelSettings,
     OutputSettings,
     ReadSettings,
+    field_defaults,
     with_model_edit_defaults,
 )
 from .video import Clip, frames_hash, read_video
-from .windows import resolve as resolve_windows, windowed
+from .windows import resolve as resolve_windows, spread, windowed
 
 PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
@@ -160,7 +164,8 @@ def collect_warnings(into: list[str]):
 # ---- the steps ------------------------------------------------------------------------------------------------
 def load_model(settings: ModelSettings = ModelSettings(), notes: list[str] | None = None) -> VideoFamily:
     """Open the model ``settings`` names; what a user should know about it goes to ``notes``."""
-    model = open_model(settings)
+    with guard_memory("loading the model"):  # e.g. moving the weights to a GPU without room for them
+        model = open_model(settings)
     note = model_note(model.name)
     if note and notes is not None:
         notes.append(note)
@@ -285,25 +290,27 @@ def decode(model: VideoFamily, latents: torch.Tensor) -> torch.Tensor:
         return torch.cat([model.decode(latents[k : k + 1]) for k in range(latents.shape[0])])
 
 
-def load_saved(model: VideoFamily, path: str, steps: int | None = None, video: str | None = None,
+def load_saved(model: VideoFamily, path: str | Inversion, steps: int | None = None, video: str | None = None,
                read: ReadSettings = ReadSettings(), notes: list[str] | None = None) -> Prepared:
-    """A saved inversion, checked against ``model`` and ``steps``; with ``video``, checked against its frames.
+    """A saved inversion (a path, or one ``check_edit_request`` loaded), checked against ``model`` and ``steps``;
+    with ``video``, checked against its frames read with ``read``.
 
     Without ``video`` the inversion's own source is re-read with the saved frame settings, for the comparison; if
     it is gone, unreadable or changed, the comparison falls back to the VAE round trip of the stored latents (and
-    a note says so).
+    a note says so). Either video is read as the inversion's was: in its windows, every frame unless capped.
     """
-    inversion = Inversion.load(path)
+    inversion = path if isinstance(path, Inversion) else Inversion.load(path)
     inversion.check_matches(model, num_steps=steps)
+    meta = inversion.meta
+    windowing = InvertSettings(window=meta.window or None)  # a windowed job's frames are not capped by the model's
     if video is not None:
-        source = open_source(model, video, read)
+        source = open_source(model, video, read, invert_settings=windowing)
         inversion.check_matches(source_hash=source.hash)
         return Prepared(source, inversion, reused=True)
-    meta = inversion.meta
     if not (meta.source and meta.read and Path(meta.source).is_file()):
         return Prepared(None, inversion, reused=True)
     try:
-        source = open_source(model, meta.source, meta.read)
+        source = open_source(model, meta.source, meta.read, invert_settings=windowing)
     except VidinvertError:
         source = None
     if source is None or source.hash != meta.source_hash:
@@ -330,17 +337,178 @@ def check_prompts(prompts: list[str]) -> None:
         raise VidinvertError("no edit prompt given", "give one or more edit prompts")
 
 
+# Errors of a request name the CLI's flags (the batch's keys and the page's fields are named after them): a settings
+# field's flag is ``--`` and its name with dashes, except these.
+FLAGS = {"skip_start": "--skip-frames-start", "skip_end": "--skip-frames-end", "stride": "--frame-sample-step",
+         "max_frames": "--max-num-frames", "prompt": "--source-prompt", "guidance": "--inversion-guidance",
+         "method": "--inversion", "depth": "--strength", "record_kv": "--reuse-kv",
+         "negative_prompt": "the inversion's negative prompt"}
+# InvertSettings fields that say how an inversion runs, not what it makes: nothing to apply, nor to contradict, in a
+# job that runs none (a batch passes them to every clip, whether it reuses an inversion or not)
+RUN_ONLY = ("kv_budget_gb", "checkpoint_every", "trajectory_device")
+# InvertSettings fields a saved inversion is checked against on their own: its steps, its windows, the edit strength
+# (``--strength`` is then the edit's alone) and key/value reuse (caches are never saved)
+SAVED_OWN_CHECKS = ("steps", "depth", "window", "overlap", "record_kv")
+# InvertSettings fields FlowEdit reads (its schedule, the source's description, the windows); the others shape an
+# inversion, which FlowEdit does not make
+FLOWEDIT_READS = ("steps", "prompt", "window", "overlap")
+FLOW_FAMILIES = ("wan",)  # families whose models are flow-matching (FlowEdit needs one; K-RNR does not apply)
+_UNRECORDED = object()
+
+
+def flag(name: str) -> str:
+    """The CLI flag of the settings field ``name``."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _flag_value(name: str, value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "unset"
+    if isinstance(value, str):
+        return repr(value) if name in ("prompt", "negative_prompt") else value
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def changed_fields(settings, skip: tuple[str, ...] = ()) -> list[str]:
+    """Fields of a settings dataclass that differ from the class's defaults (those in ``skip`` left out)."""
+    defaults = field_defaults(type(settings))
+    return [f.name for f in dataclasses.fields(settings)
+            if f.name not in skip and getattr(settings, f.name) != defaults[f.name]]
+
+
+def family_before_loading(settings: ModelSettings | None) -> str | None:
+    """The family of the model ``settings`` names, where it is known without loading it: a bundled or tiny model by
+    its name, a folder by its ``model_index.json``; ``None`` for a hub id (and for what loading will refuse)."""
+    from .models.registry import DEMO_MODEL, DEMO_WAN, FAMILIES, TINY_COGVIDEOX, TINY_WAN, default_model
+
+    if settings is None:
+        return None
+    name = settings.name or default_model()
+    if name in TINY_WAN or name == DEMO_WAN:
+        return "wan"
+    if name in TINY_COGVIDEOX or name == DEMO_MODEL:
+        return "cogvideox"
+    try:
+        return FAMILIES.get(json.loads((Path(name).expanduser() / "model_index.json").read_text()).get("_class_name"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def check_edit_request(video: str, prompts: list[str], read: ReadSettings, invert_settings: InvertSettings,
-                       config: EditConfig, use_inversion: str | None = None) -> None:
-    """One-line errors for an edit that cannot work, found without loading anything."""
+                       config: EditConfig, use_inversion: str | None = None, *, save_inversion: str | None = None,
+                       reconstruct: bool = False, steps_given: bool = True,
+                       model_settings: ModelSettings | None = None) -> Inversion | None:
+    """One-line errors for an edit that cannot work or would ignore a setting, found before any model work: the
+    request check of every front end's edit (``run_edit``, hence the CLI and the batch; the page), for both edit
+    methods. Settings that need the model (injection blocks, a ``--window auto`` against a saved inversion) are
+    checked once it is loaded, before the video is inverted (``check_model_fits``, ``check_saved_windows``).
+
+    Args:
+        use_inversion: a saved inversion of ``video`` to edit (as a ``video`` ending in ``.inv`` is one).
+        steps_given: whether ``invert_settings.steps`` was asked for (a saved inversion brings its own otherwise).
+        model_settings: the model the job will open, for what its family rules out (``None``: not checked here).
+
+    Returns:
+        The saved inversion the job edits, loaded and checked against the request (``None`` when the job inverts
+        the video or runs FlowEdit); pass it on to ``load_saved``.
+    """
     check_prompts(prompts)
-    saved = is_saved_inversion(video) or use_inversion is not None
-    if is_saved_inversion(video) and read != ReadSettings():
-        raise VidinvertError("frame options (size, skip, stride, max frames, resize) do not apply to a saved "
-                             "inversion: its frames are fixed", "drop them, or edit the video itself")
+    if invert_settings.window is None and invert_settings.overlap != DEFAULT_OVERLAP:
+        raise SettingsError("--overlap applies to temporal windows, and no --window is given",
+                            "give --window too, or drop --overlap")
+    family = family_before_loading(model_settings)
+    if config.method == "flowedit":
+        check_flowedit_request(video, config, use_inversion, save_inversion, reconstruct)
+        shaping = changed_fields(invert_settings, FLOWEDIT_READS + RUN_ONLY)
+        if shaping:
+            names = [flag(name) for name in shaping]
+            raise SettingsError(f"{_listed(names)} {'does' if len(names) == 1 else 'do'} not apply to FlowEdit, which "
+                                "makes no inversion", "drop them, or use --method inversion")
+        config.flowedit.editing_steps(invert_settings.steps)  # n_max/n_min against the steps
+        if family is not None and family not in FLOW_FAMILIES:
+            raise VidinvertError("FlowEdit needs a flow-matching model (Wan)",
+                                 "use --method inversion with this model, or a Wan model")
+        return None
+    if is_saved_inversion(video) and use_inversion is not None:
+        raise VidinvertError("the video is itself a saved inversion (.inv) and --use-inversion names another",
+                             "give the video with --use-inversion, or the .inv file alone")
+    saved = video if is_saved_inversion(video) else use_inversion
     if config.injection.reuse_kv and saved:
-        raise VidinvertError("reusing recorded keys/values needs an inversion made in this run (caches are not saved)",
-                             "edit the video itself, or drop key/value reuse")
+        raise VidinvertError("--reuse-kv needs an inversion made in this run (recorded keys/values are not saved)",
+                             "edit the video itself, or drop --reuse-kv")
+    if config.krnr is not None and family is not None:
+        refuse_on_flow(family in FLOW_FAMILIES)
+    if saved is None:
+        return None
+    inversion = Inversion.load(saved)
+    check_saved_request(inversion, read, invert_settings, config, steps_given)
+    return inversion
+
+
+def _recorded(meta: InversionMeta, group: str, name: str):
+    """What a saved inversion's header records for the field ``name`` of ``ReadSettings`` (``group == "read"``) or
+    ``InvertSettings``; ``_UNRECORDED`` where it records nothing."""
+    if group == "read":
+        if name in ("height", "width"):
+            return getattr(meta, name)  # the size read, asked for or the model's
+        return _UNRECORDED if meta.read is None else getattr(meta.read, name)
+    value = getattr(meta, name, _UNRECORDED)
+    return _UNRECORDED if value is None and meta.method != "ddim" else value  # None: DDIM's, or an older file's
+
+
+def check_saved_request(inversion: Inversion, read: ReadSettings, invert_settings: InvertSettings,
+                        config: EditConfig, steps_given: bool = True) -> None:
+    """Refuse, in one line naming the flags, what a saved inversion's edit cannot apply: a frame or inversion setting
+    (any ``ReadSettings``/``InvertSettings`` field but ``RUN_ONLY``) set to something other than its default and than
+    what the inversion's header records; another step count, windows or an edit strength deeper than the inversion.
+    Settings equal to the recorded ones are fine (a batch passes a reused inversion's own settings)."""
+    meta = inversion.meta
+    if steps_given:
+        inversion.check_matches(num_steps=invert_settings.steps)
+    asked_size = {name: getattr(meta.read, name) for name in ("height", "width")} if meta.read else {}
+    conflicts = [("read", name) for name in changed_fields(read)  # a size: as asked, or as read (rounded)
+                 if getattr(read, name) not in (_recorded(meta, "read", name), asked_size.get(name, _UNRECORDED))]
+    conflicts += [("invert", name) for name in changed_fields(invert_settings, SAVED_OWN_CHECKS + RUN_ONLY)
+                  if _recorded(meta, "invert", name) != getattr(invert_settings, name)]
+    if conflicts:
+        names = [flag(name) for _, name in conflicts]
+        made, unknown = [], []
+        for group, name in conflicts:
+            value = _recorded(meta, group, name)
+            if value is _UNRECORDED:
+                unknown.append(flag(name))
+            elif value is None:  # a fixed-point setting of a DDIM inversion
+                made.append(f"--inversion {meta.method}")
+            else:
+                made.append(f"{flag(name)} {_flag_value(name, value)}")
+        said = [f"it was made with {_listed(list(dict.fromkeys(made)))}"] if made else []
+        said += [f"its header records no {_listed(unknown)}"] if unknown else []
+        them = "it" if len(names) == 1 else "them"
+        hint = (" (--blend-source sets the text --blend compares the edit with)"
+                if config.blend.enabled and ("invert", "prompt") in conflicts else "")
+        raise SettingsError(f"{_listed(names)} {'does' if len(names) == 1 else 'do'} not apply to a saved inversion "
+                            f"({'; '.join(said)})", f"drop {them}, or invert the video again with {them}{hint}")
+    window = invert_settings.window
+    if window is not None and window != "auto" and spread(meta.latent_shape[1], window, invert_settings.overlap) \
+            != inversion.windows():  # "auto" needs the model: check_saved_windows
+        raise _windows_refusal(inversion, invert_settings)
+    edit_offset(inversion, config.strength)  # an edit strength deeper than the inversion
+
+
+def _windows_refusal(inversion: Inversion, settings: InvertSettings) -> VidinvertError:
+    meta = inversion.meta
+    asked = f"--window {settings.window}" + (f" --overlap {settings.overlap:g}" if settings.overlap != DEFAULT_OVERLAP
+                                             else "")
+    made = (f"windows of {meta.window} latent frames overlapping by {meta.window_overlap}" if meta.window
+            else "one window, the whole clip")
+    return SettingsError(f"{asked} does not match the saved inversion's windows ({made})",
+                         "drop --window (edits use the inversion's), or invert the video again")
 
 
 def check_saved_windows(model: VideoFamily, inversion: Inversion, settings: InvertSettings) -> None:
@@ -349,13 +517,24 @@ def check_saved_windows(model: VideoFamily, inversion: Inversion, settings: Inve
         return
     wanted = resolve_windows(model, inversion.meta.latent_shape[1], settings.window, settings.overlap)
     if wanted != inversion.windows():
-        size = inversion.meta.window or "the whole clip"
-        raise VidinvertError(f"the saved inversion was made in windows of {size} latent frames, not the ones asked for",
-                             "drop the window (edits use the inversion's), or invert the video again")
+        raise _windows_refusal(inversion, settings)
+
+
+def saved_invert_settings(meta: InversionMeta, overlap: float = DEFAULT_OVERLAP) -> InvertSettings:
+    """The inversion settings a saved inversion's header records: what the settings JSON of an edit of it shows.
+    Fields it does not record keep their defaults (how it ran: checkpoints, devices; the window ``overlap`` share,
+    recorded as whole latent frames, is the one given)."""
+    recorded = {f.name: getattr(meta, f.name) for f in dataclasses.fields(InvertSettings)
+                if getattr(meta, f.name, None) is not None}
+    recorded.update(steps=meta.num_steps, depth=meta.steps_stored / meta.num_steps, window=meta.window or None,
+                    overlap=overlap)
+    return InvertSettings(**recorded)
 
 
 def check_model_fits(model: VideoFamily, config: EditConfig) -> None:
-    """Settings that depend on the model, checked before inverting."""
+    """Settings that depend on the model, checked before inverting (what ``check_edit_request`` could not tell from
+    the model's name)."""
+    refuse_on_flow(config.krnr is not None and model.schedule(1).is_flow)
     blocks = config.injection.blocks
     if config.injection.enabled and blocks is not None and blocks[-1] >= model.num_blocks:
         raise VidinvertError(f"injection blocks must be in 0..{model.num_blocks - 1} for this model, got "
@@ -470,15 +649,21 @@ def _write_videos(videos: torch.Tensor, reference: torch.Tensor, fps: float, vid
 
 def flowedit_source(model: VideoFamily, source: Source, prompts: list[str], config: EditConfig, steps: int,
                     videos_out: list[Path], comparisons_out: list[Path], output: OutputSettings,
-                    result: JobResult | None = None) -> JobResult:
+                    result: JobResult | None = None, *, window: int | str | None = None,
+                    overlap: float = DEFAULT_OVERLAP) -> JobResult:
     """FlowEdit an opened video with ``prompts`` in one batch (no inversion), decode, write videos and comparisons
-    as ``edit_prepared`` does. ``result.summary`` is filled; the settings JSON is the caller's."""
+    as ``edit_prepared`` does. ``result.summary`` is filled; the settings JSON is the caller's.
+
+    ``window``/``overlap``: temporal windows (``InvertSettings``'): every transformer evaluation runs per window and
+    the predictions are blended (``windows.py``), as an inversion's edit does; open the source with the same
+    settings, so that it holds every frame."""
     result = result or JobResult()
     started = time.perf_counter()
     stats = EditStats()
+    windows = resolve_windows(model, source.latents.shape[1], window, overlap)
     with guard_memory("editing"):
-        latents = flowedit(model, source.latents, config.flowedit.source_prompt, prompts, config, steps=steps,
-                           progress=output.progress, stats=stats)
+        latents = flowedit(windowed(model, windows), source.latents, config.flowedit.source_prompt, prompts, config,
+                           steps=steps, progress=output.progress, stats=stats)
     videos = decode(model, latents)  # [K, F, C, H, W]
     fps = output.fps or source.clip.fps or 8.0
     _write_videos(videos, source.clip.frames, fps, videos_out, comparisons_out, output)
@@ -487,14 +672,15 @@ def flowedit_source(model: VideoFamily, source: Source, prompts: list[str], conf
         **_videos_summary(videos_out, comparisons_out, prompts, videos, fps),
         "method": "flowedit",
         "edit_steps": stats.steps,
-        "flowedit": {"steps": steps, "n_max": n_max, "n_min": n_min, "n_avg": config.flowedit.n_avg},
+        "flowedit": {"steps": steps, "n_max": n_max, "n_min": n_min, "n_avg": config.flowedit.n_avg,
+                     "window": windows.record()[0], "window_overlap": windows.record()[1]},  # as an inversion's
         "transformer_calls": len(stats.batch_rows),
         "transformer_rows": sum(stats.batch_rows),
         "batch_rows": sorted(set(stats.batch_rows)),
         "edit_seconds": round(time.perf_counter() - started, 2),
     }
     if output.metrics:
-        measure_temporal(videos, source.clip.frames, result)
+        measure_temporal(videos, source.clip.frames, result, windows.pixel_borders(model.temporal_factor))
     result.outputs, result.comparisons = list(videos_out), list(comparisons_out)
     result.latents, result.videos = latents, videos
     return result
@@ -502,7 +688,8 @@ def flowedit_source(model: VideoFamily, source: Source, prompts: list[str], conf
 
 def check_flowedit_request(video: str, config: EditConfig, use_inversion: str | None, save_inversion: str | None,
                            reconstruct: bool) -> None:
-    """One-line errors for a FlowEdit job that cannot work, found without loading anything."""
+    """One-line errors for a FlowEdit job that cannot work, found without loading anything (part of
+    ``check_edit_request``, which also checks the settings)."""
     if reconstruct:
         raise VidinvertError("reconstruct checks an inversion; FlowEdit makes none", "use --method inversion")
     if is_saved_inversion(video) or use_inversion is not None or save_inversion is not None:
@@ -554,7 +741,7 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
     return result
 
 
-def run_edit(video: str, prompts: list[str], model_settings: ModelSettings = ModelSettings(),
+def run_edit(video: str, prompts: list[str] | None, model_settings: ModelSettings = ModelSettings(),
              read: ReadSettings = ReadSettings(), invert_settings: InvertSettings = InvertSettings(),
              config: EditConfig = EditConfig(), output: OutputSettings = OutputSettings(), *,
              use_inversion: str | None = None, save_inversion: str | None = None, steps_given: bool = True,
@@ -564,20 +751,28 @@ def run_edit(video: str, prompts: list[str], model_settings: ModelSettings = Mod
     load a saved inversion (``video`` ending in ``.inv``, or ``use_inversion``), edit, write.
 
     Args:
+        prompts: the edit prompts; ``None`` with ``reconstruct``: the text the video is inverted with (a saved
+            inversion's, the one it records).
         steps_given: whether ``invert_settings.steps`` was asked for (a saved inversion brings its own otherwise).
         model: an already opened model (its settings are then only recorded).
     """
     result = JobResult()
+    source_text = reconstruct and prompts is None
+    if source_text:
+        prompts = [invert_settings.prompt]
     if reconstruct:  # a fidelity check regenerates the source as it is: a model's edit recommendations do not apply
         config = with_model_edit_defaults(config, {})
     if config.method == "flowedit":
-        return _run_flowedit(video, prompts, model_settings, read, invert_settings.steps, config, output,
+        return _run_flowedit(video, prompts, model_settings, read, invert_settings, config, output,
                              use_inversion=use_inversion, save_inversion=save_inversion, reconstruct=reconstruct,
                              command=command, model=model, show=show)
     with outputs_together():  # every file of the job, or none
         with collect_warnings(result.warnings):
-            check_edit_request(video, prompts, read, invert_settings, config, use_inversion)
-            saved = video if is_saved_inversion(video) else use_inversion
+            saved = check_edit_request(video, prompts, read, invert_settings, config, use_inversion,
+                                       save_inversion=save_inversion, reconstruct=reconstruct, steps_given=steps_given,
+                                       model_settings=model_settings)
+            if saved is not None and source_text:
+                prompts = [saved.meta.prompt]
             inputs = [Path(p) for p in (video, use_inversion) if p]
             stem = Path(video).stem
             extra = [Path(save_inversion)] if save_inversion else []
@@ -591,40 +786,48 @@ def run_edit(video: str, prompts: list[str], model_settings: ModelSettings = Mod
                 checkpoint = partial_path(Path(save_inversion) if save_inversion else videos_out[0].with_suffix(".inv"))
                 prepared = prepare(model, video, read, invert_settings, progress=output.progress, checkpoint=checkpoint,
                                    rows=2 * len(prompts) + 2)  # each prompt guided, plus the reference
-            else:
+            else:  # the video (with --use-inversion) is read as the inversion's was; the request matched it
                 prepared = load_saved(model, saved, invert_settings.steps if steps_given else None,
-                                      video if saved != video else None, read, result.notes)
-                check_saved_windows(model, prepared.inversion, invert_settings)
+                                      None if is_saved_inversion(video) else video, saved.meta.read or read,
+                                      result.notes)
+                check_saved_windows(model, saved, invert_settings)
+                read = saved.meta.read
+                invert_settings = saved_invert_settings(saved.meta, invert_settings.overlap)
+            if config.blend.enabled and not config.blend.source_prompt:  # the inversion's text (blend.py), recorded
+                blend = dataclasses.replace(config.blend, source_prompt=prepared.inversion.meta.prompt)
+                config = dataclasses.replace(config, blend=blend)
             if save_inversion:
                 prepared.inversion.save(save_inversion, force=output.force)
             edit_prepared(model, prepared, prompts, config, videos_out, comparisons_out, output, reconstruct, result)
             result.summary["seconds"] = round(time.perf_counter() - started, 2)
             result.summary.update(peak_memory())
-        write_records(result, command, model, model_settings, read if saved is None else prepared.inversion.meta.read,
-                      invert_settings, config, output, show)
+        write_records(result, command, model, model_settings, read, invert_settings, config, output, show)
     return result
 
 
-def _run_flowedit(video: str, prompts: list[str], model_settings: ModelSettings, read: ReadSettings, steps: int,
-                  config: EditConfig, output: OutputSettings, *, use_inversion: str | None,
-                  save_inversion: str | None, reconstruct: bool, command: str, model: VideoFamily | None,
-                  show: Callable[[str], str]) -> JobResult:
-    """``run_edit`` with ``config.method == "flowedit"``: open the video and FlowEdit it; no inversion is made,
-    read or written (the record's ``invert`` and ``inversion`` are ``null``)."""
+def _run_flowedit(video: str, prompts: list[str], model_settings: ModelSettings, read: ReadSettings,
+                  invert_settings: InvertSettings, config: EditConfig, output: OutputSettings, *,
+                  use_inversion: str | None, save_inversion: str | None, reconstruct: bool, command: str,
+                  model: VideoFamily | None, show: Callable[[str], str]) -> JobResult:
+    """``run_edit`` with ``config.method == "flowedit"``: open the video and FlowEdit it over
+    ``invert_settings.steps``, in its windows; no inversion is made, read or written (the record's ``invert`` and
+    ``inversion`` are ``null``; the windows are in its ``result.flowedit``)."""
     result = JobResult()
     with outputs_together():  # every file of the job, or none
         with collect_warnings(result.warnings):
-            check_prompts(prompts)
-            check_flowedit_request(video, config, use_inversion, save_inversion, reconstruct)
-            config.flowedit.editing_steps(steps)  # n_max/n_min against the steps, before any model work
+            check_edit_request(video, prompts, read, invert_settings, config, use_inversion,
+                               save_inversion=save_inversion, reconstruct=reconstruct, model_settings=model_settings)
             videos_out, comparisons_out = plan_edit_outputs(Path(video).stem, len(prompts), output, "edit",
                                                             [Path(video)])
             started = time.perf_counter()
             model = model or load_model(model_settings, result.notes)
-            read, _, config = family_defaults(model, read, None, config)
+            read, invert_settings, config = family_defaults(model, read, invert_settings, config)
+            steps = invert_settings.steps
             flow_schedule(model, steps)  # refuses a DDIM model before the video is read
-            source = open_source(model, video, read, rows=rows_per_step(len(prompts), 2, 2, 1, False))
-            flowedit_source(model, source, prompts, config, steps, videos_out, comparisons_out, output, result)
+            source = open_source(model, video, read, rows=rows_per_step(len(prompts), 2, 2, 1, False),
+                                 invert_settings=invert_settings)
+            flowedit_source(model, source, prompts, config, steps, videos_out, comparisons_out, output, result,
+                            window=invert_settings.window, overlap=invert_settings.overlap)
             result.summary["seconds"] = round(time.perf_counter() - started, 2)
             result.summary.update(peak_memory())
         write_records(result, command, model, model_settings, read, None, config, output, show)

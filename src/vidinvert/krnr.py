@@ -27,6 +27,8 @@ import math
 
 import torch
 
+from .errors import VidinvertError
+
 GUARD = 1e-9  # the authors' guard against a zero standard deviation
 
 
@@ -74,4 +76,13 @@ def krnr_adaptive(
     return (current - current_mean) / (current_std + GUARD) * target_std + target_mean
 
 
-__all__ = ["krnr", "krnr_adaptive", "krnr_coefficients"]
+def refuse_on_flow(is_flow: bool) -> None:
+    """A one-line error for K-RNR on a flow-matching schedule (Wan): its coefficients are DDIM's alpha-bar levels."""
+    if is_flow:
+        raise VidinvertError(
+            "K-RNR is built on DDIM's alpha-bar levels and does not apply to flow-matching models such as Wan",
+            "drop --krnr (a flow edit can start from the inverted latent at any --strength)",
+        )
+
+
+__all__ = ["krnr", "krnr_adaptive", "krnr_coefficients", "refuse_on_flow"]

@@ -62,6 +62,12 @@ class InversionMeta:
     split_clean_end: bool = False  # the last step was cut in two (timesteps has num_steps + 1 entries when full)
     window: int = 0  # latent frames per temporal window (0: one window, the whole clip; files before windows)
     window_overlap: int = 0  # least latent frames neighbouring windows share (0 for one window)
+    # the fixed-point solver's settings (InvertSettings' fields); None: not used (DDIM), or a file saved before they
+    # were recorded (clean_max_iter also when it was max_iter's)
+    tol: float | None = None
+    max_iter: int | None = None
+    clean_max_iter: int | None = None
+    anderson: int | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -106,6 +112,10 @@ def _ints(value, low: int = 0, high: int | None = None, length: int | None = Non
     if not isinstance(value, list) or (length is not None and len(value) != length):
         raise _Damaged
     return tuple(_int(v, low, high) for v in value)
+
+
+def _optional(value, read, *limits):
+    return None if value is None else read(value, *limits)
 
 
 def _timesteps(value) -> tuple:
@@ -199,6 +209,10 @@ def parse_meta(raw, path: str | Path) -> InversionMeta:
             split_clean_end=split,
             window=window,
             window_overlap=window_overlap,
+            tol=_optional(raw.get("tol"), _float, 0.0, 1.0),
+            max_iter=_optional(raw.get("max_iter"), _int, 1, 1_000_000),
+            clean_max_iter=_optional(raw.get("clean_max_iter"), _int, 1, 1_000_000),
+            anderson=_optional(raw.get("anderson"), _int, 0, 1_000_000),
         )
     except (_Damaged, KeyError):
         raise VidinvertError(f"{path} has damaged metadata", "invert the video again") from None

@@ -4,9 +4,10 @@ Decoding uses PyAV. Reading picks frames the way the public CogVideo
 DDIM-inversion script does (skip, stride, cap, then keep 4k + 1 frames) and stops
 decoding after the last frame it needs, so memory does not grow with the video's length.
 
-Every unusable input (missing, empty, truncated or corrupt file, audio only, too few
-frames, too large a size) raises a one-line :class:`VidinvertError`, never a PyAV error.
-Output sizes are capped at ``MAX_SIDE`` pixels a side and ``MAX_PIXELS`` pixels a frame.
+Every unusable input (missing, empty, truncated or corrupt file, a named pipe or device, audio only,
+too few frames, too large a size) raises a one-line :class:`VidinvertError`, never a PyAV error.
+Output sizes are capped at ``MAX_SIDE`` pixels a side and ``MAX_PIXELS`` pixels a frame; source frames at
+``MAX_SOURCE_PIXELS``, checked against the size the file declares before a frame is decoded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import numbers
 import os
 import re
+import stat
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,6 +39,10 @@ MAX_FPS = 1000.0  # a container rate above this is junk (e.g. a 1/90000 time bas
 # at the limit are still only ~4.9 GB. Larger sizes are refused before anything is decoded.
 MAX_SIDE = 4096  # largest output height or width
 MAX_PIXELS = 3840 * 2160  # largest output height * width (4K UHD)
+# Largest source frame decoded: 8K (7680x4320 UHD, 8192x4320 DCI) with margin. One such frame is ~113 MB as RGB
+# and ~450 MB as float; a bigger declared size (e.g. a 16000x16000 PNG that compresses to a few hundred KB) is
+# refused before decoding, and FFmpeg's decoders are told the same limit (max_pixels).
+MAX_SOURCE_PIXELS = 8192 * 4608
 EXAMPLE_SIZE = "--height 480 --width 720"  # CogVideoX's native size, suggested in errors
 
 # What a broken or unreadable file raises inside PyAV (UnicodeDecodeError: mangled metadata text).
@@ -53,8 +59,14 @@ SAFE_DEMUXERS = ("mov", "matroska", "webm", "avi", "gif", "mpegts", "flv", "asf"
 # Options for every read: FFmpeg refuses other demuxers before reading the header, nested opens inherit the
 # whitelists (per FFmpeg libavformat/demux.c, ff_copy_whiteblacklists), only local files are opened, and image2
 # reads the one file named, never a numbered sequence or glob around it. "mov" keeps external references off.
+# max_pixels keeps FFmpeg from decoding a larger frame while it probes the file (it decodes one to learn an
+# image's size); the decoder proper gets it in ``_limit_decoder``.
 READ_OPTIONS = {"format_whitelist": ",".join(SAFE_DEMUXERS), "protocol_whitelist": "file",
-                "pattern_type": "none", "enable_drefs": "0"}
+                "pattern_type": "none", "enable_drefs": "0", "max_pixels": str(MAX_SOURCE_PIXELS)}
+# What a path that is not a regular file is, for the error (checked in this order; all after symlinks).
+SPECIAL_FILES = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                 (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True, eq=False)
@@ -306,6 +318,7 @@ def _open_source(path: Path, need_total: bool, folder_fps: float) -> Iterator[_S
         images = _list_images(path)
         yield _Source((partial(_read_image, p) for p in images), len(images), folder_fps)
         return
+    refuse_special_file(path, "pass the video file itself (mp4, mov, mkv, webm, gif) or a folder of images")
     if path.stat().st_size == 0:
         raise VidinvertError(f"video file is empty: {path}", "re-export or re-download it")
     container = _open_container(path)
@@ -368,8 +381,58 @@ def _video_stream(container, path: Path) -> av.video.stream.VideoStream:
             what = ""
         raise VidinvertError(f"no video stream in {path}{what}", "pass a video file, a GIF or a folder of images")
     stream = videos[0]
+    _limit_decoder(stream, path)
     stream.thread_type = "AUTO"  # decode with frame and slice threads
     return stream
+
+
+def _limit_decoder(stream, path: Path) -> None:
+    """Refuse a stream whose declared frame size is over ``MAX_SOURCE_PIXELS``, before any frame is decoded, and
+    hold its decoder to that limit (a frame that turns out larger fails to decode instead of being allocated).
+
+    The size is the stream's (from the container header), or for a PNG whose size FFmpeg would only learn by
+    decoding, the one in its IHDR chunk.
+    """
+    height, width = stream.codec_context.height, stream.codec_context.width
+    if not (height and width):
+        height, width = _png_size(path)
+    if height * width > MAX_SOURCE_PIXELS:
+        raise VidinvertError(
+            f"{path} has {height}x{width} frames ({height * width:,} pixels), more than vidinvert decodes "
+            f"({MAX_SOURCE_PIXELS:,} pixels a frame, 8K with margin)",
+            "scale it down first, e.g. ffmpeg -i IN -vf scale=1920:-2 OUT")
+    stream.codec_context.options = {**stream.codec_context.options, "max_pixels": str(MAX_SOURCE_PIXELS)}
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """``(height, width)`` from a PNG's IHDR chunk (per the PNG spec, the first chunk: bytes 16-24), or (0, 0)
+    for a file that is not a PNG."""
+    try:
+        with open(path, "rb") as handle:  # a regular file: refuse_special_file ran before it was opened
+            head = handle.read(24)
+    except OSError:
+        return 0, 0
+    if len(head) < 24 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        return 0, 0
+    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+
+
+def refuse_special_file(path: str | os.PathLike, fix: str) -> None:
+    """Refuse a named pipe, device or socket given as an input file, before anything opens it: opening a FIFO
+    for reading blocks until something writes to it, and a device never ends. Missing paths and folders pass (the
+    caller says what it wanted); symlinks are followed.
+
+    Args:
+        path: the path a user gave (a video, an image, a saved inversion, a file of a model folder).
+        fix: what to pass instead, the second half of the error.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing, a loop, no permission, a NUL in the name: the caller's open reports it
+        return
+    for test, kind in SPECIAL_FILES:
+        if test(mode):
+            raise VidinvertError(f"{path} is {kind}, not a regular file", fix)
 
 
 def _count_frames(path: Path, stream) -> int:
@@ -430,6 +493,7 @@ def _read_image(path: Path) -> np.ndarray:
         with _av_open(path) as container:
             if not container.streams.video:
                 raise VidinvertError(f"no image data in {path}", "re-export or remove that file")
+            _limit_decoder(container.streams.video[0], path)
             frame = next(container.decode(video=0), None)
             if frame is None:
                 raise VidinvertError(f"no image data in {path}", "re-export or remove that file")

@@ -93,8 +93,11 @@ class Windows:
 
 
 def trained_window(model: VideoFamily) -> int:
-    """Latent frames of the clip length the model was trained on (the ``"auto"`` window)."""
-    return (model.trained_frames - 1) // model.temporal_factor + 1
+    """The ``"auto"`` window: latent frames of the clip length the model was trained on, rounded down to a multiple
+    of its temporal patch (a window must be one, and rounding down keeps it within the trained length: CogVideoX
+    1.5's 81 trained frames are 21 latent frames, its patch 2, so its window is 20)."""
+    patch = model.temporal_patch
+    return max(patch, ((model.trained_frames - 1) // model.temporal_factor + 1) // patch * patch)
 
 
 def plan(frames: int, size: int, overlap: int) -> Windows:
@@ -134,10 +137,22 @@ def resolve(model: VideoFamily, frames: int, window: int | str | None, overlap: 
     if window != "auto" and size > frames:
         raise SettingsError(f"a window of {size} latent frames is longer than the clip's {frames}",
                             f"use a window of at most {frames} latent frames, or auto")
-    if size < max(2, patch) or size % patch:
-        rule = f"a multiple of the model's temporal patch ({patch})" if patch > 1 else "at least 2 latent frames"
-        raise SettingsError(f"a window of {size} latent frames is too short: windows must be {rule}",
-                            f"use --window auto or a window of {max(2, patch) if patch > 1 else 2} or more")
+    least = max(2, patch)
+    if size < least:
+        raise SettingsError(f"a window of {size} latent frames is too short: windows must be at least {least} latent "
+                            "frames" + (f" (the model's temporal patch is {patch})" if patch > 1 else ""),
+                            f"use --window auto or a window of {least} or more")
+    if size % patch:
+        raise SettingsError(f"a window of {size} latent frames does not fit the model's temporal patch ({patch}): "
+                            f"windows must be a multiple of {patch}",
+                            f"use --window auto or --window {size // patch * patch}")
+    return spread(frames, size, overlap)
+
+
+def spread(frames: int, size: int, overlap: float) -> Windows:
+    """Windows of ``size`` latent frames over ``frames``, neighbours sharing the share ``overlap`` of a window
+    (rounded down to whole latent frames, at least one); one window of the whole clip when ``size >= frames``.
+    What ``resolve`` gives for a window already checked against the model."""
     if size >= frames:
         return plan(frames, frames, 0)
     return plan(frames, size, max(1, math.floor(overlap * size)))

@@ -4,15 +4,14 @@ A row names its ``video`` (relative paths are read from the job file's folder), 
 one ``prompt``; a CSV cell is split on ``|``), an optional ``id`` (its output folder under the batch's output
 folder; default: the video's name) and any per-clip option of ``vidinvert batch``, keyed by its flag without the
 dashes (``steps``, ``guidance``, ``inversion``, ``injection-blocks`` or ``injection_blocks``, ``blend``, ...). A
-row's options override the command line's, which override the settings' defaults. Flags are parsed by the CLI's
-own parser, then mapped onto settings by the CLI's own functions, so a row means what the same flags mean to
-``vidinvert edit``.
+row's options override the command line's, which override the settings' defaults. Keys and values are read
+through the options table (``options.py``) and mapped onto settings by its ``settings_from_values``, so a row
+means what the same flags mean to ``vidinvert edit``.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import dataclasses
 import hashlib
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..cli import add_clip_options, edit_config, invert_settings, model_settings, read_settings
+from ..options import BATCH, defaults as option_defaults, row_options, settings_from_values
 from ..errors import SettingsError, VidinvertError
 from .folders import RESERVED_IDS
 from ..settings import EditConfig, InvertSettings, ModelSettings, OutputSettings, ReadSettings
@@ -33,23 +32,18 @@ PROMPT_SEPARATOR = "|"  # between a CSV row's prompts
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # an id is one folder name
 
 
-class _RowParser(argparse.ArgumentParser):
-    """The per-clip options, raising ``SettingsError`` instead of exiting."""
-
-    def error(self, message):
-        raise SettingsError(message.replace("argument ", "option "))
-
-
-def clip_parser() -> _RowParser:
-    parser = _RowParser(prog="job row", add_help=False)
-    add_clip_options(parser)
-    return parser
+def clip_defaults(**options) -> dict:
+    """The per-clip option values (``{dest: value}``) of ``vidinvert batch`` with ``options`` (keys as in a row:
+    flag names, dashes or underscores) applied: what a library caller passes to ``run_batch`` instead of the
+    command line's."""
+    return apply_options(batch_defaults(), options)
 
 
-def clip_defaults(**options) -> argparse.Namespace:
-    """The per-clip defaults as the CLI parses them, with ``options`` (flag names, dashes or underscores) applied:
-    what a library caller passes to ``run_batch`` instead of the command line's namespace."""
-    return apply_options(clip_parser(), clip_parser().parse_args([]), options)
+def batch_defaults(given: dict | None = None) -> dict:
+    """The per-clip option values of ``vidinvert batch``: its defaults, with ``given`` (the command line's parsed
+    values, or a library caller's) over them."""
+    keys = {option.dest for option, _ in row_options().values()}
+    return {**option_defaults(BATCH), **{k: v for k, v in (given or {}).items() if k in keys}}
 
 
 @dataclass(frozen=True)
@@ -166,32 +160,21 @@ def read_rows(path: Path) -> list[tuple[int, dict | str]]:
     return rows
 
 
-def apply_options(parser: _RowParser, defaults: argparse.Namespace, options: dict) -> argparse.Namespace:
-    """``defaults`` with ``options`` (flag name -> value) applied, each parsed as its flag would be."""
-    args = copy.copy(defaults)
-    tokens: list[str] = []
-    for key, value in options.items():
-        flag = "--" + str(key).strip().lstrip("-").replace("_", "-")
-        action = parser._option_string_actions.get(flag)  # argparse keeps its flags here
-        if action is None:
+def apply_options(values: dict, options: dict) -> dict:
+    """``values`` with ``options`` (row key -> value, as JSON or CSV gives it) applied, each read as its option's
+    kind; an empty value leaves the default."""
+    known = row_options()
+    out = dict(values)
+    for key, raw in options.items():
+        name = str(key).strip()
+        if name not in known:
             raise SettingsError(f"unknown per-clip option {key!r}",
                                 "use a flag of vidinvert batch without its dashes, e.g. steps or guidance")
-        if value is None or value == "":
-            continue
-        if action.nargs == 0:  # a switch: true / false
-            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-                value = value.lower() in ("true", "yes", "1")
-            if not isinstance(value, bool):
-                raise SettingsError(f"option {flag} is a switch, got {value!r}", "use true or false")
-            negated = isinstance(action, argparse.BooleanOptionalAction) and flag.startswith("--no-")
-            setattr(args, action.dest, value != negated)  # "no-blend": true turns blend off
-            continue
-        if isinstance(value, list):
-            value = ",".join(str(v) for v in value)
-        if isinstance(value, (dict, bool)):
-            raise SettingsError(f"option {flag} takes a value, got {json.dumps(value)}", "give a number or text")
-        tokens.append(f"{flag}={value}")  # one token: a value starting with "-" stays a value
-    return parser.parse_args(tokens, namespace=args)
+        option, negated = known[name]
+        value = option.value(raw, f"option {name}")
+        if value is not None:
+            out[option.dest] = (not value) if negated else value
+    return out
 
 
 def _explicit_id(row: dict | str) -> str | None:
@@ -243,15 +226,15 @@ def _stamp(video: Path) -> tuple:
     return (stat.st_size, stat.st_mtime_ns)
 
 
-def read_jobs(path: str | Path, defaults: argparse.Namespace | None = None) -> list[ClipJob | BadRow]:
+def read_jobs(path: str | Path, defaults: dict | argparse.Namespace | None = None) -> list[ClipJob | BadRow]:
     """Every row of the job file as a ``ClipJob`` (settings validated) or a ``BadRow`` (its one-line error).
 
     Args:
-        defaults: the per-clip options of the command line (``clip_defaults()`` when not given).
+        defaults: the per-clip option values of the command line (its parsed arguments, or ``clip_defaults()``;
+            ``None``: the defaults).
     """
     path = Path(path)
-    parser = clip_parser()
-    defaults = defaults if defaults is not None else clip_defaults()
+    defaults = batch_defaults(vars(defaults) if isinstance(defaults, argparse.Namespace) else defaults)
     jobs: list[ClipJob | BadRow] = []
     rows = read_rows(path)
     explicit: dict[str, int] = {}  # every valid id a row gives (lower case) -> the first row that gives it
@@ -269,12 +252,13 @@ def read_jobs(path: str | Path, defaults: argparse.Namespace | None = None) -> l
                 raise SettingsError("no video given", "give each row a 'video' path")
             clip_id = _clip_id(row, video, taken, explicit, line)
             prompts = _prompts(row)
-            args = apply_options(parser, defaults, {k: v for k, v in row.items() if k not in RESERVED})
+            values = apply_options(defaults, {k: v for k, v in row.items() if k not in RESERVED})
+            asked = settings_from_values(values, BATCH)
             video_path = Path(video) if Path(video).is_absolute() else path.parent / video
-            job = ClipJob(line=line, id=clip_id, video=str(video_path), prompts=prompts, model=model_settings(args),
-                          read=read_settings(args), invert=invert_settings(args), edit=edit_config(args),
-                          fps=args.fps, comparison=not args.no_comparison,
-                          metrics=args.metrics, video_stamp=_stamp(video_path))
+            job = ClipJob(line=line, id=clip_id, video=str(video_path), prompts=prompts, model=asked.model,
+                          read=asked.read, invert=asked.invert, edit=asked.edit, fps=asked.output.fps,
+                          comparison=asked.output.comparison, metrics=asked.output.metrics,
+                          video_stamp=_stamp(video_path))
             job.output(path.parent)  # OutputSettings validates the fps
         except VidinvertError as err:
             prompts = row.get("prompts", row.get("prompt")) if isinstance(row, dict) else None

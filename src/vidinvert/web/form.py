@@ -8,38 +8,28 @@ from __future__ import annotations
 import math
 
 from ..errors import SettingsError
-from ..settings import (BlendConfig, EditConfig, FlowEditConfig, InjectionConfig, InvertSettings, OutputSettings,
-                        ReadSettings)
+from ..options import EDIT, for_command
+from ..settings import (EDIT_METHODS, METHODS, RESIZE_MODES, STARTS, BlendConfig, EditConfig, FlowEditConfig,
+                        InjectionConfig, InvertSettings, OutputSettings, ReadSettings)
 
-LABELS = {  # form key -> the label the page shows (errors name fields by it)
-    "skip_frames_start": "Skip start", "skip_frames_end": "Skip end", "frame_sample_step": "Stride",
-    "max_num_frames": "Max frames", "height": "Height", "width": "Width", "resize": "Resize", "steps": "Steps",
-    "inversion": "Method", "source_prompt": "Source prompt", "guidance": "Guidance", "start": "Start from",
-    "seed": "Seed", "injection": "Key/value injection", "injection_steps": "Injection steps",
-    "inversion_guidance": "Inversion guidance", "strength": "Strength", "negative_prompt": "Negative prompt",
-    "dynamic_guidance": "Dynamic guidance", "blend": "Local blend", "blend_source": "Blend: what the video shows",
-    "reference_weight": "Reference weight",
-    "metrics": "Temporal metrics",
-    "guidance_2": "Guidance 2 (low-noise expert)", "method": "Edit method", "n_max": "FlowEdit n_max",
-    "n_min": "FlowEdit n_min", "source_guidance": "Source guidance",
-    "window": "Window", "overlap": "Window overlap",
-}
-
-
-SETTING_LABELS = {  # per group: how settings.py names a field in its messages -> the page's label
-    "read": {"frames skipped at the start": "Skip start", "frames skipped at the end": "Skip end",
-             "frame stride": "Stride", "max frames": "Max frames", "height": "Height", "width": "Width",
-             "resize mode": "Resize"},
-    "inv": {"steps": "Steps", "inversion guidance": "Inversion guidance", "inversion method": "Method",
-            "inversion depth (strength)": "Strength", "window (latent frames)": "Window", "window overlap":
-            "Window overlap", "window": "Window"},
-    "edit": {"guidance": "Guidance", "seed": "Seed", "start": "Start from",
-             "injection step fraction": "Injection steps", "second guidance": "Guidance 2 (low-noise expert)",
-             "edit method": "Edit method", "FlowEdit source guidance": "Source guidance",
-             "reference weight": "Reference weight"},
-}
+PAGE_FIELDS = ("skip_frames_start", "skip_frames_end", "frame_sample_step", "max_num_frames", "height", "width",
+               "resize", "steps", "inversion", "source_prompt", "guidance", "start", "seed", "injection",
+               "injection_steps", "inversion_guidance", "strength", "negative_prompt", "dynamic_guidance", "blend",
+               "blend_source", "reference_weight", "metrics", "guidance_2", "method", "n_max", "n_min",
+               "source_guidance", "window", "overlap")  # form keys: the options (by dest) the page shows
+LABELS = {option.dest: option.label for option in for_command(EDIT) if option.dest in PAGE_FIELDS}  # -> label
+assert set(LABELS) == set(PAGE_FIELDS) and all(LABELS.values()), "every page field has a label in the options table"
+SETTING_LABELS = {name: option.label for option in for_command(EDIT) if option.dest in PAGE_FIELDS  # settings'
+                  for name in option.setting_names}  # name of a field in its messages -> the page's label
 GROUP_LABELS = {"read": "Frames", "inv": "Inversion", "edit": "Editing"}  # accordion names, for anything else
 BLEND_CHOICES = {"model's": None, "on": True, "off": False}  # the page's Local blend choices -> BlendConfig.enabled
+CHOICES = {  # form key -> the values its radio offers; any other value is refused with one line naming the field
+    "resize": RESIZE_MODES, "inversion": METHODS, "start": STARTS, "method": EDIT_METHODS,
+    "blend": tuple(BLEND_CHOICES),
+}
+TICK_BOXES = ("injection", "dynamic_guidance", "metrics")  # form keys of check boxes: True or False
+PROMPTS_LABEL = "Edit prompts (one per line)"  # the prompts box (not a settings field: a run's list of edits)
+MAX_PROMPTS = 8  # edit prompts one page run takes (each adds transformer batch rows: memory and time)
 
 
 def form_defaults() -> dict:
@@ -93,12 +83,35 @@ def _labelled(group: str, err: SettingsError) -> SettingsError:
     for label in LABELS.values():
         if text.startswith(f"{label} "):
             return err
-    for name, label in sorted(SETTING_LABELS[group].items(), key=lambda item: -len(item[0])):
+    for name, label in sorted(SETTING_LABELS.items(), key=lambda item: -len(item[0])):
         if text.startswith(f"{name} "):
             return SettingsError(label + text[len(name):])
         if text.startswith(f"unknown {name} "):
             return SettingsError(f"{label}: unknown value{text[len('unknown ' + name):]}")
     return SettingsError(f"{GROUP_LABELS[group]}: {text}")
+
+
+def _shown(value) -> str:
+    """A form value as an error quotes it (short: a hostile caller may send anything)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_choices(values: dict) -> None:
+    """Refuse, with one line naming the field and its choices, a radio value outside its choices (the page's radios
+    pass any value on, see ``page.build_app``) and a check box that is neither ticked nor clear. Local blend also takes
+    a bool or ``None`` and Key/value injection ``"on"``/``"off"``, as library callers pass them."""
+    for key, choices in CHOICES.items():
+        value = values[key]
+        if key == "blend" and (value is None or isinstance(value, bool)):
+            continue
+        if not (isinstance(value, str) and value in choices):
+            raise SettingsError(f"{LABELS[key]} must be one of {', '.join(choices)}, got unknown value "
+                                f"{_shown(value)}")
+    for key in TICK_BOXES:
+        value = values[key]
+        if not (isinstance(value, bool) or (key == "injection" and value in ("on", "off"))):
+            raise SettingsError(f"{LABELS[key]} must be ticked or not (true or false), got {_shown(value)}")
 
 
 def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditConfig]:
@@ -107,6 +120,7 @@ def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditCo
     leaves the value to the model or the schedule (``None``); an empty negative prompt is the model's default. The
     source prompt is both the inversion's prompt and FlowEdit's source description, as on the CLI."""
     values = {**form_defaults(), **form}
+    check_choices(values)
     injection_on = values["injection"] if isinstance(values["injection"], bool) else values["injection"] == "on"
     window = str(values["window"] if values["window"] is not None else "").strip() or None  # empty: one window
     built = {}
@@ -132,7 +146,7 @@ def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditCo
             negative_prompt=values["negative_prompt"] or None,
             start=values["start"],
             seed=_number(values, "seed", whole=True),
-            dynamic_guidance=bool(values["dynamic_guidance"]),
+            dynamic_guidance=values["dynamic_guidance"],
             injection=InjectionConfig(enabled=injection_on,
                                       step_fraction=_number(values, "injection_steps"),
                                       reference_weight=_number(values, "reference_weight", optional=True) or None),
@@ -154,13 +168,8 @@ def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditCo
 
 def _blend_choice(value) -> bool | None:
     """Local blend from the form: a choice of ``BLEND_CHOICES`` (``"model's"``: the model's recommendation), or a
-    bool / ``None`` as a library caller passes it."""
-    if value is None or isinstance(value, bool):
-        return value
-    if value not in BLEND_CHOICES:
-        raise SettingsError(f"Local blend must be one of {', '.join(BLEND_CHOICES)}, got {value!r}",
-                            "choose model's, on or off")
-    return BLEND_CHOICES[value]
+    bool / ``None`` as a library caller passes it (``check_choices`` has refused anything else)."""
+    return value if value is None or isinstance(value, bool) else BLEND_CHOICES[value]
 
 
 def metrics_from_form(form: dict) -> bool:
@@ -169,8 +178,13 @@ def metrics_from_form(form: dict) -> bool:
 
 
 def parse_prompts(text: str | None) -> list[str]:
-    """One edit prompt per non-empty line."""
+    """One edit prompt per non-empty line, at most ``MAX_PROMPTS``."""
+    if text is not None and not isinstance(text, str):
+        raise SettingsError(f"{PROMPTS_LABEL} must be text, got {_shown(text)}")
     prompts = [line.strip() for line in (text or "").splitlines() if line.strip()]
     if not prompts:
-        raise SettingsError("no edit prompt given", "type one or more edit prompts, one per line")
+        raise SettingsError("no edit prompt given", f"type one or more prompts in {PROMPTS_LABEL}")
+    if len(prompts) > MAX_PROMPTS:
+        raise SettingsError(f"{PROMPTS_LABEL}: {len(prompts)} prompts, at most {MAX_PROMPTS} per run",
+                            f"keep {MAX_PROMPTS} lines and edit with the others in another run")
     return prompts

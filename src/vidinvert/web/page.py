@@ -1,21 +1,27 @@
 """The Gradio page over a ``Studio``: upload a clip (or use the bundled sample), set frames and steps, invert once,
 edit with several prompts, watch the progress, download the results.
 
-Every ``VidinvertError`` appears as the CLI's one-line ``vidinvert: error: ...`` and the page stays usable;
-warnings of a run are shown beside its result and listed in its settings JSON. Each browser session writes its
-outputs into its own temp folder, removed when the session ends. Gradio is imported only when the app is built.
+Every ``VidinvertError`` appears as the CLI's one-line ``vidinvert: error: ...``, in the page's words (fields by
+their labels, never CLI flags), and the page stays usable; warnings of a run are shown beside its result and listed
+in its settings JSON. Gradio keeps its files (copies, uploads) in the app's output folder, and each browser session
+writes its outputs and preview frames into its own folder inside it, which Gradio serves in place (no copies): the
+session's folder and its uploads are removed when the session ends, the whole folder when the server stops. Gradio
+is imported only when the app is built.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import filecmp
 import hashlib
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -23,8 +29,8 @@ from ..errors import VidinvertError
 from ..jobs import family_defaults
 from ..models import DEMO_MODELS, TINY_MODELS, sample_video
 from ..models.registry import EXAMPLE_HUB_ID, EXAMPLE_PROMPT  # the one example prompt every front end gives
-from ..settings import EDIT_METHODS
-from .form import BLEND_CHOICES, LABELS, form_defaults, metrics_from_form, parse_prompts, settings_from_form
+from .form import (CHOICES, LABELS, PROMPTS_LABEL, form_defaults, metrics_from_form, parse_prompts,
+                   settings_from_form)
 from .studio import Studio
 
 SAMPLE_VIDEO = sample_video()
@@ -66,19 +72,27 @@ def _escape(text: str) -> str:
 
 
 FLAG_LABELS = {  # CLI flags that library messages name -> the page's label for the same setting
-    "--height": "Height", "--width": "Width", "--max-num-frames": "Max frames", "--steps": "Steps",
-    "--strength": "Strength", "--guidance": "Guidance", "--source-prompt": "Source prompt",
+    **{"--" + key.replace("_", "-"): label for key, label in LABELS.items()},  # form keys are the CLI's names
+    "--num-inference-steps": LABELS["steps"], "--guidance-scale": LABELS["guidance"], "--no-blend": LABELS["blend"],
+    "--prompt": PROMPTS_LABEL,
 }
+SERVE_FLAGS = ("--model", "--model-path", "--device", "--dtype", "--cpu-offload", "--vae-tiling", "--vae-slicing")
+# ^ options of ``vidinvert serve`` that messages may suggest: how the page's model is loaded, not on the page
 
 
 def page_words(text: str) -> str:
-    """A library message in the page's words: a CLI flag the page has a field for becomes that field's label; any
-    other flag is an option of ``vidinvert serve`` (the only place the page takes options)."""
+    """A library message in the page's words: a CLI flag the page has a field for becomes that field's label, an
+    option of ``vidinvert serve`` (``SERVE_FLAGS``) is named as one; any other flag is a command-line setting the
+    page does not have, named without dashes and said to be so (``--krnr`` -> ``krnr (not on this page)``)."""
     def word(match: re.Match) -> str:
-        flag = match.group(0)
-        return FLAG_LABELS.get(flag, f"`vidinvert serve {flag}`")
+        flag = match.group(0).replace("_", "-")
+        if flag in FLAG_LABELS:
+            return FLAG_LABELS[flag]
+        if flag in SERVE_FLAGS:
+            return f"`vidinvert serve {flag}`"
+        return f"{flag[2:]} (not on this page)"
 
-    return re.sub(r"(?<![\w-])--[a-z][a-z0-9-]*", word, text)
+    return re.sub(r"(?<![\w-])--[a-z][a-z0-9_-]*", word, text)
 
 
 def error_line(err: BaseException, video: str | None = None) -> str:
@@ -119,6 +133,67 @@ def drop_session(state: dict | None) -> None:
         shutil.rmtree(state["dir"], ignore_errors=True)
 
 
+@contextmanager
+def gradio_cache(folder: str | os.PathLike):
+    """Within: Gradio keeps its files in ``folder`` (``GRADIO_TEMP_DIR``, which Gradio reads when a component is
+    made and when a server starts: uploads, copies of results, preview images), then the previous setting is back."""
+    previous = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(Path(folder).resolve())
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = previous
+
+
+class Uploads:
+    """The uploaded videos each browser session used (Gradio's files inside the app's folder, not the bundled
+    sample), to remove with the session. Gradio names an upload by its content: a session that uploaded the same
+    clip finds it gone too, and is told to upload it again."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+        self.by_session: dict[str, set[Path]] = {}
+        self.lock = threading.Lock()
+
+    def note(self, session_id: str | None, video: str | None) -> None:
+        if not (session_id and video):
+            return
+        path = Path(video).resolve()
+        if (path.is_relative_to(self.root) and not path.is_relative_to(session_dir(self.root, session_id))
+                and path.is_file() and not filecmp.cmp(path, SAMPLE_VIDEO, shallow=False)):
+            with self.lock:
+                self.by_session.setdefault(session_id, set()).add(path)
+
+    def drop(self, session_id: str) -> None:
+        with self.lock:
+            paths = self.by_session.pop(session_id, set())
+        for path in paths:
+            path.unlink(missing_ok=True)
+            try:
+                if path.parent != self.root:
+                    path.parent.rmdir()  # Gradio's per-upload folder, if now empty
+            except OSError:
+                pass
+
+
+def write_preview(items: list, folder: Path) -> list[tuple[str, str]]:
+    """Preview frames ``[(uint8 [H, W, 3], caption)]`` as PNG files in ``folder`` (replacing the previous ones):
+    ``[(path, caption)]``, which the gallery serves in place."""
+    from PIL import Image
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    files = []
+    for i, (image, caption) in enumerate(items):
+        path = folder / f"frame{i:02d}.png"
+        Image.fromarray(image).save(path)
+        files.append((str(path), caption))
+    return files
+
+
 def header(label: str) -> str:
     """The page's header Markdown for the model ``label``."""
     text = ("# vidinvert\nEdit a video with CogVideoX or Wan: the clip is inverted (DDIM, or fixed-point for an exact "
@@ -150,14 +225,19 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
     Args:
         studio: the model and inversion cache (default: a new one over the default model, see
             ``models.default_model``).
-        output_root: folder that holds one temp folder per browser session (default: a new temp folder; the
-            caller removes it when the app stops, as ``serve`` does).
+        output_root: folder of the app's files: one folder per browser session (removed when the session ends)
+            and Gradio's own files (default: a new temp folder; the caller removes it when the app stops, as
+            ``serve`` does, and points ``GRADIO_TEMP_DIR`` at it while serving, ``gradio_cache``, so that uploads
+            go there too).
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: no calls home
     import gradio as gr
 
     studio = studio or Studio()
     root = Path(output_root) if output_root is not None else Path(tempfile.mkdtemp(prefix="vidinvert-web-"))
+    root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()  # as Gradio compares paths: files inside are served in place, not copied
+    uploads = Uploads(root)
     d = form_defaults()
 
     def say_with(progress) -> Callable[[str], None]:
@@ -168,7 +248,16 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
         # precision=None keeps a typed 2.5 as 2.5 so that whole-number fields refuse it instead of rounding it.
         return gr.Number(d[key], label=LABELS[key], precision=None, elem_id=key.replace("_", "-"), **options)
 
-    with gr.Blocks(title="vidinvert", analytics_enabled=False, delete_cache=GRADIO_CACHE_CLEANUP) as app:
+    def choice(key: str, **options):
+        # Any value sent reaches the handler, whose check (form.check_choices) names the field and its choices;
+        # Gradio's own check would answer with a message naming no field. (An instance attribute, not a subclass:
+        # Gradio writes a .pyi file next to the module of every component subclass.)
+        radio = gr.Radio(list(CHOICES[key]), value=d[key], label=LABELS[key], **options)
+        radio.preprocess = lambda payload: payload
+        return radio
+
+    with gradio_cache(root), gr.Blocks(title="vidinvert", analytics_enabled=False,
+                                       delete_cache=GRADIO_CACHE_CLEANUP) as app:
         state = gr.State(new_session, delete_callback=drop_session)
         gr.Markdown(header(studio.label), elem_id="header")
         with gr.Row():
@@ -178,7 +267,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                 frames = gr.Gallery(label="Frames the job reads", columns=3, height="auto", object_fit="contain",
                                     allow_preview=False, elem_id="input-frames")
             with gr.Column(scale=7):
-                prompts = gr.Textbox(label="Edit prompts (one per line)", lines=2, elem_id="prompts",
+                prompts = gr.Textbox(label=PROMPTS_LABEL, lines=2, elem_id="prompts",
                                      placeholder=EXAMPLE_PROMPT)
                 with gr.Row():
                     invert_button = gr.Button("Invert", elem_id="invert")
@@ -198,7 +287,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                     with gr.Row():
                         height = number("height", info="multiple of 16; 0 = the model's")
                         width = number("width", info="multiple of 16; 0 = the model's")
-                        resize = gr.Radio(["stretch", "crop"], value=d["resize"], label=LABELS["resize"])
+                        resize = choice("resize")
                     with gr.Row():  # long clips: temporal windows (windows.py)
                         window = gr.Textbox(d["window"], label=LABELS["window"], elem_id="window",
                                             placeholder="empty = one window",
@@ -208,28 +297,25 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                 with gr.Accordion("Inversion", open=False, elem_id="inversion-settings"):
                     with gr.Row():
                         steps = number("steps")
-                        method = gr.Radio(["ddim", "fixed-point"], value=d["inversion"], label=LABELS["inversion"],
-                                          info="fixed-point: exact round trip, ~3× slower")
+                        method = choice("inversion", info="fixed-point: exact round trip, ~3× slower")
                     source_prompt = gr.Textbox(d["source_prompt"], label=LABELS["source_prompt"],
                                                placeholder="what the video shows (optional)")
                 with gr.Accordion("Editing", open=False, elem_id="editing-settings"):
-                    method_choice = gr.Radio(list(EDIT_METHODS), value=d["method"], label=LABELS["method"],
-                                             elem_id="method",
-                                             info="inversion: invert, then regenerate with key/value injection; "
-                                                  "flowedit: no inversion (Wan models only; see FlowEdit below)")
+                    method_choice = choice("method", elem_id="method",
+                                           info="inversion: invert, then regenerate with key/value injection; "
+                                                "flowedit: no inversion (Wan models only; see FlowEdit below)")
                     with gr.Row():
                         guidance = number("guidance")
                         guidance_2 = number("guidance_2", info="Wan 2.2 A14B's second expert; 0 = Guidance")
-                        start = gr.Radio(["inverted", "random"], value=d["start"], label=LABELS["start"])
+                        start = choice("start")
                         seed = number("seed")
                     with gr.Row():
                         injection = gr.Checkbox(d["injection"], label=LABELS["injection"])
                         injection_steps = gr.Slider(0, 1, value=d["injection_steps"], step=0.05,
                                                     label=LABELS["injection_steps"])
                     with gr.Row():
-                        blend = gr.Radio(list(BLEND_CHOICES), value=d["blend"], label=LABELS["blend"],
-                                         elem_id="blend", info="edit only where the edit prompt departs from the "
-                                         "source's description; model's: what the model recommends (else off)")
+                        blend = choice("blend", elem_id="blend", info="edit only where the edit prompt departs "
+                                       "from the source's description; model's: what the model recommends (else off)")
                         reference_weight = number("reference_weight", info="how much more the edit attends to the "
                                                   "source's tokens; 0 = the model's recommendation (else 1)")
                     with gr.Row():
@@ -275,16 +361,17 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                 traceback.print_exc()
             return _status(error_line(err, video_path), "error")
 
-        def on_video(data):
+        def on_video(data, request: gr.Request):
             path = data[video]
             if not path:
                 return [], _status("Upload a clip or use the bundled sample.")
             try:
+                uploads.note(request.session_hash, path)
                 read, _, _ = settings_from_form(values_of(data))
                 model = studio.model()
                 read, _, _ = family_defaults(model, read)
                 items, text = preview_frames(path, read, model.temporal_factor)
-                return items, _status(text)
+                return write_preview(items, session_dir(root, request.session_hash) / "preview"), _status(text)
             except Exception as err:  # noqa: BLE001 - shown in the page, the app stays usable
                 return [], fail(err, path)
 
@@ -292,8 +379,9 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
             """Before a run: the status says what runs (no old line stays beside the progress), warnings cleared."""
             return _status(f"{what}…"), "", _warnings_box([])
 
-        def on_invert(data, progress=gr.Progress(track_tqdm=True)):
+        def on_invert(data, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
             try:
+                uploads.note(request.session_hash, data[video])
                 read, inv, config = settings_from_form(values_of(data))
                 if config.method == "flowedit":
                     raise VidinvertError("FlowEdit makes no inversion", "press Edit, or choose Edit method inversion")
@@ -314,6 +402,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
         def on_edit(data, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
             session = data[state]
             try:
+                uploads.note(request.session_hash, data[video])
                 read, inv, config = settings_from_form(values_of(data))
                 prompt_list = parse_prompts(data[prompts])
                 folder = session_folder(session, root, request.session_hash)
@@ -339,8 +428,10 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                     str(results[0].comparison), str(results[0].video), downloads, choice, session)
 
         def on_close(request: gr.Request):
-            """The tab was closed or reloaded: its outputs go (Gradio's own copies follow its cache cleanup)."""
+            """The tab was closed or reloaded: its outputs and preview frames (served in place, never copied) and
+            its uploads go."""
             shutil.rmtree(session_dir(root, request.session_hash), ignore_errors=True)
+            uploads.drop(request.session_hash)
 
         def on_choice(session, prompt):
             for item in (session or {}).get("results", []):
@@ -350,7 +441,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
 
         # This module's annotations are strings (``from __future__ import annotations``) naming a local ``gr``, which
         # Gradio cannot resolve: give it the real class, or it passes no request (and the Progress in its place).
-        for handler in (on_edit, on_close):
+        for handler in (on_video, on_invert, on_edit, on_close):
             handler.__annotations__["request"] = gr.Request
 
         reports = [status, progress_box, warnings_box]

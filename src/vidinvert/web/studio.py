@@ -21,10 +21,12 @@ from typing import Callable
 from .. import jobs
 from ..atomic import outputs_together
 from ..errors import VidinvertError
-from ..flowedit import flow_schedule
+from ..flowedit import flow_schedule, rows_per_step
 from ..settings import EditConfig, InvertSettings, ModelSettings, OutputSettings, ReadSettings
+from ..windows import resolve as resolve_windows, windowed
 
 CACHE_SIZE = 4  # inversions kept in memory (least recently used dropped first)
+INVERT_ROWS = 2  # transformer batch rows of an inversion alone (Invert: no prompts yet)
 
 
 def file_hash(path: str | os.PathLike) -> str:
@@ -38,6 +40,19 @@ def file_hash(path: str | os.PathLike) -> str:
 
 def _name_only(path: str) -> str:
     return Path(path).name
+
+
+def edit_rows(prompts: int, flowedit: bool) -> int:
+    """The most transformer batch rows an edit with ``prompts`` prompts runs, as the CLI's job counts them
+    (``jobs.run_edit``): each prompt guided plus the reference, or FlowEdit's rows of one step."""
+    return rows_per_step(prompts, 2, 2, 1, False) if flowedit else 2 * prompts + 2
+
+
+def _check_memory(model, source: jobs.Source, inv: InvertSettings, rows: int) -> None:
+    """``jobs.open_source``'s memory check for an opened video taken from the cache, for the rows of this job."""
+    count, _, height, width = source.clip.frames.shape  # [F, C, H, W]
+    windows = resolve_windows(model, (count - 1) // model.temporal_factor + 1, inv.window, inv.overlap)
+    jobs.check_memory(windowed(model, windows), count, height, width, rows)
 
 
 @dataclass
@@ -87,12 +102,15 @@ class Studio:
             return self._model
 
     def prepared(self, video: str, read: ReadSettings, inv: InvertSettings,
-                 say: Callable[[str], None] = lambda text: None, warnings: list[str] | None = None) -> jobs.Prepared:
+                 say: Callable[[str], None] = lambda text: None, warnings: list[str] | None = None,
+                 rows: int = INVERT_ROWS) -> jobs.Prepared:
         """The inversion of a video file: from the cache (``reused``), or opened and inverted now.
 
         Args:
             warnings: gets the library's warnings of the inversion (one line each, no repeats), also when it is
                 reused from the cache (they are kept with it).
+            rows: the most transformer batch rows the job will use (``edit_rows``): the memory check counts
+                them, also for an inversion from the cache.
         """
         self._check_video(video)
         with self._lock:
@@ -103,12 +121,13 @@ class Studio:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 cached, seen = self._cache[key]
+                _check_memory(model, cached.source, inv, rows)
                 prepared = jobs.Prepared(cached.source, cached.inversion, reused=True)
             else:
                 say("reading, encoding and inverting the video")
                 seen = []
                 with jobs.collect_warnings(seen):
-                    prepared = jobs.prepare(model, video, read, inv, progress=True)
+                    prepared = jobs.prepare(model, video, read, inv, progress=True, rows=rows)
                 self._cache[key] = (prepared, seen)
                 while len(self._cache) > max(1, self.cache_size):
                     self._cache.popitem(last=False)
@@ -123,8 +142,10 @@ class Studio:
         if not Path(video).is_file():
             raise VidinvertError(f"video not found: {Path(video).name}", "upload the clip again")
 
-    def source(self, video: str, read: ReadSettings, say: Callable[[str], None] = lambda text: None) -> jobs.Source:
-        """A video opened (read and encoded) for the model, from the cache or now: what FlowEdit edits."""
+    def source(self, video: str, read: ReadSettings, say: Callable[[str], None] = lambda text: None,
+               rows: int = INVERT_ROWS) -> jobs.Source:
+        """A video opened (read and encoded) for the model, from the cache or now: what FlowEdit edits (``rows``:
+        as for ``prepared``)."""
         self._check_video(video)
         with self._lock:
             if self._model is None:
@@ -133,9 +154,10 @@ class Studio:
             key = (file_hash(video), read, "source", model.name, model.fingerprint())
             if key in self._cache:
                 self._cache.move_to_end(key)
+                _check_memory(model, self._cache[key], InvertSettings(), rows)
                 return self._cache[key]
             say("reading and encoding the video")
-            source = jobs.open_source(model, video, read)
+            source = jobs.open_source(model, video, read, rows)
             self._cache[key] = source
             while len(self._cache) > max(1, self.cache_size):
                 self._cache.popitem(last=False)
@@ -173,9 +195,10 @@ class Studio:
                     _, _, config = jobs.family_defaults(model, None, None, config)  # what was left to the model, as run_edit
                     if flowedit:
                         flow_schedule(model, inv.steps)  # refuses a DDIM model before the video is read
-                        source = self.source(video, read, say)
+                        source = self.source(video, read, say, edit_rows(len(prompts), True))
                     else:
-                        prepared = self.prepared(video, read, inv, say, result.warnings)
+                        prepared = self.prepared(video, read, inv, say, result.warnings,
+                                                 edit_rows(len(prompts), False))
                         jobs.check_model_fits(model, config)
                     say(f"editing with {len(prompts)} prompt{'s' if len(prompts) > 1 else ''}")
                     if flowedit:
