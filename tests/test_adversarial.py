@@ -373,3 +373,17 @@ def test_adversarial_bench_holds_for_hostile_inputs(monkeypatch, capsys):
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[1] / "src"))
     assert bench.main() == 0, capsys.readouterr().out
     assert "ok   input hls.m3u8" in capsys.readouterr().out
+
+
+def test_adversarial_bench_holds_for_hostile_job_files(monkeypatch, capsys):
+    """A quick slice of bench/adversarial.py's batch cases (rows refused before any model work)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("adversarial", Path(__file__).parents[1] / "bench" / "adversarial.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(sys, "argv", ["adversarial.py", "--only", "batch prompt"])
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[1] / "src"))
+    assert bench.main() == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ok   batch prompt 5" in out and "ok   batch prompt true" in out

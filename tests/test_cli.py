@@ -1,6 +1,7 @@
 """The command line end to end on the embedded tiny model and generated videos."""
 
 import json
+import math
 
 import av
 import pytest
@@ -8,6 +9,8 @@ import torch
 
 from vidinvert.cli import main
 from vidinvert.export import write_video
+from vidinvert.metrics import temporal_metrics
+from vidinvert.video import read_video
 
 
 @pytest.fixture
@@ -81,11 +84,16 @@ def test_edit_with_metrics_prints_and_saves_them(video, tmp_path, capsys):
     assert [line.split(":")[2].strip() for line in lines] == ["m_1.mp4", "m_2.mp4"]
     assert all("warp error" in line and "motion error" in line and "seam score n/a" in line for line in lines)
     assert len(summary["metrics"]) == 2
+    source = read_video(video, 64, 64, max_frames=17, multiple=8).frames
+    source_only = temporal_metrics(source, source).as_dict()
     for name in ("m_1.json", "m_2.json"):
         record = json.loads((tmp_path / name).read_text())
         assert record["output"]["metrics"] is True and record["result"]["metrics"] == summary["metrics"]
         for metrics in record["result"]["metrics"]:
-            assert metrics["pairs"] == 16 and metrics["warp_error"] >= 0 and metrics["motion_fidelity_px"] >= 0
+            assert metrics["pairs"] == 16 and 0 < metrics["warp_error"] <= 1  # [0, 1] units; an edit moves pixels
+            assert 0 <= metrics["motion_fidelity_px"] < math.hypot(64, 64)  # an end-point error within the frame
+            # the share of pixels whose flow is consistent depends on the source alone: the source's own figure
+            assert metrics["consistent_fraction"] == source_only["consistent_fraction"]
     assert main(["edit", str(video), "--prompt", "a blue box", "--steps", "2", "-o", str(tmp_path / "n.mp4"),
                  "--no-comparison", "--quiet"]) == 0
     assert "metrics" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
