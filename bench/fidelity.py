@@ -53,7 +53,7 @@ def demo_clips(model) -> dict:
     """Clip name -> (latents ``[1, T, C, h, w]``, description) for the demo model: bundled sample and a held-out one."""
     from training import world
     from vidinvert.demo import SAMPLE_CLIP
-    from vidinvert.jobs import open_source
+    from vidinvert.engine import open_source
 
     spec = world.sample_specs(1, seed=HELDOUT_SEED, split="heldout")[0]
     frames, _ = world.render(spec)

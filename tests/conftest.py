@@ -80,11 +80,11 @@ def clip97(tmp_path_factory):
 
 @pytest.fixture
 def no_model(monkeypatch):
-    """Jobs may not open a model: ``jobs.load_model`` fails the test (for refusals due before any model work)."""
+    """Jobs may not open a model: ``engine.run.load_model`` fails the test (for refusals due before any model work)."""
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the request was refused")
 
-    monkeypatch.setattr("vidinvert.jobs.load_model", refuse)
+    monkeypatch.setattr("vidinvert.engine.run.load_model", refuse)
 
 
 # ----------------------------------------------------------------------------- helpers

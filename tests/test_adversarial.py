@@ -261,6 +261,7 @@ def test_output_folder_that_cannot_be_entered_is_one_line(video, tmp_path, monke
     assert len(err.splitlines()) == 1 and "Permission denied" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_a_size_the_machine_cannot_hold_is_refused_with_numbers_before_encoding(video, tmp_path, monkeypatch,
                                                                                 capsys):
     from vidinvert.models import device
@@ -289,6 +290,7 @@ def test_memory_estimate_grows_with_size_and_tiling_bounds_the_vae(tiny_model):
 
 
 # ---- behaviour that was wrong without a word ----------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name, size", [("tiny", (64, 64)), ("tiny", (64, 96)), ("demo", (96, 160))])
 def test_vae_tiling_works_on_the_models_we_ship(name, size, frames):
     from vidinvert.models import open_model
@@ -310,6 +312,7 @@ def test_tile_sizes_of_real_cogvideox_are_kept():
     assert _tiles_fit(32, 4, 0.25, 8)
 
 
+@pytest.mark.slow
 def test_vae_tiling_edit_end_to_end(video, tmp_path, capsys):
     assert main(["edit", str(video), "--prompt", "x", "--steps", "2", "--vae-tiling", "--height", "64",
                  "--width", "96", "-o", str(tmp_path / "o.mp4"), "--quiet"]) == 0
@@ -362,6 +365,7 @@ def test_symlink_loop_as_input_is_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "symlink loop" in err
 
 
+@pytest.mark.slow
 def test_adversarial_bench_holds_for_hostile_inputs(monkeypatch, capsys):
     """A quick slice of bench/adversarial.py (playlists, refused before any model work; the whole set takes minutes)."""
     import importlib.util

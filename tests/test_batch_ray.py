@@ -19,6 +19,7 @@ from vidinvert.batch.folders import BOOKKEEPING, read_manifest
 from vidinvert.batch.jobfile import clip_defaults
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a Ray cluster per module: tens of seconds
 
 PROMPTS = ["a blue box", "a red disc"]
 

@@ -259,7 +259,7 @@ def trees(draw):
     return folders, files, rows, out
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(trees())
 def test_property_no_file_of_the_user_is_lost_and_every_row_is_recorded_once(tmp_path_factory, monkeypatch, tree):
     folders, files, rows, out_name = tree

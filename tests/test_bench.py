@@ -174,6 +174,7 @@ def test_speed_quick_inprocess():
     check_machine_note(data, repeats=1)
 
 
+@pytest.mark.slow
 def test_speed_subprocess_mode(tmp_path):
     """The default path: each mode in a fresh process (honest peak RSS), results written where asked."""
     data = load("speed").main(["--quick", "--modes", "default", "--out", str(tmp_path)])

@@ -221,6 +221,7 @@ def test_shipped_wan_model_loads_offline_and_samples(monkeypatch):
     assert not torch.allclose(a, b)
 
 
+@pytest.mark.slow
 def test_wan_training_recipe_is_reproducible_and_normalises_its_latents(tmp_path):
     """A few steps of ``--family wan`` twice with one seed: the same weights; the stored per-channel statistics make
     the training latents zero-mean, unit-std per channel; the folder loads with WanPipeline."""
@@ -267,6 +268,7 @@ def straight_training(tmp_path_factory):
     return folder / "model"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_at", [2, 7])  # a save inside the VAE stage; one inside the transformer stage
 def test_interrupted_training_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, stop_at, straight_training):
     """Killed after its ``stop_at``-th saved state, the same command resumes from the checkpoints and writes the

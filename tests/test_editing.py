@@ -139,3 +139,57 @@ def test_auto_rows_per_call_splits_only_large_rows_on_the_cpu(tiny_model):
     assert resolve_rows_per_call("auto", tiny_model, small) is None
     assert resolve_rows_per_call("auto", tiny_model, large) == 2
     assert resolve_rows_per_call(3, tiny_model, small) == 3 and resolve_rows_per_call(None, tiny_model, large) is None
+
+
+def _recording_predict(calls):
+    """A stand-in transformer: records each call's rows and texts, predicts ``rows * (1 + text)`` per row."""
+
+    def predict(rows, t, text):
+        calls.append((rows.clone(), text.clone()))
+        return rows * (1 + text.view(-1, 1, 1, 1, 1))
+
+    return predict
+
+
+def test_guidance_and_reference_row_wrap_the_model_function_in_one_call():
+    """``cfg(with_reference(...))``: per step one call of ``[u_1, c_1, u_2, c_2 | reference]``, the reference row
+    dropped from the result, and ``u + s (c - u)`` per prompt exactly as ``combine`` computes it."""
+    from vidinvert.guidance import Cfg, cfg, combine, conditioned, with_reference
+
+    calls = []
+    text = torch.tensor([0.0, 1.0, 0.0, 2.0, 5.0]).view(5, 1, 1)  # [neg, p1, neg, p2 | reference] as [N, L, D]
+    reference = torch.full((1, 1, 1, 2, 2), 7.0)
+    fn = with_reference(conditioned(_recording_predict(calls), text), lambda i: reference * (i + 1), 1)
+    model_fn = cfg(fn, Cfg(lambda i, t: 3.0 + i, True))
+    x = torch.stack([torch.full((1, 1, 2, 2), 1.5), torch.full((1, 1, 2, 2), -0.5)])  # [K=2, T, C, h, w]
+    out = model_fn(x, 1, 900)
+    assert model_fn.batch_rows == 2 and len(calls) == 1
+    rows, texts = calls[0]
+    assert torch.equal(rows, torch.cat([x.repeat_interleave(2, dim=0), 2 * reference]))  # [2K + 1] rows
+    assert torch.equal(texts, text)
+    pred = x.repeat_interleave(2, dim=0) * (1 + text[:4].view(4, 1, 1, 1, 1))
+    assert torch.equal(out, combine(pred, 2, 4.0, True)) and out.shape == x.shape
+
+
+def test_guidance_without_uncond_evaluates_the_cond_rows_alone():
+    """With nothing for guidance to change, the latents themselves go in (one row each) and come back unmixed;
+    a text of one row serves every latent row."""
+    from vidinvert.guidance import Cfg, cfg, conditioned
+
+    calls = []
+    model_fn = cfg(conditioned(_recording_predict(calls), torch.full((1, 1, 1), 2.0)), Cfg(6.0, False))
+    x = torch.randn(3, 1, 1, 2, 2)
+    out = model_fn(x, 0, 999)
+    assert model_fn.batch_rows == 1 and len(calls) == 1
+    assert torch.equal(calls[0][0], x) and torch.equal(calls[0][1], torch.full((3, 1, 1), 2.0))
+    assert torch.equal(out, x * 3.0)
+
+
+def test_join_rows_splits_a_prediction_back_per_group():
+    from vidinvert.guidance import join_rows
+
+    a, b = torch.zeros(2, 3), torch.ones(4, 3)
+    rows, split = join_rows(a, b)
+    assert rows.shape == (6, 3)
+    first, second = split(rows * 2)
+    assert torch.equal(first, a) and torch.equal(second, 2 * b)

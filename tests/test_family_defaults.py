@@ -11,7 +11,7 @@ import torch
 from conftest import moving_square
 from vidinvert.cli import main
 from vidinvert.export import write_video
-from vidinvert.jobs import family_defaults, run_edit
+from vidinvert.engine import family_defaults, run_edit
 from vidinvert.models import load_pipeline, wrap
 from vidinvert.models import wan as wan_module
 from vidinvert.models.base import negative_prompt_for

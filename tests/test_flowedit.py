@@ -186,6 +186,7 @@ def test_cli_flowedit_refusals(clip_path, tmp_path, capsys):
     assert not (tmp_path / "r.mp4").exists()
 
 
+@pytest.mark.slow
 def test_cli_flowedit_edits_a_long_clip_in_windows(clip97, tmp_path, capsys):
     """--window applies to FlowEdit as to an inversion's edit: every frame is read (97, not Wan's 81) and each
     transformer evaluation runs per window (``windows.py``: the windowed model is one map of the whole latent)."""

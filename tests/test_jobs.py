@@ -176,7 +176,7 @@ def test_settings_a_saved_inversion_recorded_apply_and_the_record_says_what_ran(
 def test_the_request_check_is_one_function_for_every_front_end(saved):
     """``check_edit_request`` (run_edit's, the batch's and the page's) refuses, and hands over the loaded inversion."""
     from vidinvert.errors import SettingsError
-    from vidinvert.jobs import check_edit_request
+    from vidinvert.engine import check_edit_request
     from vidinvert.settings import EditConfig, InvertSettings, ModelSettings, ReadSettings
 
     clip, ddim, fixed = saved
@@ -233,7 +233,7 @@ LAYERS = [  # lower first; a module may import only from its own layer or lower 
     {"inversion"},
     {"blend", "editing", "flowedit", "compat"},
     {"export", "outputs"},
-    {"jobs"},
+    {"engine"},
     {"cli", "web", "batch", "__init__"},
 ]
 
@@ -294,7 +294,7 @@ def test_front_ends_import_no_other_front_end_but_the_cli_dispatching():
 def test_collect_warnings_keeps_ours_and_passes_the_others_on():
     import warnings
 
-    from vidinvert.jobs import collect_warnings
+    from vidinvert.engine import collect_warnings
     from vidinvert.models.cogvideox import VideoModel  # noqa: F401  (a module of ours that warns, below)
 
     seen: list[str] = []
@@ -303,6 +303,6 @@ def test_collect_warnings_keeps_ours_and_passes_the_others_on():
         with collect_warnings(seen):
             warnings.warn("from a library we use", DeprecationWarning)  # raised from this test file: not ours
             exec(compile("import warnings\nwarnings.warn('ours, spread over\\n two lines')",
-                         str(PACKAGE / "jobs.py"), "exec"))
+                         str(PACKAGE / "engine" / "run.py"), "exec"))
     assert seen == ["ours, spread over two lines"]
     assert [str(w.message) for w in outer] == ["from a library we use"]

@@ -121,13 +121,14 @@ def test_cli_krnr_on_wan_is_refused_before_the_model_loads(clip, tmp_path, capsy
 
 def test_cli_krnr_on_a_model_known_only_once_loaded_is_refused_before_inverting(clip, tmp_path, capsys, monkeypatch):
     """A hub id's family is known once it is loaded: the refusal comes then, before the video is inverted."""
-    import vidinvert.jobs
+    import vidinvert.engine.plan
+    import vidinvert.engine.source
 
     def no_inversion(*args, **kwargs):
         raise AssertionError("the inversion ran before K-RNR was refused")
 
-    monkeypatch.setattr(vidinvert.jobs, "family_before_loading", lambda settings: None)
-    monkeypatch.setattr(vidinvert.jobs, "invert_source", no_inversion)
+    monkeypatch.setattr(vidinvert.engine.plan, "family_before_loading", lambda settings: None)
+    monkeypatch.setattr(vidinvert.engine.source, "invert_source", no_inversion)
     out = tmp_path / "k.mp4"
     assert main(["edit", str(clip), "--model", "tiny-wan", "--prompt", "x", "--steps", "2", "--krnr", "2", "-o",
                  str(out), "--quiet"]) == 2

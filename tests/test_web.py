@@ -21,7 +21,7 @@ import pytest
 import torch
 from conftest import assert_one_line
 
-from vidinvert import jobs
+from vidinvert import engine
 from vidinvert.errors import VidinvertError
 from vidinvert.models import DEMO_MODEL, sample_video
 from vidinvert.settings import (BlendConfig, EditConfig, FlowEditConfig, InjectionConfig, InvertSettings,
@@ -138,7 +138,7 @@ def test_form_maps_the_edit_method_flowedit_knobs_and_the_second_guidance():
 def test_studio_flowedit_equals_the_cli_job_and_reuses_the_opened_video(tmp_path):
     read, inv, config = settings_from_form({"method": "flowedit", "max_num_frames": 5, "steps": 3, "n_max": 2,
                                             "source_prompt": "a red disc"})
-    cli = jobs.run_edit(str(SAMPLE), ["a blue disc"], ModelSettings(name="tiny-wan"), read, inv, config,
+    cli = engine.run_edit(str(SAMPLE), ["a blue disc"], ModelSettings(name="tiny-wan"), read, inv, config,
                         OutputSettings(output=str(tmp_path / "cli" / "out.mp4"), progress=False))
     studio = Studio(ModelSettings(name="tiny-wan"))
     for run in (1, 2):
@@ -219,10 +219,14 @@ def test_page_memory_check_counts_the_rows_the_edit_runs(tmp_path, monkeypatch, 
     """The page checks memory for the batch rows its edit really runs, the CLI's count for the same prompts, also
     when the inversion or opened video comes from the cache (made by Invert, or by an edit with fewer prompts)."""
     seen: list[int] = []
-    monkeypatch.setattr(jobs, "check_memory", lambda model, frames, height, width, rows=2: seen.append(rows))
+    def spy(model, frames, height, width, rows=2):
+        seen.append(rows)
+
+    monkeypatch.setattr(engine.source, "check_memory", spy)  # open_source's: the CLI, an uncached page edit
+    monkeypatch.setattr(engine, "check_memory", spy)  # the studio's, for a source taken from its cache
     read, inv, config = settings_from_form({"max_num_frames": 5, "steps": 3, **form})
     prompts = ["a red disc", "a blue disc", "a green disc"]
-    jobs.run_edit(str(SAMPLE), prompts, ModelSettings(name=model), read, inv, config,
+    engine.run_edit(str(SAMPLE), prompts, ModelSettings(name=model), read, inv, config,
                   OutputSettings(output=str(tmp_path / "cli" / "out.mp4"), progress=False))
     cli_rows = seen[-1]
     assert cli_rows >= 2 * len(prompts)
@@ -319,7 +323,7 @@ def test_preview_shows_the_frames_the_job_reads(form, count):
     model = Studio(ModelSettings(name="tiny")).model()
     read, _, _ = settings_from_form(form)
     items, text = preview_frames(str(LONG_CLIP), read, model.temporal_factor)
-    indices = jobs.open_source(model, str(LONG_CLIP), read).clip.indices
+    indices = engine.open_source(model, str(LONG_CLIP), read).clip.indices
     shown = [int(caption.split()[-1]) for _, caption in items]
     assert len(items) == count and set(shown) <= set(indices) and shown[0] == indices[0] and shown[-1] == indices[-1]
     if len(indices) <= count:
@@ -329,7 +333,7 @@ def test_preview_shows_the_frames_the_job_reads(form, count):
 
 def test_cli_and_page_write_the_same_settings_keys(tmp_path):
     read, inv, config = settings_from_form({"max_num_frames": 5, "steps": 2})
-    cli = jobs.run_edit(str(SAMPLE), ["a red disc"], ModelSettings(name="tiny"), read, inv, config,
+    cli = engine.run_edit(str(SAMPLE), ["a red disc"], ModelSettings(name="tiny"), read, inv, config,
                         OutputSettings(output=str(tmp_path / "cli" / "out.mp4"), progress=False, metrics=True))
     _, page = Studio(ModelSettings(name="tiny")).edit(str(SAMPLE), read, inv, ["a red disc"], config,
                                                       tmp_path / "page", metrics=True)
@@ -482,6 +486,7 @@ def _run_edit(page, prompts: str, timeout: float = 120_000) -> None:
     page.wait_for_selector("#result-video video")
 
 
+@pytest.mark.slow
 def test_controls_are_in_view_and_settings_collapsed(page):
     for elem_id in ("prompts", "invert", "edit", "stop", "status"):
         box = page.locator(f"#{elem_id}").bounding_box()
@@ -490,6 +495,7 @@ def test_controls_are_in_view_and_settings_collapsed(page):
     assert page.locator("#prompts textarea").get_attribute("placeholder") == EXAMPLE_PROMPT
 
 
+@pytest.mark.slow
 def test_page_edit_warns_and_writes_what_was_read(page, tmp_path):
     """The 33-frame clip cut to 17 on the demo model: 17 frames out, its warning shown and in the JSON, no paths."""
     page.locator("#input-video input[type=file]").set_input_files(str(LONG_CLIP))
@@ -518,6 +524,7 @@ def test_page_edit_warns_and_writes_what_was_read(page, tmp_path):
     _expect()(page.locator("#warnings")).to_contain_text("17 frames is more than the 9")
 
 
+@pytest.mark.slow
 def test_page_result_has_exactly_the_frames_read(page, tmp_path):
     page.click("#use-sample")
     _expect()(page.locator("#status")).to_contain_text("reads 9 frames")
@@ -532,6 +539,7 @@ def test_page_result_has_exactly_the_frames_read(page, tmp_path):
     assert _video_info(_fetch(page, files["sample_edit_comparison.mp4"], tmp_path / "c.mp4"))[0] == 5
 
 
+@pytest.mark.slow
 def test_bad_numbers_give_one_line_naming_the_field(page):
     page.click("#use-sample")
     _expect()(page.locator("#status")).to_contain_text("sample.mp4")
@@ -551,6 +559,7 @@ def test_bad_numbers_give_one_line_naming_the_field(page):
         _fill(page, elem_id, {"steps": STEPS, "guidance": "6", "seed": "42"}[elem_id])
 
 
+@pytest.mark.slow
 def test_bad_file_shows_one_line_error_then_page_still_works(page, tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_text("this is a text file, not a video\n" * 20)
@@ -576,6 +585,7 @@ def test_bad_file_shows_one_line_error_then_page_still_works(page, tmp_path):
     _expect()(page.locator("#result-choice")).to_be_visible()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("VIDINVERT_SCREENSHOT") != "1", reason="set VIDINVERT_SCREENSHOT=1 to retake it")
 def test_screenshot_of_an_edit_of_the_sample(page):
     """docs/web.png: the bundled sample edited with the example prompt on the demo model, default settings."""

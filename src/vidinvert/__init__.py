@@ -1,7 +1,7 @@
 """vidinvert: edit real videos with text-to-video diffusion transformers by inversion and key/value injection.
 
 Data flows one way: settings -> video (io) -> models (one adapter per family) -> schedule/sampling/exact ->
-inversion -> editing (with attention injection) -> export -> jobs -> front ends (cli, web).
+inversion -> editing (with attention injection) -> export -> engine -> front ends (cli, web).
 """
 
 __version__ = "0.1.0"

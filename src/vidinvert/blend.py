@@ -11,12 +11,11 @@ where the mask puts it.
 
 from __future__ import annotations
 
-
-
 import torch
 import torch.nn.functional as F
 
 from .settings import BlendConfig  # noqa: F401  (re-exported)
+from .guidance import conditioned
 from .inversion import Inversion
 from .models.base import VideoFamily
 from .sampling import split_prediction
@@ -44,12 +43,12 @@ def edit_mask(model: VideoFamily, inversion: Inversion, source_prompt: str, prom
     source_prompt = source_prompt or inversion.meta.prompt
     schedule = inversion.schedule(model)[offset:]
     picks = mask_levels(len(schedule), config.levels)
-    text = model.encode_text([source_prompt, *prompts])  # [1 + K, L, D]
+    fn = conditioned(model.predict, model.encode_text([source_prompt, *prompts]))  # rows [source, p_1 .. p_K]
     total = None
     for j in picks:
         x = inversion.trajectory[offset + j].float()  # [1, T, C, h, w]
         batch = x.expand(len(prompts) + 1, -1, -1, -1, -1)  # [1 + K, T, C, h, w]
-        pred = model.predict(batch, schedule.timesteps[j], text)
+        pred = fn(batch, j, schedule.timesteps[j])  # unguided: one row per text
         x0, _ = split_prediction(batch, pred, float(schedule.alpha_from[j]), schedule.prediction_type)
         diff = (x0[1:] - x0[:1]).abs().mean(dim=2, keepdim=True)  # [K, T, 1, h, w]
         total = diff if total is None else total + diff

@@ -1,7 +1,7 @@
 """``vidinvert`` command line: invert, edit, reconstruct, batch, info, serve.
 
 Flags map onto the settings dataclasses of ``settings.py`` (their defaults are read from there) and each command is
-one ``jobs`` call; the resolved settings are written as JSON next to each output. Errors print one line and exit
+one ``engine`` call; the resolved settings are written as JSON next to each output. Errors print one line and exit
 with status 2; warnings print as ``vidinvert: warning: ...`` and are listed in the settings JSON.
 """
 
@@ -76,7 +76,7 @@ def _quiet_libraries() -> None:
 
 # ---- commands -------------------------------------------------------------------------------------------------
 def cmd_invert(args) -> int:
-    from .jobs import run_invert
+    from .engine import run_invert
 
     asked = settings(args)
     _report(run_invert(args.video, asked.model, asked.read, asked.invert, asked.output), args.quiet)
@@ -84,7 +84,7 @@ def cmd_invert(args) -> int:
 
 
 def _run_edit(args, prompts: list[str] | None, reconstruct: bool) -> int:
-    from .jobs import run_edit
+    from .engine import run_edit
 
     asked = settings(args)
     result = run_edit(args.video, prompts, asked.model, asked.read, asked.invert, asked.edit, asked.output,

@@ -19,7 +19,7 @@ from .attention import BatchLayout, InjectionConfig, InjectionState  # noqa: F40
 from .blend import BlendConfig, blend_step, edit_mask, mask_levels
 from .errors import VidinvertError
 from .settings import STARTS, EditConfig  # noqa: F401  (re-exported)
-from .guidance import combine, dynamic_scale, guided_texts, needs_uncond
+from .guidance import Cfg, cfg, dynamic_scale, guided_texts, needs_uncond, with_reference
 from .inversion import Inversion
 from .krnr import krnr, krnr_adaptive, refuse_on_flow
 from .models.base import VideoFamily, negative_prompt_for
@@ -149,7 +149,6 @@ def edit(
     text_main = model.encode_text(main_texts)  # [M, L, D]
     text_all = torch.cat([text_main, model.encode_text(ref_texts)])  # [M + R, L, D]
     trajectory = inversion.trajectory
-    rows = 2 if with_uncond else 1
     state = InjectionState()
 
     if stats is not None:
@@ -176,26 +175,30 @@ def edit(
             preds.append(predict(chunk, t, text_main[start : start + n], BatchLayout(n, (0,) * n, 0)))
         return torch.cat(preds)  # [M, T, C, h, w]
 
-    def model_fn(x: torch.Tensor, i: int, t: int) -> torch.Tensor:
-        main = x.repeat_interleave(rows, dim=0)  # [M, T, C, h, w]
+    joint = with_reference(lambda rows, i, t: predict(rows, t, text_all, layout),
+                           lambda i: trajectory[offset + i], layout.num_ref)  # [M + R] rows in, [M] out
+
+    def main_fn(main: torch.Tensor, i: int, t: int) -> torch.Tensor:
+        """Predictions of the main rows ``[M, T, C, h, w]`` at step ``i``, with the reference branch while active."""
         recorded = cache.step(offset + i) if cache is not None else None
         state.reference_bias = injection.reference_bias(i, len(schedule))
         active = injection.active_at(i, len(schedule))
         if active and recorded is not None:
-            pred = predict_main(main, t, recorded)
-        elif active and split:  # the reference row alone, keeping every block's keys/values for this step
+            return predict_main(main, t, recorded)
+        if active and split:  # the reference row alone, keeping every block's keys/values for this step
             state.record_row, state.recorded = 0, {}
             predict(trajectory[offset + i].to(main.device, main.dtype), t, text_ref, None)  # [1, T, C, h, w]
             step_kv, state.record_row, state.recorded = state.recorded, None, {}
-            pred = predict_main(main, t, step_kv)
-        elif active:
-            reference = trajectory[offset + i].to(main.device, main.dtype).expand(layout.num_ref, -1, -1, -1, -1)
-            pred = predict(torch.cat([main, reference]), t, text_all, layout)[: layout.num_main]  # [M + R] rows in
-        else:
-            pred = predict(main, t, text_main, None)
+            return predict_main(main, t, step_kv)
+        if active:
+            return joint(main, i, t)
+        return predict(main, t, text_main, None)
+
+    def scale(i: int, t: int) -> float:
         base = config.guidance_2 if config.guidance_2 is not None and model.expert_for(t) == 1 else config.guidance
-        scale = dynamic_scale(base, t, len(schedule)) if config.dynamic_guidance else base
-        return combine(pred, num_prompts, scale, with_uncond)
+        return dynamic_scale(base, t, len(schedule)) if config.dynamic_guidance else base
+
+    model_fn = cfg(main_fn, Cfg(scale, with_uncond))
 
     mask = None
     if config.blend.enabled:

@@ -25,7 +25,7 @@ import torch
 
 from .editing import EditStats
 from .errors import VidinvertError
-from .guidance import combine, guided_texts, needs_uncond
+from .guidance import Cfg, cfg, conditioned, guided_texts, join_rows, needs_uncond
 from .models.base import VideoFamily, negative_prompt_for
 from .progress import progress_callback
 from .sampling import check_finite
@@ -89,7 +89,7 @@ def flowedit(
     source_texts = guided_texts([source_prompt], negative, source_uncond)  # [neg, src] or [src]
     target_texts = guided_texts(prompts, negative, target_uncond)  # [neg, p1, neg, p2, ...] or [p1, ...]
     text = model.encode_text(source_texts + target_texts)  # [S + K G, L, D]
-    n_source, group = len(source_texts), (2 if target_uncond else 1)
+    source_cfg, target_cfg = Cfg(settings.source_guidance, source_uncond), Cfg(config.guidance, target_uncond)
     generator = torch.Generator(device="cpu").manual_seed(seed)
 
     def fresh_noise() -> torch.Tensor:  # [1, T, C, h, w], the same for every prompt
@@ -100,6 +100,8 @@ def flowedit(
             stats.batch_rows.append(rows.shape[0])
         return model.predict(rows, t, texts).float()
 
+    # the n_min sampling phase: the target rows alone, a plain guided model function
+    target_fn = cfg(conditioned(predict, text[len(source_texts) :]), target_cfg)  # [K, ...] -> [K, ...]
     first, sampling_from = len(schedule) - n_max, len(schedule) - n_min
     if stats is not None:
         stats.steps = n_max
@@ -114,10 +116,10 @@ def flowedit(
                 for _ in range(settings.n_avg):
                     z_src = (1.0 - sigma) * x_src + sigma * fresh_noise()  # [1, T, C, h, w]
                     z_tar = z_src + (z_edit - x_src)  # [K, ...]; exactly z_src while z_edit is x_src
-                    rows = torch.cat([z_src.expand(n_source, -1, -1, -1, -1), z_tar.repeat_interleave(group, 0)])
-                    pred = predict(rows, t, text)  # [S + K G, ...]
-                    v_src = combine(pred[:n_source], 1, settings.source_guidance, source_uncond)  # [1, ...]
-                    v_tar = combine(pred[n_source:], num_prompts, config.guidance, target_uncond)  # [K, ...]
+                    rows, split = join_rows(source_cfg.rows(z_src), target_cfg.rows(z_tar))  # [S + K G, ...]
+                    pred_src, pred_tar = split(predict(rows, t, text))
+                    v_src = source_cfg.combine(pred_src, i, t)  # [1, ...]
+                    v_tar = target_cfg.combine(pred_tar, i, t)  # [K, ...]
                     delta += v_tar - v_src
                 z_edit = z_edit + (sigma_next - sigma) * (delta / settings.n_avg)
                 check_finite(z_edit, i, t, "FlowEdit")
@@ -126,8 +128,7 @@ def flowedit(
                 if x_tar is None:  # re-noise the edit to this level once, then sample the target prompt
                     z_src = (1.0 - sigma) * x_src + sigma * fresh_noise()
                     x_tar = z_src + (z_edit - x_src)
-                v_tar = combine(predict(x_tar.repeat_interleave(group, 0), t, text[n_source:]), num_prompts,
-                                config.guidance, target_uncond)
+                v_tar = target_fn(x_tar, i, t)
                 x_tar = x_tar + (sigma_next - sigma) * v_tar
                 check_finite(x_tar, i, t, "FlowEdit sampling")
                 callback(i, t, x_tar)

@@ -19,7 +19,7 @@ from .atomic import atomic_write
 from .attention import InjectionConfig, InjectionState, KVCache
 from .errors import VidinvertError
 from .exact import FixedPointReport, solve_fixed_point, warn_if_unconverged
-from .guidance import combine, guided_texts, needs_uncond
+from .guidance import Cfg, cfg, conditioned, guided_texts, needs_uncond
 from .models.base import VideoFamily, negative_prompt_for
 from .models.device import resolve_device
 from .progress import progress_callback
@@ -157,16 +157,10 @@ def text_model_fn(model: VideoFamily, prompt: str, negative_prompt: str, guidanc
     with_uncond = any(needs_uncond(g, prompt, negative_prompt) for g in scales)
     text = model.encode_text(guided_texts([prompt], negative_prompt, with_uncond))  # [G, L, D]
 
-    def model_fn(x: torch.Tensor, i: int, t: int) -> torch.Tensor:
-        rows = x.repeat_interleave(2, dim=0) if with_uncond else x  # [B * G, T, C, h, w]
-        pred = model.predict(rows, t, text.repeat(x.shape[0], 1, 1))
-        if not with_uncond:
-            return pred
-        scale = guidance_2 if guidance_2 is not None and model.expert_for(t) == 1 else guidance
-        return combine(pred, x.shape[0], scale, True)
+    def scale(i: int, t: int) -> float:
+        return guidance_2 if guidance_2 is not None and model.expert_for(t) == 1 else guidance
 
-    model_fn.batch_rows = 2 if with_uncond else 1  # transformer rows per latent row, for accounting
-    return model_fn
+    return cfg(conditioned(model.predict, text), Cfg(scale, with_uncond))  # .batch_rows: G, for accounting
 
 
 def invert(

@@ -1,6 +1,6 @@
 """``vidinvert batch``: edit many clips, each with its prompts, from a job file; in this process or on Ray workers.
 
-Every clip is one ``jobs.run_edit`` call (the job ``vidinvert edit`` runs), so a clip's videos, comparisons and
+Every clip is one ``engine.run_edit`` call (the job ``vidinvert edit`` runs), so a clip's videos, comparisons and
 settings JSON are what the CLI writes for it. Modules, in the order the work flows:
 
 - ``jobfile``: the job file (.jsonl / .csv) -> ``ClipJob`` rows, each with validated settings and two hashes (the

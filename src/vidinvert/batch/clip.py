@@ -1,4 +1,4 @@
-"""One clip on one worker: its folder checked and cleared, its inversion reused or made, ``jobs.run_edit``, one row
+"""One clip on one worker: its folder checked and cleared, its inversion reused or made, ``engine.run_edit``, one row
 per prompt.
 
 A clip writes in the folder ``<output-dir>/<id>/`` and touches there only what vidinvert wrote (``folders``): a
@@ -24,7 +24,7 @@ import torch
 from ..atomic import atomic_write
 from ..errors import VidinvertError
 from .folders import ATTEMPTS, ClipFolder, folder_problem
-from ..jobs import load_model, run_edit
+from ..engine import load_model, run_edit
 from ..outputs import partial_path
 from ..models.base import VideoFamily
 from ..settings import ModelSettings

@@ -1,4 +1,4 @@
-"""The local web page: ``studio`` (model + inversion cache over ``jobs``), ``form`` (widgets -> settings),
+"""The local web page: ``studio`` (model + inversion cache over ``engine``), ``form`` (widgets -> settings),
 ``page`` (the Gradio layout), ``serve`` (``vidinvert serve``). Gradio is imported only when the page is built."""
 
 from .form import form_defaults, parse_prompts, settings_from_form

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import VidinvertError
-from ..jobs import family_defaults
+from ..engine import family_defaults
 from ..models import DEMO_MODELS, TINY_MODELS, sample_video
 from ..models.registry import EXAMPLE_HUB_ID, EXAMPLE_PROMPT  # the one example prompt every front end gives
 from .form import (CHOICES, LABELS, PROMPTS_LABEL, form_defaults, metrics_from_form, parse_prompts,
@@ -41,8 +41,8 @@ GRADIO_CACHE_CLEANUP = (3600, 6 * 3600)  # hourly, drop Gradio's copies of uploa
 
 
 def preview_frames(video: str, read, temporal_multiple: int = 1, count: int = PREVIEW_FRAMES) -> tuple[list, str]:
-    """The frames a job will read (``jobs.open_source``'s selection: skip, stride, max frames and the model's frame
-    rule ``temporal_multiple * k + 1``; ``read`` with the model's defaults filled in, ``jobs.family_defaults``),
+    """The frames a job will read (``engine.open_source``'s selection: skip, stride, max frames and the model's frame
+    rule ``temporal_multiple * k + 1``; ``read`` with the model's defaults filled in, ``engine.family_defaults``),
     small: up to ``count`` of them evenly spaced, all when there are fewer, as ``[(uint8 [H, W, 3], caption)]``, and
     a one-line description."""
     from ..video import read_video, to_uint8

@@ -1,9 +1,9 @@
-"""The engine behind the page (no Gradio here): one model, loaded lazily, and a cache of inversions over ``jobs``.
+"""The page's back end (no Gradio here): one model, loaded lazily, and a cache of inversions over ``engine``.
 
 Cache key: (video content hash, frame settings, inversion settings, model fingerprint), so "Invert" then "Edit", or
 several edits of one clip, invert once. FlowEdit (``EditConfig.method == "flowedit"``) makes no inversion: its
 edits cache the opened video (frames and latents) under (video hash, frame settings, model fingerprint). Every
-step is a ``jobs`` function; the settings JSON is the one ``jobs`` writes for the CLI (paths reduced to file names:
+step is an ``engine`` function; the settings JSON is the one ``engine`` writes for the CLI (paths reduced to file names:
 the page never writes server paths into a download).
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .. import jobs
+from .. import engine
 from ..atomic import outputs_together
 from ..errors import VidinvertError
 from ..flowedit import flow_schedule, rows_per_step
@@ -44,15 +44,15 @@ def _name_only(path: str) -> str:
 
 def edit_rows(prompts: int, flowedit: bool) -> int:
     """The most transformer batch rows an edit with ``prompts`` prompts runs, as the CLI's job counts them
-    (``jobs.run_edit``): each prompt guided plus the reference, or FlowEdit's rows of one step."""
+    (``engine.run_edit``): each prompt guided plus the reference, or FlowEdit's rows of one step."""
     return rows_per_step(prompts, 2, 2, 1, False) if flowedit else 2 * prompts + 2
 
 
-def _check_memory(model, source: jobs.Source, inv: InvertSettings, rows: int) -> None:
-    """``jobs.open_source``'s memory check for an opened video taken from the cache, for the rows of this job."""
+def _check_memory(model, source: engine.Source, inv: InvertSettings, rows: int) -> None:
+    """``engine.open_source``'s memory check for an opened video taken from the cache, for the rows of this job."""
     count, _, height, width = source.clip.frames.shape  # [F, C, H, W]
     windows = resolve_windows(model, (count - 1) // model.temporal_factor + 1, inv.window, inv.overlap)
-    jobs.check_memory(windowed(model, windows), count, height, width, rows)
+    engine.check_memory(windowed(model, windows), count, height, width, rows)
 
 
 @dataclass
@@ -98,12 +98,12 @@ class Studio:
         """The app's model, loaded on first use (the CLI's device, dtype and memory rules)."""
         with self._lock:
             if self._model is None:
-                self._model = jobs.load_model(self.settings, self.notes)
+                self._model = engine.load_model(self.settings, self.notes)
             return self._model
 
     def prepared(self, video: str, read: ReadSettings, inv: InvertSettings,
                  say: Callable[[str], None] = lambda text: None, warnings: list[str] | None = None,
-                 rows: int = INVERT_ROWS) -> jobs.Prepared:
+                 rows: int = INVERT_ROWS) -> engine.Prepared:
         """The inversion of a video file: from the cache (``reused``), or opened and inverted now.
 
         Args:
@@ -122,12 +122,12 @@ class Studio:
                 self._cache.move_to_end(key)
                 cached, seen = self._cache[key]
                 _check_memory(model, cached.source, inv, rows)
-                prepared = jobs.Prepared(cached.source, cached.inversion, reused=True)
+                prepared = engine.Prepared(cached.source, cached.inversion, reused=True)
             else:
                 say("reading, encoding and inverting the video")
                 seen = []
-                with jobs.collect_warnings(seen):
-                    prepared = jobs.prepare(model, video, read, inv, progress=True, rows=rows)
+                with engine.collect_warnings(seen):
+                    prepared = engine.prepare(model, video, read, inv, progress=True, rows=rows)
                 self._cache[key] = (prepared, seen)
                 while len(self._cache) > max(1, self.cache_size):
                     self._cache.popitem(last=False)
@@ -143,7 +143,7 @@ class Studio:
             raise VidinvertError(f"video not found: {Path(video).name}", "upload the clip again")
 
     def source(self, video: str, read: ReadSettings, say: Callable[[str], None] = lambda text: None,
-               rows: int = INVERT_ROWS) -> jobs.Source:
+               rows: int = INVERT_ROWS) -> engine.Source:
         """A video opened (read and encoded) for the model, from the cache or now: what FlowEdit edits (``rows``:
         as for ``prepared``)."""
         self._check_video(video)
@@ -157,7 +157,7 @@ class Studio:
                 _check_memory(model, self._cache[key], InvertSettings(), rows)
                 return self._cache[key]
             say("reading and encoding the video")
-            source = jobs.open_source(model, video, read, rows)
+            source = engine.open_source(model, video, read, rows)
             self._cache[key] = source
             while len(self._cache) > max(1, self.cache_size):
                 self._cache.popitem(last=False)
@@ -165,7 +165,7 @@ class Studio:
 
     def edit(self, video: str, read: ReadSettings, inv: InvertSettings, prompts: list[str], config: EditConfig,
              folder: Path, say: Callable[[str], None] = lambda text: None,
-             metrics: bool = OutputSettings.metrics) -> tuple[list[EditResult], jobs.JobResult]:
+             metrics: bool = OutputSettings.metrics) -> tuple[list[EditResult], engine.JobResult]:
         """Invert (or reuse) and edit with ``prompts`` in one batch; write results, comparisons and settings JSON
         into ``folder`` (a fresh one per run); with ``metrics``, measure each result's temporal metrics too. With
         ``config.method == "flowedit"``: FlowEdit the video over ``inv.steps`` steps, no inversion (the record's
@@ -176,41 +176,43 @@ class Studio:
         """
         output = OutputSettings(output=str(Path(folder) / f"{Path(video).stem}_edit.mp4"), progress=True,
                                 metrics=metrics)
-        result = jobs.JobResult()
+        result = engine.JobResult()
         started = time.perf_counter()
         with outputs_together():  # the videos, comparisons and settings JSON of a run appear together or not at all
-            with jobs.collect_warnings(result.warnings):
+            with engine.collect_warnings(result.warnings):
                 flowedit = config.method == "flowedit"
                 if flowedit:
-                    jobs.check_prompts(prompts)
-                    jobs.check_flowedit_request(video, config, None, None, False)
+                    engine.check_prompts(prompts)
+                    engine.check_flowedit_request(video, config, None, None, False)
                     config.flowedit.editing_steps(inv.steps)  # n_max/n_min against the steps, before model work
                 else:
-                    jobs.check_edit_request(video, prompts, read, inv, config)
-                videos, comparisons = jobs.plan_edit_outputs(Path(video).stem, len(prompts), output, "edit", [Path(video)])
+                    engine.check_edit_request(video, prompts, read, inv, config)
+                videos, comparisons = engine.plan_edit_outputs(Path(video).stem, len(prompts), output, "edit",
+                                                               [Path(video)])
                 with self._lock:
                     if self._model is None:
                         say("loading the model")
                     model = self.model()
-                    _, _, config = jobs.family_defaults(model, None, None, config)  # what was left to the model, as run_edit
+                    # what was left to the model, as run_edit
+                    _, _, config = engine.family_defaults(model, None, None, config)
                     if flowedit:
                         flow_schedule(model, inv.steps)  # refuses a DDIM model before the video is read
                         source = self.source(video, read, say, edit_rows(len(prompts), True))
                     else:
                         prepared = self.prepared(video, read, inv, say, result.warnings,
                                                  edit_rows(len(prompts), False))
-                        jobs.check_model_fits(model, config)
+                        engine.check_model_fits(model, config)
                     say(f"editing with {len(prompts)} prompt{'s' if len(prompts) > 1 else ''}")
                     if flowedit:
-                        jobs.flowedit_source(model, source, prompts, config, inv.steps, videos, comparisons, output,
+                        engine.flowedit_source(model, source, prompts, config, inv.steps, videos, comparisons, output,
                                              result)
                     else:
-                        jobs.edit_prepared(model, prepared, prompts, config, videos, comparisons, output,
+                        engine.edit_prepared(model, prepared, prompts, config, videos, comparisons, output,
                                            result=result)
                 result.summary["seconds"] = round(time.perf_counter() - started, 2)  # as run_edit: inversion included
-                result.summary.update(jobs.peak_memory())
+                result.summary.update(engine.peak_memory())
             result.notes = list(self.notes)
-            read, inv, config = jobs.family_defaults(model, read, None if flowedit else inv, config)  # as run
-            jobs.write_records(result, "serve", model, self.settings, read, inv, config, output, show=_name_only)
+            read, inv, config = engine.family_defaults(model, read, None if flowedit else inv, config)  # as run
+            engine.write_records(result, "serve", model, self.settings, read, inv, config, output, show=_name_only)
         items = [EditResult(p, v, c, s) for p, v, c, s in zip(prompts, videos, comparisons, result.settings_files)]
         return items, result

@@ -1,0 +1,295 @@
+"""Whole jobs: open the model, invert the video (or load a saved inversion) or FlowEdit it, edit, decode, write.
+
+- ``run_invert``: video -> saved ``.inv`` (+ settings JSON);
+- ``run_edit``: video or ``.inv`` -> one edited video per prompt, comparisons, settings JSON; with
+  ``reconstruct=True`` the "edit" uses the source prompt and the summary gains fidelity metrics; with
+  ``OutputSettings.metrics`` (always for a reconstruction) it gains temporal metrics of each output;
+- ``edit_prepared`` / ``flowedit_source``: the edit of an opened source, for front ends that cache inversions and
+  opened videos (the page)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..atomic import outputs_together
+from ..editing import EditStats, edit
+from ..errors import VidinvertError
+from ..export import side_by_side, write_video
+from ..flowedit import flow_schedule, flowedit, rows_per_step
+from ..models import model_note, open_model
+from ..models.base import VideoFamily
+from ..outputs import partial_path, plan_outputs, settings_path
+from ..settings import (
+    DEFAULT_OVERLAP,
+    MODEL_SETTINGS_FILE,
+    EditConfig,
+    InvertSettings,
+    ModelSettings,
+    OutputSettings,
+    ReadSettings,
+    with_model_edit_defaults,
+)
+from ..windows import resolve as resolve_windows, windowed
+from .memory import guard_memory, peak_memory
+from .plan import (
+    check_edit_request,
+    check_model_fits,
+    check_saved_windows,
+    family_defaults,
+    is_saved_inversion,
+    plan_edit_outputs,
+)
+from .record import (
+    JobResult,
+    fidelity_summary,
+    inversion_summary,
+    measure_temporal,
+    videos_summary,
+    write_records,
+)
+from .source import Prepared, Source, load_saved, open_source, prepare, saved_invert_settings
+from .warnings import collect_warnings
+
+
+def load_model(settings: ModelSettings = ModelSettings(), notes: list[str] | None = None) -> VideoFamily:
+    """Open the model ``settings`` names; what a user should know about it goes to ``notes``."""
+    with guard_memory("loading the model"):  # e.g. moving the weights to a GPU without room for them
+        model = open_model(settings)
+    note = model_note(model.name)
+    if note and notes is not None:
+        notes.append(note)
+    if model.recommended_edit and notes is not None:
+        given = ", ".join(f"{key.replace('_', ' ')} {_shown(value)}" for key, value in model.recommended_edit.items())
+        notes.append(f"edits with this model use its recommended settings where none are given: {given} "
+                     f"(from its {MODEL_SETTINGS_FILE}; any value you set wins)")
+    return model
+
+
+def _shown(value) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}"
+
+
+def decode(model: VideoFamily, latents: torch.Tensor) -> torch.Tensor:
+    """Latents ``[K, T, C, h, w]`` -> frames ``[K, F, C, H, W]`` in [-1, 1], one video at a time."""
+    with guard_memory("decoding"):
+        return torch.cat([model.decode(latents[k : k + 1]) for k in range(latents.shape[0])])
+
+
+def _write_videos(videos: torch.Tensor, reference: torch.Tensor, fps: float, videos_out: list[Path],
+                  comparisons_out: list[Path], output: OutputSettings) -> None:
+    """Write each result ``videos[k]`` and, if planned, its ``reference|result`` comparison."""
+    with outputs_together():  # a job's videos appear together or not at all (with its JSON, if the caller's block)
+        for k, path in enumerate(videos_out):
+            write_video(videos[k], path, fps=fps, force=output.force)
+            if comparisons_out:
+                write_video(side_by_side(reference, videos[k]), comparisons_out[k], fps=fps, force=output.force)
+
+
+def flowedit_source(model: VideoFamily, source: Source, prompts: list[str], config: EditConfig, steps: int,
+                    videos_out: list[Path], comparisons_out: list[Path], output: OutputSettings,
+                    result: JobResult | None = None, *, window: int | str | None = None,
+                    overlap: float = DEFAULT_OVERLAP) -> JobResult:
+    """FlowEdit an opened video with ``prompts`` in one batch (no inversion), decode, write videos and comparisons
+    as ``edit_prepared`` does. ``result.summary`` is filled; the settings JSON is the caller's.
+
+    ``window``/``overlap``: temporal windows (``InvertSettings``'): every transformer evaluation runs per window and
+    the predictions are blended (``windows.py``), as an inversion's edit does; open the source with the same
+    settings, so that it holds every frame."""
+    result = result or JobResult()
+    started = time.perf_counter()
+    stats = EditStats()
+    windows = resolve_windows(model, source.latents.shape[1], window, overlap)
+    with guard_memory("editing"):
+        latents = flowedit(windowed(model, windows), source.latents, config.flowedit.source_prompt, prompts, config,
+                           steps=steps, progress=output.progress, stats=stats)
+    videos = decode(model, latents)  # [K, F, C, H, W]
+    fps = output.fps or source.clip.fps or 8.0
+    _write_videos(videos, source.clip.frames, fps, videos_out, comparisons_out, output)
+    n_max, n_min = config.flowedit.editing_steps(steps)
+    result.summary = {
+        **videos_summary(videos_out, comparisons_out, prompts, videos, fps),
+        "method": "flowedit",
+        "edit_steps": stats.steps,
+        "flowedit": {"steps": steps, "n_max": n_max, "n_min": n_min, "n_avg": config.flowedit.n_avg,
+                     "window": windows.record()[0], "window_overlap": windows.record()[1]},  # as an inversion's
+        "transformer_calls": len(stats.batch_rows),
+        "transformer_rows": sum(stats.batch_rows),
+        "batch_rows": sorted(set(stats.batch_rows)),
+        "edit_seconds": round(time.perf_counter() - started, 2),
+    }
+    if output.metrics:
+        measure_temporal(videos, source.clip.frames, result, windows.pixel_borders(model.temporal_factor))
+    result.outputs, result.comparisons = list(videos_out), list(comparisons_out)
+    result.latents, result.videos = latents, videos
+    return result
+
+
+def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], config: EditConfig,
+                  videos_out: list[Path], comparisons_out: list[Path], output: OutputSettings,
+                  reconstruct: bool = False, result: JobResult | None = None) -> JobResult:
+    """Edit a prepared inversion with ``prompts`` in one batch, decode, write the videos and comparisons.
+
+    The settings JSON is not written here (the caller knows the whole record); ``result.summary`` is filled.
+    ``config`` is run as given: callers fill what was left to the model with ``family_defaults`` first.
+    """
+    result = result or JobResult()
+    inversion = prepared.inversion
+    check_model_fits(model, config)
+    if config.injection.reuse_kv and inversion.kv_cache is None and not prepared.reused:
+        # the inversion recorded nothing (over --kv-budget-gb; it warned): recompute, as the warning says
+        config = dataclasses.replace(config, injection=dataclasses.replace(config.injection, reuse_kv=False))
+    started = time.perf_counter()
+    stats = EditStats()
+    with guard_memory("editing"):
+        latents = edit(model, inversion, prompts, config, progress=output.progress, stats=stats)
+    videos = decode(model, latents)  # [K, F, C, H, W]
+    round_trip = decode(model, inversion.clean)[0] if reconstruct or prepared.source is None else None
+    reference = prepared.source.clip.frames if prepared.source is not None else round_trip
+    fps = output.fps or (prepared.source.clip.fps if prepared.source is not None else inversion.meta.fps) or 8.0
+    _write_videos(videos, reference, fps, videos_out, comparisons_out, output)
+    summary = {
+        **videos_summary(videos_out, comparisons_out, prompts, videos, fps),
+        "edit_steps": stats.steps,
+        "transformer_calls": len(stats.batch_rows) + len(stats.mask_rows),
+        "batch_rows": sorted(set(stats.batch_rows + stats.mask_rows)),
+        "inversion_reused": prepared.reused,
+        "inversion": inversion_summary(inversion),
+        **({"blend_coverage": [round(c, 4) for c in stats.blend_coverage]} if config.blend.enabled else {}),
+    }
+    if reconstruct:
+        summary["fidelity"] = fidelity_summary(prepared, latents, videos[0], round_trip)
+    summary["edit_seconds"] = round(time.perf_counter() - started, 2)
+    result.summary = summary
+    if output.metrics or reconstruct:
+        borders = inversion.windows().pixel_borders(model.temporal_factor)  # () for one window
+        measure_temporal(videos, reference, result, borders)
+    result.outputs, result.comparisons = list(videos_out), list(comparisons_out)
+    result.prepared, result.latents, result.videos = prepared, latents, videos
+    return result
+
+
+def run_edit(video: str, prompts: list[str] | None, model_settings: ModelSettings = ModelSettings(),
+             read: ReadSettings = ReadSettings(), invert_settings: InvertSettings = InvertSettings(),
+             config: EditConfig = EditConfig(), output: OutputSettings = OutputSettings(), *,
+             use_inversion: str | None = None, save_inversion: str | None = None, steps_given: bool = True,
+             reconstruct: bool = False, command: str = "edit", model: VideoFamily | None = None,
+             show: Callable[[str], str] = str) -> JobResult:
+    """The edit job (``vidinvert edit`` / ``reconstruct``): check, plan outputs, open the model, invert the video or
+    load a saved inversion (``video`` ending in ``.inv``, or ``use_inversion``), edit, write.
+
+    Args:
+        prompts: the edit prompts; ``None`` with ``reconstruct``: the text the video is inverted with (a saved
+            inversion's, the one it records).
+        steps_given: whether ``invert_settings.steps`` was asked for (a saved inversion brings its own otherwise).
+        model: an already opened model (its settings are then only recorded).
+    """
+    result = JobResult()
+    source_text = reconstruct and prompts is None
+    if source_text:
+        prompts = [invert_settings.prompt]
+    if reconstruct:  # a fidelity check regenerates the source as it is: a model's edit recommendations do not apply
+        config = with_model_edit_defaults(config, {})
+    if config.method == "flowedit":
+        return _run_flowedit(video, prompts, model_settings, read, invert_settings, config, output,
+                             use_inversion=use_inversion, save_inversion=save_inversion, reconstruct=reconstruct,
+                             command=command, model=model, show=show)
+    with outputs_together():  # every file of the job, or none
+        with collect_warnings(result.warnings):
+            saved = check_edit_request(video, prompts, read, invert_settings, config, use_inversion,
+                                       save_inversion=save_inversion, reconstruct=reconstruct, steps_given=steps_given,
+                                       model_settings=model_settings)
+            if saved is not None and source_text:
+                prompts = [saved.meta.prompt]
+            inputs = [Path(p) for p in (video, use_inversion) if p]
+            stem = Path(video).stem
+            extra = [Path(save_inversion)] if save_inversion else []
+            videos_out, comparisons_out = plan_edit_outputs(stem, len(prompts), output,
+                                                            "reconstruction" if reconstruct else "edit", inputs, extra)
+            started = time.perf_counter()
+            model = model or load_model(model_settings, result.notes)
+            read, invert_settings, config = family_defaults(model, read, invert_settings, config)
+            check_model_fits(model, config)
+            if saved is None:
+                checkpoint = partial_path(Path(save_inversion) if save_inversion else videos_out[0].with_suffix(".inv"))
+                prepared = prepare(model, video, read, invert_settings, progress=output.progress, checkpoint=checkpoint,
+                                   rows=2 * len(prompts) + 2)  # each prompt guided, plus the reference
+            else:  # the video (with --use-inversion) is read as the inversion's was; the request matched it
+                prepared = load_saved(model, saved, invert_settings.steps if steps_given else None,
+                                      None if is_saved_inversion(video) else video, saved.meta.read or read,
+                                      result.notes)
+                check_saved_windows(model, saved, invert_settings)
+                read = saved.meta.read
+                invert_settings = saved_invert_settings(saved.meta, invert_settings.overlap)
+            if config.blend.enabled and not config.blend.source_prompt:  # the inversion's text (blend.py), recorded
+                blend = dataclasses.replace(config.blend, source_prompt=prepared.inversion.meta.prompt)
+                config = dataclasses.replace(config, blend=blend)
+            if save_inversion:
+                prepared.inversion.save(save_inversion, force=output.force)
+            edit_prepared(model, prepared, prompts, config, videos_out, comparisons_out, output, reconstruct, result)
+            result.summary["seconds"] = round(time.perf_counter() - started, 2)
+            result.summary.update(peak_memory())
+        write_records(result, command, model, model_settings, read, invert_settings, config, output, show)
+    return result
+
+
+def _run_flowedit(video: str, prompts: list[str], model_settings: ModelSettings, read: ReadSettings,
+                  invert_settings: InvertSettings, config: EditConfig, output: OutputSettings, *,
+                  use_inversion: str | None, save_inversion: str | None, reconstruct: bool, command: str,
+                  model: VideoFamily | None, show: Callable[[str], str]) -> JobResult:
+    """``run_edit`` with ``config.method == "flowedit"``: open the video and FlowEdit it over
+    ``invert_settings.steps``, in its windows; no inversion is made, read or written (the record's ``invert`` and
+    ``inversion`` are ``null``; the windows are in its ``result.flowedit``)."""
+    result = JobResult()
+    with outputs_together():  # every file of the job, or none
+        with collect_warnings(result.warnings):
+            check_edit_request(video, prompts, read, invert_settings, config, use_inversion,
+                               save_inversion=save_inversion, reconstruct=reconstruct, model_settings=model_settings)
+            videos_out, comparisons_out = plan_edit_outputs(Path(video).stem, len(prompts), output, "edit",
+                                                            [Path(video)])
+            started = time.perf_counter()
+            model = model or load_model(model_settings, result.notes)
+            read, invert_settings, config = family_defaults(model, read, invert_settings, config)
+            steps = invert_settings.steps
+            flow_schedule(model, steps)  # refuses a DDIM model before the video is read
+            source = open_source(model, video, read, rows=rows_per_step(len(prompts), 2, 2, 1, False),
+                                 invert_settings=invert_settings)
+            flowedit_source(model, source, prompts, config, steps, videos_out, comparisons_out, output, result,
+                            window=invert_settings.window, overlap=invert_settings.overlap)
+            result.summary["seconds"] = round(time.perf_counter() - started, 2)
+            result.summary.update(peak_memory())
+        write_records(result, command, model, model_settings, read, None, config, output, show)
+    return result
+
+
+def run_invert(video: str, model_settings: ModelSettings = ModelSettings(), read: ReadSettings = ReadSettings(),
+               invert_settings: InvertSettings = InvertSettings(), output: OutputSettings = OutputSettings(), *,
+               model: VideoFamily | None = None, show: Callable[[str], str] = str) -> JobResult:
+    """The invert job (``vidinvert invert``): video -> ``.inv`` and its settings JSON."""
+    result = JobResult()
+    with outputs_together():  # the .inv and its JSON, or neither
+        with collect_warnings(result.warnings):
+            out = (Path(output.output) if output.output
+                   else Path(output.output_dir) / f"{Path(video).stem}_inversion.inv")
+            if out.suffix != ".inv":
+                raise VidinvertError(f"an inversion is saved as .inv, got {out.name}", "e.g. clip.inv")
+            if is_saved_inversion(video):
+                raise VidinvertError(f"{video} is already an inversion", "invert a video file")
+            plan_outputs([out, settings_path(out)], output.force, [Path(video)])
+            started = time.perf_counter()
+            model = model or load_model(model_settings, result.notes)
+            read, invert_settings, _ = family_defaults(model, read, invert_settings)
+            prepared = prepare(model, video, read, invert_settings, progress=output.progress,
+                               checkpoint=partial_path(out))
+            prepared.inversion.save(out, force=output.force)
+            clip = prepared.source.clip
+            result.outputs, result.prepared = [out], prepared
+            result.summary = {"output": str(out), "frames": clip.frames.shape[0], "size": list(clip.frames.shape[2:]),
+                              **inversion_summary(prepared.inversion),
+                              "seconds": round(time.perf_counter() - started, 2), **peak_memory()}
+        write_records(result, "invert", model, model_settings, read, invert_settings, None, output, show)
+    return result
