@@ -1,4 +1,6 @@
-"""The injection processor: equal to diffusers' processor when off, correct when on, always restored."""
+"""CogVideoX's injection processor against the attention written out by hand, and the injection settings and batch
+layouts (what every family's processor shares, equality with diffusers' processor when off and the restoring, is in
+test_families.py)."""
 
 import math
 
@@ -7,24 +9,7 @@ import torch
 from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0
 
 from vidinvert.attention import BatchLayout, InjectionConfig, InjectionState
-from vidinvert.models.cogvideox_attention import KVInjectionProcessor, injected
-
-
-def _inputs(model, batch=3, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, 3, 4, 8, 8, generator=generator)
-    text = model.encode_text(["a red disc moving right", "", "a blue box"][:batch])
-    return x, text
-
-
-def test_processor_off_equals_diffusers_processor(tiny_model):
-    x, text = _inputs(tiny_model)
-    expected = tiny_model.predict(x, 500, text)
-    assert all(isinstance(p, CogVideoXAttnProcessor2_0) for p in tiny_model.transformer.attn_processors.values())
-    with injected(tiny_model.transformer, InjectionConfig(), InjectionState()):  # installed, no layout set
-        assert all(isinstance(p, KVInjectionProcessor) for p in tiny_model.transformer.attn_processors.values())
-        got = tiny_model.predict(x, 500, text)
-    assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+from vidinvert.models.cogvideox_attention import CogVideoXInjectionProcessor
 
 
 def test_processor_equals_diffusers_on_one_attention_layer(tiny_model):
@@ -34,7 +19,7 @@ def test_processor_equals_diffusers_on_one_attention_layer(tiny_model):
     video, text = torch.randn(2, 48, attn.to_q.in_features, generator=generator), torch.randn(2, 16, attn.to_q.in_features, generator=generator)
     rope = tiny_model.rotary(3, 8, 8)
     theirs = CogVideoXAttnProcessor2_0()(attn, video.clone(), text.clone(), image_rotary_emb=rope)
-    ours = KVInjectionProcessor(InjectionState(), 0, inject=True)(attn, video.clone(), text.clone(), image_rotary_emb=rope)
+    ours = CogVideoXInjectionProcessor(InjectionState(), 0, inject=True)(attn, video.clone(), text.clone(), image_rotary_emb=rope)
     for a, b in zip(ours, theirs):
         assert torch.allclose(a, b, atol=1e-6, rtol=0)
 
@@ -82,10 +67,10 @@ def test_injection_equals_explicit_attention_over_own_and_reference_keys(tiny_mo
     state = InjectionState(layout=layout, reference_bias=math.log(weight))
     if layout.num_ref == 0:  # rows 0, 1 main; row 3 plays the recorded reference
         record = InjectionState(record_row=3)
-        KVInjectionProcessor(record, 0, inject=True)(attn, video, text, image_rotary_emb=rope)
+        CogVideoXInjectionProcessor(record, 0, inject=True)(attn, video, text, image_rotary_emb=rope)
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(record.recorded[0], (k[3], v[3])))
         state.reference_kv = record.recorded
-    out_video, out_text = KVInjectionProcessor(state, 0, inject=True)(
+    out_video, out_text = CogVideoXInjectionProcessor(state, 0, inject=True)(
         attn, video[:batch], text[:batch], image_rotary_emb=rope
     )
     for row in range(batch):
@@ -114,7 +99,7 @@ def test_reference_weight_schedule_and_refusals():
 def test_injection_under_autograd_matches_and_backpropagates(tiny_model):
     """RoPE is written in place over the video slice: gradients still flow, and the numbers match no-grad ones."""
     attn = tiny_model.transformer.transformer_blocks[0].attn1
-    processor = KVInjectionProcessor(InjectionState(layout=BatchLayout.build(2, shared_reference=True)), 0, inject=True)
+    processor = CogVideoXInjectionProcessor(InjectionState(layout=BatchLayout.build(2, shared_reference=True)), 0, inject=True)
     video = torch.randn(3, 48, attn.to_q.in_features, requires_grad=True)
     words = torch.randn(3, 16, attn.to_q.in_features)
     rope = tiny_model.rotary(3, 8, 8)
@@ -124,40 +109,6 @@ def test_injection_under_autograd_matches_and_backpropagates(tiny_model):
     with torch.no_grad():
         plain = processor(attn, video, words, image_rotary_emb=rope)
     assert all(torch.equal(a, b) for a, b in zip(graded, plain))
-
-
-def test_identical_main_and_reference_rows_give_the_plain_prediction(tiny_model):
-    """Attending to a duplicate of one's own keys changes nothing: the basis of exact reconstruction with injection."""
-    x, text = _inputs(tiny_model, batch=1)
-    plain = tiny_model.predict(x, 300, text)
-    state = InjectionState(layout=BatchLayout.build(1, shared_reference=True))
-    with injected(tiny_model.transformer, InjectionConfig(), state):
-        state.layout = BatchLayout.build(1, shared_reference=True)
-        both = tiny_model.predict(torch.cat([x, x]), 300, torch.cat([text, text]))
-    assert torch.allclose(both[0], plain[0], atol=1e-5)
-    assert torch.allclose(both[1], plain[0], atol=1e-5)
-
-
-def test_processors_restored_after_exit_and_after_exception(tiny_model):
-    before = dict(tiny_model.transformer.attn_processors)
-    with injected(tiny_model.transformer, InjectionConfig(blocks=(0,)), InjectionState()):
-        pass
-    assert tiny_model.transformer.attn_processors == before
-    with pytest.raises(RuntimeError, match="boom"):
-        with injected(tiny_model.transformer, InjectionConfig(), InjectionState()):
-            assert tiny_model.transformer.attn_processors != before
-            raise RuntimeError("boom")
-    after = tiny_model.transformer.attn_processors
-    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
-
-
-def test_block_selection_and_bad_blocks(tiny_model):
-    with injected(tiny_model.transformer, InjectionConfig(blocks=(1,)), InjectionState()):
-        flags = [p.inject for p in tiny_model.transformer.attn_processors.values()]
-    assert flags == [False, True]
-    with pytest.raises(ValueError, match="blocks must be in"):
-        with injected(tiny_model.transformer, InjectionConfig(blocks=(7,)), InjectionState()):
-            pass
 
 
 def test_injection_config_validation_and_steps():
@@ -177,31 +128,3 @@ def test_batch_layouts():
     assert (shared.size, shared.ref_of_main) == (5, (0, 0, 0, 0))
     paired = BatchLayout.build(2, shared_reference=False)
     assert (paired.size, paired.ref_of_main) == (4, (0, 1))
-
-
-@pytest.mark.parametrize("blocks", [(0,), ()])
-def test_reference_rows_are_not_computed_after_the_last_injecting_block(tiny_model, blocks):
-    """Every block after the last injecting one sees only the main rows (with blocks=() that is every block, so
-    the drop must hold for several blocks in a row), and the main rows' output is unchanged."""
-    x, text = _inputs(tiny_model, batch=3)
-    layout = BatchLayout.build(2, shared_reference=True)
-    seen = []
-    handles = [block.register_forward_hook(lambda module, args, output: seen.append(output[0].shape[0]))
-               for block in tiny_model.transformer.transformer_blocks]
-    try:
-        results = []
-        for drop in (True, False):
-            config = InjectionConfig(blocks=blocks if drop else None)
-            state = InjectionState()
-            with injected(tiny_model.transformer, config, state):
-                if not drop:  # the same computation without the row drop: only the chosen blocks inject here
-                    for processor in tiny_model.transformer.attn_processors.values():
-                        processor.inject = processor.block_index in blocks
-                state.layout = layout
-                results.append(tiny_model.predict(x, 500, text))
-    finally:
-        for handle in handles:
-            handle.remove()
-    kept = [3 if b <= max(blocks, default=-1) else 2 for b in range(len(handles))]
-    assert seen == kept + [3] * len(handles)
-    assert torch.allclose(results[0][:2], results[1][:2], atol=1e-6)

@@ -10,6 +10,9 @@ Three styles mirror the published checkpoints:
 - ``"2b"``: sincos positional embeddings (no RoPE) and ``snr_shift_scale=3.0``, like THUDM/CogVideoX-2b;
 - ``"5b"``: rotary positional embeddings and ``snr_shift_scale=1.0``, like THUDM/CogVideoX-5b;
 - ``"1.5"``: RoPE plus temporal patches (``patch_size_t=2``, no patch bias), like THUDM/CogVideoX1.5-5B.
+
+What every tiny family shares lives here too, and ``tiny_wan.py`` builds on it: the vocabulary and its tokenizer,
+the (U)T5 text encoder, the transformer sizes and ``build`` (seeded components -> pipeline in a dtype, eval mode).
 """
 
 from __future__ import annotations
@@ -84,13 +87,14 @@ def scheduler_config(style: str) -> dict:
     )
 
 
-def make_text_encoder(text_dim: int, head_dim: int):
-    """A small randomly initialised ``T5EncoderModel`` over ``VOCABULARY`` (2 layers, 4 heads of ``head_dim``),
-    drawn from torch's current random state."""
-    from transformers import T5Config, T5EncoderModel
+def make_text_encoder(text_dim: int, head_dim: int, umt5: bool = False):
+    """A small randomly initialised ``T5EncoderModel`` (CogVideoX's) or, with ``umt5``, ``UMT5EncoderModel`` (Wan's)
+    over ``VOCABULARY`` (2 layers, 4 heads of ``head_dim``), drawn from torch's current random state."""
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
-    return T5EncoderModel(
-        T5Config(
+    config_class, model_class = (UMT5Config, UMT5EncoderModel) if umt5 else (T5Config, T5EncoderModel)
+    return model_class(
+        config_class(
             vocab_size=len(SPECIAL_TOKENS) + len(VOCABULARY),
             d_model=text_dim,
             d_kv=head_dim,
@@ -105,67 +109,72 @@ def make_text_encoder(text_dim: int, head_dim: int):
     )
 
 
+def transformer_sizes(config, channels: int) -> dict:
+    """The keyword sizes every family's diffusers transformer takes, from a tiny config's sizes."""
+    return dict(num_attention_heads=config.num_heads, attention_head_dim=config.head_dim, in_channels=channels,
+                out_channels=channels, num_layers=config.num_layers)
+
+
+def build(pipeline_class, components, config, dtype: torch.dtype, **pipeline_config):
+    """A complete ``pipeline_class`` on the CPU: the tokenizer over ``VOCABULARY`` for ``config.text_len`` tokens and
+    the ``components(config)`` (models and scheduler, keyword -> part) drawn from ``config.seed``, every model in
+    ``dtype`` (built in float32) and in eval mode."""
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        torch.manual_seed(config.seed)
+        parts = components(config)
+    pipe = pipeline_class(tokenizer=make_tokenizer(config.text_len), **parts, **pipeline_config)
+    if dtype != torch.float32:
+        pipe.to(dtype=dtype)
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+    return pipe
+
+
 def build_tiny_pipeline(config: TinyConfig = TinyConfig(), dtype: torch.dtype = torch.float32):
-    """Build a complete ``CogVideoXPipeline`` with random weights drawn from ``config.seed``.
-
-    Args:
-        config: sizes and style (see ``TinyConfig``).
-        dtype: parameter dtype of every model.
-
-    Returns:
-        A ``diffusers.CogVideoXPipeline`` on the CPU in eval mode.
-    """
+    """A complete ``diffusers.CogVideoXPipeline`` of ``config``'s sizes and style with random weights drawn from
+    ``config.seed``, every model in ``dtype``, on the CPU in eval mode."""
     if config.style not in ("2b", "5b", "1.5"):
         raise ValueError(f"unknown tiny style {config.style!r}; use '2b', '5b' or '1.5'")
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+    from diffusers import CogVideoXPipeline
+
+    return build(CogVideoXPipeline, _components, config, dtype)
+
+
+def _components(config: TinyConfig) -> dict:
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
 
     rope = config.style != "2b"
     temporal_patches = 2 if config.style == "1.5" else None
     latent_size = config.sample_size // 8
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        vae = AutoencoderKLCogVideoX(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("CogVideoXDownBlock3D",) * 4,
-            up_block_types=("CogVideoXUpBlock3D",) * 4,
-            block_out_channels=(config.vae_channels,) * 4,
-            latent_channels=config.latent_channels,
-            layers_per_block=1,
-            norm_num_groups=2,
-            temporal_compression_ratio=4,
-            sample_height=config.sample_size,
-            sample_width=config.sample_size,
-        )
-        transformer = CogVideoXTransformer3DModel(
-            num_attention_heads=config.num_heads,
-            attention_head_dim=config.head_dim,
-            in_channels=config.latent_channels,
-            out_channels=config.latent_channels,
-            time_embed_dim=4 * config.head_dim,
-            text_embed_dim=config.text_dim,
-            num_layers=config.num_layers,
-            sample_width=latent_size,
-            sample_height=latent_size,
-            sample_frames=config.sample_frames,
-            patch_size=2,
-            patch_size_t=temporal_patches,
-            patch_bias=temporal_patches is None,
-            temporal_compression_ratio=4,
-            max_text_seq_length=config.text_len,
-            use_rotary_positional_embeddings=rope,
-            use_learned_positional_embeddings=False,
-        )
-        text_encoder = make_text_encoder(config.text_dim, head_dim=8)
-    pipe = CogVideoXPipeline(
-        tokenizer=make_tokenizer(config.text_len),
-        text_encoder=text_encoder,
-        vae=vae,
-        transformer=transformer,
-        scheduler=CogVideoXDDIMScheduler(**scheduler_config(config.style)),
+    vae = AutoencoderKLCogVideoX(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4,
+        block_out_channels=(config.vae_channels,) * 4,
+        latent_channels=config.latent_channels,
+        layers_per_block=1,
+        norm_num_groups=2,
+        temporal_compression_ratio=4,
+        sample_height=config.sample_size,
+        sample_width=config.sample_size,
     )
-    if dtype != torch.float32:
-        pipe.to(dtype=dtype)
-    for module in (vae, transformer, text_encoder):
-        module.eval()
-    return pipe
+    transformer = CogVideoXTransformer3DModel(
+        **transformer_sizes(config, config.latent_channels),
+        time_embed_dim=4 * config.head_dim,
+        text_embed_dim=config.text_dim,
+        sample_width=latent_size,
+        sample_height=latent_size,
+        sample_frames=config.sample_frames,
+        patch_size=2,
+        patch_size_t=temporal_patches,
+        patch_bias=temporal_patches is None,
+        temporal_compression_ratio=4,
+        max_text_seq_length=config.text_len,
+        use_rotary_positional_embeddings=rope,
+        use_learned_positional_embeddings=False,
+    )
+    text_encoder = make_text_encoder(config.text_dim, head_dim=8)
+    scheduler = CogVideoXDDIMScheduler(**scheduler_config(config.style))
+    return dict(vae=vae, transformer=transformer, text_encoder=text_encoder, scheduler=scheduler)

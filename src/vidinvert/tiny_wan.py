@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .tiny import SPECIAL_TOKENS, VOCABULARY, make_tokenizer
+from . import tiny
 
 STYLES = ("2.1", "2.2", "2.2-5b")
 BOUNDARY_RATIO = 0.875  # Wan2.2-T2V-A14B's model_index.json value
@@ -49,38 +49,20 @@ def native_size(style: str) -> tuple[int, int]:
 
 
 def make_text_encoder(text_dim: int):
-    """A small randomly initialised ``UMT5EncoderModel`` over ``tiny.VOCABULARY``, from torch's random state."""
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    return UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(SPECIAL_TOKENS) + len(VOCABULARY),
-            d_model=text_dim,
-            d_kv=8,
-            d_ff=2 * text_dim,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            dropout_rate=0.0,
-            pad_token_id=0,
-            eos_token_id=1,
-        )
-    )
+    """A small randomly initialised ``UMT5EncoderModel`` over ``tiny.VOCABULARY`` (heads of 8), from torch's random
+    state."""
+    return tiny.make_text_encoder(text_dim, head_dim=8, umt5=True)
 
 
 def _transformer(config: TinyWanConfig, channels: int):
     from diffusers import WanTransformer3DModel
 
     return WanTransformer3DModel(
+        **tiny.transformer_sizes(config, channels),
         patch_size=(1, 2, 2),
-        num_attention_heads=config.num_heads,
-        attention_head_dim=config.head_dim,
-        in_channels=channels,
-        out_channels=channels,
         text_dim=config.text_dim,
         freq_dim=256,
         ffn_dim=32,
-        num_layers=config.num_layers,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,
@@ -88,52 +70,37 @@ def _transformer(config: TinyWanConfig, channels: int):
 
 
 def build_tiny_wan_pipeline(config: TinyWanConfig = TinyWanConfig(), dtype: torch.dtype = torch.float32):
-    """Build a complete ``WanPipeline`` with random weights drawn from ``config.seed``.
-
-    Args:
-        config: sizes and style (see ``TinyWanConfig``).
-        dtype: parameter dtype of every model.
-
-    Returns:
-        A ``diffusers.WanPipeline`` on the CPU in eval mode.
-    """
+    """A complete ``diffusers.WanPipeline`` of ``config``'s sizes and style with random weights drawn from
+    ``config.seed``, every model in ``dtype``, on the CPU in eval mode."""
     if config.style not in STYLES:
         raise ValueError(f"unknown tiny Wan style {config.style!r}; use one of {', '.join(STYLES)}")
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanPipeline
+    from diffusers import WanPipeline
+
+    return tiny.build(WanPipeline, _components, config, dtype,
+                      boundary_ratio=BOUNDARY_RATIO if config.style == "2.2" else None,
+                      expand_timesteps=config.style == "2.2-5b")
+
+
+def _components(config: TinyWanConfig) -> dict:
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
     five_b = config.style == "2.2-5b"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        if five_b:  # per diffusers tests/pipelines/wan/test_wan_22.py (Wan225BPipelineFastTests)
-            vae = AutoencoderKLWan(base_dim=3, z_dim=48, in_channels=12, out_channels=12, is_residual=True,
-                                   patch_size=2, latents_mean=[0.0] * 48, latents_std=[1.0] * 48,
-                                   dim_mult=[1, 1, 1, 1], num_res_blocks=1, scale_factor_spatial=16,
-                                   scale_factor_temporal=4, temperal_downsample=[False, True, True])
-        else:  # the default latents_mean/std of the 16-channel Wan 2.1 VAE
-            vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                                   temperal_downsample=[False, True, True])
-        channels = vae.config.z_dim
-        transformer = _transformer(config, channels)
-        transformer_2 = _transformer(config, channels) if config.style == "2.2" else None
-        text_encoder = make_text_encoder(config.text_dim)
+    if five_b:  # per diffusers tests/pipelines/wan/test_wan_22.py (Wan225BPipelineFastTests)
+        vae = AutoencoderKLWan(base_dim=3, z_dim=48, in_channels=12, out_channels=12, is_residual=True,
+                               patch_size=2, latents_mean=[0.0] * 48, latents_std=[1.0] * 48,
+                               dim_mult=[1, 1, 1, 1], num_res_blocks=1, scale_factor_spatial=16,
+                               scale_factor_temporal=4, temperal_downsample=[False, True, True])
+    else:  # the default latents_mean/std of the 16-channel Wan 2.1 VAE
+        vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                               temperal_downsample=[False, True, True])
+    channels = vae.config.z_dim
+    transformer = _transformer(config, channels)
+    transformer_2 = _transformer(config, channels) if config.style == "2.2" else None
+    text_encoder = make_text_encoder(config.text_dim)
     if config.style == "2.1":
         scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
     else:  # what the published Wan 2.2 folders ship
         scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                             flow_shift=5.0 if five_b else 3.0)
-    pipe = WanPipeline(
-        tokenizer=make_tokenizer(config.text_len),
-        text_encoder=text_encoder,
-        vae=vae,
-        transformer=transformer,
-        scheduler=scheduler,
-        transformer_2=transformer_2,
-        boundary_ratio=BOUNDARY_RATIO if config.style == "2.2" else None,
-        expand_timesteps=five_b,
-    )
-    if dtype != torch.float32:
-        pipe.to(dtype=dtype)
-    for module in (vae, transformer, transformer_2, text_encoder):
-        if module is not None:
-            module.eval()
-    return pipe
+    return dict(vae=vae, transformer=transformer, transformer_2=transformer_2, text_encoder=text_encoder,
+                scheduler=scheduler)

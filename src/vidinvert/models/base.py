@@ -1,8 +1,9 @@
 """What the samplers, the inversion and the editor need from a model family: the ``VideoFamily`` protocol.
 
-A family module (``cogvideox.py``; more to come) wraps a diffusers pipeline in a class with these members. Nothing
-above this layer (``sampling``, ``exact``, ``inversion``, ``editing``, ``blend``, ``krnr``, ``jobs``) reads a
-pipeline directly, so a new family is a new module plus one line in ``registry.FAMILIES``.
+A family module (``cogvideox.py``, ``wan.py``) wraps a diffusers pipeline in a class with these members, a subclass
+of ``family.DiffusersFamily`` (what every family does the same way) that keeps only what differs. Nothing above this
+layer (``sampling``, ``exact``, ``inversion``, ``editing``, ``blend``, ``krnr``, ``jobs``) reads a pipeline
+directly, so a new family is a new module (adapter and injection processor) plus one line in ``registry.FAMILIES``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class VideoFamily(Protocol):
     channels, height, width); text embeddings ``[B, L, D]`` in the model dtype.
     """
 
-    family: str  # "cogvideox", ...
+    family: str  # "cogvideox", "wan"
     name: str  # how the model is named in saved inversions and settings
     spatial_factor: int  # pixels per latent cell
     temporal_factor: int  # pixel frames per latent frame (after the first)

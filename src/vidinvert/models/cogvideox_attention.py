@@ -1,10 +1,11 @@
-"""CogVideoX's self-attention with key/value injection, and the context manager that installs it.
+"""CogVideoX's self-attention with key/value injection: its projections and RoPE over the shared core.
 
-CogVideoX attends jointly over ``[text; video]`` tokens in each block's ``attn1``. ``KVInjectionProcessor`` has the
-contract of diffusers' ``CogVideoXAttnProcessor2_0``; with no batch layout set it computes exactly what that
-processor computes. With a layout, the main rows' queries see ``[own keys; reference keys]`` (text and video tokens
-of both, RoPE applied to each group's video tokens at their own positions; see ``attention.attend_with_reference``)
-and reference rows attend only to themselves, so the reference branch reproduces the inversion's computation.
+CogVideoX attends jointly over ``[text; video]`` tokens in each block's ``attn1``. ``CogVideoXInjectionProcessor``
+has the contract of diffusers' ``CogVideoXAttnProcessor2_0`` and, like it, attends with plain SDPA; with no batch
+layout set it computes exactly what that processor computes. With a layout, the main rows' queries see ``[own keys;
+reference keys]`` (text and video tokens of both, RoPE applied to each group's video tokens at their own positions)
+and reference rows attend only to themselves (``injection.InjectionProcessor.attention``). ``SITES`` says where
+``injection.injected`` installs it.
 
 Copies: queries/keys/values stay in the projections' token-major memory (``[B, S, heads, head_dim]``, handed to
 SDPA as transposed views, the layout diffusers' own processor uses), RoPE is written over the video slice in place,
@@ -13,13 +14,9 @@ a shared reference row is broadcast rather than gathered.
 
 from __future__ import annotations
 
-import re
-from contextlib import contextmanager
-
 import torch
 
-from ..attention import (InjectionConfig, InjectionState, attend_with_reference, pad_back_dropped_rows, record,
-                         sdpa)
+from .injection import InjectionProcessor, TransformerSites
 
 
 def _project(attn, hidden: torch.Tensor, text_length: int, rotary):
@@ -42,19 +39,9 @@ def _project(attn, hidden: torch.Tensor, text_length: int, rotary):
     return query, key, value
 
 
-class KVInjectionProcessor:
-    """Self-attention processor of one CogVideoX block, with optional key/value injection.
-
-    Args:
-        state: shared per-step state; its ``layout`` says which rows are main and reference.
-        block_index: index of the block this processor serves.
-        inject: whether this block injects at all (``InjectionConfig.injects_block``).
-    """
-
-    def __init__(self, state: InjectionState, block_index: int, inject: bool):
-        self.state = state
-        self.block_index = block_index
-        self.inject = inject
+class CogVideoXInjectionProcessor(InjectionProcessor):
+    """Self-attention processor of one CogVideoX block, with optional key/value injection (arguments: see
+    ``InjectionProcessor``)."""
 
     def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None):
         """Same contract as diffusers' ``CogVideoXAttnProcessor2_0``: returns ``(video_out, text_out)``.
@@ -68,84 +55,18 @@ class KVInjectionProcessor:
         text_length = encoder_hidden_states.size(1)
         hidden = torch.cat([encoder_hidden_states, hidden_states], dim=1)  # [B, L + N, D]
         batch, length, _ = hidden.shape
-        layout = self.state.layout if self.inject else None
+        layout = self.layout(attention_mask)
         if attention_mask is not None:
-            if layout is not None:
-                raise ValueError("key/value injection does not support an attention mask")
             attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
             attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
         query, key, value = _project(attn, hidden, text_length, image_rotary_emb)  # [B, S, heads, head_dim]
-        record(self.state, self.block_index, key, value)
-        if layout is None:
-            out = sdpa(query, key, value, attention_mask)  # [B, S, heads, head_dim]
-        else:
-            out = attend_with_reference(query, key, value, self.state, self.block_index)
+        out = self.attention(query, key, value, attention_mask, layout)  # [B, S, heads, head_dim]
         out = out.reshape(batch, length, -1)  # [B, S, heads * head_dim]
         out = attn.to_out[1](attn.to_out[0](out))  # linear projection, dropout
         text_out, video_out = out.split([text_length, length - text_length], dim=1)
         return video_out, text_out
 
 
-def _drop_unread_reference_rows(transformer, config: InjectionConfig, state: InjectionState) -> list:
-    """Stop computing reference rows after the last injecting block: no later layer reads them.
-
-    A pre-hook on every later block keeps only the main rows of its inputs (the transformer hands each block the
-    full-batch timestep embedding again, so one cut at the first of them is not enough); a pre-hook on
-    ``norm_final`` pads the batch back with zeros, so the transformer's output keeps its batch size (the editor
-    reads only the main rows). Returns the hook handles (none when the last block injects).
-    """
-    blocks = transformer.transformer_blocks
-    last = len(blocks) - 1 if config.blocks is None else max(config.blocks, default=-1)
-    if not config.enabled or last >= len(blocks) - 1:
-        return []
-
-    def drop(module, args, kwargs):
-        layout = state.layout
-        if layout is None or layout.num_ref == 0:
-            return None
-        state.dropped_rows = layout.num_ref
-        keep = layout.num_main
-        for name in ("hidden_states", "encoder_hidden_states", "temb"):
-            kwargs[name] = kwargs[name][:keep]  # a no-op for inputs already cut by the previous block
-        return args, kwargs
-
-    handles = [block.register_forward_pre_hook(drop, with_kwargs=True) for block in blocks[last + 1 :]]
-    return handles + [transformer.norm_final.register_forward_pre_hook(pad_back_dropped_rows(state))]
-
-
-_BLOCK = re.compile(r"^transformer_blocks\.(\d+)\.attn1\.processor$")
-
-
-@contextmanager
-def injected(transformer, config: InjectionConfig, state: InjectionState):
-    """Install one ``KVInjectionProcessor`` per block's self-attention; restore the originals on exit or error.
-
-    Args:
-        transformer: a ``CogVideoXTransformer3DModel``.
-        config: which blocks inject.
-        state: the state object the editor updates per step.
-
-    Yields:
-        ``state``.
-    """
-    originals = dict(transformer.attn_processors)
-    num_blocks = len(transformer.transformer_blocks)
-    if config.blocks is not None and any(not 0 <= b < num_blocks for b in config.blocks):
-        raise ValueError(f"injection blocks must be in 0..{num_blocks - 1}, got {list(config.blocks)}")
-    replacement = {}
-    for name, processor in originals.items():
-        match = _BLOCK.match(name)
-        if match:
-            index = int(match.group(1))
-            replacement[name] = KVInjectionProcessor(state, index, config.injects_block(index))
-        else:
-            replacement[name] = processor
-    transformer.set_attn_processor(replacement)
-    hooks = _drop_unread_reference_rows(transformer, config, state)
-    try:
-        yield state
-    finally:
-        for hook in hooks:
-            hook.remove()
-        transformer.set_attn_processor(dict(originals))
-        state.layout, state.reference_kv, state.record_row = None, None, None
+# per diffusers cogvideox_transformer_3d.py: blocks called with keyword inputs, norm_final after the last one
+SITES = TransformerSites(CogVideoXInjectionProcessor, "transformer_blocks",
+                         ("hidden_states", "encoder_hidden_states", "temb"), "norm_final")

@@ -60,3 +60,11 @@ def available_memory(device: torch.device) -> int | None:
     except (OSError, RuntimeError, ValueError):
         return None
     return None
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is torch's or Python's way of saying an allocation failed (CUDA or CPU)."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)

@@ -13,7 +13,8 @@ import torch
 
 from ..errors import VidinvertError
 from ..settings import MODEL_SETTINGS_FILE, OFFLOAD_MODES, ModelSettings, check_model_edit_defaults
-from .device import auto_dtype, resolve_device, resolve_dtype
+from .device import auto_dtype, is_out_of_memory, resolve_device, resolve_dtype
+from .folder import check_pipeline_folder
 
 DEMO_MODEL = "demo"  # the small CogVideoX trained on the synthetic world, shipped in vidinvert/demo/model
 DEMO_WAN = "demo-wan"  # the small Wan 2.1-layout model trained on the same world, in vidinvert/demo/model_wan
@@ -64,14 +65,16 @@ def _pipeline_class(folder: Path, name: str) -> str:
 def _from_pretrained(model: str, dtype: torch.dtype):
     """Load a folder (family read from its ``model_index.json``) or a hub id; one-line errors otherwise.
 
-    A folder is loaded with its own pipeline class; a hub id through ``DiffusionPipeline`` (which reads the same
-    ``_class_name``), then refused if its class is not one of ``FAMILIES``.
+    A folder is loaded with its own pipeline class, after ``check_pipeline_folder`` (its files and config sizes); a
+    hub id through ``DiffusionPipeline`` (which reads the same ``_class_name``), then refused if its class is not one
+    of ``FAMILIES``. Whatever any component's loader raises (weights, config, tokenizer, scheduler) is one line.
     """
     import diffusers
 
     path = Path(model).expanduser()
     if path.exists():
         loader = getattr(diffusers, _pipeline_class(path, model))
+        check_pipeline_folder(path, model, dtype)
         source = str(path)
     elif model.count("/") == 1 and not model.startswith((".", "/", "~")):
         loader, source = diffusers.DiffusionPipeline, model  # a hub id
@@ -79,7 +82,11 @@ def _from_pretrained(model: str, dtype: torch.dtype):
         raise VidinvertError(f"model not found: {model}", f"give a local pipeline folder or a hub id like {EXAMPLE_HUB_ID}")
     try:
         pipe = loader.from_pretrained(source, dtype=dtype)
-    except (OSError, ValueError, EnvironmentError, KeyError, TypeError, AttributeError) as err:
+    except Exception as err:  # noqa: BLE001 - each library fails its own way, e.g. a pickled .bin refused by torch's
+        # weights_only is an OSError from diffusers (transformer, VAE) but an UnpicklingError from transformers
+        if is_out_of_memory(err):
+            raise VidinvertError(f"out of memory loading {model}",
+                                 "free memory, use --dtype bf16, or a smaller model") from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise VidinvertError(
             f"could not load {model}: {first[:200]}",
@@ -218,12 +225,15 @@ def recommended_edit(pipe) -> dict:
 def wrap(pipe, name: str | None = None):
     """The family adapter for a loaded pipeline (``VideoFamily``), chosen by the pipeline's class, with the edit
     settings its folder recommends (``recommended_edit``)."""
-    model = _adapter(pipe, name)
+    model = adapter_for(pipe, name)
     model.recommended_edit = recommended_edit(pipe)
     return model
 
 
-def _adapter(pipe, name: str | None):
+def adapter_for(pipe, name: str | None = None):
+    """The family adapter (a ``family.DiffusersFamily``) for a loaded pipeline, chosen by the pipeline's class
+    (``FAMILIES``; one-line error for any other), with the native size and trained frames of a bundled or tiny model
+    named ``name``."""
     if family_of(pipe) == "wan":
         from .wan import WanModel
 
@@ -235,9 +245,9 @@ def _adapter(pipe, name: str | None):
 
             native = native_size(TINY_WAN[name])
         return WanModel(pipe, name=name, native_size=native, trained_frames=trained)
-    from .cogvideox import VideoModel
+    from .cogvideox import CogVideoXModel
 
-    return VideoModel(pipe, name=name)
+    return CogVideoXModel(pipe, name=name)
 
 
 def open_model(settings: ModelSettings = ModelSettings()):

@@ -1,21 +1,21 @@
 """Wan family adapter (Wan 2.1 T2V, Wan 2.2 T2V-A14B and TI2V-5B): wraps a diffusers ``WanPipeline``.
 
-``WanModel`` gives the samplers what ``models/base.py`` asks for: the VAE with Wan's per-channel latent
-normalisation, the UMT5 text encoder, one transformer evaluation per call, and the flow-matching schedule read off the
-pipeline's scheduler. Wan 2.2's two experts (``transformer`` at timesteps >= ``boundary_ratio x 1000``,
-``transformer_2`` below, per diffusers pipelines/wan/pipeline_wan.py) are switched inside ``predict``, so inversion
-and editing switch at the same boundary; TI2V-5B's per-token timesteps (``expand_timesteps``) are built there too.
+``WanModel`` is the family base (``family.DiffusersFamily``) plus what is Wan's own: the VAE's per-channel latent
+normalisation, the flow-matching schedule read off the pipeline's scheduler, video-only self-attention tokens, the
+RoPE table's limits and one transformer evaluation per call. Wan 2.2's two experts (``transformer`` at timesteps
+>= ``boundary_ratio x 1000``, ``transformer_2`` below, per diffusers pipelines/wan/pipeline_wan.py) are switched
+inside ``predict``, so inversion and editing switch at the same boundary; TI2V-5B's per-token timesteps
+(``expand_timesteps``) are built there too.
 """
 
 from __future__ import annotations
-
 
 import torch
 
 from ..errors import VidinvertError
 from ..schedule import Schedule, flow_schedule_from_scheduler, split_last_step
-from ..settings import MAX_STEPS
-from .parts import PromptCache, check_frame_layout, fingerprint, transformer_step_bytes
+from .family import DiffusersFamily
+from .wan_attention import SITES
 
 TEXT_LENGTH = 512  # UMT5 tokens a prompt is padded/cut to (WanPipeline.__call__'s max_sequence_length default)
 NATIVE_SIZE = (480, 832)  # WanPipeline.__call__'s default height/width (Wan 2.1 480p, Wan 2.2 A14B)
@@ -38,7 +38,7 @@ DEFAULT_NEGATIVE_PROMPT = (
 UMT5_VOCABULARY = 250_000  # a tokenizer with at least this many tokens is Wan's UMT5 one (256k), which reads it
 
 
-class WanModel:
+class WanModel(DiffusersFamily):
     """What the samplers see of a Wan pipeline (the ``VideoFamily`` protocol of ``models/base.py``).
 
     Args:
@@ -50,21 +50,12 @@ class WanModel:
             default (Wan's config does not carry it); default: Wan's 81.
     """
 
+    family, label, default_name, sites = "wan", "Wan", "tiny-wan", SITES
+
     def __init__(self, pipe, name: str | None = None, native_size: tuple[int, int] | None = None,
                  trained_frames: int | None = None):
-        missing = [n for n in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler") if getattr(pipe, n, None) is None]
-        if missing or not hasattr(pipe.transformer, "blocks"):
-            raise VidinvertError(
-                f"{type(pipe).__name__} is not a Wan text-to-video pipeline (missing {', '.join(missing) or 'blocks'})",
-                "load one with vidinvert.load_pipeline",
-            )
-        self.family = "wan"
-        self.pipe = pipe
-        self.name = name or getattr(pipe, "name_or_path", None) or "tiny-wan"
-        self.transformer = pipe.transformer
+        super().__init__(pipe, name)
         self.transformer_2 = getattr(pipe, "transformer_2", None)
-        self.vae = pipe.vae
-        self.config = pipe.transformer.config
         self.boundary_ratio = pipe.config.get("boundary_ratio", None)
         self.expand_timesteps = bool(pipe.config.get("expand_timesteps", False))
         if self.boundary_ratio is not None and self.transformer_2 is None:
@@ -72,8 +63,6 @@ class WanModel:
                                  "load the full Wan 2.2 folder (both experts)")
         limit = getattr(pipe.tokenizer, "model_max_length", TEXT_LENGTH) or TEXT_LENGTH
         self.text_length = int(min(TEXT_LENGTH, limit))  # prompts are padded/cut to this many tokens
-        self.spatial_factor = pipe.vae_scale_factor_spatial  # pixels per latent cell
-        self.temporal_factor = pipe.vae_scale_factor_temporal  # pixel frames per latent frame (after the first)
         _, p_h, p_w = self.config.patch_size
         self.size_multiple = self.spatial_factor * max(p_h, p_w)  # frame sizes must divide by this (16 or 32)
         self.trained_frames = trained_frames or DEFAULT_FRAMES  # Wan is trained and run at 81 frames (21 latent)
@@ -84,53 +73,31 @@ class WanModel:
         # or copied to a folder); "" for the tiny and demo models, whose small vocabularies would read it as unknowns.
         readable = len(pipe.tokenizer) >= UMT5_VOCABULARY
         self.default_negative_prompt = DEFAULT_NEGATIVE_PROMPT if readable else ""
-        self.recommended_edit: dict = {}  # edit settings the model folder recommends (registry.wrap fills it)
-        self._prompts = PromptCache(pipe, self.text_length)
-
-    # ---- identity -------------------------------------------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        # per diffusers pipelines/pipeline_utils.py: the execution device accounts for CPU-offload hooks
-        return self.pipe._execution_device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
 
     @property
     def experts(self) -> tuple:
         """The transformers that may run: ``(transformer,)`` or, for Wan 2.2 A14B, ``(transformer, transformer_2)``."""
         return (self.transformer,) if self.transformer_2 is None else (self.transformer, self.transformer_2)
 
-    def fingerprint(self) -> str:
-        """A short hash of the configs and a sample of the weights: tells one model from another cheaply."""
-        return fingerprint((*self.experts, self.vae), (self.pipe.scheduler.config, self.pipe.config))
-
-    @property
-    def num_blocks(self) -> int:
-        return len(self.transformer.blocks)
+    def _fingerprint_configs(self) -> tuple:
+        return (self.pipe.scheduler.config, self.pipe.config)
 
     def native_size(self) -> tuple[int, int]:
         """(height, width) in pixels the model is run at by default (multiples of ``size_multiple``)."""
         return self._native
 
-    def frames_for(self, count: int) -> int:
-        """The largest ``4k + 1`` frame count (Wan's rule; 81 by default) not above ``count``."""
-        return count - (count - 1) % self.temporal_factor
-
-    def schedule(self, num_steps: int, split_clean_end: bool = False) -> Schedule:
-        """The forward scheduler's flow-matching sigmas for ``num_steps`` steps (inversion uses the same ones); with
-        ``split_clean_end`` the last step is cut in two at half its sigma (``schedule.split_last_step``)."""
-        limit = min(MAX_STEPS, int(self.pipe.scheduler.config.num_train_timesteps))
-        if not 1 <= num_steps <= limit:
-            raise VidinvertError(f"steps must be between 1 and {limit} for this model, got {num_steps}", "use e.g. 50")
+    def _scheduler_schedule(self, num_steps: int) -> Schedule:
+        """The forward scheduler's flow-matching sigmas."""
         try:
-            schedule = flow_schedule_from_scheduler(self.pipe.scheduler, num_steps)
+            return flow_schedule_from_scheduler(self.pipe.scheduler, num_steps)
         except TypeError as err:
             raise VidinvertError(f"cannot read a flow schedule off this Wan pipeline: {err}",
                                  "use FlowMatchEulerDiscreteScheduler or UniPC with use_flow_sigmas") from None
-        sigma = float(schedule.alpha_from[-1]) / 2  # halfway from the last step's level to the clean latent
-        if split_clean_end and sigma > 0:
+
+    def _split_last(self, schedule: Schedule) -> Schedule:
+        """The last step cut at half its sigma (halfway from its level to the clean latent)."""
+        sigma = float(schedule.alpha_from[-1]) / 2
+        if sigma > 0:
             train = float(self.pipe.scheduler.config.num_train_timesteps)
             schedule = split_last_step(schedule, sigma * train, sigma)
         return schedule
@@ -146,46 +113,17 @@ class WanModel:
         boundary = self.boundary_timestep()
         return 0 if boundary is None or t >= boundary else 1
 
-    # ---- attention --------------------------------------------------------------------------------------------
+    # ---- attention and memory -------------------------------------------------------------------------------
     def tokens_per_row(self, latent_shape: tuple[int, ...]) -> int:
         """Video tokens of one row of latents ``[B, T, C', h, w]`` (text enters through cross-attention only)."""
         _, frames, _, height, width = latent_shape
         p_t, p_h, p_w = self.config.patch_size
         return (frames // p_t) * (height // p_h) * (width // p_w)
 
-    def attention_width(self) -> int:
-        return self.config.num_attention_heads * self.config.attention_head_dim
-
-    def memory_need(self, frames: int, height: int, width: int, rows: int) -> dict[str, int]:
-        """Rough peak bytes of the VAE and of one transformer step (weights, already loaded, not counted).
-
-        VAE: Wan's causal VAE runs a few frames at a time (per diffusers ``autoencoder_kl_wan.py``: the first frame,
-        then chunks of ``temporal factor`` frames, with cached features); about ten tensors of ``base_dim`` channels
-        alive at full resolution (one tile with tiling). Transformer: per layer about ten ``rows x tokens x width``
-        tensors alive, attention computed without a tokens^2 matrix.
-        """
-        vae = self.vae
-        elem = torch.finfo(vae.dtype).bits // 8
-        tile_h, tile_w = height, width
-        if getattr(vae, "use_tiling", False):
-            tile_h = min(height, getattr(vae, "tile_sample_min_height", height))
-            tile_w = min(width, getattr(vae, "tile_sample_min_width", width))
-        chunk = min(frames, self.temporal_factor + 2)
-        vae_bytes = 10 * vae.config.base_dim * chunk * tile_h * tile_w * elem
-        vae_bytes += 2 * frames * 3 * height * width * 4  # the frames in and out, float32
-        return {"vae": int(vae_bytes), "transformer": transformer_step_bytes(self, frames, height, width, rows)}
-
-    def injected(self, config, state):
-        """Install key/value injection in every expert's self-attention (see ``wan_attention.injected``)."""
-        from .wan_attention import injected
-
-        return injected(self.experts, config, state)
-
-    # ---- text -----------------------------------------------------------------------------------------------
-    def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """UMT5 embeddings ``[len(prompts), L, D]`` in the transformer dtype(padding zeroed, as the pipeline does); warns when a prompt is cut to L
-        tokens."""
-        return self._prompts.encode(prompts, self.device, self.dtype)
+    def _vae_working_set(self, frames: int) -> tuple[int, int]:
+        """Wan's causal VAE runs a few frames at a time (per diffusers ``autoencoder_kl_wan.py``: the first frame,
+        then chunks of ``temporal factor`` frames, with cached features) at ``base_dim`` channels."""
+        return self.vae.config.base_dim, min(frames, self.temporal_factor + 2)
 
     # ---- VAE ------------------------------------------------------------------------------------------------
     def _latent_stats(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,36 +133,19 @@ class WanModel:
         std = torch.tensor(self.vae.config.latents_std).view(shape).to(device, dtype)
         return mean, std
 
-    @torch.no_grad()
-    def encode(self, frames: torch.Tensor, generator: torch.Generator | None = None, sample: bool = False) -> torch.Tensor:
-        """Frames ``[F, C, H, W]`` in [-1, 1] -> float32 latents ``[1, T, C', h, w]``, normalised per channel.
-
-        The normalisation is ``(z - latents_mean) / latents_std`` (per diffusers pipeline_wan_video2video.py
-        ``prepare_latents``, which multiplies by ``1 / latents_std``); the posterior mean is taken unless ``sample``.
-        """
-        self.check_frames(frames)
-        video = frames.to(device=self.device, dtype=self.vae.dtype).unsqueeze(0).permute(0, 2, 1, 3, 4)  # [1, C, F, H, W]
-        posterior = self.vae.encode(video).latent_dist
-        latents = posterior.sample(generator) if sample else posterior.mode()  # [1, C', T, h, w]
+    def scale_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """``(z - latents_mean) / latents_std`` per channel (per diffusers pipeline_wan_video2video.py
+        ``prepare_latents``, which multiplies by ``1 / latents_std``)."""
         mean, std = self._latent_stats(latents.device, latents.dtype)
-        latents = (latents - mean) * (1.0 / std)
-        return latents.permute(0, 2, 1, 3, 4).float()  # [1, T, C', h, w]
+        return (latents - mean) * (1.0 / std)
 
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents ``[B, T, C', h, w]`` -> float32 frames ``[B, F, C, H, W]`` in [-1, 1], ``F = (T - 1) k + 1``
-        (undoing the normalisation as ``WanPipeline.__call__`` does)."""
-        z = latents.to(device=self.device, dtype=self.vae.dtype).permute(0, 2, 1, 3, 4)  # [B, C', T, h, w]
-        mean, std = self._latent_stats(z.device, z.dtype)
-        z = z / (1.0 / std) + mean
-        video = self.vae.decode(z).sample  # [B, C, F, H, W]
-        frames = (latents.shape[1] - 1) * self.temporal_factor + 1
-        video = video[:, :, -frames:]  # [B, C, F, H, W]
-        return video.permute(0, 2, 1, 3, 4).float().clamp(-1, 1)  # [B, F, C, H, W]
+    def unscale_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Undoes ``scale_latents`` as ``WanPipeline.__call__`` does."""
+        mean, std = self._latent_stats(latents.device, latents.dtype)
+        return latents / (1.0 / std) + mean
 
-    def check_frames(self, frames: torch.Tensor) -> None:
-        """One-line errors for frame tensors the VAE or transformer cannot take."""
-        count, height, width = check_frame_layout(frames, self.temporal_factor, self.size_multiple, "Wan")
+    def _check_positions(self, count: int, height: int, width: int) -> None:
+        """The longest axis of the patch grid must fit the transformer's RoPE table."""
         latent_frames = (count - 1) // self.temporal_factor + 1
         p_t, p_h, p_w = self.config.patch_size
         longest = max(latent_frames // p_t, height // self.spatial_factor // p_h, width // self.spatial_factor // p_w)
