@@ -434,6 +434,7 @@ def page(server, browser):
 def _expect():
     from playwright.sync_api import expect
 
+    expect.set_options(timeout=30_000)  # the first click loads the model: seconds on a busy machine (default 5 s)
     return expect
 
 

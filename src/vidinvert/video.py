@@ -393,6 +393,8 @@ def _limit_decoder(stream, path: Path) -> None:
     The size is the stream's (from the container header), or for a PNG whose size FFmpeg would only learn by
     decoding, the one in its IHDR chunk.
     """
+    if stream.codec_context is None:  # a stream FFmpeg has no decoder for: decoding fails later, in one line
+        return
     height, width = stream.codec_context.height, stream.codec_context.width
     if not (height and width):
         height, width = _png_size(path)

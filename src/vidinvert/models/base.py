@@ -2,7 +2,7 @@
 
 A family module (``cogvideox.py``, ``wan.py``) wraps a diffusers pipeline in a class with these members, a subclass
 of ``family.DiffusersFamily`` (what every family does the same way) that keeps only what differs. Nothing above this
-layer (``sampling``, ``exact``, ``inversion``, ``editing``, ``blend``, ``krnr``, ``jobs``) reads a pipeline
+layer (``sampling``, ``exact``, ``inversion``, ``editing``, ``blend``, ``krnr``, ``engine``) reads a pipeline
 directly, so a new family is a new module (adapter and injection processor) plus one line in ``registry.FAMILIES``.
 """
 

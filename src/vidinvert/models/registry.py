@@ -263,7 +263,7 @@ def open_model(settings: ModelSettings = ModelSettings()):
 def model_note(name: str) -> str | None:
     """What a user should know about a bundled model (None for real weights)."""
     if name == DEMO_MODEL:
-        return ("using the bundled demo model, a 2.5M-parameter CogVideoX trained on a synthetic world: it knows "
+        return ("using the bundled demo model, a 4.4M-parameter CogVideoX trained on a synthetic world: it knows "
                 f"captions like '{EXAMPLE_PROMPT}'; use real weights such as "
                 f"{EXAMPLE_HUB_ID} for real videos")
     if name == DEMO_WAN:
