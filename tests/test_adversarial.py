@@ -365,29 +365,26 @@ def test_symlink_loop_as_input_is_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "symlink loop" in err
 
 
-@pytest.mark.slow
-def test_adversarial_bench_holds_for_hostile_inputs(monkeypatch, capsys):
-    """A quick slice of bench/adversarial.py (playlists, refused before any model work; the whole set takes minutes)."""
+def _bench_slice(monkeypatch, capsys, only: str) -> str:
+    """Run bench/adversarial.py on the cases whose name holds ``only``; it must pass. Returns what it printed."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("adversarial", Path(__file__).parents[1] / "bench" / "adversarial.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    monkeypatch.setattr(sys, "argv", ["adversarial.py", "--only", "input hls"])
+    monkeypatch.setattr(sys, "argv", ["adversarial.py", "--only", only])
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[1] / "src"))
     assert bench.main() == 0, capsys.readouterr().out
-    assert "ok   input hls.m3u8" in capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_adversarial_bench_holds_for_hostile_inputs(monkeypatch, capsys):
+    """A quick slice of bench/adversarial.py (playlists, refused before any model work; the whole set takes minutes)."""
+    assert "ok   input hls.m3u8" in _bench_slice(monkeypatch, capsys, "input hls")
 
 
 def test_adversarial_bench_holds_for_hostile_job_files(monkeypatch, capsys):
     """A quick slice of bench/adversarial.py's batch cases (rows refused before any model work)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("adversarial", Path(__file__).parents[1] / "bench" / "adversarial.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    monkeypatch.setattr(sys, "argv", ["adversarial.py", "--only", "batch prompt"])
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[1] / "src"))
-    assert bench.main() == 0, capsys.readouterr().out
-    out = capsys.readouterr().out
+    out = _bench_slice(monkeypatch, capsys, "batch prompt")
     assert "ok   batch prompt 5" in out and "ok   batch prompt true" in out
