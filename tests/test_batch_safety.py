@@ -287,3 +287,13 @@ def test_property_no_file_of_the_user_is_lost_and_every_row_is_recorded_once(tmp
         for r in table:
             assert (r["status"] == "done") == (r["error"] is None)
             assert all((out / f).is_file() for f in r["outputs"])
+
+
+def test_an_empty_folder_the_user_made_stays_after_a_failed_clip(tmp_path):
+    (tmp_path / "out" / "x").mkdir(parents=True)  # the user's, empty
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"video": "missing.mp4", "prompt": "a", "id": "x"},
+                                                {"video": "missing.mp4", "prompt": "a", "id": "y"}])
+    summary = run_batch(jobs, tmp_path / "out", clip_defaults(steps=2, model="tiny"), progress=False)
+    assert summary.failed == 2
+    assert (tmp_path / "out" / "x").is_dir() and not list((tmp_path / "out" / "x").iterdir())  # kept, as it was
+    assert not (tmp_path / "out" / "y").exists()  # made for the run, removed with nothing in it

@@ -68,6 +68,8 @@ class ClipFolder:
 
     def __init__(self, folder: Path):
         self.path = Path(folder)
+        # ours to remove when emptied: made here, or holding vidinvert's manifest (an empty folder the user made stays)
+        self.removable = not self.path.exists() or (self.path / MANIFEST).is_file()
         self.path.mkdir(parents=True, exist_ok=True)
         self.written = read_manifest(self.path) & self._entries()
 
@@ -97,14 +99,16 @@ class ClipFolder:
         write_manifest(self.path, self.written)
 
     def remove_if_empty(self) -> None:
-        """Remove the folder when it holds nothing but bookkeeping (a failed clip leaves no empty folder)."""
+        """When the folder holds nothing but bookkeeping (a failed clip), remove the bookkeeping, and the folder too
+        unless the user made it (an empty folder of theirs stays as it was)."""
         if self._entries() <= BOOKKEEPING:
             for name in BOOKKEEPING:
                 (self.path / name).unlink(missing_ok=True)
-            try:
-                os.rmdir(self.path)
-            except OSError:
-                pass
+            if self.removable:
+                try:
+                    os.rmdir(self.path)
+                except OSError:
+                    pass
 
 
 def adopt_recorded(folder: Path, names: set[str]) -> None:
