@@ -116,27 +116,22 @@ def run_clip(job: ClipJob, out: Path, models: ModelCache, max_attempts: int | No
     folder = out / job.id
     problem = folder_problem(out, job.id)  # checked when planned; again here, where the files are touched
     if problem is not None:
-        return failed_rows(job, f"{problem}; give the row another 'id' or use another --output-dir", record,
-                           worker=worker_name())
+        return failed_rows(job, problem, record, worker=worker_name())
+    clip_folder = ClipFolder(folder)  # made here if it was not there
     attempt = 1
     if max_attempts is not None:
-        folder.mkdir(parents=True, exist_ok=True)
         attempt = count_attempt(folder)
         if attempt > max_attempts:
             return failed_rows(job, f"its worker died while editing it, {max_attempts} times", record,
                                worker=worker_name())
     flowedit = job.edit.method == "flowedit"  # no inversion to save or reuse
     inversion = None if flowedit else inversion_path(folder, job)
-    clip_folder = ClipFolder(folder)
     reuse = (not flowedit and inversion.is_file() and inversion.name in clip_folder.written
              and not job.edit.injection.reuse_kv)  # keys/values are never saved
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.reset_peak_memory_stats()
     clip_folder.clear(keep={inversion.name} if reuse else set())
-    before = {p.name for p in folder.iterdir()}
-    if inversion is not None:  # named before the run, so what a killed worker leaves of them is known as ours
-        clip_folder.written |= {inversion.name, partial_path(inversion).name}
-        clip_folder.save()
+    clip_folder.begin(set() if inversion is None else {inversion.name, partial_path(inversion).name})
     try:
         model = models.get(job.model)
         result = run_edit(job.video, list(job.prompts), job.model, job.read, job.invert, job.edit,
@@ -149,7 +144,7 @@ def run_clip(job: ClipJob, out: Path, models: ModelCache, max_attempts: int | No
         return failed_rows(job, one_line(err), record, worker=worker_name(), attempt=attempt,
                            seconds=round(time.perf_counter() - started, 2))
     finally:  # Ctrl-C included: what the run left here is vidinvert's, and recorded as such; no empty folder
-        clip_folder.claim_new(before)
+        clip_folder.claim_new()
         clip_folder.remove_if_empty()
     reset_attempts(folder)
     summary = result.summary

@@ -22,6 +22,7 @@ LOCK = ".batch.lock"  # the output folder's lock
 MANIFEST = ".batch-files.json"  # in a clip's folder: the names vidinvert wrote there
 ATTEMPTS = ".batch-attempts"  # in a clip's folder: how many times a worker has started it in this batch
 BOOKKEEPING = frozenset({MANIFEST, ATTEMPTS})
+ANOTHER_ID = "give the row another 'id' or use another --output-dir"  # the fix when a clip may not use its folder
 RESERVED_IDS = frozenset(name.lower() for name in (RESULTS, LOCK, MANIFEST, ATTEMPTS))  # never a clip's id
 
 
@@ -51,15 +52,15 @@ def foreign_entries(folder: Path, recorded: set[str] = frozenset()) -> list[str]
 
 
 def folder_problem(out: Path, clip_id: str, recorded: set[str] = frozenset()) -> str | None:
-    """Why clip ``clip_id`` may not use its folder under ``out``, or ``None`` when it may."""
+    """Why clip ``clip_id`` may not use its folder under ``out``, and the fix, in one line; ``None`` when it may."""
     folder = Path(out) / clip_id
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        return f"id {clip_id!r}: {folder} exists and is not a folder vidinvert made"
+        return f"id {clip_id!r}: {folder} exists and is not a folder vidinvert made; {ANOTHER_ID}"
     foreign = foreign_entries(folder, recorded)
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         return (f"id {clip_id!r}: its output folder {folder} holds files vidinvert did not write ({shown}), "
-                "which it will not delete")
+                f"which it will not delete; {ANOTHER_ID}")
     return None
 
 
@@ -72,6 +73,7 @@ class ClipFolder:
         self.removable = not self.path.exists() or (self.path / MANIFEST).is_file()
         self.path.mkdir(parents=True, exist_ok=True)
         self.written = read_manifest(self.path) & self._entries()
+        self.before: set[str] = set()  # what the folder held when the run began
 
     def _entries(self) -> set[str]:
         return {p.name for p in self.path.iterdir()}
@@ -88,11 +90,18 @@ class ClipFolder:
         clean_stale_temps(self.path)
         self.save()
 
-    def claim_new(self, before: set[str]) -> None:
-        """After a run: record every entry that appeared since ``before`` as written by vidinvert (the run's
-        outputs) and forget names that are gone (those named in advance that the run did not make)."""
+    def begin(self, expected: set[str]) -> None:
+        """Before a run: note what the folder holds, and record ``expected`` (names the run will write) now, so what
+        a killed worker leaves of them is known as vidinvert's."""
+        self.before = self._entries()
+        self.written |= set(expected)
+        self.save()
+
+    def claim_new(self) -> None:
+        """After a run: record every entry that appeared since ``begin`` as written by vidinvert (the run's
+        outputs) and forget names that are gone (those expected that the run did not make)."""
         entries = self._entries()
-        self.written = (self.written | (entries - set(before) - BOOKKEEPING)) & entries  # names now present
+        self.written = (self.written | (entries - self.before - BOOKKEEPING)) & entries  # names now present
         self.save()
 
     def save(self) -> None:

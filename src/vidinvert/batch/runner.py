@@ -94,8 +94,7 @@ def run_batch(jobs_file: str | Path, output_dir: str | Path, defaults=None, *, w
             adopt_recorded(out / job.id, table.recorded(job.id))
             problem = folder_problem(out, job.id)
             if problem is not None:
-                table.add(failed_rows(job, f"row {job.line}: {problem}; give the row another 'id' or use another "
-                                           "--output-dir", uuid.uuid4().hex))
+                table.add(failed_rows(job, f"row {job.line}: {problem}", uuid.uuid4().hex))
                 refused.append(job)
             elif table.is_done(job):
                 summary.skipped += len(job.prompts)
