@@ -110,13 +110,18 @@ KRNR_ON_FLOW = ("vidinvert: error: K-RNR is built on DDIM's alpha-bar levels and
                 "models such as Wan; drop --krnr")
 
 
-def test_cli_krnr_on_wan_is_refused_before_the_model_loads(clip, tmp_path, capsys, no_model):
+def assert_krnr_on_wan_refused(clip, tmp_path, capsys) -> None:
+    """``edit --krnr 2`` on tiny-wan exits 2 with the one K-RNR line and writes nothing."""
     out = tmp_path / "k.mp4"
     assert main(["edit", str(clip), "--model", "tiny-wan", "--prompt", "x", "--steps", "2", "--krnr", "2", "-o",
                  str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(KRNR_ON_FLOW), err
     assert not list(tmp_path.glob("k*"))
+
+
+def test_cli_krnr_on_wan_is_refused_before_the_model_loads(clip, tmp_path, capsys, no_model):
+    assert_krnr_on_wan_refused(clip, tmp_path, capsys)
 
 
 def test_cli_krnr_on_a_model_known_only_once_loaded_is_refused_before_inverting(clip, tmp_path, capsys, monkeypatch):
@@ -129,9 +134,4 @@ def test_cli_krnr_on_a_model_known_only_once_loaded_is_refused_before_inverting(
 
     monkeypatch.setattr(vidinvert.engine.plan, "family_before_loading", lambda settings: None)
     monkeypatch.setattr(vidinvert.engine.source, "invert_source", no_inversion)
-    out = tmp_path / "k.mp4"
-    assert main(["edit", str(clip), "--model", "tiny-wan", "--prompt", "x", "--steps", "2", "--krnr", "2", "-o",
-                 str(out), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(KRNR_ON_FLOW), err
-    assert not list(tmp_path.glob("k*"))
+    assert_krnr_on_wan_refused(clip, tmp_path, capsys)
