@@ -236,14 +236,14 @@ def _flags(row: dict) -> list[str]:
 def test_flowedit_rows_map_onto_its_settings(tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"")
     path = write_jobs(tmp_path / "jobs.jsonl", [{"video": "a.mp4", **row} for row in FLOWEDIT_ROWS] +
-                      [{"video": "a.mp4", "prompt": "x", "method": "flowedit", "strength": 0.5},
+                      [{"video": "a.mp4", "prompt": "x", "method": "flowedit", "edit-fraction": 0.5},
                        {"video": "a.mp4", "prompt": "x", "method": "sdedit"}])
     first, second, *bad = read_jobs(path)
     assert first.edit.method == "flowedit" and first.edit.flowedit.n_max == 2
     assert first.edit.flowedit.source_prompt == "a red box" and first.edit.flowedit.source_guidance == 2.5
     assert (second.edit.flowedit.n_max, second.edit.flowedit.n_min, second.edit.flowedit.n_avg) == (3, 1, 2)
     assert second.edit.guidance == 4 and not second.comparison
-    assert "FlowEdit does not use an edit strength" in bad[0].error
+    assert "FlowEdit does not use an edit fraction" in bad[0].error
     assert bad[1].error == "row 4: option method must be one of inversion, flowedit, got 'sdedit'"
 
 

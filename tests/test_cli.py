@@ -130,7 +130,7 @@ def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         main(["edit", "--help"])
     text = capsys.readouterr().out
-    for option in ("--skip-frames-start", "--frame-sample-step", "--max-num-frames", "--injection-steps",
+    for option in ("--skip-frames-start", "--frame-sample-step", "--max-num-frames", "--injection-fraction",
                    "--reference-text", "--cpu-offload", "--dtype", "--seed", "--fps", "--force"):
         assert option in text
 
@@ -170,7 +170,7 @@ def test_krnr_edit_inverts_in_full_and_resamples_the_strength(video, tmp_path, c
     calls = [json.loads(line)["edit_steps"] for line in capsys.readouterr().out.strip().splitlines()]
     assert calls == [19]  # the edit re-samples round(0.95 * 20) steps
     out2 = tmp_path / "half.mp4"
-    assert main(["edit", str(inv), "--prompt", "a blue box", "--steps", "20", "--strength", "0.5", "-o", str(out2),
+    assert main(["edit", str(inv), "--prompt", "a blue box", "--steps", "20", "--edit-fraction", "0.5", "-o", str(out2),
                  "--quiet", "--no-comparison"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["edit_steps"] == 10
 

@@ -119,7 +119,7 @@ def test_invert_refuses_bad_arguments(tiny_model, frames):
     for kwargs, pattern in [
         (dict(steps=0), "steps must be"),
         (dict(guidance=0.5), "guidance must be"),
-        (dict(strength=1.5), r"depth \(strength\) must be"),
+        (dict(strength=1.5), r"depth \(fraction\) must be"),
         (dict(method="magic"), "unknown inversion method"),
     ]:
         with pytest.raises(VidinvertError, match=pattern):

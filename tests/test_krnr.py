@@ -91,7 +91,7 @@ def test_krnr_and_edit_strength_refusals(tiny_model, frames):
         EditConfig(krnr=1, start="random")
     with pytest.raises(VidinvertError, match="order"):
         EditConfig(krnr_adaptive=True)
-    with pytest.raises(VidinvertError, match="strength"):
+    with pytest.raises(VidinvertError, match="edit fraction must be"):
         EditConfig(strength=0.0)
     partial = invert(tiny_model, tiny_model.encode(frames), steps=6, strength=0.5)
     with pytest.raises(VidinvertError, match="holds 3") as err:

@@ -44,15 +44,15 @@ FORM_FIELDS = {
     "height": (ReadSettings, "height"), "width": (ReadSettings, "width"), "resize": (ReadSettings, "resize"),
     "steps": (InvertSettings, "steps"), "inversion": (InvertSettings, "method"),
     "source_prompt": (InvertSettings, "prompt"), "inversion_guidance": (InvertSettings, "guidance"),
-    "strength": (InvertSettings, "depth"), "guidance": (EditConfig, "guidance"), "start": (EditConfig, "start"),
+    "edit_fraction": (InvertSettings, "depth"), "guidance": (EditConfig, "guidance"), "start": (EditConfig, "start"),
     "seed": (EditConfig, "seed"), "negative_prompt": (EditConfig, "negative_prompt"),
     "dynamic_guidance": (EditConfig, "dynamic_guidance"), "injection": (InjectionConfig, "enabled"),
-    "injection_steps": (InjectionConfig, "step_fraction"), "blend": (BlendConfig, "enabled"),
+    "injection_fraction": (InjectionConfig, "step_fraction"), "blend": (BlendConfig, "enabled"),
     "reference_weight": (InjectionConfig, "reference_weight"),
     "blend_source": (BlendConfig, "source_prompt"), "metrics": (OutputSettings, "metrics"), "method": (EditConfig, "method"),
     "guidance_2": (EditConfig, "guidance_2"), "n_max": (FlowEditConfig, "n_max"), "n_min": (FlowEditConfig, "n_min"),
     "source_guidance": (FlowEditConfig, "source_guidance"),
-    "window": (InvertSettings, "window"), "overlap": (InvertSettings, "overlap"),
+    "window": (InvertSettings, "window"), "overlap_fraction": (InvertSettings, "overlap"),
 }
 # None in settings (left to the model or the schedule), 0 ("auto") in the form; "" for texts
 UNSET_AS_ZERO = {"frame_sample_step", "height", "width", "max_num_frames", "guidance_2", "n_max", "reference_weight"}
@@ -72,7 +72,7 @@ def test_form_initial_values_are_the_settings_defaults():
         assert initial[key] == expected, (key, initial[key], default)
     assert settings_from_form({}) == (ReadSettings(), InvertSettings(), EditConfig())
     read, inv, config = settings_from_form({"frame_sample_step": 0, "height": 0, "width": None, "steps": 4.0,
-                                            "injection": False, "injection_steps": 0.5})
+                                            "injection": False, "injection_fraction": 0.5})
     assert (read.stride, read.height, read.width, inv.steps) == (None, None, None, 4)
     assert not config.injection.enabled and config.injection.step_fraction == 0.5
 
@@ -101,7 +101,7 @@ def test_the_page_widgets_start_at_the_form_defaults():
     ("guidance", 1e308, ["Guidance", "between 1 and 100"]),
     ("inversion_guidance", 0.5, ["Inversion guidance"]),
     ("seed", -1, ["Seed"]),
-    ("injection_steps", 1.5, ["Injection steps"]),
+    ("injection_fraction", 1.5, ["Injection fraction"]),
     ("inversion", "ddpm", ["Method", "unknown value"]),
     ("method", "sdedit", ["Edit method", "unknown value"]),
     ("guidance_2", 0.5, ["Guidance 2 (low-noise expert)", "between 1 and 100"]),
@@ -110,7 +110,7 @@ def test_the_page_widgets_start_at_the_form_defaults():
     ("source_guidance", 0.5, ["Source guidance", "between 1 and 100"]),
     ("window", "wide", ["Window", "auto or a count"]),
     ("window", "0", ["Window"]),
-    ("overlap", 1.5, ["Window overlap", "below 1"]),
+    ("overlap_fraction", 1.5, ["Window overlap fraction", "below 1"]),
 ])
 def test_bad_form_values_give_one_line_naming_the_field(key, value, words):
     with pytest.raises(VidinvertError) as info:
@@ -152,7 +152,7 @@ def test_studio_flowedit_equals_the_cli_job_and_reuses_the_opened_video(tmp_path
 
 
 def test_a_window_on_the_form_reads_every_frame_unless_max_frames_is_typed():
-    read, inv, _ = settings_from_form({"window": " auto ", "overlap": 0.5, "max_num_frames": None})
+    read, inv, _ = settings_from_form({"window": " auto ", "overlap_fraction": 0.5, "max_num_frames": None})
     assert (inv.window, inv.overlap, read.max_frames) == ("auto", 0.5, None)
     read, inv, _ = settings_from_form({"window": "3", "max_num_frames": 33})
     assert (inv.window, read.max_frames) == (3, 33)

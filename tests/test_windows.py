@@ -197,11 +197,11 @@ def test_cli_overlap_without_a_window_is_refused_before_the_model_loads(tmp_path
 
     clip = write_video(moving_square(32, 32, 9), tmp_path / "c.mp4", fps=8.0)
     for method in ("inversion", "flowedit"):
-        assert main(["edit", str(clip), "--model", "tiny-wan", "--method", method, "--prompt", "x", "--overlap", "0.5",
+        assert main(["edit", str(clip), "--model", "tiny-wan", "--method", method, "--prompt", "x", "--overlap-fraction", "0.5",
                      "-o", str(tmp_path / "o.mp4")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert err == ["vidinvert: error: --overlap applies to temporal windows, and no --window is given; give "
-                       "--window too, or drop --overlap"]
+        assert err == ["vidinvert: error: --overlap-fraction applies to temporal windows, and no --window is given; "
+                       "give --window too, or drop --overlap-fraction"]
     assert not list(tmp_path.glob("o*"))
 
 

@@ -66,8 +66,8 @@ def edit_offset(inversion: Inversion, strength: float | None) -> int:
     count = max(1, round(strength * inversion.meta.num_steps))
     if count > inversion.meta.steps_stored:
         raise VidinvertError(
-            f"edit strength {strength} needs {count} inverted steps, the inversion holds {inversion.meta.steps_stored}",
-            f"invert with --strength {strength} or more, or edit with --strength {inversion.meta.steps_stored / inversion.meta.num_steps:g}",
+            f"edit fraction {strength} needs {count} inverted steps, the inversion holds {inversion.meta.steps_stored}",
+            f"invert with --inversion-fraction {strength} or more, or edit with --edit-fraction {inversion.meta.steps_stored / inversion.meta.num_steps:g}",
         )
     return stored - count - int(inversion.meta.split_clean_end)
 

@@ -81,7 +81,7 @@ def refuse_on_flow(is_flow: bool) -> None:
     if is_flow:
         raise VidinvertError(
             "K-RNR is built on DDIM's alpha-bar levels and does not apply to flow-matching models such as Wan",
-            "drop --krnr (a flow edit can start from the inverted latent at any --strength)",
+            "drop --krnr (a flow edit can start from the inverted latent at any --edit-fraction)",
         )
 
 

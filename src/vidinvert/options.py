@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -74,6 +75,7 @@ class Option:
         positional: an argument, not a flag (``video``, ``jobs``).
         row: a batch row may set it (for ``batch`` options: False for the runner's own, such as ``workers``).
         command_defaults: ``((command, default), ...)`` where a command's default differs.
+        deprecated: older keys still read for one release, each with a note naming the new one (``strength``).
     """
 
     key: str
@@ -92,6 +94,7 @@ class Option:
     positional: bool = False
     row: bool = True
     command_defaults: tuple = ()
+    deprecated: tuple[str, ...] = ()
 
     def __post_init__(self):
         assert self.kind in KINDS, self.kind
@@ -229,9 +232,13 @@ OPTIONS: tuple[Option, ...] = (
       label="Source prompt"),
     O("inversion-guidance", "float", _I.guidance, "guidance while inverting (1 = none; only matters with a "
       "--source-prompt)", "inversion", label="Inversion guidance", setting="inversion guidance"),
-    O("strength", "float", None, "fraction of the schedule inverted (and re-sampled by an edit) from the clean end "
-      "(1 = down to pure noise; default 1, with --krnr 0.95: then the inversion still runs in full)", "inversion",
-      label="Strength", setting="inversion depth (strength)"),
+    O("inversion-fraction", "float", None, "fraction of the schedule inverted, from the clean end (1 = down to pure "
+      "noise; an edit from this inversion re-samples the same fraction) (default 1)", "inversion",
+      frozenset({INVERT}), setting="inversion depth (fraction)", deprecated=("strength",)),
+    O("edit-fraction", "float", None, "fraction of the schedule the edit re-samples, from the clean end (1 = from "
+      "pure noise); the inversion goes as deep as the edit needs (default 1; 0.95 with --krnr, whose inversion runs "
+      "in full)", "editing", EDITS, label="Edit fraction", setting=("inversion depth (fraction)", "edit fraction"),
+      deprecated=("strength",)),
     O("tol", "float", _I.tol, "fixed-point: per-step relative residual (%(default)s)", "inversion",
       setting="fixed-point tolerance"),
     O("max-iter", "int", _I.max_iter, "fixed-point: evaluations allowed per step (%(default)s)", "inversion",
@@ -254,8 +261,9 @@ OPTIONS: tuple[Option, ...] = (
       "multiple of its temporal patch: 12 for CogVideoX 1.5); reads every frame unless --max-num-frames is given "
       "(default: the clip in one window)", "inversion", label="Window",
       setting=("window (latent frames)", "window")),
-    O("overlap", "float", _I.overlap, "share of a window its neighbours overlap, below 1 (rounded down to whole "
-      "latent frames, at least one) (%(default)s)", "inversion", label="Window overlap", setting="window overlap"),
+    O("overlap-fraction", "float", _I.overlap, "fraction of a window its neighbours overlap, below 1 (rounded down to "
+      "whole latent frames, at least one) (%(default)s)", "inversion", label="Window overlap fraction",
+      setting="window overlap", deprecated=("overlap",)),
     # ---- editing ----
     O("guidance", "float", EDIT_GUIDANCE, "classifier-free guidance scale (%(default)s)", "editing", EDITS,
       aliases=("--guidance-scale",), label="Guidance", setting="guidance",
@@ -281,8 +289,9 @@ OPTIONS: tuple[Option, ...] = (
     # ---- key/value injection ----
     O("injection", "choice", "on", "let the edit attend to the source's keys/values (keeps structure and motion)",
       "injection", EDITS, ("on", "off"), label="Key/value injection"),
-    O("injection-steps", "float", _J.step_fraction, "fraction of steps, from the noisiest, that inject (1 = all)",
-      "injection", EDITS, label="Injection steps", setting="injection step fraction"),
+    O("injection-fraction", "float", _J.step_fraction, "fraction of steps, from the noisiest, that inject (1 = all)",
+      "injection", EDITS, label="Injection fraction", setting="injection step fraction",
+      deprecated=("injection-steps",)),
     O("injection-blocks", "text", None, "comma-separated block indices that inject, e.g. 0-9,20 (default: all)",
       "injection", EDITS),
     O("reference-text", "choice", _J.reference_text, "what the reference branch reads: the inversion prompt "
@@ -292,8 +301,9 @@ OPTIONS: tuple[Option, ...] = (
       "to its own (default: the model's recommendation, else 1 = plain; e.g. 8 keeps the layout closer and changes "
       "less, 0.3 lets the colour change more)", "injection", EDITS, label="Reference weight",
       setting="reference weight"),
-    O("reference-weight-steps", "float", _J.reference_weight_fraction, "fraction of steps, from the noisiest, that "
-      "use --reference-weight (e.g. 0.6)", "injection", EDITS, setting="reference weight step fraction"),
+    O("reference-weight-fraction", "float", _J.reference_weight_fraction, "fraction of steps, from the noisiest, "
+      "that use --reference-weight (e.g. 0.6)", "injection", EDITS, setting="reference weight step fraction",
+      deprecated=("reference-weight-steps",)),
     O("reference-compatible", "switch", False, "reproduce the public CogVideo script's edit: --reference-text edit "
       "and --start random", "injection", EDITS),
     O("reuse-kv", "switch", False, "record the reference keys/values while inverting and reuse them instead of "
@@ -303,7 +313,7 @@ OPTIONS: tuple[Option, ...] = (
       "recorded (%(default)s)", "advanced", EDITS, setting="key/value budget (GB)"),
     # ---- K-RNR ----
     O("krnr", "int", _E.krnr, "start from the K-order recursive noise representation of the clean latent and the "
-      "inverted noise at the --strength step (K-RNR, Yesiltepe & Yanardag 2025; e.g. 2)", "editing", EDITS,
+      "inverted noise at the --edit-fraction step (K-RNR, Yesiltepe & Yanardag 2025; e.g. 2)", "editing", EDITS,
       metavar="K", setting="K-RNR order"),
     O("krnr-adaptive", "switch", False, "the authors' adaptive K-RNR (moment-matched to order 2, which it equals)",
       "editing", EDITS),
@@ -323,12 +333,13 @@ OPTIONS: tuple[Option, ...] = (
     O("blend-source", "text", _B.source_prompt, "what the video shows, for --blend's mask (default: the "
       "--source-prompt it was inverted with, else the empty text)", "blend", EDITS,
       label="Blend: what the video shows"),
-    O("blend-threshold", "float", _B.threshold, "fraction of a frame's largest disagreement above which it is "
-      "edited (%(default)s)", "blend", EDITS, setting="blend threshold"),
+    O("blend-threshold-fraction", "float", _B.threshold, "fraction of a frame's largest disagreement above which it is "
+      "edited (%(default)s)", "blend", EDITS, setting="blend threshold",
+      deprecated=("blend-threshold",)),
     O("blend-grow", "int", _B.grow, "latent pixels the blend mask is dilated by (0)", "blend", EDITS,
       setting="blend grow"),
-    O("blend-steps", "float", _B.step_fraction, "fraction of steps, from the noisiest, that blend (1 = all)", "blend",
-      EDITS, setting="blend step fraction"),
+    O("blend-fraction", "float", _B.step_fraction, "fraction of steps, from the noisiest, that blend (1 = all)",
+      "blend", EDITS, setting="blend step fraction", deprecated=("blend-steps",)),
     # ---- output ----
     O("output", "text", _O.output, "{what} path (default: <output-dir>/<video>_<kind>)", "output",
       JOBS - {BATCH}, aliases=("-o",), setting="output name"),
@@ -384,14 +395,26 @@ for _command in COMMANDS:
 
 def row_options() -> dict[str, tuple[Option, bool]]:
     """The keys a batch job file's row may set -> ``(option, negated)``: each option's key, its ``_`` spelling, and
-    ``no-<key>`` for a toggle (``"no-blend": true`` turns blend off)."""
+    ``no-<key>`` for a toggle (``"no-blend": true`` turns blend off); deprecated keys too (``deprecation`` names
+    them)."""
     keys = {}
     for option in for_command(BATCH):
         if option.row and not option.positional:
-            keys[option.key] = keys[option.dest] = (option, False)
-            if option.kind == "toggle":
-                keys[f"no-{option.key}"] = keys[f"no_{option.dest}"] = (option, True)
+            for key in (option.key, *option.deprecated):
+                keys[key] = keys[key.replace("-", "_")] = (option, False)
+                if option.kind == "toggle":
+                    keys[f"no-{key}"] = keys[f"no_{key.replace('-', '_')}"] = (option, True)
     return keys
+
+
+def deprecation(name: str, option: Option, as_flag: bool = True) -> str | None:
+    """The note for an old spelling (``strength``) of ``option``, as a flag or a row key; ``None`` when ``name``
+    is current."""
+    old = name.lstrip("-").replace("_", "-")
+    if old not in option.deprecated:
+        return None
+    new, old = (option.flag, f"--{old}") if as_flag else (option.key, old)
+    return f"{old} is deprecated and goes in the next release: use {new}"
 
 
 def defaults(command: str) -> dict[str, Any]:
@@ -402,6 +425,18 @@ def defaults(command: str) -> dict[str, Any]:
 
 
 # ---- the table -> argparse (the CLI, and python -m vidinvert.web) --------------------------------------------
+class _Deprecated(argparse.Action):
+    """An old flag: stores its value like the new one and says once, on stderr, which flag to use instead."""
+
+    def __init__(self, *args, option: Option, **kwargs):
+        self.option = option
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: warning: {deprecation(option_string, self.option)}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def _argument_type(option: Option):
     """argparse's ``type`` for an option the table parses (a one-line usage error on a bad value)."""
     def parse(text: str):
@@ -442,6 +477,10 @@ def add_options(parser: argparse.ArgumentParser, command: str, video_default: st
                 kwargs[name] = getattr(option, name)
         flags = sorted((option.flag, *option.aliases), key=lambda f: (f.startswith("--"), f != option.flag))
         where.add_argument(*flags, **kwargs)
+        for old in option.deprecated:  # hidden from --help; takes a value (every deprecated option is a number)
+            assert kwargs.get("type") in (int, float), option.key
+            where.add_argument(f"--{old}", dest=option.dest, type=kwargs["type"], default=argparse.SUPPRESS,
+                               help=argparse.SUPPRESS, action=_Deprecated, option=option)
 
 
 # ---- values -> settings ----------------------------------------------------------------------------------------
@@ -467,29 +506,34 @@ def read_settings(v: dict) -> ReadSettings:
                         resize=v["resize"])
 
 
+def _fraction(v: dict) -> float | None:
+    """The schedule fraction asked for: ``--edit-fraction`` (edits) or ``--inversion-fraction`` (``invert``)."""
+    return v.get("edit_fraction") if v.get("edit_fraction") is not None else v.get("inversion_fraction")
+
+
 def invert_settings(v: dict) -> InvertSettings:
-    depth, _ = resolve_strength(v["strength"], v.get("krnr"))
+    depth, _ = resolve_strength(_fraction(v), v.get("krnr"))
     return InvertSettings(steps=_I.steps if v["steps"] is None else v["steps"], prompt=v["source_prompt"],
                           guidance=v["inversion_guidance"], method=v["inversion"], depth=depth, tol=v["tol"],
                           max_iter=v["max_iter"], clean_max_iter=v["clean_max_iter"], anderson=v["anderson"],
                           split_clean_end={"auto": None, "on": True, "off": False}[v["split_clean_end"]],
                           record_kv=v.get("reuse_kv", False), kv_budget_gb=v.get("kv_budget_gb", _I.kv_budget_gb),
                           checkpoint_every=v["checkpoint_every"], trajectory_device=v["trajectory_device"],
-                          window=v["window"], overlap=v["overlap"])
+                          window=v["window"], overlap=v["overlap_fraction"])
 
 
 def edit_config(v: dict) -> EditConfig:
     reference_text, start = v["reference_text"], v["start"]
     if v["reference_compatible"]:
         reference_text, start = "edit", "random"
-    injection = InjectionConfig(enabled=v["injection"] == "on", step_fraction=v["injection_steps"],
+    injection = InjectionConfig(enabled=v["injection"] == "on", step_fraction=v["injection_fraction"],
                                 blocks=parse_blocks(v["injection_blocks"]) if v["injection"] == "on" else None,
                                 reference_text=reference_text, reuse_kv=v["reuse_kv"],
                                 reference_weight=v["reference_weight"],
-                                reference_weight_fraction=v["reference_weight_steps"])
-    blend = BlendConfig(enabled=v["blend"], source_prompt=v["blend_source"], threshold=v["blend_threshold"],
-                        grow=v["blend_grow"], step_fraction=v["blend_steps"])
-    _, strength = resolve_strength(v["strength"], v["krnr"])
+                                reference_weight_fraction=v["reference_weight_fraction"])
+    blend = BlendConfig(enabled=v["blend"], source_prompt=v["blend_source"], threshold=v["blend_threshold_fraction"],
+                        grow=v["blend_grow"], step_fraction=v["blend_fraction"])
+    _, strength = resolve_strength(_fraction(v), v["krnr"])
     return EditConfig(guidance=v["guidance"], negative_prompt=v["negative_prompt"], start=start, seed=v["seed"],
                       dynamic_guidance=v["dynamic_guidance"], injection=injection, strength=strength, krnr=v["krnr"],
                       krnr_adaptive=v["krnr_adaptive"], blend=blend, rows_per_call=v["rows_per_call"],

@@ -211,7 +211,7 @@ class InvertSettings:
         _number("steps", self.steps, 1, MAX_STEPS, integer=True, example=DEFAULT_STEPS)
         _number("inversion guidance", self.guidance, 1.0, MAX_GUIDANCE, example=1)
         _choice("inversion method", self.method, METHODS)
-        _number("inversion depth (strength)", self.depth, 0.0, 1.0, low_open=True, example=1.0)
+        _number("inversion depth (fraction)", self.depth, 0.0, 1.0, low_open=True, example=1.0)
         _number("fixed-point tolerance", self.tol, 0.0, 1.0, low_open=True, example=1e-6)
         _number("fixed-point iterations", self.max_iter, 1, 10_000, integer=True, example=10)
         _number("Anderson history", self.anderson, 0, 100, integer=True, example=3)
@@ -449,7 +449,7 @@ class EditConfig:
         _choice("edit method", self.method, EDIT_METHODS)
         if self.method == "flowedit":
             unused = [name for name, on in (("a random start", self.start != "inverted"),
-                                            ("an edit strength", self.strength is not None),
+                                            ("an edit fraction", self.strength is not None),
                                             ("K-RNR", self.krnr is not None), ("local blend", self.blend.enabled),
                                             ("dynamic guidance", self.dynamic_guidance),
                                             ("a second guidance scale", self.guidance_2 is not None)) if on]
@@ -461,7 +461,7 @@ class EditConfig:
         _choice("start", self.start, STARTS)
         _number("seed", self.seed, 0, MAX_SEED, integer=True, example=42)
         if self.strength is not None:
-            _number("edit strength", self.strength, 0.0, 1.0, low_open=True, example=0.95)
+            _number("edit fraction", self.strength, 0.0, 1.0, low_open=True, example=0.95)
         if self.krnr is not None:
             _number("K-RNR order", self.krnr, 0, 64, integer=True, example=2)
         if self.krnr_adaptive and self.krnr is None:

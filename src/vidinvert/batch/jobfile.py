@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..options import BATCH, defaults as option_defaults, row_options, settings_from_values
+from ..options import BATCH, defaults as option_defaults, deprecation, row_options, settings_from_values
 from ..errors import SettingsError, VidinvertError
 from .folders import RESERVED_IDS
 from ..settings import EditConfig, InvertSettings, ModelSettings, OutputSettings, ReadSettings
@@ -160,9 +160,9 @@ def read_rows(path: Path) -> list[tuple[int, dict | str]]:
     return rows
 
 
-def apply_options(values: dict, options: dict) -> dict:
+def apply_options(values: dict, options: dict, notes: list[str] | None = None) -> dict:
     """``values`` with ``options`` (row key -> value, as JSON or CSV gives it) applied, each read as its option's
-    kind; an empty value leaves the default."""
+    kind; an empty value leaves the default. A deprecated key's note goes to ``notes`` (once)."""
     known = row_options()
     out = dict(values)
     for key, raw in options.items():
@@ -171,6 +171,9 @@ def apply_options(values: dict, options: dict) -> dict:
             raise SettingsError(f"unknown per-clip option {key!r}",
                                 "use a flag of vidinvert batch without its dashes, e.g. steps or guidance")
         option, negated = known[name]
+        note = deprecation(name.removeprefix("no-").removeprefix("no_"), option, as_flag=False)
+        if note is not None and notes is not None and f"job file: {note}" not in notes:
+            notes.append(f"job file: {note}")
         value = option.value(raw, f"option {name}")
         if value is not None:
             out[option.dest] = (not value) if negated else value
@@ -226,12 +229,14 @@ def _stamp(video: Path) -> tuple:
     return (stat.st_size, stat.st_mtime_ns)
 
 
-def read_jobs(path: str | Path, defaults: dict | argparse.Namespace | None = None) -> list[ClipJob | BadRow]:
+def read_jobs(path: str | Path, defaults: dict | argparse.Namespace | None = None,
+              notes: list[str] | None = None) -> list[ClipJob | BadRow]:
     """Every row of the job file as a ``ClipJob`` (settings validated) or a ``BadRow`` (its one-line error).
 
     Args:
         defaults: the per-clip option values of the command line (its parsed arguments, or ``clip_defaults()``;
             ``None``: the defaults).
+        notes: where notes on the file go (a deprecated key).
     """
     path = Path(path)
     defaults = batch_defaults(vars(defaults) if isinstance(defaults, argparse.Namespace) else defaults)
@@ -252,7 +257,7 @@ def read_jobs(path: str | Path, defaults: dict | argparse.Namespace | None = Non
                 raise SettingsError("no video given", "give each row a 'video' path")
             clip_id = _clip_id(row, video, taken, explicit, line)
             prompts = _prompts(row)
-            values = apply_options(defaults, {k: v for k, v in row.items() if k not in RESERVED})
+            values = apply_options(defaults, {k: v for k, v in row.items() if k not in RESERVED}, notes)
             asked = settings_from_values(values, BATCH)
             video_path = Path(video) if Path(video).is_absolute() else path.parent / video
             job = ClipJob(line=line, id=clip_id, video=str(video_path), prompts=prompts, model=asked.model,

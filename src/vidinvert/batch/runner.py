@@ -83,7 +83,7 @@ def run_batch(jobs_file: str | Path, output_dir: str | Path, defaults=None, *, w
     started = time.perf_counter()
     summary = BatchSummary(results=str(out / "results.jsonl"), workers=workers)
     with BatchLock(out):
-        jobs = read_jobs(jobs_file, defaults)
+        jobs = read_jobs(jobs_file, defaults, summary.notes)
         table = ResultsTable(out)
         pending: list[ClipJob] = []
         refused: list[ClipJob] = []  # clips whose folder holds files vidinvert did not write

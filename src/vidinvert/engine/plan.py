@@ -43,13 +43,13 @@ def check_prompts(prompts: list[str]) -> None:
 # field's flag is ``--`` and its name with dashes, except these.
 FLAGS = {"skip_start": "--skip-frames-start", "skip_end": "--skip-frames-end", "stride": "--frame-sample-step",
          "max_frames": "--max-num-frames", "prompt": "--source-prompt", "guidance": "--inversion-guidance",
-         "method": "--inversion", "depth": "--strength", "record_kv": "--reuse-kv",
+         "method": "--inversion", "depth": "--edit-fraction", "record_kv": "--reuse-kv", "overlap": "--overlap-fraction",
          "negative_prompt": "the inversion's negative prompt"}
 # InvertSettings fields that say how an inversion runs, not what it makes: nothing to apply, nor to contradict, in a
 # job that runs none (a batch passes them to every clip, whether it reuses an inversion or not)
 RUN_ONLY = ("kv_budget_gb", "checkpoint_every", "trajectory_device")
 # InvertSettings fields a saved inversion is checked against on their own: its steps, its windows, the edit strength
-# (``--strength`` is then the edit's alone) and key/value reuse (caches are never saved)
+# (``--edit-fraction`` is then the edit's alone) and key/value reuse (caches are never saved)
 SAVED_OWN_CHECKS = ("steps", "depth", "window", "overlap", "record_kv")
 # InvertSettings fields FlowEdit reads (its schedule, the source's description, the windows); the others shape an
 # inversion, which FlowEdit does not make
@@ -141,8 +141,8 @@ def check_edit_request(video: str, prompts: list[str], read: ReadSettings, inver
     """
     check_prompts(prompts)
     if invert_settings.window is None and invert_settings.overlap != DEFAULT_OVERLAP:
-        raise SettingsError("--overlap applies to temporal windows, and no --window is given",
-                            "give --window too, or drop --overlap")
+        raise SettingsError("--overlap-fraction applies to temporal windows, and no --window is given",
+                            "give --window too, or drop --overlap-fraction")
     family = family_before_loading(model_settings)
     if config.method == "flowedit":
         check_flowedit_request(video, config, use_inversion, save_inversion, reconstruct)
@@ -235,7 +235,7 @@ def check_saved_request(inversion: Inversion, read: ReadSettings, invert_setting
 
 def _windows_refusal(inversion: Inversion, settings: InvertSettings) -> VidinvertError:
     meta = inversion.meta
-    asked = f"--window {settings.window}" + (f" --overlap {settings.overlap:g}" if settings.overlap != DEFAULT_OVERLAP
+    asked = f"--window {settings.window}" + (f" --overlap-fraction {settings.overlap:g}" if settings.overlap != DEFAULT_OVERLAP
                                              else "")
     made = (f"windows of {meta.window} latent frames overlapping by {meta.window_overlap}" if meta.window
             else "one window, the whole clip")

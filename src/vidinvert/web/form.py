@@ -14,9 +14,9 @@ from ..settings import (EDIT_METHODS, METHODS, RESIZE_MODES, STARTS, BlendConfig
 
 PAGE_FIELDS = ("skip_frames_start", "skip_frames_end", "frame_sample_step", "max_num_frames", "height", "width",
                "resize", "steps", "inversion", "source_prompt", "guidance", "start", "seed", "injection",
-               "injection_steps", "inversion_guidance", "strength", "negative_prompt", "dynamic_guidance", "blend",
+               "injection_fraction", "inversion_guidance", "edit_fraction", "negative_prompt", "dynamic_guidance", "blend",
                "blend_source", "reference_weight", "metrics", "guidance_2", "method", "n_max", "n_min",
-               "source_guidance", "window", "overlap")  # form keys: the options (by dest) the page shows
+               "source_guidance", "window", "overlap_fraction")  # form keys: the options (by dest) the page shows
 LABELS = {option.dest: option.label for option in for_command(EDIT) if option.dest in PAGE_FIELDS}  # -> label
 assert set(LABELS) == set(PAGE_FIELDS) and all(LABELS.values()), "every page field has a label in the options table"
 SETTING_LABELS = {name: option.label for option in for_command(EDIT) if option.dest in PAGE_FIELDS  # settings'
@@ -40,14 +40,14 @@ def form_defaults() -> dict:
         "skip_frames_start": read.skip_start, "skip_frames_end": read.skip_end, "frame_sample_step": 0,
         "max_num_frames": read.max_frames or 0, "height": 0, "width": 0, "resize": read.resize, "steps": inv.steps,
         "inversion": inv.method, "source_prompt": inv.prompt, "guidance": edit.guidance, "start": edit.start,
-        "seed": edit.seed, "injection": injection.enabled, "injection_steps": injection.step_fraction,
-        "inversion_guidance": inv.guidance, "strength": inv.depth, "negative_prompt": edit.negative_prompt or "",
+        "seed": edit.seed, "injection": injection.enabled, "injection_fraction": injection.step_fraction,
+        "inversion_guidance": inv.guidance, "edit_fraction": inv.depth, "negative_prompt": edit.negative_prompt or "",
         "dynamic_guidance": edit.dynamic_guidance, "reference_weight": injection.reference_weight or 0,
         "blend": next(k for k, v in BLEND_CHOICES.items() if v is BlendConfig().enabled),
         "blend_source": BlendConfig().source_prompt, "metrics": OutputSettings().metrics,
         "guidance_2": edit.guidance_2 or 0, "method": edit.method,
         "n_max": flow.n_max or 0, "n_min": flow.n_min, "source_guidance": flow.source_guidance,
-        "window": "" if inv.window is None else str(inv.window), "overlap": inv.overlap,
+        "window": "" if inv.window is None else str(inv.window), "overlap_fraction": inv.overlap,
     }
 
 
@@ -130,9 +130,9 @@ def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditCo
             prompt=(values["source_prompt"] or "").strip(),
             guidance=_number(values, "inversion_guidance"),
             method=values["inversion"],
-            depth=_number(values, "strength"),
+            depth=_number(values, "edit_fraction"),
             window=window,
-            overlap=_number(values, "overlap"))),
+            overlap=_number(values, "overlap_fraction"))),
         ("read", lambda: ReadSettings(
             height=_number(values, "height", whole=True, optional=True),
             width=_number(values, "width", whole=True, optional=True),
@@ -148,7 +148,7 @@ def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditCo
             seed=_number(values, "seed", whole=True),
             dynamic_guidance=values["dynamic_guidance"],
             injection=InjectionConfig(enabled=injection_on,
-                                      step_fraction=_number(values, "injection_steps"),
+                                      step_fraction=_number(values, "injection_fraction"),
                                       reference_weight=_number(values, "reference_weight", optional=True) or None),
             blend=BlendConfig(enabled=_blend_choice(values["blend"]), source_prompt=(values["blend_source"] or "").strip()),
             guidance_2=_number(values, "guidance_2", optional=True) or None,

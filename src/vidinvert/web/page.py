@@ -293,7 +293,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                                             placeholder="empty = one window",
                                             info="latent frames per temporal window for a long clip; auto = the "
                                                  "model's trained length")
-                        overlap = number("overlap", info="share of a window its neighbours overlap, below 1")
+                        overlap_fraction = number("overlap_fraction", info="share of a window its neighbours overlap, below 1")
                 with gr.Accordion("Inversion", open=False, elem_id="inversion-settings"):
                     with gr.Row():
                         steps = number("steps")
@@ -311,8 +311,8 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                         seed = number("seed")
                     with gr.Row():
                         injection = gr.Checkbox(d["injection"], label=LABELS["injection"])
-                        injection_steps = gr.Slider(0, 1, value=d["injection_steps"], step=0.05,
-                                                    label=LABELS["injection_steps"])
+                        injection_fraction = gr.Slider(0, 1, value=d["injection_fraction"], step=0.05,
+                                                    label=LABELS["injection_fraction"])
                     with gr.Row():
                         blend = choice("blend", elem_id="blend", info="edit only where the edit prompt departs "
                                        "from the source's description; model's: what the model recommends (else off)")
@@ -320,7 +320,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                                                   "source's tokens; 0 = the model's recommendation (else 1)")
                     with gr.Row():
                         inversion_guidance = number("inversion_guidance")
-                        strength = gr.Slider(0.05, 1, value=d["strength"], step=0.05, label=LABELS["strength"])
+                        edit_fraction = gr.Slider(0.05, 1, value=d["edit_fraction"], step=0.05, label=LABELS["edit_fraction"])
                     negative_prompt = gr.Textbox(d["negative_prompt"], label=LABELS["negative_prompt"],
                                                  placeholder="empty: the model's (for Wan weights, Wan's published one)")
                     dynamic_guidance = gr.Checkbox(d["dynamic_guidance"], label=LABELS["dynamic_guidance"])
@@ -345,11 +345,11 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
         form = {"skip_frames_start": skip_start, "skip_frames_end": skip_end, "frame_sample_step": stride,
                 "max_num_frames": max_frames, "height": height, "width": width, "resize": resize, "steps": steps,
                 "inversion": method, "source_prompt": source_prompt, "guidance": guidance, "start": start,
-                "seed": seed, "injection": injection, "injection_steps": injection_steps,
-                "inversion_guidance": inversion_guidance, "strength": strength, "negative_prompt": negative_prompt,
+                "seed": seed, "injection": injection, "injection_fraction": injection_fraction,
+                "inversion_guidance": inversion_guidance, "edit_fraction": edit_fraction, "negative_prompt": negative_prompt,
                 "dynamic_guidance": dynamic_guidance, "metrics": metrics, "method": method_choice,
                 "guidance_2": guidance_2, "n_max": n_max, "n_min": n_min, "source_guidance": source_guidance,
-                "window": window, "overlap": overlap, "blend": blend, "reference_weight": reference_weight}
+                "window": window, "overlap_fraction": overlap_fraction, "blend": blend, "reference_weight": reference_weight}
         names = {component: name for name, component in form.items()}
 
         def values_of(data: dict) -> dict:
