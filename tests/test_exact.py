@@ -83,6 +83,33 @@ def test_bf16_rounding_floor_stops_steps_instead_of_spending_the_cap(toy):
     assert aware.precision == "bfloat16" and all(s.floor > 10 * e.floor for s, e in zip(aware.steps, exact32.steps))
 
 
+def test_a_round_trip_short_of_its_target_but_invisible_is_a_note_not_a_warning(toy, monkeypatch):
+    """The same stop is a warning above ``VISIBLE_RESIDUAL`` and a calm note (an ``errors.Note``, which front ends
+    list as notes) below it."""
+    import warnings
+
+    from vidinvert import exact
+    from vidinvert.engine import collect_warnings
+    from vidinvert.errors import Note
+
+    schedule, scales, x0 = toy
+    fn = gaussian_denoiser(scales, schedule)
+    _, report = solve_fixed_point(fn, x0, schedule, tol=1e-8, max_iter=4)
+    worst = max(r.residual for r in report.unconverged)
+    for visible, category in ((worst / 2, exact.NotConvergedWarning), (worst * 2, exact.StoppedShortNote)):
+        monkeypatch.setattr(exact, "VISIBLE_RESIDUAL", visible)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            exact.warn_if_unconverged(report)
+        assert [w.category for w in caught] == [category]
+        assert (category is exact.StoppedShortNote) == issubclass(category, Note)
+        assert f"{worst:.1e}" in str(caught[0].message)
+    problems, notes = [], []
+    with collect_warnings(problems, notes):
+        exact.warn_if_unconverged(report, stacklevel=0)  # a note now (VISIBLE_RESIDUAL = worst * 2), raised from the library
+    assert problems == [] and len(notes) == 1 and "below the" in notes[0]
+
+
 def test_report_summary_and_the_warning_say_what_was_reached(toy):
     schedule, scales, x0 = toy
     fn = gaussian_denoiser(scales, schedule)

@@ -135,7 +135,10 @@ def test_bad_recommendations_are_refused_in_one_line(tiny_pipes, tmp_path):
     for text, words in (('{"edit": {"strength": 0.8}}', "unknown edit setting 'strength'"),
                         ('{"edit": {"blend": "yes"}}', "'blend' must be true or false"),
                         ('{"edit": {"reference_weight": -1}}', "reference weight must be"),
-                        ('{"edit": [1]}', "'edit' must be an object"), ("{not json", "is not valid JSON")):
+                        ('{"edit": [1]}', "'edit' must be an object"), ("{not json", "is not valid JSON"),
+                        ('{"invert": {"window": "sometimes"}}', "window must be auto, off or a count"),
+                        ('{"invert": {"steps": 3}}', "unknown inversion setting 'steps'"),
+                        ('{"invert": "auto"}', "'invert' must be an object")):
         (folder / MODEL_SETTINGS_FILE).write_text(text)
         with pytest.raises(VidinvertError, match=words) as info:
             wrap(load_pipeline(str(folder), device="cpu"))
@@ -171,8 +174,10 @@ def test_cli_uses_the_recommendation_says_so_and_records_it_and_flags_win(recomm
         err = capsys.readouterr().err
         record = json.loads(out.with_suffix(".json").read_text())["edit"]
         records[len(extra)] = (record["blend"]["enabled"], record["injection"]["reference_weight"],
-                               "recommended settings where none are given: blend on, reference weight 0.5" in err)
-    assert records == {0: (True, 0.5, True), 3: (False, 1.0, True)}
+                               [line for line in err.splitlines() if "recommended" in line])
+    note = ("vidinvert: note: this model's recommended settings are used where none are given: blend on, reference "
+            "weight 0.5 (from its vidinvert.json; any value you set wins)")
+    assert records == {0: (True, 0.5, [note]), 3: (False, 1.0, [])}  # only what it took is named
 
 
 def test_page_form_leaves_blend_and_reference_weight_to_the_model():
@@ -212,3 +217,45 @@ def test_page_studio_edits_with_the_recommendation_and_says_so(recommending_fold
     assert (record["blend"]["enabled"], record["injection"]["reference_weight"]) == (True, 0.5)
     assert "blend_coverage" in job.summary  # the edit itself blended, not only its record
     assert any("recommended settings" in note for note in job.notes)
+
+
+@pytest.fixture(scope="module")
+def windowed_folder(tiny_pipes, tmp_path_factory):
+    """A saved tiny Wan pipeline whose folder recommends temporal windows of its trained length."""
+    folder = tmp_path_factory.mktemp("windowed") / "model"
+    load_pipeline("tiny-wan", device="cpu").save_pretrained(folder)
+    (folder / MODEL_SETTINGS_FILE).write_text(json.dumps({"invert": {"window": "auto"}}))
+    return folder
+
+
+def test_a_recommended_window_fills_only_an_unset_window_of_a_job_that_inverts(windowed_folder):
+    model = wrap(load_pipeline(str(windowed_folder), device="cpu"))
+    assert model.recommended_invert == {"window": "auto"} and model.recommended_edit == {}
+    notes: list[str] = []
+    read, inv, _ = family_defaults(model, ReadSettings(), InvertSettings(), None, notes)
+    assert inv.window == "auto" and read.max_frames is None  # a windowed job reads every frame
+    assert notes == ["this model's recommended settings are used where none are given: window auto (a clip longer "
+                     f"than its trained {model.trained_frames} frames runs in temporal windows; --window off for one) "
+                     "(from its vidinvert.json; any value you set wins)"]
+    for given in ("off", 2):
+        notes = []
+        read, inv, _ = family_defaults(model, ReadSettings(), InvertSettings(window=given), None, notes)
+        assert inv.window == given and notes == []
+    assert family_defaults(model, ReadSettings(), InvertSettings(window="off"))[0].max_frames == model.default_frames
+    _, inv, _ = family_defaults(model, ReadSettings(), InvertSettings(), None, inverting=False)  # a saved inversion's
+    assert inv.window is None
+
+
+def test_a_long_clip_on_a_model_recommending_windows_runs_in_windows_unless_off(windowed_folder, long_clip, tmp_path):
+    """The CLI's edit of a clip longer than the model's trained length: windows by the model's recommendation, one
+    window with --window off (then the model's default frame count)."""
+    got = {}
+    for extra in ([], ["--window", "off"]):
+        out = tmp_path / f"e{len(extra)}.mp4"
+        assert main(["edit", str(long_clip), "--model", str(windowed_folder), "--prompt", "a blue box", "--steps", "2",
+                     "--height", "32", "--width", "32", "-o", str(out), "--no-comparison", "--quiet", *extra]) == 0
+        record = json.loads(out.with_suffix(".json").read_text())
+        got[len(extra)] = (record["invert"]["window"], record["result"]["frames"], record["inversion"]["window"],
+                           record["result"]["inversion"]["method"])
+    assert got[0] == ("auto", 89, 21, "euler")  # every frame (90 -> 4k+1), in windows of the trained 21 latent frames
+    assert got[2] == ("off", 81, 0, "euler")  # the model's 81 frames in one window (0: the whole clip)

@@ -84,3 +84,17 @@ def test_each_command_declares_a_key_once_and_batch_rows_take_every_edit_option(
     assert edit_only == {"video", "prompt", "save-inversion", "use-inversion", "output", "output-dir", "force",
                          "quiet"}
     assert "inversion-fraction" in {o.key for o in for_command(INVERT)} - {o.key for o in for_command(BATCH)}
+
+
+def test_fixed_point_options_with_ddim_are_refused_not_ignored(tmp_path, capsys):
+    from vidinvert.cli import main
+
+    for command, extra in (("edit", ["--prompt", "x"]), ("invert", []), ("reconstruct", [])):
+        out = tmp_path / ("o.inv" if command == "invert" else "o.mp4")
+        assert main([command, *extra, "--model", "tiny", "--tol", "1e-4", "--max-iter", "3", "-o", str(out)]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            "vidinvert: error: --tol and --max-iter only apply to --inversion fixed-point, and the inversion is "
+            "ddim; add --inversion fixed-point, or drop them"]
+        assert not list(tmp_path.iterdir())
+    assert main(["edit", "--prompt", "x", "--model", "tiny", "--anderson", "2", "-o", str(tmp_path / "o.mp4")]) == 2
+    assert "--anderson only applies to --inversion fixed-point" in capsys.readouterr().err

@@ -18,3 +18,8 @@ class VidinvertError(Exception):
 
 class SettingsError(VidinvertError, ValueError):
     """An option out of range or of the wrong kind, refused before any model work (also a ``ValueError``)."""
+
+
+class Note(UserWarning):
+    """Something a user should know that is not a problem (raised with ``warnings.warn``): every front end shows it
+    among its notes, not its warnings (``engine.collect_warnings``)."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import Note
 from .sampling import ModelFn, StepCallback, check_finite, ddim_move, step_coefficients
 from .schedule import Schedule
 
@@ -40,8 +41,17 @@ FLOOR_FACTOR = 4.0  # rounding floor = FLOOR_FACTOR x unit roundoff x |B| ||f|| 
 STALL_RATE = 0.8  # near the floor, a step whose residual shrinks by less than this factor has stalled
 
 
+# A round trip within this relative latent error does not show in decoded frames: the demo model's reconstruct at
+# 25 fixed-point steps stopped at 5.0e-03 and decoded to 68.4 dB against the VAE's own round trip (docs/guide.md)
+VISIBLE_RESIDUAL = 1e-2
+
+
 class NotConvergedWarning(UserWarning):
-    """A fixed-point inversion step stopped at its iteration cap above its target."""
+    """A fixed-point inversion step stopped at its iteration cap above its target, by enough to show."""
+
+
+class StoppedShortNote(Note):
+    """Fixed-point steps stopped at their cap above the target, but the round trip is within ``VISIBLE_RESIDUAL``."""
 
 
 @dataclass(frozen=True)
@@ -281,13 +291,23 @@ def invert_fixed_point(model_fn: ModelFn, x0: torch.Tensor, schedule: Schedule, 
 
 
 def warn_if_unconverged(report: FixedPointReport, stacklevel: int = 2) -> None:
-    """Issue one ``NotConvergedWarning`` (the ``describe`` line) when some step stopped at its cap."""
-    if report.unconverged:
-        worst = max(report.unconverged, key=lambda r: r.residual)
+    """Say once when some step stopped at its cap: calmly (a ``StoppedShortNote``) when the worst residual is within
+    ``VISIBLE_RESIDUAL``, else a ``NotConvergedWarning``; both with the ``describe`` line."""
+    if not report.unconverged:
+        return
+    worst = max(report.unconverged, key=lambda r: r.residual)
+    if worst.residual <= VISIBLE_RESIDUAL:
         warnings.warn(
-            f"fixed-point inversion did not converge at step {worst.step} (timestep {worst.timestep}): residual "
-            f"{worst.residual:.2e} > target {worst.target:.0e} after {worst.evaluations} evaluations; "
-            f"{describe(report)}",
-            NotConvergedWarning,
+            f"fixed-point inversion reached {worst.residual:.1e} at worst (step {worst.step}, timestep "
+            f"{worst.timestep}, after {worst.evaluations} evaluations; target {worst.target:.0e}), below the {VISIBLE_RESIDUAL:.0e} that would show in decoded "
+            f"frames; {describe(report)}; raise --max-iter or --clean-max-iter to get closer",
+            StoppedShortNote,
             stacklevel=stacklevel + 1,
         )
+        return
+    warnings.warn(
+        f"fixed-point inversion did not converge at step {worst.step} (timestep {worst.timestep}): residual {worst.residual:.2e} > target "
+        f"{worst.target:.0e} after {worst.evaluations} evaluations; {describe(report)}",
+        NotConvergedWarning,
+        stacklevel=stacklevel + 1,
+    )

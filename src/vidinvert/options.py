@@ -226,8 +226,8 @@ OPTIONS: tuple[Option, ...] = (
     # ---- inversion ----
     O("steps", "int", None, f"sampling steps ({_I.steps}; a saved inversion brings its own, and another value is "
       "refused)", "inversion", aliases=("--num-inference-steps",), label="Steps", setting="steps"),
-    O("inversion", "choice", _I.method, "ddim: 1 evaluation/step, approximate; fixed-point: each step solved "
-      "(2.4-4.4 evaluations/step)", "inversion", choices=METHODS, label="Method", setting="inversion method"),
+    O("inversion", "choice", _I.method, "ddim: 1 evaluation/step, approximate (DDIM; on flow-matching models "
+      "such as Wan the Euler step, and summaries say euler); fixed-point: each step solved (2.4-4.4 evaluations/step)", "inversion", choices=METHODS, label="Method", setting="inversion method"),
     O("source-prompt", "text", _I.prompt, "text the video is inverted with (default: empty)", "inversion",
       label="Source prompt"),
     O("inversion-guidance", "float", _I.guidance, "guidance while inverting (1 = none; only matters with a "
@@ -258,8 +258,9 @@ OPTIONS: tuple[Option, ...] = (
       setting="checkpoint interval"),
     O("window", "text", _I.window, "edit a long clip (also with FlowEdit) in temporal windows of this many latent "
       "frames, blended where they overlap: auto = the model's trained length (13 for CogVideoX, 21 for Wan; a "
-      "multiple of its temporal patch: 12 for CogVideoX 1.5); reads every frame unless --max-num-frames is given "
-      "(default: the clip in one window)", "inversion", label="Window",
+      "multiple of its temporal patch: 12 for CogVideoX 1.5); off = the clip in one window; reads every frame "
+      "unless --max-num-frames is given (default: the model's recommendation, auto for the demo models; else off)",
+      "inversion", label="Window",
       setting=("window (latent frames)", "window")),
     O("overlap-fraction", "float", _I.overlap, "fraction of a window its neighbours overlap, below 1 (rounded down to "
       "whole latent frames, at least one) (%(default)s)", "inversion", label="Window overlap fraction",

@@ -43,12 +43,17 @@ OFFLOAD_MODES = ("none", "model", "sequential")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".gif")  # containers results can be written as
 DEFAULT_OVERLAP = 0.25  # share of a temporal window its neighbours overlap (windows.py)
 LONG_CLIP_FRAMES = 100_000  # most frames a windowed job reads when no frame cap is given
+DEFAULT_TOL, DEFAULT_MAX_ITER = 1e-6, 8  # fixed-point: per-step relative residual, evaluations per step
 KRNR_STRENGTH = 0.95  # edit strength K-RNR uses when none is given (the authors' value)
 # Edit settings a model folder may recommend for itself, in MODEL_SETTINGS_FILE as {"edit": {...}} (as a
 # transformers model ships its generation_config.json): used where the user set none (None in EditConfig), the
 # library's own value below where the model recommends nothing. Explicit settings always win.
 MODEL_SETTINGS_FILE = "vidinvert.json"
 MODEL_EDIT_DEFAULTS = {"blend": False, "reference_weight": 1.0}  # setting -> the library's value
+# Inversion settings a model folder may recommend ({"invert": {...}}): a model trained on short clips recommends
+# temporal windows of its trained length ("auto"), so a longer clip is not run past what it has seen
+MODEL_INVERT_DEFAULTS = {"window": None}
+WINDOW_OFF = "off"  # --window off: the whole clip in one window, whatever the model recommends
 
 
 # ---- checks ---------------------------------------------------------------------------------------------------
@@ -191,8 +196,8 @@ class InvertSettings:
     negative_prompt: str | None = None  # uncond text when guidance > 1; None = the model's default (EditConfig's)
     method: str = "ddim"  # "ddim" (1 evaluation per step) or "fixed-point" (each step solved exactly)
     depth: float = 1.0  # fraction of the schedule inverted, from the clean end (1 = down to pure noise)
-    tol: float = 1e-6  # fixed-point: per-step relative residual to reach
-    max_iter: int = 8  # fixed-point: evaluations allowed per step
+    tol: float = DEFAULT_TOL  # fixed-point: per-step relative residual to reach
+    max_iter: int = DEFAULT_MAX_ITER  # fixed-point: evaluations allowed per step
     clean_max_iter: int | None = None  # fixed-point: evaluations for the clean-end step (None = max_iter)
     split_clean_end: bool | None = None  # cut the last step in two (None = for fixed-point only; edits follow)
     anderson: int = 0  # fixed-point: Anderson history (0 = plain iteration)
@@ -201,9 +206,10 @@ class InvertSettings:
     checkpoint_every: int = 0  # save the finished steps every N steps so an interrupted run resumes (0 = off)
     trajectory_device: str | None = None  # where the stored trajectory lives ("cpu" spares GPU memory; for a clip
     #                                      of several windows the default moves it there when the GPU lacks room)
-    window: int | str | None = None  # temporal window in latent frames: None = the whole clip in one window (the
-    #                                   model sees every frame at once), "auto" = the model's trained length (13 for
-    #                                   CogVideoX's 49 frames, 21 for Wan's 81), or a count; edits use the same
+    window: int | str | None = None  # temporal window in latent frames: None = the model's recommendation, else the
+    #                                   whole clip in one window; "off" = one window (the model sees every frame at
+    #                                   once); "auto" = the model's trained length (13 for CogVideoX's 49 frames, 21
+    #                                   for Wan's 81), or a count; edits use the same
     overlap: float = DEFAULT_OVERLAP  # share of a window its neighbours overlap, 0 < overlap < 1 (rounded down to
     #                                   whole latent frames, at least one); predictions are blended there
 
@@ -223,14 +229,14 @@ class InvertSettings:
 
 
 def check_window(window, overlap: float) -> int | str | None:
-    """A temporal window is None, "auto" or a whole count of latent frames >= 1 (a digit string is read as one);
-    the overlap a share in (0, 1). Returns the window as None, "auto" or an int."""
-    if window is not None and window != "auto":
+    """A temporal window is None, "auto", "off" or a whole count of latent frames >= 1 (a digit string is read as
+    one); the overlap a share in (0, 1). Returns the window as None, "auto", "off" or an int."""
+    if window is not None and window not in ("auto", WINDOW_OFF):
         if isinstance(window, str):
             try:
                 window = int(window)
             except ValueError:
-                raise SettingsError(f"window must be auto or a count of latent frames, got {window!r}",
+                raise SettingsError(f"window must be auto, off or a count of latent frames, got {window!r}",
                                     "use e.g. auto or 13") from None
         _number("window (latent frames)", window, 1, 100_000, integer=True, example=13)
         window = int(window)
@@ -493,6 +499,23 @@ def check_model_edit_defaults(values, source: str) -> dict:
     except SettingsError as err:
         raise SettingsError(f"{source}: {err}", fix) from None
     return dict(values)
+
+
+def check_model_invert_defaults(values, source: str) -> dict:
+    """A model's recommended inversion settings (the ``"invert"`` object of its ``MODEL_SETTINGS_FILE``), checked
+    as ``check_model_edit_defaults`` checks the edit's."""
+    fix = f"fix or delete {source}"
+    if not isinstance(values, dict):
+        raise SettingsError(f"{source}: 'invert' must be an object of settings, got {values!r}", fix)
+    unknown = sorted(set(values) - set(MODEL_INVERT_DEFAULTS))
+    if unknown:
+        raise SettingsError(f"{source}: unknown inversion setting {unknown[0]!r} (known: "
+                            f"{', '.join(MODEL_INVERT_DEFAULTS)})", fix)
+    try:
+        window = check_window(values.get("window"), DEFAULT_OVERLAP)
+    except SettingsError as err:
+        raise SettingsError(f"{source}: {err}", fix) from None
+    return {} if window is None else {"window": window}
 
 
 def with_model_edit_defaults(config: EditConfig, recommended: dict | None = None) -> EditConfig:

@@ -24,7 +24,7 @@ import torch
 
 from .errors import SettingsError
 from .models.base import VideoFamily
-from .settings import DEFAULT_OVERLAP
+from .settings import DEFAULT_OVERLAP, WINDOW_OFF
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,8 @@ def resolve(model: VideoFamily, frames: int, window: int | str | None, overlap: 
     Args:
         model: the family adapter (its trained length for ``"auto"``, its temporal patch).
         frames: latent frames of the clip.
-        window: ``None`` (one window: the whole clip), ``"auto"`` (the model's trained length) or latent frames.
+        window: ``None`` or ``"off"`` (one window: the whole clip), ``"auto"`` (the model's trained length) or latent
+            frames.
         overlap: share of a window its neighbours overlap, ``0 < overlap < 1`` (rounded down to whole latent
             frames, at least one).
 
@@ -127,7 +128,7 @@ def resolve(model: VideoFamily, frames: int, window: int | str | None, overlap: 
         SettingsError: a window longer than the clip, shorter than the model's temporal patch or not a multiple of
             it, or an overlap outside (0, 1).
     """
-    if window is None:
+    if window is None or window == WINDOW_OFF:
         return plan(frames, frames, 0)
     if not 0.0 < overlap < 1.0:
         raise SettingsError(f"window overlap must be between 0 and 1 (a share of the window), got {overlap:g}",

@@ -18,7 +18,9 @@ from ..models.base import VideoFamily, negative_prompt_for
 from ..outputs import comparison_path, numbered, plan_outputs, settings_path
 from ..settings import (
     DEFAULT_OVERLAP,
+    MODEL_SETTINGS_FILE,
     VIDEO_SUFFIXES,
+    WINDOW_OFF,
     EditConfig,
     InvertSettings,
     ModelSettings,
@@ -48,6 +50,7 @@ FLAGS = {"skip_start": "--skip-frames-start", "skip_end": "--skip-frames-end", "
 # InvertSettings fields that say how an inversion runs, not what it makes: nothing to apply, nor to contradict, in a
 # job that runs none (a batch passes them to every clip, whether it reuses an inversion or not)
 RUN_ONLY = ("kv_budget_gb", "checkpoint_every", "trajectory_device")
+FIXED_POINT_ONLY = ("tol", "max_iter", "clean_max_iter", "anderson")  # the fixed-point solver's own options
 # InvertSettings fields a saved inversion is checked against on their own: its steps, its windows, the edit strength
 # (``--edit-fraction`` is then the edit's alone) and key/value reuse (caches are never saved)
 SAVED_OWN_CHECKS = ("steps", "depth", "window", "overlap", "record_kv")
@@ -103,12 +106,22 @@ def family_before_loading(settings: ModelSettings | None) -> str | None:
 
 
 def family_defaults(model: VideoFamily, read: ReadSettings | None = None,
-                    invert_settings: InvertSettings | None = None, config: EditConfig | None = None) -> tuple:
+                    invert_settings: InvertSettings | None = None, config: EditConfig | None = None,
+                    notes: list[str] | None = None, *, inverting: bool = True) -> tuple:
     """``(read, invert_settings, config)`` with what was left to the model filled in from its family adapter: the
-    frames read (``max_frames`` ``None`` -> ``model.default_frames``; a job in temporal windows reads every frame),
-    the negative prompt (``None`` -> ``model.default_negative_prompt``) and the edit settings the model recommends
-    (``settings.with_model_edit_defaults``). What a job runs with and records; ``None`` arguments stay ``None``."""
-    windowed_job = invert_settings is not None and invert_settings.window is not None
+    temporal windows the model recommends (``model.recommended_invert``), the frames read (``max_frames`` ``None``
+    -> ``model.default_frames``; a job in temporal windows reads every frame), the negative prompt (``None`` ->
+    ``model.default_negative_prompt``) and the edit settings the model recommends for the edit's method
+    (``settings.with_model_edit_defaults``). What a job runs with and records; ``None`` arguments stay ``None``.
+    The recommendations taken are named in one note (to ``notes``); ``inverting`` False: the job edits a saved
+    inversion, which brings its own windows."""
+    taken = []
+    recommended_window = model.recommended_invert.get("window")
+    if inverting and invert_settings is not None and invert_settings.window is None and recommended_window is not None:
+        invert_settings = dataclasses.replace(invert_settings, window=recommended_window)
+        taken.append(f"window {recommended_window} (a clip longer than its trained {model.trained_frames} frames "
+                     "runs in temporal windows; --window off for one)")
+    windowed_job = invert_settings is not None and invert_settings.window not in (None, WINDOW_OFF)
     if read is not None and read.max_frames is None and not windowed_job:  # a windowed job reads every frame
         read = dataclasses.replace(read, max_frames=model.default_frames)
     if invert_settings is not None and invert_settings.negative_prompt is None:
@@ -117,8 +130,24 @@ def family_defaults(model: VideoFamily, read: ReadSettings | None = None,
     if config is not None and config.negative_prompt is None:
         config = dataclasses.replace(config, negative_prompt=negative_prompt_for(model, None))
     if config is not None:
-        config = with_model_edit_defaults(config, model.recommended_edit)
+        filled = with_model_edit_defaults(config, model.recommended_edit)
+        if config.method == "inversion":
+            taken += [f"{key.replace('_', ' ')} {_shown(value)}" for key, value in model.recommended_edit.items()
+                      if _edit_value(filled, key) != _edit_value(config, key)]
+        config = filled
+    if taken and notes is not None:
+        notes.append(f"this model's recommended settings are used where none are given: {', '.join(taken)} (from "
+                     f"its {MODEL_SETTINGS_FILE}; any value you set wins)")
     return read, invert_settings, config
+
+
+def _edit_value(config: EditConfig, key: str):
+    """A recommendable edit setting's value (``settings.MODEL_EDIT_DEFAULTS`` key) in ``config``."""
+    return config.blend.enabled if key == "blend" else getattr(config.injection, key)
+
+
+def _shown(value) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}"
 
 
 def check_edit_request(video: str, prompts: list[str], read: ReadSettings, invert_settings: InvertSettings,
@@ -140,7 +169,7 @@ def check_edit_request(video: str, prompts: list[str], read: ReadSettings, inver
         the video or runs FlowEdit); pass it on to ``load_saved``.
     """
     check_prompts(prompts)
-    if invert_settings.window is None and invert_settings.overlap != DEFAULT_OVERLAP:
+    if invert_settings.window in (None, WINDOW_OFF) and invert_settings.overlap != DEFAULT_OVERLAP:
         raise SettingsError("--overlap-fraction applies to temporal windows, and no --window is given",
                             "give --window too, or drop --overlap-fraction")
     family = family_before_loading(model_settings)
@@ -166,10 +195,22 @@ def check_edit_request(video: str, prompts: list[str], read: ReadSettings, inver
     if config.krnr is not None and family is not None:
         refuse_on_flow(family in FLOW_FAMILIES)
     if saved is None:
+        check_solver_options(invert_settings)
         return None
     inversion = Inversion.load(saved)
     check_saved_request(inversion, read, invert_settings, config, steps_given)
     return inversion
+
+
+def check_solver_options(invert_settings: InvertSettings) -> None:
+    """The fixed-point solver's options with another inversion method would be silently ignored: refused."""
+    if invert_settings.method == "fixed-point":
+        return
+    given = [flag(name) for name in changed_fields(invert_settings) if name in FIXED_POINT_ONLY]
+    if given:
+        raise SettingsError(f"{_listed(given)} only {'applies' if len(given) == 1 else 'apply'} to --inversion "
+                            f"fixed-point, and the inversion is {invert_settings.method}",
+                            f"add --inversion fixed-point, or drop {'it' if len(given) == 1 else 'them'}")
 
 
 def check_flowedit_request(video: str, config: EditConfig, use_inversion: str | None, save_inversion: str | None,
@@ -227,8 +268,9 @@ def check_saved_request(inversion: Inversion, read: ReadSettings, invert_setting
         raise SettingsError(f"{_listed(names)} {'does' if len(names) == 1 else 'do'} not apply to a saved inversion "
                             f"({'; '.join(said)})", f"drop {them}, or invert the video again with {them}{hint}")
     window = invert_settings.window
-    if window is not None and window != "auto" and spread(meta.latent_shape[1], window, invert_settings.overlap) \
-            != inversion.windows():  # "auto" needs the model: check_saved_windows
+    frames = meta.latent_shape[1]
+    if window not in (None, "auto") and spread(frames, frames if window == WINDOW_OFF else window,
+                                               invert_settings.overlap) != inversion.windows():  # auto: the model's
         raise _windows_refusal(inversion, invert_settings)
     edit_offset(inversion, config.strength)  # an edit strength deeper than the inversion
 

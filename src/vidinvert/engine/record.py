@@ -45,10 +45,12 @@ def videos_summary(videos_out: list[Path], comparisons_out: list[Path], prompts:
             "prompts": list(prompts), "frames": videos.shape[1], "size": list(videos.shape[3:]), "fps": fps}
 
 
-def inversion_summary(inversion: Inversion) -> dict:
-    """How the trajectory was solved: evaluations, and for fixed-point the residuals it reached."""
+def inversion_summary(inversion: Inversion, flow: bool = False) -> dict:
+    """How the trajectory was solved: evaluations, and for fixed-point the residuals it reached. ``flow``: the model
+    is flow-matching, whose one-evaluation step (``--inversion ddim``) is the Euler step, and is named so."""
     meta = inversion.meta
-    out = {"method": meta.method, "steps": len(meta.timesteps), "evaluations": sum(meta.iterations)}
+    method = "euler" if flow and meta.method == "ddim" else meta.method
+    out = {"method": method, "steps": len(meta.timesteps), "evaluations": sum(meta.iterations)}
     if inversion.report is not None:
         from ..exact import describe
 

@@ -26,7 +26,6 @@ from ..models.base import VideoFamily
 from ..outputs import partial_path, plan_outputs, settings_path
 from ..settings import (
     DEFAULT_OVERLAP,
-    MODEL_SETTINGS_FILE,
     EditConfig,
     InvertSettings,
     ModelSettings,
@@ -40,6 +39,7 @@ from .plan import (
     check_edit_request,
     check_model_fits,
     check_saved_windows,
+    check_solver_options,
     family_defaults,
     is_saved_inversion,
     plan_edit_outputs,
@@ -63,15 +63,7 @@ def load_model(settings: ModelSettings = ModelSettings(), notes: list[str] | Non
     note = model_note(model.name)
     if note and notes is not None:
         notes.append(note)
-    if model.recommended_edit and notes is not None:
-        given = ", ".join(f"{key.replace('_', ' ')} {_shown(value)}" for key, value in model.recommended_edit.items())
-        notes.append(f"edits with this model use its recommended settings where none are given: {given} "
-                     f"(from its {MODEL_SETTINGS_FILE}; any value you set wins)")
     return model
-
-
-def _shown(value) -> str:
-    return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}"
 
 
 def decode(model: VideoFamily, latents: torch.Tensor) -> torch.Tensor:
@@ -158,7 +150,7 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
         "transformer_calls": len(stats.batch_rows) + len(stats.mask_rows),
         "batch_rows": sorted(set(stats.batch_rows + stats.mask_rows)),
         "inversion_reused": prepared.reused,
-        "inversion": inversion_summary(inversion),
+        "inversion": inversion_summary(inversion, model.schedule(1).is_flow),
         **({"blend_coverage": [round(c, 4) for c in stats.blend_coverage]} if config.blend.enabled else {}),
     }
     if reconstruct:
@@ -199,7 +191,7 @@ def run_edit(video: str, prompts: list[str] | None, model_settings: ModelSetting
                              use_inversion=use_inversion, save_inversion=save_inversion, reconstruct=reconstruct,
                              command=command, model=model, show=show)
     with outputs_together():  # every file of the job, or none
-        with collect_warnings(result.warnings):
+        with collect_warnings(result.warnings, result.notes):
             saved = check_edit_request(video, prompts, read, invert_settings, config, use_inversion,
                                        save_inversion=save_inversion, reconstruct=reconstruct, steps_given=steps_given,
                                        model_settings=model_settings)
@@ -212,7 +204,8 @@ def run_edit(video: str, prompts: list[str] | None, model_settings: ModelSetting
                                                             "reconstruction" if reconstruct else "edit", inputs, extra)
             started = time.perf_counter()
             model = model or load_model(model_settings, result.notes)
-            read, invert_settings, config = family_defaults(model, read, invert_settings, config)
+            read, invert_settings, config = family_defaults(model, read, invert_settings, config, result.notes,
+                                                            inverting=saved is None)
             check_model_fits(model, config)
             if saved is None:
                 checkpoint = partial_path(Path(save_inversion) if save_inversion else videos_out[0].with_suffix(".inv"))
@@ -246,14 +239,14 @@ def _run_flowedit(video: str, prompts: list[str], model_settings: ModelSettings,
     ``inversion`` are ``null``; the windows are in its ``result.flowedit``)."""
     result = JobResult()
     with outputs_together():  # every file of the job, or none
-        with collect_warnings(result.warnings):
+        with collect_warnings(result.warnings, result.notes):
             check_edit_request(video, prompts, read, invert_settings, config, use_inversion,
                                save_inversion=save_inversion, reconstruct=reconstruct, model_settings=model_settings)
             videos_out, comparisons_out = plan_edit_outputs(Path(video).stem, len(prompts), output, "edit",
                                                             [Path(video)])
             started = time.perf_counter()
             model = model or load_model(model_settings, result.notes)
-            read, invert_settings, config = family_defaults(model, read, invert_settings, config)
+            read, invert_settings, config = family_defaults(model, read, invert_settings, config, result.notes)
             steps = invert_settings.steps
             flow_schedule(model, steps)  # refuses a DDIM model before the video is read
             source = open_source(model, video, read, rows=rows_per_step(len(prompts), 2, 2, 1, False),
@@ -272,24 +265,25 @@ def run_invert(video: str, model_settings: ModelSettings = ModelSettings(), read
     """The invert job (``vidinvert invert``): video -> ``.inv`` and its settings JSON."""
     result = JobResult()
     with outputs_together():  # the .inv and its JSON, or neither
-        with collect_warnings(result.warnings):
+        with collect_warnings(result.warnings, result.notes):
             out = (Path(output.output) if output.output
                    else Path(output.output_dir) / f"{Path(video).stem}_inversion.inv")
             if out.suffix != ".inv":
                 raise VidinvertError(f"an inversion is saved as .inv, got {out.name}", "e.g. clip.inv")
             if is_saved_inversion(video):
                 raise VidinvertError(f"{video} is already an inversion", "invert a video file")
+            check_solver_options(invert_settings)
             plan_outputs([out, settings_path(out)], output.force, [Path(video)])
             started = time.perf_counter()
             model = model or load_model(model_settings, result.notes)
-            read, invert_settings, _ = family_defaults(model, read, invert_settings)
+            read, invert_settings, _ = family_defaults(model, read, invert_settings, notes=result.notes)
             prepared = prepare(model, video, read, invert_settings, progress=output.progress,
                                checkpoint=partial_path(out))
             prepared.inversion.save(out, force=output.force)
             clip = prepared.source.clip
             result.outputs, result.prepared = [out], prepared
             result.summary = {"output": str(out), "frames": clip.frames.shape[0], "size": list(clip.frames.shape[2:]),
-                              **inversion_summary(prepared.inversion),
+                              **inversion_summary(prepared.inversion, model.schedule(1).is_flow),
                               "seconds": round(time.perf_counter() - started, 2), **peak_memory()}
         write_records(result, "invert", model, model_settings, read, invert_settings, None, output, show)
     return result

@@ -14,7 +14,7 @@ from ..errors import VidinvertError
 from ..inversion import Inversion, InversionMeta, invert
 from ..models.base import VideoFamily
 from ..provenance import SourceInfo
-from ..settings import DEFAULT_OVERLAP, InvertSettings, ReadSettings
+from ..settings import DEFAULT_OVERLAP, WINDOW_OFF, InvertSettings, ReadSettings
 from ..video import Clip, frames_hash, read_video
 from ..windows import resolve as resolve_windows, windowed
 from .memory import check_memory, guard_memory
@@ -52,7 +52,7 @@ def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings
     """Read frames sized for ``model`` and encode them; one-line errors for anything unusable, or for a size the
     device has no memory for (``rows``: the most transformer batch rows the job will use; ``invert_settings``: its
     temporal window, checked against the clip and bounding the transformer's memory)."""
-    read, _, _ = family_defaults(model, read, invert_settings)
+    read, invert_settings, _ = family_defaults(model, read, invert_settings)
     height, width = read.height, read.width
     if height is None and width is None:
         height, width = model.native_size()
@@ -125,7 +125,7 @@ def load_saved(model: VideoFamily, path: str | Inversion, steps: int | None = No
     inversion = path if isinstance(path, Inversion) else Inversion.load(path)
     inversion.check_matches(model, num_steps=steps)
     meta = inversion.meta
-    windowing = InvertSettings(window=meta.window or None)  # a windowed job's frames are not capped by the model's
+    windowing = InvertSettings(window=meta.window or WINDOW_OFF)  # a windowed job's frames are not capped by the model's
     if video is not None:
         source = open_source(model, video, read, invert_settings=windowing)
         inversion.check_matches(source_hash=source.hash)
@@ -145,7 +145,9 @@ def load_saved(model: VideoFamily, path: str | Inversion, steps: int | None = No
 
 def prepare(model: VideoFamily, video: str, read: ReadSettings, invert_settings: InvertSettings,
             progress: bool = False, checkpoint: Path | None = None, rows: int = 2) -> Prepared:
-    """Open and invert a video (``rows``: the most transformer batch rows the job will use, for the memory check)."""
+    """Open and invert a video (``rows``: the most transformer batch rows the job will use, for the memory check);
+    what ``invert_settings`` left to the model is filled in first (``family_defaults``)."""
+    read, invert_settings, _ = family_defaults(model, read, invert_settings)
     source = open_source(model, video, read, rows, invert_settings)
     return Prepared(source, invert_source(model, source, invert_settings, progress=progress, checkpoint=checkpoint))
 

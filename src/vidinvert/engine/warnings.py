@@ -7,13 +7,16 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import Note
+
 PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)  # the vidinvert package: whose warnings are ours
 
 
 @contextmanager
-def collect_warnings(into: list[str]):
-    """Record the library's warnings raised inside the block into ``into`` (one line each, no repeats); other
-    packages' warnings are shown as usual once the block ends."""
+def collect_warnings(into: list[str], notes: list[str] | None = None):
+    """Record the library's warnings raised inside the block into ``into`` (one line each, no repeats), its
+    ``errors.Note``s into ``notes`` (``None``: ``into``); other packages' warnings are shown as usual once the block
+    ends."""
     others = []
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -24,8 +27,9 @@ def collect_warnings(into: list[str]):
                 for item in caught:
                     if str(item.filename).startswith(PACKAGE_DIR) and issubclass(item.category, UserWarning):
                         line = " ".join(str(item.message).split())
-                        if line not in into:
-                            into.append(line)
+                        where = notes if notes is not None and issubclass(item.category, Note) else into
+                        if line not in where:
+                            where.append(line)
                     else:
                         others.append(item)
     finally:  # outside catch_warnings: re-showing inside it would record them again, endlessly

@@ -36,6 +36,7 @@ class VideoFamily(Protocol):
     default_frames: int  # frames read when none are asked for (ReadSettings.max_frames None): the pipeline's own
     default_negative_prompt: str  # uncond text when none is given (EditConfig/InvertSettings.negative_prompt None)
     recommended_edit: dict  # edit settings the model folder recommends (settings.MODEL_SETTINGS_FILE), or {}
+    recommended_invert: dict  # inversion settings it recommends ({"window": "auto"} for a short-clip model), or {}
 
     @property
     def device(self) -> torch.device: ...

@@ -58,6 +58,7 @@ class DiffusersFamily:
         self.spatial_factor = pipe.vae_scale_factor_spatial  # pixels per latent cell
         self.temporal_factor = pipe.vae_scale_factor_temporal  # pixel frames per latent frame (after the first)
         self.recommended_edit: dict = {}  # edit settings the model folder recommends (registry.wrap fills it)
+        self.recommended_invert: dict = {}  # inversion settings it recommends (its temporal windows)
 
     # ---- identity -------------------------------------------------------------------------------------------
     @property

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from ..errors import VidinvertError
-from ..settings import MODEL_SETTINGS_FILE, OFFLOAD_MODES, ModelSettings, check_model_edit_defaults
+from ..settings import (MODEL_SETTINGS_FILE, OFFLOAD_MODES, ModelSettings, check_model_edit_defaults,
+                        check_model_invert_defaults)
 from .device import auto_dtype, is_out_of_memory, resolve_device, resolve_dtype
 from .folder import check_pipeline_folder
 
@@ -206,27 +207,28 @@ def enable_vae_tiling(vae) -> None:
         vae.enable_tiling(**sizes)
 
 
-def recommended_edit(pipe) -> dict:
-    """The edit settings a pipeline's folder recommends (``{"edit": {...}}`` in its ``MODEL_SETTINGS_FILE``), checked;
-    ``{}`` when it has none (a hub id, or a folder without the file)."""
+def recommended(pipe) -> tuple[dict, dict]:
+    """``(edit, invert)``: the settings a pipeline's folder recommends (``{"edit": {...}, "invert": {...}}`` in its
+    ``MODEL_SETTINGS_FILE``), checked; ``({}, {})`` when it has none (a hub id, or a folder without the file)."""
     folder = getattr(pipe, "name_or_path", None)
     path = Path(folder) / MODEL_SETTINGS_FILE if folder else None
     if path is None or not path.is_file():
-        return {}
+        return {}, {}
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, OSError, UnicodeDecodeError):
         raise VidinvertError(f"{path} is not valid JSON", f"fix or delete {path}") from None
     if not isinstance(data, dict):
         raise VidinvertError(f"{path} must hold a JSON object", f"fix or delete {path}")
-    return check_model_edit_defaults(data.get("edit", {}), str(path))
+    return (check_model_edit_defaults(data.get("edit", {}), str(path)),
+            check_model_invert_defaults(data.get("invert", {}), str(path)))
 
 
 def wrap(pipe, name: str | None = None):
-    """The family adapter for a loaded pipeline (``VideoFamily``), chosen by the pipeline's class, with the edit
-    settings its folder recommends (``recommended_edit``)."""
+    """The family adapter for a loaded pipeline (``VideoFamily``), chosen by the pipeline's class, with the settings
+    its folder recommends (``recommended``)."""
     model = adapter_for(pipe, name)
-    model.recommended_edit = recommended_edit(pipe)
+    model.recommended_edit, model.recommended_invert = recommended(pipe)
     return model
 
 
