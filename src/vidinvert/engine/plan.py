@@ -7,7 +7,6 @@ model (``check_model_fits``, ``check_saved_windows``) is checked once it is open
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from ..editing import edit_offset
@@ -88,21 +87,11 @@ def changed_fields(settings, skip: tuple[str, ...] = ()) -> list[str]:
 
 
 def family_before_loading(settings: ModelSettings | None) -> str | None:
-    """The family of the model ``settings`` names, where it is known without loading it: a bundled or tiny model by
-    its name, a folder by its ``model_index.json``; ``None`` for a hub id (and for what loading will refuse)."""
-    from ..models.registry import DEMO_MODEL, DEMO_WAN, FAMILIES, TINY_COGVIDEOX, TINY_WAN, default_model
+    """The family of the model ``settings`` names, where it is known without loading it (``registry.family_named``);
+    ``None`` without settings."""
+    from ..models.registry import family_named
 
-    if settings is None:
-        return None
-    name = settings.name or default_model()
-    if name in TINY_WAN or name == DEMO_WAN:
-        return "wan"
-    if name in TINY_COGVIDEOX or name == DEMO_MODEL:
-        return "cogvideox"
-    try:
-        return FAMILIES.get(json.loads((Path(name).expanduser() / "model_index.json").read_text()).get("_class_name"))
-    except (OSError, ValueError, AttributeError):
-        return None
+    return None if settings is None else family_named(settings.name)
 
 
 def family_defaults(model: VideoFamily, read: ReadSettings | None = None,

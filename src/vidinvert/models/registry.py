@@ -163,6 +163,20 @@ def load_pipeline(
     return pipe
 
 
+def family_named(name: str | None) -> str | None:
+    """The family (``FAMILIES`` value) of the model ``name`` names, known without loading it: a bundled or tiny model
+    by its name, a folder by its ``model_index.json``; ``None`` for a hub id (and for what loading will refuse)."""
+    name = name or default_model()
+    if name in TINY_WAN or name == DEMO_WAN:
+        return "wan"
+    if name in TINY_COGVIDEOX or name == DEMO_MODEL:
+        return "cogvideox"
+    try:
+        return FAMILIES.get(json.loads((Path(name).expanduser() / "model_index.json").read_text()).get("_class_name"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def family_of(pipe) -> str:
     """The family (``FAMILIES`` value) of a loaded pipeline; one-line error for any other pipeline."""
     family = FAMILIES.get(type(pipe).__name__)
