@@ -2,7 +2,7 @@
 tiny models of every layout: CogVideoX 5b / 2b / 1.5 and Wan 2.1 / 2.2 A14B (two experts) / 2.2 TI2V-5B.
 
 Family-specific mathematics (schedules, samplers against the pipelines, explicit attention sums, experts, per-token
-timesteps) lives in test_model.py, test_attention.py and test_wan.py.
+timesteps) lives in test_loading.py, test_attention.py and test_wan.py.
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ class DiffusersFamily:
 
         The VAE may decode more frames than that (CogVideoX's decodes an even number of latent frames as if none
         were the lone first frame: 2 latents -> 8 frames), so the last ``F`` are kept (the alignment that matches
-        the encoded frames on a trained VAE; tests/test_jobs.py checks it on the demo).
+        the encoded frames on a trained VAE; tests/test_engine.py checks it on the demo).
         """
         z = latents.to(device=self.device, dtype=self.vae.dtype).permute(0, 2, 1, 3, 4)  # [B, C', T, h, w]
         video = self.vae.decode(self.unscale_latents(z)).sample  # [B, C, F', H, W], F' >= F

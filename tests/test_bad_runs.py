@@ -1,4 +1,4 @@
-"""Numerical faults, memory exhaustion, interruption and output safety (the model side of issue 5)."""
+"""Runs that go wrong: numerical faults, memory exhaustion, interruption and output safety."""
 
 import json
 

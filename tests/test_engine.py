@@ -1,4 +1,5 @@
-"""The job layer: the bugs a new user hit, the warnings every front end must see, and the layering of the package."""
+"""The engine (``engine/``): checks before model work, the warnings every front end must see, and the layering of the
+package."""
 
 from __future__ import annotations
 

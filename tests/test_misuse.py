@@ -1,4 +1,4 @@
-"""Issue 17: what a hostile or unlucky user hit (the page's security is in test_web_security.py).
+"""Misuse across front ends: what a hostile or unlucky user can do (the page's security is in test_web_security.py).
 
 Concurrent runs on one output, interruption or a full disk while a job's files are written, temps left by kill -9,
 append-only checkpoints, memory estimates, VAE tiling, key/value budget, --quiet, unreadable inversions.
