@@ -1,12 +1,15 @@
 """Tests for vidinvert.video (reading, frame selection, resizing, helpers) and vidinvert.export (writing).
 
 Unusable or unusual input files (missing, empty, truncated, not a video, too few frames, odd formats) are in
-test_faults_video.py; the one-line-error check and the frame-numbered clips are shared from conftest.py.
+test_bad_videos.py; the one-line-error check and the frame-numbered clips are shared from conftest.py.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -247,6 +250,45 @@ def test_write_other_containers_from_uint8(tmp_path, suffix):
 def test_write_fractional_fps(tmp_path):
     path = write_video(smooth_frames(5, 16, 16), tmp_path / "ntsc.mp4", fps=30000 / 1001)
     assert read_video(path).fps == pytest.approx(29.97, abs=0.01)
+
+
+# A fresh process that writes the frames of argv[1] to argv[2], on the CPUs listed in argv[3] (if it can).
+_WRITE_IN_CHILD = """
+import os, sys
+import numpy as np
+if sys.argv[3] and hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {int(cpu) for cpu in sys.argv[3].split(",")})
+from vidinvert.export import write_video
+write_video(np.load(sys.argv[1]), sys.argv[2])
+"""
+
+
+def test_write_same_frames_same_bytes_across_processes(tmp_path):
+    """The same frames give the same mp4 bytes in fresh processes, whatever the heap holds and however many CPUs
+    the process may use. Before: x264's AVX-512 macroblock-tree code read an uninitialised buffer whenever the width
+    was not a multiple of 128 pixels (e.g. 64: the demo's size; 720), and x264 chose its thread count from the CPUs.
+    MALLOC_PERTURB_ (glibc) fills fresh heap memory with a byte, as a long run leaves it dirty."""
+    source = tmp_path / "frames.npy"
+    # [F, H, W, 3]: 96 px wide = 6 macroblocks (not a multiple of 8); 128 high, so that x264 would use 2 threads
+    np.save(source, to_uint8(smooth_frames(9, 128, 96)))
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    src = str(Path(export.__file__).parents[1])
+    runs = [("a.mp4", None, ""), ("b.mp4", "165", str(cpus[0]) if len(cpus) > 1 else "")]
+    children = []
+    for name, perturb, only in runs:
+        env = {key: value for key, value in os.environ.items() if key != "MALLOC_PERTURB_"}
+        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+        if perturb:
+            env["MALLOC_PERTURB_"] = perturb
+        children.append(subprocess.Popen([sys.executable, "-c", _WRITE_IN_CHILD, str(source), str(tmp_path / name),
+                                          only], env=env, stderr=subprocess.PIPE, text=True))
+    for child in children:
+        assert child.wait(timeout=120) == 0, child.stderr.read()
+    first, second = ((tmp_path / name).read_bytes() for name, _, _ in runs)
+    assert first == second
+    with av.open(str(tmp_path / "a.mp4")) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.format.name) == ("h264", "yuv420p")
 
 
 # ----------------------------------------------------------------------------- helpers

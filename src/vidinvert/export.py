@@ -6,7 +6,12 @@ renamed into place when the encoder has finished; an existing file is only repla
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import glob
 import os
+import platform
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,6 +26,10 @@ from .errors import VidinvertError
 from .video import AV_ERRORS, reason, to_uint8
 
 H264_SUFFIXES = (".mp4", ".mov", ".mkv")  # containers written with libx264
+# Encoder threads, fixed: x264's output depends on its thread count, and "auto" follows the machine's (and the
+# process's CPU affinity), so the same frames would give other bytes elsewhere. Frame threads, as ffmpeg uses.
+H264_THREADS = 4
+X264_CPU_AVX512 = 1 << 16  # x264.h; only read on x86-64, where it means AVX-512
 
 
 def write_video(
@@ -96,12 +105,65 @@ def _encode_h264(rgb: np.ndarray, path: str, fps: float, crf: int) -> None:
         rgb = np.pad(rgb, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")  # [F, H', W', 3]
     options = {} if path.lower().endswith(".mkv") else {"movflags": "+faststart"}  # index up front
     with av.open(path, "w", options=options) as out:
-        stream = out.add_stream("libx264", rate=_rate(fps), options={"crf": str(crf)})
+        stream = out.add_stream("libx264", rate=_rate(fps), options=_x264_options(crf))
         stream.height, stream.width = rgb.shape[1:3]
         stream.pix_fmt = "yuv420p"
+        stream.codec_context.thread_type = "FRAME"
+        stream.codec_context.thread_count = H264_THREADS
         for image in rgb:
             out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         out.mux(stream.encode())  # flush delayed frames
+
+
+def _x264_options(crf: int) -> dict[str, str]:
+    """libx264 options that make the bytes a function of the frames alone: CRF, and on a CPU with AVX-512,
+    x264's AVX-512 code turned off (every other SIMD level it detected is kept).
+
+    x264's AVX-512 ``mbtree_propagate_list`` (x264 core 165, common/x86/mc-a2.asm) handles 8 macroblocks a step
+    with no tail mask: when the width in macroblocks is not a multiple of 8 (any width but a multiple of 128
+    pixels: 64, 720, ...), it adds propagate costs from memory past the row (an uninitialised scratch buffer) into
+    the macroblock tree. Rate control then varies with leftover heap contents: other bytes, and other pixels after
+    decoding, for the same frames, from one process or one call to the next. The AVX2/SSSE3 versions stop at the
+    row's end.
+    """
+    options = {"crf": str(crf)}
+    flags = _x264_cpu_flags()
+    if flags is not None and flags & X264_CPU_AVX512:
+        options["x264-params"] = f"asm={flags & ~X264_CPU_AVX512}"  # a number: x264 uses it as the flag set
+    return options
+
+
+@functools.lru_cache(maxsize=1)
+def _x264_cpu_flags() -> int | None:
+    """The CPU flags x264 detects on this machine (``x264_cpu_detect``, from the libx264 PyAV uses), or None when
+    not on x86-64 or the library cannot be found (the encoder then keeps its own detection)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    for candidate in _x264_library_paths():
+        try:
+            detect = ctypes.CDLL(candidate).x264_cpu_detect
+        except (OSError, AttributeError):
+            continue
+        detect.restype, detect.argtypes = ctypes.c_uint32, []
+        return int(detect())
+    return None
+
+
+def _x264_library_paths() -> list[str]:
+    """Where the libx264 that libavcodec loaded may be: the process's mapped files (Linux), the libraries bundled
+    in PyAV's wheel, then the system's."""
+    paths = []
+    try:
+        with open("/proc/self/maps") as maps:  # lines end with the mapped file's path, if any
+            mapped = {line.split(None, 5)[-1].strip() for line in maps}
+        paths += sorted(name for name in mapped if os.path.basename(name).startswith("libx264"))
+    except OSError:
+        pass
+    package = os.path.dirname(av.__file__)
+    for folder in (os.path.join(package, os.pardir, "av.libs"), os.path.join(package, ".dylibs"), package):
+        paths += sorted(glob.glob(os.path.join(folder, "libx264*")))
+    system = ctypes.util.find_library("x264")
+    return paths + ([system] if system else [])
 
 
 def _encode_gif(rgb: np.ndarray, path: str, fps: float, crf: int) -> None:
