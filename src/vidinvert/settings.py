@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import MISSING, InitVar, dataclass, field, fields, replace
+from typing import Callable
 
 from .errors import SettingsError
 
@@ -482,40 +483,42 @@ class EditConfig:
                                 "start from the inverted noise to use K-RNR")
 
 
-def check_model_edit_defaults(values, source: str) -> dict:
-    """A model's recommended edit settings (the ``"edit"`` object of its ``MODEL_SETTINGS_FILE``), checked: a
-    ``dict`` of ``MODEL_EDIT_DEFAULTS`` keys with valid values, else one line naming ``source``."""
+def _recommended(values, source: str, section: str, known: dict, check: Callable[[dict], dict]) -> dict:
+    """One section (``"edit"``, ``"invert"``) of a model's ``MODEL_SETTINGS_FILE``, checked: a ``dict`` of ``known``
+    keys that ``check`` accepts (and returns, normalised), else one line naming ``source``."""
     fix = f"fix or delete {source}"
     if not isinstance(values, dict):
-        raise SettingsError(f"{source}: 'edit' must be an object of settings, got {values!r}", fix)
-    unknown = sorted(set(values) - set(MODEL_EDIT_DEFAULTS))
+        raise SettingsError(f"{source}: '{section}' must be an object of settings, got {values!r}", fix)
+    unknown = sorted(set(values) - set(known))
+    what = "edit" if section == "edit" else "inversion"
     if unknown:
-        raise SettingsError(f"{source}: unknown edit setting {unknown[0]!r} (known: "
-                            f"{', '.join(MODEL_EDIT_DEFAULTS)})", fix)
-    if "blend" in values and not isinstance(values["blend"], bool):
-        raise SettingsError(f"{source}: 'blend' must be true or false, got {values['blend']!r}", fix)
+        raise SettingsError(f"{source}: unknown {what} setting {unknown[0]!r} (known: {', '.join(known)})", fix)
     try:
-        InjectionConfig(reference_weight=values.get("reference_weight"))
+        return check(values)
     except SettingsError as err:
         raise SettingsError(f"{source}: {err}", fix) from None
+
+
+def _edit_recommendation(values: dict) -> dict:
+    if "blend" in values and not isinstance(values["blend"], bool):
+        raise SettingsError(f"'blend' must be true or false, got {values['blend']!r}")
+    InjectionConfig(reference_weight=values.get("reference_weight"))
     return dict(values)
 
 
-def check_model_invert_defaults(values, source: str) -> dict:
-    """A model's recommended inversion settings (the ``"invert"`` object of its ``MODEL_SETTINGS_FILE``), checked
-    as ``check_model_edit_defaults`` checks the edit's."""
-    fix = f"fix or delete {source}"
-    if not isinstance(values, dict):
-        raise SettingsError(f"{source}: 'invert' must be an object of settings, got {values!r}", fix)
-    unknown = sorted(set(values) - set(MODEL_INVERT_DEFAULTS))
-    if unknown:
-        raise SettingsError(f"{source}: unknown inversion setting {unknown[0]!r} (known: "
-                            f"{', '.join(MODEL_INVERT_DEFAULTS)})", fix)
-    try:
-        window = check_window(values.get("window"), DEFAULT_OVERLAP)
-    except SettingsError as err:
-        raise SettingsError(f"{source}: {err}", fix) from None
+def _invert_recommendation(values: dict) -> dict:
+    window = check_window(values.get("window"), DEFAULT_OVERLAP)
     return {} if window is None else {"window": window}
+
+
+def check_model_edit_defaults(values, source: str) -> dict:
+    """A model's recommended edit settings (the ``"edit"`` object of its ``MODEL_SETTINGS_FILE``), checked."""
+    return _recommended(values, source, "edit", MODEL_EDIT_DEFAULTS, _edit_recommendation)
+
+
+def check_model_invert_defaults(values, source: str) -> dict:
+    """A model's recommended inversion settings (the ``"invert"`` object of its ``MODEL_SETTINGS_FILE``), checked."""
+    return _recommended(values, source, "invert", MODEL_INVERT_DEFAULTS, _invert_recommendation)
 
 
 def with_model_edit_defaults(config: EditConfig, recommended: dict | None = None) -> EditConfig:

@@ -283,22 +283,15 @@ PUBLISHED: dict[str, PublishedModel] = {model.hub_id: model for model in (
     # Wan 2.1 I2V 14B (480P / 720P): transformer per get_transformer_config("Wan-I2V-14B-480p"/"-720p"), CLIP image
     # encoder (WanImageToVideoPipeline with image_encoder, image_processor); 40 steps for i2v (generate.py), guidance
     # 5 (README diffusers example); negative prompt per wan/configs/wan_i2v_14B.py ("镜头晃动，" + the shared one)
-    PublishedModel(
-        "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "wan", _wan_index("WanImageToVideoPipeline", clip=True),
+    *(PublishedModel(
+        f"Wan-AI/Wan2.1-I2V-14B-{resolution}-Diffusers", "wan", _wan_index("WanImageToVideoPipeline", clip=True),
         {"transformer": _WAN_I2V_TRANSFORMER, "vae": _WAN_VAE, "scheduler": _WAN_UNIPC, "text_encoder": _UMT5_XXL,
          "image_encoder": _CLIP_VIT_H, "image_processor": _CLIP_PROCESSOR},
         {"transformer": 16_394_878_784, "vae": 126_892_531, "text_encoder": 5_680_910_336,
          "image_encoder": 630_766_080},
-        "bfloat16", 480, 832, 81, 16, steps=40, guidance_scale=5.0, guidance_scale_2=None,
-        negative_prompt="镜头晃动，" + _WAN_NEGATIVE),
-    PublishedModel(
-        "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", "wan", _wan_index("WanImageToVideoPipeline", clip=True),
-        {"transformer": _WAN_I2V_TRANSFORMER, "vae": _WAN_VAE, "scheduler": _WAN_UNIPC, "text_encoder": _UMT5_XXL,
-         "image_encoder": _CLIP_VIT_H, "image_processor": _CLIP_PROCESSOR},
-        {"transformer": 16_394_878_784, "vae": 126_892_531, "text_encoder": 5_680_910_336,
-         "image_encoder": 630_766_080},
-        "bfloat16", 720, 1280, 81, 16, steps=40, guidance_scale=5.0, guidance_scale_2=None,
-        negative_prompt="镜头晃动，" + _WAN_NEGATIVE),
+        "bfloat16", height, width, 81, 16, steps=40, guidance_scale=5.0, guidance_scale_2=None,
+        negative_prompt="镜头晃动，" + _WAN_NEGATIVE) for resolution, height, width in (("480P", 480, 832),
+                                                                                    ("720P", 720, 1280))),
 
     # Wan 2.2 TI2V 5B: transformer per get_transformer_config("Wan2.2-TI2V-5B"), VAE vae22_diffusers_config,
     # flow_shift 5.0 and expand_timesteps=True (convert_wan_to_diffusers.py __main__); 704x1280, 121 frames, 24 fps,
