@@ -189,3 +189,13 @@ def test_loaded_latents_are_float32_and_integer_tensors_are_refused(tiny_model, 
               str(ints), metadata=header)
     with pytest.raises(VidinvertError, match="non-float tensors"):
         Inversion.load(ints)
+
+
+def test_the_header_records_the_clean_end_cap_resolved(tiny_model, frames):
+    """``clean_max_iter`` ``None`` in a header means only "not fixed-point": unset, it is recorded as ``max_iter``."""
+    latents = tiny_model.encode(frames)
+    assert invert(tiny_model, latents, steps=2).meta.clean_max_iter is None
+    for given, recorded in (({}, 3), ({"clean_max_iter": 5}, 5)):
+        with pytest.warns((NotConvergedWarning, UserWarning)):
+            meta = invert(tiny_model, latents, steps=2, method="fixed-point", tol=1e-12, max_iter=3, **given).meta
+        assert (meta.max_iter, meta.clean_max_iter) == (3, recorded)

@@ -245,3 +245,39 @@ def test_write_folder_refuses_bad_arguments(tmp_path):
         write_folder(model, tmp_path, text_layers=0)
     with pytest.raises(ValueError, match="not a model"):
         meta_model(model, "scheduler")
+
+
+def _meta_pipeline(record):
+    """The record's pipeline with every model on the meta device (no memory): what the family adapters read."""
+    import diffusers
+
+    from vidinvert.models import published
+
+    parts = {name: meta_model(record, name) for name in record.models}
+    parts["scheduler"] = published._library_class(record, "scheduler")[1].from_config(record.configs["scheduler"])
+    parts["tokenizer"] = published._stand_in_tokenizer(record)
+    flags = {k: v for k, v in record.model_index.items() if not k.startswith("_") and not isinstance(v, list)}
+    return getattr(diffusers, record.pipeline)(**parts, **flags)
+
+
+TEXT_TO_VIDEO = [m for m in MODELS if PUBLISHED[m].pipeline not in IMAGE_TO_VIDEO]
+
+
+@pytest.mark.parametrize("hub_id", TEXT_TO_VIDEO)
+def test_the_adapter_of_a_published_architecture_runs_at_its_published_size_and_length(hub_id):
+    """CogVideoX 1.5 at 768x1360 (its position table is sized 2400x2400), Wan 14B and A14B at 720x1280, TI2V-5B at
+    121 frames: the adapter knows the checkpoint by its architecture and takes the published defaults."""
+    from vidinvert.windows import trained_window
+
+    record = PUBLISHED[hub_id]
+    model = registry.adapter_for(_meta_pipeline(record), name=hub_id)
+    assert model.published is record
+    assert model.native_size() == (record.height, record.width)
+    assert model.trained_frames == model.default_frames == record.num_frames
+    latent = (record.num_frames - 1) // model.temporal_factor + 1
+    assert trained_window(model) == latent // model.temporal_patch * model.temporal_patch  # --window auto
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-2b", "tiny-1.5", "tiny-wan", "tiny-wan22", "tiny-wan22-5b"])
+def test_small_models_are_no_published_checkpoint(name):
+    assert registry.wrap(registry.load_pipeline(name, device="cpu"), name=name).published is None

@@ -8,6 +8,7 @@ browser). ``VIDINVERT_SCREENSHOT=1`` also saves the page after an edit of the bu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -15,13 +16,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import assert_one_line
 
-from vidinvert import engine
+from vidinvert import engine, metrics
 from vidinvert.errors import VidinvertError
 from vidinvert.models import DEMO_MODEL, sample_video
 from vidinvert.settings import (BlendConfig, EditConfig, FlowEditConfig, InjectionConfig, InvertSettings,
@@ -85,8 +87,6 @@ def test_the_page_widgets_start_at_the_form_defaults():
     app = build_app(Studio(ModelSettings(name="tiny")))
     by_label = {c["props"].get("label"): c["props"] for c in app.config["components"] if "props" in c}
     for key, value in form_defaults().items():
-        if key == "blend_source":  # not on the page (the source prompt describes the video)
-            continue
         assert by_label[LABELS[key]]["value"] == value, key
         assert by_label[LABELS[key]].get("minimum") in (None, 0, 0.05), key  # no Gradio range check on numbers
 
@@ -108,7 +108,7 @@ def test_the_page_widgets_start_at_the_form_defaults():
     ("n_max", 2.5, ["FlowEdit n_max", "whole number"]),
     ("n_min", -1, ["FlowEdit n_min", "between 0 and 1000"]),
     ("source_guidance", 0.5, ["Source guidance", "between 1 and 100"]),
-    ("window", "wide", ["Window", "auto or a count"]),
+    ("window", "wide", ["Window", "a count of latent frames"]),
     ("window", "0", ["Window"]),
     ("overlap_fraction", 1.5, ["Window overlap fraction", "below 1"]),
 ])
@@ -147,8 +147,26 @@ def test_studio_flowedit_equals_the_cli_job_and_reuses_the_opened_video(tmp_path
         assert page.record["inversion"] is None and page.record["invert"] is None
         assert {k: page.record[k] for k in ("read", "edit")} == {k: cli.record[k] for k in ("read", "edit")}
     assert sum(1 for key in studio._cache if "source" in key) == 1  # opened once
+    cogvideox = Studio(ModelSettings(name="tiny"))
     with pytest.raises(VidinvertError, match="flow-matching"):
-        Studio(ModelSettings(name="tiny")).edit(str(SAMPLE), read, inv, ["x"], config, tmp_path / "cog")
+        cogvideox.edit(str(SAMPLE), read, inv, ["x"], config, tmp_path / "cog")
+    assert cogvideox._model is None  # refused by the model's name, before it was loaded
+
+
+def test_studio_flowedit_runs_in_the_windows_asked_for_as_the_cli(tmp_path):
+    read, inv, config = settings_from_form({"method": "flowedit", "max_num_frames": None, "steps": 3, "n_max": 2,
+                                            "window": "2", "overlap_fraction": 0.5, "source_prompt": "a red disc"})
+    cli = engine.run_edit(str(SAMPLE), ["a blue disc"], ModelSettings(name="tiny-wan"), read, inv, config,
+                          OutputSettings(output=str(tmp_path / "cli" / "out.mp4"), progress=False))
+    with pytest.raises(VidinvertError):  # a window longer than the clip: refused as the CLI refuses it
+        Studio(ModelSettings(name="tiny-wan")).edit(str(SAMPLE), read, dataclasses.replace(inv, window=50),
+                                                    ["a blue disc"], config, tmp_path / "long")
+    _, page = Studio(ModelSettings(name="tiny-wan")).edit(str(SAMPLE), read, inv, ["a blue disc"], config,
+                                                          tmp_path / "page")
+    assert page.summary["flowedit"]["window"] == cli.summary["flowedit"]["window"] == 2
+    assert page.summary["flowedit"]["window_overlap"] == cli.summary["flowedit"]["window_overlap"]
+    assert torch.equal(page.latents, cli.latents)
+    assert page.record["read"] == cli.record["read"]
 
 
 def test_a_window_on_the_form_reads_every_frame_unless_max_frames_is_typed():
@@ -192,7 +210,9 @@ def test_page_messages_name_page_fields_never_cli_flags(tmp_path):
         flag = "--" + key.replace("_", "-")
         assert flag in edit_flags and page_words(f"use {flag} 3") == f"use {label} 3", key
     assert page_words("use --method inversion") == "use Edit method inversion"
-    assert page_words("raise max_frames (--max_num_frames) to 9") == "raise max_frames (Max frames) to 9"
+    assert page_words("raise max_frames (--max_num_frames) to 9") == "raise Max frames to 9"
+    assert page_words("1 picked with skip_start=8, skip_end=0, stride=1") == \
+        "1 picked with Skip start=8, Skip end=0, Stride=1"
     assert page_words("use a smaller --height/--width") == "use a smaller Height/Width"
     assert page_words("drop --krnr") == "drop krnr (not on this page)"
     read, inv, config = settings_from_form({"method": "flowedit", "max_num_frames": 5, "steps": 2})
@@ -277,8 +297,24 @@ def test_studio_edits_in_the_windows_the_form_asks_for(tmp_path):
     studio = Studio(ModelSettings(name="tiny"))
     read, inv, config = settings_from_form({"max_num_frames": None, "steps": 2, "window": "2"})
     results, job = studio.edit(str(SAMPLE), read, inv, ["a red disc"], config, tmp_path, metrics=True)
-    assert job.prepared.inversion.windows().count == 2  # 9 frames = 3 latent frames, windows [0, 2) and [1, 3)
-    assert job.metrics[0].seam_score is not None
+    windows = job.prepared.inversion.windows()
+    assert windows.count == 2  # 9 frames = 3 latent frames, windows [0, 2) and [1, 3)
+    # the seam score is, by its definition (metrics.seam_score), the warp error of the frame pairs straddling a
+    # window border over that of the other pairs, each mean plus SEAM_EPS: recomputed from the written frames
+    borders = windows.pixel_borders(studio.model().temporal_factor)
+    errors = metrics.warp_errors(job.videos[0], job.prepared.source.clip.frames)
+    at = {b - 1 for b in borders}  # pair (b-1, b) straddles border b
+    straddling = [e for t, e in enumerate(errors) if t in at]
+    others = [e for t, e in enumerate(errors) if t not in at]
+    assert straddling and others
+    expected = (sum(straddling) / len(straddling) + metrics.SEAM_EPS) / (sum(others) / len(others) + metrics.SEAM_EPS)
+    assert job.metrics[0].seam_score == pytest.approx(expected, rel=1e-9)
+    cli = engine.run_edit(str(SAMPLE), ["a red disc"], ModelSettings(name="tiny"), read, inv, config,
+                          OutputSettings(output=str(tmp_path / "cli" / "out.mp4"), progress=False, metrics=True))
+    assert job.metrics[0].seam_score == cli.metrics[0].seam_score  # the CLI's, for the same job
+    _, one = studio.edit(str(SAMPLE), read, dataclasses.replace(inv, window="off"), ["a red disc"], config,
+                         tmp_path / "one", metrics=True)
+    assert one.metrics[0].seam_score is None  # one window: no border, no seam score (by definition)
     record = json.loads(results[0].settings.read_text())
     assert record["invert"]["window"] == 2 and record["inversion"]["window"] == 2
 
@@ -295,9 +331,10 @@ def _values(node):
 
 
 def test_warnings_reach_the_invert_and_edit_results_and_the_json(tmp_path):
-    """The demo model's positions cover 9 frames: 17 warns, on Invert, on a cached reuse, on Edit and in the JSON."""
+    """The demo model's positions cover 9 frames: 17 in one window (Window off, against its recommended windows)
+    warns, on Invert, on a cached reuse, on Edit and in the JSON."""
     studio = Studio(ModelSettings(name=DEMO_MODEL))
-    read, inv, config = settings_from_form({"max_num_frames": 17, "steps": 2})
+    read, inv, config = settings_from_form({"max_num_frames": 17, "steps": 2, "window": "off"})
     expected = "17 frames is more than the 9 this model's positions were made for"
     seen: list[str] = []
     studio.prepared(str(LONG_CLIP), read, inv, warnings=seen)
@@ -322,7 +359,7 @@ def test_warnings_reach_the_invert_and_edit_results_and_the_json(tmp_path):
 def test_preview_shows_the_frames_the_job_reads(form, count):
     model = Studio(ModelSettings(name="tiny")).model()
     read, _, _ = settings_from_form(form)
-    items, text = preview_frames(str(LONG_CLIP), read, model.temporal_factor)
+    items, text, total = preview_frames(str(LONG_CLIP), read, model.temporal_factor)
     indices = engine.open_source(model, str(LONG_CLIP), read).clip.indices
     shown = [int(caption.split()[-1]) for _, caption in items]
     assert len(items) == count and set(shown) <= set(indices) and shown[0] == indices[0] and shown[-1] == indices[-1]
@@ -357,6 +394,206 @@ def test_stop_button_cancels_invert_and_edit():
     assert {ids["invert"], ids["edit"]} <= cancelled
 
 
+def _app(model: str):
+    pytest.importorskip("gradio")
+    from vidinvert.web.page import build_app
+
+    return build_app(Studio(ModelSettings(name=model)))
+
+
+def _components(app) -> dict:
+    """Form key -> the page's component of that field (by its label)."""
+    from vidinvert.web.form import LABELS
+
+    keys = {label: key for key, label in LABELS.items()}
+    return {keys[b.label]: b for b in app.blocks.values() if getattr(b, "label", None) in keys}
+
+
+def _panel(block) -> str | None:
+    while block is not None:
+        if type(block).__name__ == "Accordion":
+            return block.elem_id
+        block = block.parent
+    return None
+
+
+def test_page_fields_are_generated_from_the_options_table():
+    """Every page option (one with a label) is a field whose kind, initial value, choices, label, info and panel
+    come from its line in the table: numbers are number boxes, choices radios (on/off a tick box), switches tick
+    boxes, texts text boxes; the info is the help without CLI flags; the panel is the option's group."""
+    import gradio as gr
+
+    from vidinvert.options import EDIT, for_command
+    from vidinvert.web.form import BLEND_CHOICES, INFO_LENGTH, form_defaults, page_fields
+
+    options = [o for o in for_command(EDIT) if o.label and o.dest != "prompt"]
+    app = _app("tiny-wan")
+    components, initial = _components(app), form_defaults()
+    assert set(components) == {o.dest for o in options}
+    kinds = {"int": gr.Number, "float": gr.Number, "text": gr.Textbox, "switch": gr.Checkbox, "toggle": gr.Radio}
+    for option in options:
+        widget = components[option.dest]
+        kind = gr.Checkbox if option.choices == ("on", "off") else gr.Radio if option.choices else kinds[option.kind]
+        assert type(widget) is kind, option.key
+        assert widget.value == initial[option.dest] and widget.label == option.label, option.key
+        if kind is gr.Radio:
+            assert [c[0] for c in widget.choices] == list(option.choices or BLEND_CHOICES), option.key
+        assert widget.info and "--" not in widget.info and len(widget.info) <= INFO_LENGTH + 20, option.key
+        assert _panel(widget) == f"{option.group}-settings", option.key
+    assert _panel(components["inversion_guidance"]) == "inversion-settings"  # its group, not Editing
+    assert _panel(components["window"]) == "inversion-settings"
+    fields = {f.key: f for f in page_fields()}
+    assert fields["steps"].info == "sampling steps" and fields["guidance"].info == "classifier-free guidance scale"
+    assert fields["frame_sample_step"].info.endswith("0 = only when the clip is longer than Max frames")
+    assert initial["max_num_frames"] == 0 and initial["blend"] == "model's"  # the page's conventions
+
+
+@pytest.mark.parametrize("model, multiple", [(DEMO_MODEL, 8), ("demo-wan", 8), ("tiny", 16), ("tiny-wan", 16)])
+def test_height_and_width_hints_name_the_models_own_multiple(model, multiple):
+    from vidinvert.web.form import page_fields
+
+    loaded = Studio(ModelSettings(name=model)).model()
+    assert loaded.size_multiple == multiple
+    for field in page_fields(loaded):
+        if field.key in ("height", "width"):
+            assert f"a multiple of {multiple} (this model's pixels per token)" in field.info, field.info
+            assert "16 for" not in field.info and f"multiple of {24 - multiple}" not in field.info
+
+
+def _visible(app) -> dict:
+    return {key: c.visible for key, c in _components(app).items()}
+
+
+def _panels(app) -> dict:
+    return {b.elem_id: b.visible for b in app.blocks.values() if type(b).__name__ == "Accordion"}
+
+
+def test_fields_the_model_cannot_use_are_hidden():
+    """FlowEdit (its method choice and panel) only for flow-matching models, Guidance 2 only for a model with two
+    experts; the FlowEdit panel shows once Edit method flowedit is chosen."""
+    cog, wan, wan22 = _app("tiny"), _app("tiny-wan"), _app("tiny-wan22")
+    assert not _visible(cog)["method"] and not _panels(cog)["flowedit-settings"]
+    assert not any(_visible(cog)[k] for k in ("n_max", "n_min", "source_guidance", "guidance_2"))
+    assert _visible(wan)["method"] and not _visible(wan)["guidance_2"] and _visible(wan22)["guidance_2"]
+    assert not _panels(wan)["flowedit-settings"]  # Edit method inversion at first
+    assert all(_visible(cog)[k] for k in ("injection", "blend", "edit_fraction", "steps", "guidance"))
+
+
+def test_choosing_flowedit_hides_the_inversions_fields_and_ignores_them():
+    from vidinvert.web.form import for_method, method_of
+
+    app = _app("tiny-wan22")
+    on_method = next(fn for fn in app.fns.values() if fn.fn is not None and fn.fn.__name__ == "on_method")
+    targets = [b.elem_id for b in on_method.outputs]
+    for method in ("flowedit", "inversion"):
+        shown = dict(zip(targets, (u["visible"] for u in on_method.fn(method))))
+        for key in ("injection", "injection_fraction", "blend", "edit_fraction", "guidance_2", "inversion"):
+            assert shown[key.replace("_", "-")] is (method == "inversion"), key
+        for key in ("n_max", "n_min", "source_guidance"):
+            assert shown[key.replace("_", "-")] is (method == "flowedit"), key
+        assert shown["flowedit-settings"] is (method == "flowedit")
+        assert shown["injection-settings"] is shown["blend-settings"] is (method == "inversion")
+        assert shown["invert"] is (method == "inversion")  # FlowEdit makes no inversion
+    assert method_of("steps") is None and method_of("window") is None and method_of("source_prompt") is None
+    # what a hidden field holds does not reach the job: FlowEdit with an edit fraction typed before switching
+    _, _, config = settings_from_form(for_method({"method": "flowedit", "edit_fraction": 0.5, "blend": "on"}))
+    assert config.method == "flowedit" and config.strength is None and config.blend.enabled is None
+    with pytest.raises(VidinvertError, match="FlowEdit does not use"):  # the form alone still refuses them
+        settings_from_form({"method": "flowedit", "edit_fraction": 0.5})
+
+
+@pytest.mark.parametrize("model", ["demo-wan", "tiny-wan", "tiny-wan22"])
+def test_a_wan_page_suggests_no_cogvideox_model(model):
+    app = _app(model)
+    texts = [str(c["props"].get(key)) for c in app.config["components"] for key in ("value", "info", "placeholder")
+             if c["props"].get(key) is not None]
+    assert not [t for t in texts if "CogVideoX-5b" in t or "THUDM" in t or "CogVideoX or" in t]
+    assert any("Wan-AI/" in t for t in texts)  # the real weights its header names are Wan's
+    assert not [t for t in texts if "(49 " in t or "49 for CogVideoX" in t or "13 for CogVideoX" in t]
+
+
+def test_the_models_recommended_settings_show_on_the_page():
+    from vidinvert.web.page import recommended_note
+
+    wan = Studio(ModelSettings(name="demo-wan")).model()
+    assert wan.recommended_edit == {"blend": True}
+    note = recommended_note(wan)
+    assert "Recommended settings" in note and "Local blend on" in note and "vidinvert.json" in note
+    assert note in header("demo-wan", wan)
+    assert recommended_note(Studio(ModelSettings(name="tiny")).model()) == ""
+    app = _app("demo-wan")
+    assert any("Local blend on" in str(c["props"].get("value")) for c in app.config["components"])
+
+
+def _page_handler(app, name: str):
+    return next(fn for fn in app.fns.values() if fn.fn is not None and fn.fn.__name__ == name)
+
+
+def _page_inputs(fn, **changes) -> dict:
+    from vidinvert.web.form import LABELS, PROMPTS_LABEL
+    from vidinvert.web.page import new_session
+
+    values = {**form_defaults(), "steps": 2, "max_num_frames": 5, **changes}
+    keys = {label: key for key, label in LABELS.items()}
+    data = {}
+    for block in fn.inputs:
+        label = getattr(block, "label", None)
+        if label in keys:
+            data[block] = values[keys[label]]
+        elif type(block).__name__ == "State":
+            data[block] = new_session()
+        else:
+            data[block] = {"Input video": str(SAMPLE), PROMPTS_LABEL: "a red disc"}.get(label)
+    return data
+
+
+def test_the_status_time_covers_the_whole_run():
+    """The seconds the status gives run from the click's handler to its answer: reading, inverting, editing,
+    decoding and writing all inside."""
+    import re
+    from types import SimpleNamespace
+
+    app = _app("tiny")
+    edit = _page_handler(app, "on_edit")
+    started = time.perf_counter()
+    status = edit.fn(_page_inputs(edit), SimpleNamespace(session_hash="timing"), lambda *a, **k: None)[0]
+    wall = time.perf_counter() - started
+    seconds = float(re.search(r" in ([0-9.]+) s", status).group(1))
+    assert status.startswith("Edited 5 frames") and wall - 0.3 <= seconds <= wall + 0.05, (status, wall)
+    _page_handler(app, "on_close").fn(SimpleNamespace(session_hash="timing"))
+
+
+def test_page_messages_name_the_page_fields_for_bad_inputs():
+    """Bad inputs driven through the page's Edit, Invert and preview: every message names the page's fields by
+    their labels, never a CLI flag (``--...``) or a settings name of the code (``max_frames``)."""
+    import re
+    from types import SimpleNamespace
+
+    app = _app("tiny")
+    request = SimpleNamespace(session_hash="messages")
+    cases = [({"max_num_frames": 1}, "Max frames"), ({"window": "1", "max_num_frames": 0}, "Window"),
+             ({"skip_frames_start": 5, "skip_frames_end": 2}, "Skip start"),
+             ({"frame_sample_step": 9, "max_num_frames": 0}, "Stride"),
+             ({"method": "flowedit"}, "Edit method inversion"), ({"overlap_fraction": 0.5}, "Window overlap"),
+             ({"steps": 0}, "Steps"), ({"n_max": 5, "method": "flowedit"}, "FlowEdit n_max")]
+    for changes, words in cases:
+        lines = []
+        for name in ("on_edit", "on_invert", "on_video"):
+            fn = _page_handler(app, name)
+            args = (_page_inputs(fn, **changes), request) + ((lambda *a, **k: None,) if name != "on_video" else ())
+            out = fn.fn(*args)
+            lines.append(out[1] if name == "on_video" else out[0])
+        errors = [line for line in lines if "vidinvert: error:" in line]
+        assert errors and any(words in line.replace("\\", "") for line in errors), (changes, lines)
+        for line in lines:
+            text = line.replace("\\", "")
+            assert not re.search(r"(?<![\w-])--[a-z]", text), (changes, line)
+            code_names = r"\b(max_frames|skip_start|skip_end|max_num_frames|overlap_fraction)\b"
+            assert not re.search(code_names, text), (changes, line)
+            assert "internal error" not in text, (changes, line)
+    _page_handler(app, "on_close").fn(request)
+
+
 # ---- the page in a browser ------------------------------------------------------------------------------------
 def _browser_stack():
     """Skip (with the reason) unless gradio, playwright and Debian's chromium are all here."""
@@ -372,9 +609,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``python -m vidinvert.web --model demo`` on a free port (this checkout's code); yields its URL."""
+@contextmanager
+def _serving(tmp_path_factory, model: str):
+    """``python -m vidinvert.web --model MODEL`` on a free port (this checkout's code); yields its URL."""
     _browser_stack()
     folder = tmp_path_factory.mktemp("web")
     port = _free_port()
@@ -382,7 +619,7 @@ def server(tmp_path_factory):
     env = {**os.environ, "GRADIO_TEMP_DIR": str(folder / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False",
            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2", "TMPDIR": str(folder), "PYTHONPATH": path}
     log = open(folder / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "vidinvert.web", "--port", str(port), "--model", DEMO_MODEL],
+    proc = subprocess.Popen([sys.executable, "-m", "vidinvert.web", "--port", str(port), "--model", model],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -400,6 +637,8 @@ def server(tmp_path_factory):
                 pytest.fail(f"the server did not answer within 90 s:\n{(folder / 'server.log').read_text()}")
             time.sleep(0.3)
         yield url
+        text = (folder / "server.log").read_text()
+        assert "share=True" not in text and f"vidinvert: serving the page on {url}" in text, text
     finally:
         proc.terminate()
         try:
@@ -411,6 +650,20 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The page of the demo model (a CogVideoX)."""
+    with _serving(tmp_path_factory, DEMO_MODEL) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def wan_server(tmp_path_factory):
+    """The page of the demo Wan model."""
+    with _serving(tmp_path_factory, "demo-wan") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def browser():
     sync_api = _browser_stack()
     with sync_api.sync_playwright() as playwright:
@@ -419,14 +672,27 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def page(server, browser):
-    """A fresh browser session on the page, loaded, at 1280x900."""
+def _open_page(browser, url: str):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(30_000)
     page = context.new_page()
-    page.goto(server, wait_until="domcontentloaded")
+    page.goto(url, wait_until="domcontentloaded")
     page.wait_for_selector("#edit")
+    return context, page
+
+
+@pytest.fixture
+def page(server, browser):
+    """A fresh browser session on the demo model's page, loaded, at 1280x900."""
+    context, page = _open_page(browser, server)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def wan_page(wan_server, browser):
+    """A fresh browser session on the demo Wan model's page."""
+    context, page = _open_page(browser, wan_server)
     yield page
     context.close()
 
@@ -450,7 +716,7 @@ def _open_settings(page) -> None:
 
 
 def _fill(page, elem_id: str, value: str) -> None:
-    box = page.locator(f"#{elem_id} input")
+    box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
     box.fill(value)
     box.blur()
 
@@ -503,9 +769,11 @@ def test_page_edit_warns_and_writes_what_was_read(page, tmp_path):
     _expect()(page.locator("#status")).to_contain_text("reads 33 frames")
     _open_settings(page)
     _fill(page, "steps", STEPS)
+    _fill(page, "window", "off")  # one window, against the demo model's recommended windows: the warning's case
     _fill(page, "max-num-frames", "17")
     _expect()(page.locator("#status")).to_contain_text("reads 17 frames")
     assert page.locator("#input-frames img").count() == 6
+    _expect()(page.locator("#input-frames")).to_contain_text("Frames the job reads: 17 (showing 6 of 17 frames)")
     _run_edit(page, "a blue disc moving right")
     assert _status(page).startswith("Edited 17 frames at 64×64 with 1 prompt") and "1 warning" in _status(page)
     _expect()(page.locator("#warnings")).to_contain_text("17 frames is more than the 9")
@@ -584,6 +852,72 @@ def test_bad_file_shows_one_line_error_then_page_still_works(page, tmp_path):
     assert len(files) == 6 and {"sample_edit_1.mp4", "sample_edit_2.mp4"} <= set(files)
     assert _video_info(_fetch(page, files["sample_edit_2.mp4"], tmp_path / "second.mp4")) == (9, 64, 64)
     _expect()(page.locator("#result-choice")).to_be_visible()
+
+
+@pytest.mark.slow
+def test_cogvideox_page_hides_what_the_model_cannot_use_and_names_its_own_values(page):
+    _open_settings(page)
+    for elem_id in ("method", "flowedit-settings", "guidance-2"):
+        assert not page.locator(f"#{elem_id}").is_visible(), elem_id
+    assert page.locator("#invert").is_visible() and page.locator("#injection-settings").is_visible()
+    assert "a multiple of 8 (this model's pixels per token)" in page.locator("#height").inner_text()
+    header = page.locator("#header").inner_text()
+    assert "Recommended settings" in header and "Local blend on" in header and "Reference weight 0.5" in header
+
+
+@pytest.mark.slow
+def test_wan_page_shows_flowedit_fields_only_for_flowedit(wan_page):
+    page = wan_page
+    header = page.locator("#header").inner_text()
+    assert "Wan-AI/" in header and "CogVideoX" not in header and "Local blend on" in header
+    _open_settings(page)
+    assert not page.locator("#guidance-2").is_visible()  # one expert
+    assert not page.locator("#flowedit-settings").is_visible() and page.locator("#edit-fraction").is_visible()
+    page.locator("#method label").filter(has_text="flowedit").click()
+    _expect()(page.locator("#flowedit-settings")).to_be_visible()
+    for elem_id in ("injection-settings", "blend-settings", "edit-fraction", "invert", "start"):
+        _expect()(page.locator(f"#{elem_id}")).to_be_hidden()
+    page.locator("#method label").filter(has_text="inversion").click()
+    _expect()(page.locator("#flowedit-settings")).to_be_hidden()
+    _expect()(page.locator("#injection-settings")).to_be_visible()
+    _expect()(page.locator("#invert")).to_be_visible()
+
+
+@pytest.mark.slow
+def test_a_run_disables_invert_and_edit_and_stop_is_calm(page):
+    page.click("#use-sample")
+    _expect()(page.locator("#status")).to_contain_text("reads 9 frames")
+    _open_settings(page)
+    _fill(page, "steps", "40")
+    page.locator("#prompts textarea").fill(EXAMPLE_PROMPT)
+    page.click("#edit")
+    _expect()(page.locator("#edit")).to_be_disabled(timeout=5_000)
+    _expect()(page.locator("#invert")).to_be_disabled()
+    page.click("#stop")
+    _expect()(page.locator("#status")).to_contain_text("Stopped")
+    _expect()(page.locator("#edit")).to_be_enabled()
+    page.wait_for_timeout(1_000)
+    assert "Error" not in page.locator("body").inner_text()  # no red badge: a calm status
+    _run_edit(page, EXAMPLE_PROMPT, timeout=240_000)  # waits for the stopped run, which goes on in the background
+    _expect()(page.locator("#edit")).to_be_enabled()
+
+
+@pytest.mark.slow
+def test_a_page_reloaded_during_a_run_says_a_job_is_running(page, server, browser):
+    page.click("#use-sample")
+    _expect()(page.locator("#status")).to_contain_text("reads 9 frames")
+    _open_settings(page)
+    _fill(page, "steps", "30")
+    page.locator("#prompts textarea").fill(EXAMPLE_PROMPT)
+    page.click("#edit")
+    _expect()(page.locator("#edit")).to_be_disabled(timeout=5_000)
+    page.wait_for_timeout(1_500)
+    context, other = _open_page(browser, server)
+    try:
+        _expect()(other.locator("#status")).to_contain_text("A job is running on this server (editing")
+    finally:
+        context.close()
+    _expect()(page.locator("#status")).to_contain_text("Edited 9 frames", timeout=240_000)
 
 
 @pytest.mark.slow

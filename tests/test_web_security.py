@@ -181,6 +181,7 @@ def test_launch_options_limit_uploads_and_guard_requests():
     options = launch_options(_serve_args("--max-upload-mb", "10"), [])
     assert options["max_file_size"] == 10 * 2**20
     assert options["server_name"] == "127.0.0.1" and options["share"] is False
+    assert options["quiet"] is True  # no Gradio start-up lines: no "set share=True" hint
     assert options["strict_cors"] is True
     assert [m.cls for m in options["app_kwargs"]["middleware"]] == [HostOriginGuard]
     exposed = launch_options(_serve_args("--host", "0.0.0.0", "--allowed-host", "studio.lan", "--allowed-host",
@@ -193,8 +194,9 @@ def test_launch_options_limit_uploads_and_guard_requests():
         assert_one_line_error(lambda: serve(_serve_args("--max-upload-mb", bad)), "max-upload-mb")
 
 
-def test_running_page_refuses_rebinding_foreign_origins_and_big_uploads(tmp_path, monkeypatch):
-    """The real Gradio app with our launch options, in this process, on a free port."""
+def test_running_page_refuses_rebinding_foreign_origins_and_big_uploads(tmp_path, monkeypatch, capfd):
+    """The real Gradio app with our launch options, in this process, on a free port (Gradio prints nothing: no
+    "set share=True" hint)."""
     gr = pytest.importorskip("gradio")
     httpx = pytest.importorskip("httpx")
     import socket
@@ -208,7 +210,7 @@ def test_running_page_refuses_rebinding_foreign_origins_and_big_uploads(tmp_path
         port = sock.getsockname()[1]
     with gr.Blocks() as app:
         gr.File()
-    app.launch(prevent_thread_lock=True, quiet=True, **launch_options(_serve_args("--port", str(port),
+    app.launch(prevent_thread_lock=True, **launch_options(_serve_args("--port", str(port),
                                                                                  "--max-upload-mb", "1"), []))
     try:
         url = f"http://127.0.0.1:{port}"
@@ -225,6 +227,7 @@ def test_running_page_refuses_rebinding_foreign_origins_and_big_uploads(tmp_path
             assert client.post(url + "/gradio_api/upload", files=big).status_code >= 400
     finally:
         app.close()
+    assert "share=True" not in capfd.readouterr().out
 
 
 def test_serve_lists_accepted_hosts_and_removes_its_folder_on_sigterm(monkeypatch, capsys):
@@ -261,7 +264,9 @@ def test_serve_lists_accepted_hosts_and_removes_its_folder_on_sigterm(monkeypatc
         serve(_serve_args("--host", "0.0.0.0", "--allowed-host", "studio.lan", "--model", "tiny"))
     assert not seen["root"].exists()  # results, comparisons, settings JSON and uploads: all gone
     assert "GRADIO_TEMP_DIR" not in os.environ and signal.getsignal(signal.SIGTERM) == before
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "vidinvert: serving the page on http://0.0.0.0:7860/" in captured.out and "share" not in captured.out
     note = next(line for line in err.splitlines() if "requests must name this server" in line)
     assert note.startswith("vidinvert: note: ") and "studio.lan" in note and "--allowed-host NAME" in note
     assert set(note.split("one of ", 1)[1].split(";")[0].split(", ")) == set(seen["hosts"])
@@ -292,7 +297,7 @@ def page_server(tmp_path_factory):
         port = sock.getsockname()[1]
     with gradio_cache(root):
         app = build_app(Studio(ModelSettings(name="tiny")), root)
-        app.queue().launch(prevent_thread_lock=True, quiet=True,
+        app.queue().launch(prevent_thread_lock=True,
                            **launch_options(_serve_args("--port", str(port)), []))
         try:
             yield f"http://127.0.0.1:{port}/gradio_api", app, root, clip
@@ -368,13 +373,33 @@ def test_page_files_go_when_the_session_ends(page_server):
     assert len(served) == 8 and all(Path(path).is_relative_to(own) and Path(path).is_file() for path in served)
     request = SimpleNamespace(session_hash="session-a")
     preview = _handler(app, "on_video")
-    items, _ = preview.fn(_inputs(preview, upload["path"]), request)
+    gallery, _ = preview.fn(_inputs(preview, upload["path"]), request)
+    items = gallery["value"]
+    assert gallery["label"] == "Frames the job reads: 5 (showing all 5 frames)"
     assert len(items) == 5 and all(Path(path).is_relative_to(own / "preview") for path, _ in items)
     written = _files(root)
     assert written and all(p.is_relative_to(own) or p == Path(upload["path"]) for p in written), written
 
     _handler(app, "on_close").fn(request)  # what Gradio runs when the tab is closed
     assert _files(root) == [] and not own.exists()
+
+
+def test_an_upload_two_sessions_share_stays_until_the_last_one_ends(page_server):
+    """Gradio names an upload by its content: two sessions that upload the same clip share one file, which the first
+    session's end leaves for the other (its Edit still works) and the last one's removes."""
+    from types import SimpleNamespace
+
+    url, app, root, clip = page_server
+    edit, close = _handler(app, "on_edit"), _handler(app, "on_close")
+    first, second = _upload(url, clip), _upload(url, clip)
+    assert first["path"] == second["path"]
+    for session, upload in (("share-a", first), ("share-b", second)):
+        assert _call(url, edit, _inputs(edit, upload), session)[0].startswith("Edited 5 frames")
+    close.fn(SimpleNamespace(session_hash="share-a"))
+    assert Path(first["path"]).is_file()  # still share-b's
+    assert _call(url, edit, _inputs(edit, second), "share-b")[0].startswith("Edited 5 frames")
+    close.fn(SimpleNamespace(session_hash="share-b"))
+    assert not Path(first["path"]).exists()
 
 
 def test_page_api_refuses_values_outside_the_choices_naming_the_field(page_server):

@@ -314,11 +314,16 @@ def invert(
 
 
 def _solver_record(options: dict) -> dict:
-    """The fixed-point solver's settings as ``InversionMeta`` records them: those given, else the solver's defaults."""
+    """The fixed-point solver's settings as ``InversionMeta`` records them: those given, else the solver's defaults;
+    the clean-end cap resolved (unset, it is ``max_iter``), so ``None`` in a header only ever means "not
+    fixed-point"."""
     import inspect
 
     defaults = inspect.signature(solve_fixed_point).parameters
-    return {name: options.get(name, defaults[name].default) for name in ("tol", "max_iter", "clean_max_iter", "anderson")}
+    record = {name: options.get(name, defaults[name].default)
+              for name in ("tol", "max_iter", "clean_max_iter", "anderson")}
+    record["clean_max_iter"] = record["clean_max_iter"] or record["max_iter"]
+    return record
 
 
 def _long_trajectory_device(model: VideoFamily, latents: torch.Tensor, steps: int) -> str | None:

@@ -214,7 +214,8 @@ OPTIONS: tuple[Option, ...] = (
     O("frame-sample-step", "int", _R.stride, "take every n-th frame (default: only when the clip is longer than "
       "--max-num-frames)", "frames", label="Stride", setting="frame stride"),
     O("max-num-frames", "int", None, "most frames used, then trimmed to the model's rule (4k+1) (default: the "
-      "model's: 49 for CogVideoX, 81 for Wan; with --window: every frame)", "frames", label="Max frames",
+      "model's published length: 49 for CogVideoX, 81 for CogVideoX 1.5 and Wan, 121 for Wan 2.2 TI2V-5B; with "
+      "--window: every frame)", "frames", label="Max frames",
       setting="max frames"),
     O("height", "int", _R.height, "frame height, a multiple of the model's pixels per token (16 for published CogVideoX "
       "and Wan, 8 for the demo models) (default: the model's)", "frames", label="Height",
@@ -257,8 +258,8 @@ OPTIONS: tuple[Option, ...] = (
       "rerunning the same command after an interruption resumes from it (0 = off)", "inversion",
       setting="checkpoint interval"),
     O("window", "text", _I.window, "edit a long clip (also with FlowEdit) in temporal windows of this many latent "
-      "frames, blended where they overlap: auto = the model's trained length (13 for CogVideoX, 21 for Wan; a "
-      "multiple of its temporal patch: 12 for CogVideoX 1.5); off = the clip in one window; reads every frame "
+      "frames, blended where they overlap: auto = the model's trained length (13 for CogVideoX, 21 for Wan, 31 "
+      "for Wan 2.2 TI2V-5B; a multiple of its temporal patch: 20 for CogVideoX 1.5); off = the clip in one window; reads every frame "
       "unless --max-num-frames is given (default: the model's recommendation, auto for the demo models; else off)",
       "inversion", label="Window",
       setting=("window (latent frames)", "window")),

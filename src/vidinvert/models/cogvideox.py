@@ -36,12 +36,16 @@ class CogVideoXModel(DiffusersFamily):
         self.size_multiple = self.spatial_factor * self.config.patch_size  # frame sizes must divide by this
         self.trained_frames = int(self.config.sample_frames)  # pixel frames the positions were made for
         self.temporal_patch = int(self.config.patch_size_t or 1)  # latent frames per patch (2 for CogVideoX 1.5)
-        self.default_frames = DEFAULT_FRAMES  # frames read when none are asked for
+        # frames read when none are asked for: the published generation length (81 for CogVideoX 1.5), else 49
+        self.default_frames = self.published.num_frames if self.published else DEFAULT_FRAMES
         self.default_negative_prompt = ""  # CogVideoXPipeline's default (no negative text), the public script's too
         self._rope_cache: dict = {}
 
     def native_size(self) -> tuple[int, int]:
-        """(height, width) in pixels the transformer was configured for."""
+        """(height, width) in pixels the model is run at by default: a published checkpoint's own (CogVideoX 1.5's
+        768x1360, whose position table is sized 2400x2400), else what the transformer was configured for."""
+        if self.published is not None:
+            return self.published.height, self.published.width
         return self.config.sample_height * self.spatial_factor, self.config.sample_width * self.spatial_factor
 
     def _scheduler_schedule(self, num_steps: int) -> Schedule:

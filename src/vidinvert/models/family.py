@@ -26,6 +26,7 @@ from ..schedule import Schedule
 from ..settings import MAX_STEPS
 from .injection import TransformerSites, injected
 from .parts import PromptCache, check_frame_layout, fingerprint, transformer_step_bytes
+from .published import match
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")  # what every family's pipeline holds
 
@@ -59,6 +60,7 @@ class DiffusersFamily:
         self.temporal_factor = pipe.vae_scale_factor_temporal  # pixel frames per latent frame (after the first)
         self.recommended_edit: dict = {}  # edit settings the model folder recommends (registry.wrap fills it)
         self.recommended_invert: dict = {}  # inversion settings it recommends (its temporal windows)
+        self.published = match(pipe)  # the published checkpoint it is an architecture of (its size and frames), or None
 
     # ---- identity -------------------------------------------------------------------------------------------
     @property

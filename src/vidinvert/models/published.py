@@ -335,6 +335,31 @@ PUBLISHED: dict[str, PublishedModel] = {model.hub_id: model for model in (
 # ---------------------------------------------------------------------------------------------------------------------
 # Building components and folders.
 
+def _plain(value):
+    """JSON-equal form of a config value (tuples and lists compare equal)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _flags(config) -> dict:
+    """A pipeline's own flags (``boundary_ratio``, ``expand_timesteps``), unset ones left out."""
+    return {k: v for k, v in dict(config).items()
+            if not k.startswith("_") and not isinstance(v, (list, tuple, dict)) and v not in (None, False)}
+
+
+def match(pipe) -> PublishedModel | None:
+    """The published checkpoint a loaded pipeline is an architecture of: the same pipeline class, every key of the
+    record's transformer config equal and the same pipeline flags; ``None`` for anything else (tiny, demo and
+    custom models). Checkpoints that share all three (Wan 2.1 I2V 480P / 720P) give the first."""
+    config = _plain(dict(pipe.transformer.config))
+    flags = _plain(_flags(getattr(pipe, "config", {})))
+    for record in PUBLISHED.values():
+        wanted = record.configs["transformer"]
+        if (record.pipeline == type(pipe).__name__ and flags == _plain(_flags(record.model_index))
+                and all(config.get(k) == _plain(v) for k, v in wanted.items() if not k.startswith("_"))):
+            return record
+    return None
+
+
 def _library_class(model: PublishedModel, component: str) -> tuple[str, type]:
     """(library, class) of ``component`` as ``model_index.json`` names it."""
     import diffusers

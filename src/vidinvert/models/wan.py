@@ -65,10 +65,12 @@ class WanModel(DiffusersFamily):
         self.text_length = int(min(TEXT_LENGTH, limit))  # prompts are padded/cut to this many tokens
         _, p_h, p_w = self.config.patch_size
         self.size_multiple = self.spatial_factor * max(p_h, p_w)  # frame sizes must divide by this (16 or 32)
-        self.trained_frames = trained_frames or DEFAULT_FRAMES  # Wan is trained and run at 81 frames (21 latent)
+        published = self.published.num_frames if self.published else None  # 121 for TI2V-5B
+        self.trained_frames = trained_frames or published or DEFAULT_FRAMES  # else Wan's 81 frames (21 latent)
         self.temporal_patch = int(self.config.patch_size[0])  # latent frames per patch (1 for Wan 2.1/2.2)
-        self._native = native_size or (NATIVE_SIZE_TI2V if self.expand_timesteps else NATIVE_SIZE)
-        self.default_frames = trained_frames or DEFAULT_FRAMES  # frames read when none are asked for
+        self._native = native_size or (self.published and (self.published.height, self.published.width)) or (
+            NATIVE_SIZE_TI2V if self.expand_timesteps else NATIVE_SIZE)  # a published checkpoint's own, else Wan's
+        self.default_frames = self.trained_frames  # frames read when none are asked for
         # The published negative prompt for a model whose tokenizer is Wan's UMT5 (any Wan-AI checkpoint, on the hub
         # or copied to a folder); "" for the tiny and demo models, whose small vocabularies would read it as unknowns.
         readable = len(pipe.tokenizer) >= UMT5_VOCABULARY

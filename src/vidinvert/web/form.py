@@ -1,83 +1,307 @@
-"""The page's form: widget values (named like the CLI's options) -> the settings dataclasses, with one-line errors.
+"""The page's form, generated from the options table: its fields (widget kind, initial value, choices, label, info
+text and panel, for the loaded model and edit method) and its values -> the settings dataclasses, with one-line
+errors naming the fields by their labels.
 
-Initial values come from ``settings.py``, as the CLI's defaults do; nothing here knows the CLI.
+Every page field is an option of ``options.OPTIONS`` with a ``label``; its panel is the option's group. The few
+conventions of the page alone live in ``UNSET``, ``SETTINGS_OWN``, ``BLEND_CHOICES`` and ``field_kind``: a number
+left to the model shows 0 (an empty text, the radio's "model's"), an on/off choice is a tick box. Values are mapped
+onto settings by ``options.settings_from_values``' parts, as the CLI's and the batch's are; nothing here knows the
+CLI.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
+from typing import Any
 
 from ..errors import SettingsError
-from ..options import EDIT, for_command
-from ..settings import (EDIT_METHODS, METHODS, RESIZE_MODES, STARTS, BlendConfig, EditConfig, FlowEditConfig,
-                        InjectionConfig, InvertSettings, OutputSettings, ReadSettings)
+from ..options import (EDIT, GROUP_TITLES, Option, defaults, edit_config, for_command, invert_settings,
+                       read_settings)
+from ..settings import InvertSettings
 
-PAGE_FIELDS = ("skip_frames_start", "skip_frames_end", "frame_sample_step", "max_num_frames", "height", "width",
-               "resize", "steps", "inversion", "source_prompt", "guidance", "start", "seed", "injection",
-               "injection_fraction", "inversion_guidance", "edit_fraction", "negative_prompt", "dynamic_guidance", "blend",
-               "blend_source", "reference_weight", "metrics", "guidance_2", "method", "n_max", "n_min",
-               "source_guidance", "window", "overlap_fraction")  # form keys: the options (by dest) the page shows
-LABELS = {option.dest: option.label for option in for_command(EDIT) if option.dest in PAGE_FIELDS}  # -> label
-assert set(LABELS) == set(PAGE_FIELDS) and all(LABELS.values()), "every page field has a label in the options table"
-SETTING_LABELS = {name: option.label for option in for_command(EDIT) if option.dest in PAGE_FIELDS  # settings'
-                  for name in option.setting_names}  # name of a field in its messages -> the page's label
-GROUP_LABELS = {"read": "Frames", "inv": "Inversion", "edit": "Editing"}  # accordion names, for anything else
-BLEND_CHOICES = {"model's": None, "on": True, "off": False}  # the page's Local blend choices -> BlendConfig.enabled
-CHOICES = {  # form key -> the values its radio offers; any other value is refused with one line naming the field
-    "resize": RESIZE_MODES, "inversion": METHODS, "start": STARTS, "method": EDIT_METHODS,
-    "blend": tuple(BLEND_CHOICES),
-}
-TICK_BOXES = ("injection", "dynamic_guidance", "metrics")  # form keys of check boxes: True or False
-PROMPTS_LABEL = "Edit prompts (one per line)"  # the prompts box (not a settings field: a run's list of edits)
+PROMPT_OPTION = next(o for o in for_command(EDIT) if o.dest == "prompt")  # the prompts box: a run's list of edits
+PAGE_OPTIONS: tuple[Option, ...] = tuple(o for o in for_command(EDIT) if o.label and o is not PROMPT_OPTION)
+OPTION = {option.dest: option for option in PAGE_OPTIONS}  # form key -> its option
+PAGE_FIELDS = tuple(OPTION)  # form keys: the options (by dest) the page shows, in table order
+LABELS = {key: option.label for key, option in OPTION.items()}  # form key -> label
+SETTING_LABELS = {name: option.label for option in PAGE_OPTIONS  # the name of a field in settings' messages -> the
+                  for name in option.setting_names}  # page's label
+PANELS = tuple(dict.fromkeys(option.group for option in PAGE_OPTIONS))  # the page's panels: the table's groups
+PANEL_TITLES = {group: GROUP_TITLES[group][0].upper() + GROUP_TITLES[group][1:] for group in PANELS}
+GROUP_LABELS = {"read": PANEL_TITLES["frames"], "inv": PANEL_TITLES["inversion"],  # a message naming no field:
+                "edit": PANEL_TITLES["editing"]}  # the panel of the settings it came from
+PROMPTS_LABEL = PROMPT_OPTION.label
 MAX_PROMPTS = 8  # edit prompts one page run takes (each adds transformer batch rows: memory and time)
+INFO_LENGTH = 140  # info text under a field, at most (the option's help, shortened)
+
+# ---- the page's own conventions (everything else comes from the table) ----------------------------------------
+UNSET = {"int": 0, "float": 0, "text": "", "toggle": "model's"}  # a kind's widget value for "left to the model"
+SETTINGS_OWN = {"steps": InvertSettings.steps, "edit_fraction": InvertSettings.depth}  # None in the table that is a
+# value of the settings' own, shown as that value (and sent on as None while it is left at it)
+BLEND_CHOICES = {"model's": None, "on": True, "off": False}  # the page's Local blend choices -> BlendConfig.enabled
+ON_OFF = ("on", "off")  # a choice of these is a tick box on the page
+
+
+def field_kind(option: Option) -> str:
+    """The widget an option gets: ``number``, ``text``, ``radio`` or ``tick``."""
+    if option.kind in ("int", "float"):
+        return "number"
+    if option.kind == "switch" or option.choices == ON_OFF:
+        return "tick"
+    if option.kind in ("choice", "toggle"):
+        return "radio"
+    return "text"
+
+
+def _choices(option: Option) -> tuple:
+    return tuple(BLEND_CHOICES) if option.kind == "toggle" else option.choices
+
+
+CHOICES = {key: _choices(o) for key, o in OPTION.items() if field_kind(o) == "radio"}  # form key -> radio values
+TICK_BOXES = tuple(key for key, o in OPTION.items() if field_kind(o) == "tick")  # form keys of check boxes
+NUMBERS = tuple(key for key, o in OPTION.items() if field_kind(o) == "number")
+OPTIONAL = tuple(key for key in NUMBERS if OPTION[key].default is None and key not in SETTINGS_OWN)  # 0: unset
+
+# which edit method a field is for (``None``: both); FlowEdit refuses the inversion's fields (engine.plan, EditConfig)
+INVERSION_ONLY_GROUPS = ("injection", "blend")
+INVERSION_ONLY = ("edit_fraction", "krnr", "start", "dynamic_guidance", "guidance_2", "inversion",
+                  "inversion_guidance")
+
+
+def method_of(key: str) -> str | None:
+    """The edit method a form field belongs to: ``"inversion"``, ``"flowedit"`` or ``None`` (both)."""
+    group = OPTION[key].group
+    if group in INVERSION_ONLY_GROUPS or key in INVERSION_ONLY:
+        return "inversion"
+    return "flowedit" if group == "flowedit" else None
+
+
+def for_method(form: dict) -> dict:
+    """Form values with the fields of the edit method not chosen (hidden on the page) at their defaults, so that
+    what a hidden field holds does not reach the job; an unknown method is left for ``check_choices`` to refuse."""
+    method = form.get("method", OPTION["method"].default)
+    if method not in OPTION["method"].choices:
+        return dict(form)
+    initial = form_defaults()
+    return {key: initial[key] if key in OPTION and method_of(key) not in (None, method) else value
+            for key, value in form.items()}
 
 
 def form_defaults() -> dict:
-    """Initial widget values, from the settings' own defaults."""
-    read, inv, edit, injection = ReadSettings(), InvertSettings(), EditConfig(), InjectionConfig()
-    flow = FlowEditConfig()
+    """Initial widget values: the table's defaults, in the page's conventions."""
+    values = {}
+    for key, option in OPTION.items():
+        value = SETTINGS_OWN.get(key, option.default)
+        if value is None:
+            value = UNSET[option.kind]
+        if field_kind(option) == "tick":
+            value = value == "on" if isinstance(value, str) else bool(value)
+        values[key] = value
+    return values
+
+
+# ---- info text: the option's help, in the page's words --------------------------------------------------------
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+
+def _page_flags(text: str) -> str:
+    """CLI flags of page fields -> their labels (other flags are left for ``_shorten`` to drop)."""
+    labels = {**{OPTION[key].flag: label for key, label in LABELS.items()}, PROMPT_OPTION.flag: "each edit prompt"}
+    return _FLAG.sub(lambda m: labels.get(m.group(0), m.group(0)), text)
+
+
+def _parts(text: str) -> list[str]:
+    """``text`` split at its top-level parentheses: ``["a ", "(b (c))", " d"]``."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char == "(":
+            if depth == 0:
+                parts.append(text[start:i])
+                start = i
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+            if depth == 0:
+                parts.append(text[start:i + 1])
+                start = i + 1
+    parts.append(text[start:])
+    return [p for p in parts if p]
+
+
+def _clauses(parts: list[str]) -> list[list[str]]:
+    """Parts (``_parts``) grouped into the clauses of their top-level ``"; "``."""
+    clauses: list[list[str]] = [[]]
+    for part in parts:
+        if part.startswith("("):
+            clauses[-1].append(part)
+            continue
+        pieces = part.split("; ")
+        clauses[-1].append(pieces[0])
+        clauses += [[piece] for piece in pieces[1:]]
+    return [c for c in clauses if "".join(c).strip()]
+
+
+def _tidy(text: str) -> str:
+    text = re.sub(r"\s+", " ", text)
+    return re.sub(r"\s+([;,:.)])", r"\1", text).strip().rstrip(";,:")
+
+
+def info_text(option: Option, unset_means: str | None = None, families: tuple[str, ...] = ()) -> str:
+    """An option's help for the page: without its default (the field shows its value: ``(%(default)s)`` and a
+    parenthesis opening with the value go), CLI flags as labels, parentheses naming a flag the page lacks or a
+    family of ``families`` (the page names its own model's values) dropped, shortened to ``INFO_LENGTH`` (the last
+    clause's parentheses, then the last clause go, then the text is cut at a comma), and, for a field that leaves
+    its value to the model, what that means (``"0 = ..."``; ``unset_means``: the loaded model's own, else the
+    help's ``(default: ...)``)."""
+    unset = UNSET.get(option.kind) if option.default is None and option.dest not in SETTINGS_OWN else None
+    initial = form_defaults()[option.dest]
+    shown = f"{initial:g}" if isinstance(initial, (int, float)) and not isinstance(initial, bool) else None
+    parts = []
+    for part in _parts(option.help.replace("{what}", "output")):
+        if part.startswith("(default"):
+            unset_means = unset_means or _page_flags(part[len("(default"):-1].lstrip(":").split("; ")[0].strip())
+            continue
+        if "%(default)s" in part or (shown is not None and part.startswith(f"({shown};")):
+            continue
+        parts.append(_page_flags(part))
+    droppable = [p for p in parts if p.startswith("(") and (_FLAG.search(p) or any(f in p for f in families))]
+    parts = [p for p in parts if p not in droppable]
+    suffix = f"; {unset if unset != '' else 'empty'} = {unset_means}" if unset is not None and unset_means else ""
+    room = max(INFO_LENGTH - len(suffix), 64)
+    clauses = _clauses(parts)
+    while len(_tidy("; ".join("".join(c) for c in clauses))) > room:
+        last = clauses[-1]
+        if any(p.startswith("(") for p in last):
+            last.pop(max(i for i, p in enumerate(last) if p.startswith("(")))
+        elif len(clauses) > 1:
+            clauses.pop()
+        else:
+            break
+    text = _tidy("; ".join("".join(c) for c in clauses))
+    if len(text) > room:
+        cut = max(text.rfind(sep, 0, room + len(sep)) for sep in (", ", ": "))
+        text = text[:cut] if cut > 20 else text[:text.rfind(" ", 0, room - 1)] + "…"
+    return _FLAG.sub(lambda m: m.group(0)[2:], _tidy(text) + suffix)  # a flag left in a sentence: its name
+
+
+# ---- the fields, for the loaded model -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Field:
+    """One field of the page: what a widget needs."""
+
+    key: str  # form key (the option's dest)
+    kind: str  # number, text, radio, tick (``field_kind``)
+    label: str
+    value: Any  # initial value
+    choices: tuple  # a radio's values
+    info: str
+    group: str  # its panel
+    method: str | None  # the edit method it is for (None: both)
+    visible: bool  # whether the loaded model can use it at all
+
+
+def model_facts(model) -> dict[str, str]:
+    """What 0 / empty / "model's" means in a field for the loaded ``model`` (a family adapter): the page names the
+    model's own values where the table's help names every family's."""
+    if model is None:
+        return {}
+    height, width = model.native_size()
+    latent = (model.trained_frames - 1) // model.temporal_factor + 1
+    window = model.recommended_invert.get("window")
+    edit = {"reference_weight": 1.0, "blend": False, **model.recommended_edit}
     return {
-        "skip_frames_start": read.skip_start, "skip_frames_end": read.skip_end, "frame_sample_step": 0,
-        "max_num_frames": read.max_frames or 0, "height": 0, "width": 0, "resize": read.resize, "steps": inv.steps,
-        "inversion": inv.method, "source_prompt": inv.prompt, "guidance": edit.guidance, "start": edit.start,
-        "seed": edit.seed, "injection": injection.enabled, "injection_fraction": injection.step_fraction,
-        "inversion_guidance": inv.guidance, "edit_fraction": inv.depth, "negative_prompt": edit.negative_prompt or "",
-        "dynamic_guidance": edit.dynamic_guidance, "reference_weight": injection.reference_weight or 0,
-        "blend": next(k for k, v in BLEND_CHOICES.items() if v is BlendConfig().enabled),
-        "blend_source": BlendConfig().source_prompt, "metrics": OutputSettings().metrics,
-        "guidance_2": edit.guidance_2 or 0, "method": edit.method,
-        "n_max": flow.n_max or 0, "n_min": flow.n_min, "source_guidance": flow.source_guidance,
-        "window": "" if inv.window is None else str(inv.window), "overlap_fraction": inv.overlap,
+        "height": f"the model's, {height}", "width": f"the model's, {width}",
+        "max_num_frames": f"the model's, {model.default_frames} (with a Window: every frame)",
+        "window": (f"its recommendation, {window}; " if window is not None else "one window; ")
+                  + f"auto = its trained length, {latent} latent frames; off = one window",
+        "negative_prompt": "the model's, " + ("none" if not model.default_negative_prompt else "its published one"),
+        "reference_weight": f"its recommendation, {edit['reference_weight']:g}",
+        "blend": f"its recommendation, {'on' if edit['blend'] else 'off'}",
     }
 
 
-def _number(values: dict, key: str, whole: bool = False, optional: bool = False):
-    """A form number: empty is refused (or ``None`` when ``optional``, as is 0); whole numbers stay whole."""
-    label = LABELS[key]
+def _with_multiple(info: str, multiple: int) -> str:
+    """A Height/Width info naming the loaded model's own multiple (pixels per token)."""
+    info = info.replace("a multiple of the model's pixels per token", f"a multiple of {multiple} (this model's pixels "
+                        "per token)")
+    return info if f"multiple of {multiple}" in info else f"{info}; a multiple of {multiple}"
+
+
+FAMILY_LABELS = ("CogVideoX", "Wan")  # the families' names: a loaded model's page names its own values instead
+
+
+def two_experts(model) -> bool:
+    """Whether ``model`` has two experts (Wan 2.2 A14B: ``transformer_2`` for the low-noise steps)."""
+    return len(getattr(model, "experts", ())) == 2
+
+
+def can_flowedit(model) -> bool:
+    """Whether ``model`` is flow-matching (FlowEdit needs one; ``engine.plan.FLOW_FAMILIES``)."""
+    from ..engine.plan import FLOW_FAMILIES
+
+    return model is None or model.family in FLOW_FAMILIES
+
+
+def page_fields(model=None) -> list[Field]:
+    """The page's fields for the loaded ``model`` (``None``: any model), in table order."""
+    facts, initial = model_facts(model), form_defaults()
+    fields = []
+    for key, option in OPTION.items():
+        visible = True
+        if model is not None and (key == "guidance_2" and not two_experts(model)
+                                  or method_of(key) == "flowedit" and not can_flowedit(model)
+                                  or key == "method" and not can_flowedit(model)):
+            visible = False
+        info = info_text(option, facts.get(key), () if model is None else FAMILY_LABELS)
+        if model is not None and key in ("height", "width"):
+            info = _with_multiple(info, model.size_multiple)
+        fields.append(Field(key, field_kind(option), option.label, initial[key], CHOICES.get(key, ()), info,
+                            option.group, method_of(key), visible))
+    return fields
+
+
+# ---- values -> settings ---------------------------------------------------------------------------------------
+def _number(values: dict, key: str):
+    """A form number: empty is refused (``None`` for an optional one, as is 0); whole numbers stay whole."""
+    label, whole, optional = LABELS[key], OPTION[key].kind == "int", key in OPTIONAL
     value = values[key]
     if value is None or value == "":
         if optional:
             return None
         raise SettingsError(f"{label} is empty", f"type a {'whole ' if whole else ''}number in {label}")
+    if isinstance(value, bool):
+        raise SettingsError(f"{label} must be a number, got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise SettingsError(f"{label} must be a number, got {value!r}") from None
+        raise SettingsError(f"{label} must be a number, got {_shown(value)}") from None
     if not math.isfinite(number):
         raise SettingsError(f"{label} must be a finite number, got {value}")
     if whole:
         if number != int(number):
-            raise SettingsError(f"{label} must be a whole number, got {value:g}", f"type a whole number in {label}")
+            raise SettingsError(f"{label} must be a whole number, got {number:g}", f"type a whole number in {label}")
         number = int(number)
-        if optional and number == 0:
-            return None
+    if optional and number == 0:
+        return None
+    if key in SETTINGS_OWN and number == SETTINGS_OWN[key]:
+        return None  # left at the settings' own value, as a front end that does not set it
     return number
+
+
+def _text(values: dict, key: str) -> str | None:
+    value = values[key]
+    if value is not None and not isinstance(value, str):
+        raise SettingsError(f"{LABELS[key]} must be text, got {_shown(value)}")
+    text = (value or "").strip()
+    return None if text == "" and OPTION[key].default is None else text
 
 
 def _labelled(group: str, err: SettingsError) -> SettingsError:
     """``err`` with the field named by its page label: the setting's own name at the start of the message is
     replaced by the label (``"steps must be ..."`` -> ``"Steps must be ..."``), ``"unknown <name> 'x'"`` becomes
-    ``"<label>: unknown value 'x'"``; a message naming no known field is prefixed with its group
+    ``"<label>: unknown value 'x'"``; a message naming no known field is prefixed with its panel
     (``"Inversion: ..."``)."""
     text = str(err)
     for label in LABELS.values():
@@ -103,73 +327,52 @@ def check_choices(values: dict) -> None:
     a bool or ``None`` and Key/value injection ``"on"``/``"off"``, as library callers pass them."""
     for key, choices in CHOICES.items():
         value = values[key]
-        if key == "blend" and (value is None or isinstance(value, bool)):
+        if OPTION[key].kind == "toggle" and (value is None or isinstance(value, bool)):
             continue
         if not (isinstance(value, str) and value in choices):
             raise SettingsError(f"{LABELS[key]} must be one of {', '.join(choices)}, got unknown value "
                                 f"{_shown(value)}")
     for key in TICK_BOXES:
         value = values[key]
-        if not (isinstance(value, bool) or (key == "injection" and value in ("on", "off"))):
+        if not (isinstance(value, bool) or (OPTION[key].choices == ON_OFF and value in ON_OFF)):
             raise SettingsError(f"{LABELS[key]} must be ticked or not (true or false), got {_shown(value)}")
 
 
-def settings_from_form(form: dict) -> tuple[ReadSettings, InvertSettings, EditConfig]:
-    """Form values -> ``(ReadSettings, InvertSettings, EditConfig)``; missing keys take the defaults. Every error
-    names the field by its label. 0 (or empty) in Max frames, Height, Width, Stride, Guidance 2 and FlowEdit n_max
-    leaves the value to the model or the schedule (``None``); an empty negative prompt is the model's default. The
-    source prompt is both the inversion's prompt and FlowEdit's source description, as on the CLI."""
+def option_values(form: dict) -> dict:
+    """Form values (missing keys: the defaults) -> option values (``{dest: value}``), as the CLI's flags give them:
+    numbers parsed, 0 / empty / "model's" as ``None`` (left to the model or the settings), tick boxes of an on/off
+    choice as ``"on"``/``"off"``. Errors name the field by its label."""
     values = {**form_defaults(), **form}
     check_choices(values)
-    injection_on = values["injection"] if isinstance(values["injection"], bool) else values["injection"] == "on"
-    window = str(values["window"] if values["window"] is not None else "").strip() or None  # empty: one window
+    out = {}
+    for key, option in OPTION.items():
+        kind, value = field_kind(option), values[key]
+        if kind == "number":
+            out[key] = _number(values, key)
+        elif kind == "text":
+            out[key] = _text(values, key)
+        elif kind == "tick":
+            out[key] = ("on" if value in (True, "on") else "off") if option.choices == ON_OFF else value
+        elif option.kind == "toggle":
+            out[key] = value if value is None or isinstance(value, bool) else BLEND_CHOICES[value]
+        else:
+            out[key] = value
+    return out
+
+
+def settings_from_form(form: dict):
+    """Form values -> ``(ReadSettings, InvertSettings, EditConfig)`` through the options table's one mapping
+    (``options.read_settings``, ``invert_settings``, ``edit_config``: ``settings_from_values``' parts); missing keys
+    take the defaults. Every error names the field by its label. The source prompt is both the inversion's prompt
+    and FlowEdit's source description, as on the CLI."""
+    values = {**defaults(EDIT), **option_values(form)}  # its errors name their fields already
     built = {}
-    steps = [
-        ("inv", lambda: InvertSettings(
-            steps=_number(values, "steps", whole=True),
-            prompt=(values["source_prompt"] or "").strip(),
-            guidance=_number(values, "inversion_guidance"),
-            method=values["inversion"],
-            depth=_number(values, "edit_fraction"),
-            window=window,
-            overlap=_number(values, "overlap_fraction"))),
-        ("read", lambda: ReadSettings(
-            height=_number(values, "height", whole=True, optional=True),
-            width=_number(values, "width", whole=True, optional=True),
-            skip_start=_number(values, "skip_frames_start", whole=True),
-            skip_end=_number(values, "skip_frames_end", whole=True),
-            stride=_number(values, "frame_sample_step", whole=True, optional=True),
-            max_frames=_number(values, "max_num_frames", whole=True, optional=True),
-            resize=values["resize"])),
-        ("edit", lambda: EditConfig(
-            guidance=_number(values, "guidance"),
-            negative_prompt=values["negative_prompt"] or None,
-            start=values["start"],
-            seed=_number(values, "seed", whole=True),
-            dynamic_guidance=values["dynamic_guidance"],
-            injection=InjectionConfig(enabled=injection_on,
-                                      step_fraction=_number(values, "injection_fraction"),
-                                      reference_weight=_number(values, "reference_weight", optional=True) or None),
-            blend=BlendConfig(enabled=_blend_choice(values["blend"]), source_prompt=(values["blend_source"] or "").strip()),
-            guidance_2=_number(values, "guidance_2", optional=True) or None,
-            method=values["method"],
-            flowedit=FlowEditConfig(source_prompt=(values["source_prompt"] or "").strip(),
-                                    n_max=_number(values, "n_max", whole=True, optional=True),
-                                    n_min=_number(values, "n_min", whole=True),
-                                    source_guidance=_number(values, "source_guidance")))),
-    ]
-    for name, build in steps:
+    for name, build in (("inv", invert_settings), ("read", read_settings), ("edit", edit_config)):
         try:
-            built[name] = build()
+            built[name] = build(values)
         except SettingsError as err:
             raise _labelled(name, err) from None
     return built["read"], built["inv"], built["edit"]
-
-
-def _blend_choice(value) -> bool | None:
-    """Local blend from the form: a choice of ``BLEND_CHOICES`` (``"model's"``: the model's recommendation), or a
-    bool / ``None`` as a library caller passes it (``check_choices`` has refused anything else)."""
-    return value if value is None or isinstance(value, bool) else BLEND_CHOICES[value]
 
 
 def metrics_from_form(form: dict) -> bool:
@@ -188,3 +391,5 @@ def parse_prompts(text: str | None) -> list[str]:
         raise SettingsError(f"{PROMPTS_LABEL}: {len(prompts)} prompts, at most {MAX_PROMPTS} per run",
                             f"keep {MAX_PROMPTS} lines and edit with the others in another run")
     return prompts
+
+

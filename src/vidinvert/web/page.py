@@ -27,28 +27,32 @@ from typing import Callable
 
 from ..errors import VidinvertError
 from ..engine import family_defaults
+from ..engine.plan import FLAGS as PLAN_FLAGS  # settings field -> CLI flag, as messages name it
 from ..models import DEMO_MODELS, TINY_MODELS, sample_video
-from ..models.registry import EXAMPLE_HUB_ID, EXAMPLE_PROMPT  # the one example prompt every front end gives
-from .form import (CHOICES, LABELS, PROMPTS_LABEL, form_defaults, metrics_from_form, parse_prompts,
-                   settings_from_form)
+from ..models.registry import (EXAMPLE_HUB_ID, EXAMPLE_PROMPT,  # the one example prompt every front end gives
+                               EXAMPLE_WAN_HUB_ID)
+from ..settings import MODEL_SETTINGS_FILE
+from .form import (LABELS, PANEL_TITLES, PANELS, PROMPTS_LABEL, can_flowedit, for_method,
+                   metrics_from_form, page_fields, parse_prompts, settings_from_form)
 from .studio import Studio
 
 SAMPLE_VIDEO = sample_video()
 PREVIEW_FRAMES = 6  # input frames shown under the player
 PREVIEW_WIDTH = 256  # pixel width the preview frames are read at (aspect kept)
-REAL_MODEL = EXAMPLE_HUB_ID  # the real weights the page's hints name
+REAL_MODELS = {"cogvideox": EXAMPLE_HUB_ID, "wan": EXAMPLE_WAN_HUB_ID}  # family -> the real weights its page names
+FRAMES_LABEL = "Frames the job reads"  # the gallery's label, then followed by how many it reads and shows
 GRADIO_CACHE_CLEANUP = (3600, 6 * 3600)  # hourly, drop Gradio's copies of uploads/results older than 6 h
 
 
-def preview_frames(video: str, read, temporal_multiple: int = 1, count: int = PREVIEW_FRAMES) -> tuple[list, str]:
+def preview_frames(video: str, read, temporal_multiple: int = 1, count: int = PREVIEW_FRAMES) -> tuple[list, str, int]:
     """The frames a job will read (``engine.open_source``'s selection: skip, stride, max frames and the model's frame
     rule ``temporal_multiple * k + 1``; ``read`` with the model's defaults filled in, ``engine.family_defaults``),
-    small: up to ``count`` of them evenly spaced, all when there are fewer, as ``[(uint8 [H, W, 3], caption)]``, and
-    a one-line description."""
+    small: up to ``count`` of them evenly spaced, all when there are fewer, as ``[(uint8 [H, W, 3], caption)]``; a
+    one-line description; and how many frames the job reads."""
     from ..video import read_video, to_uint8
 
     clip = read_video(video, None, PREVIEW_WIDTH, skip_start=read.skip_start, skip_end=read.skip_end,
-                      stride=read.stride, max_frames=read.max_frames, resize=read.resize, multiple=2,
+                      stride=read.stride, max_frames=read.frame_cap, resize=read.resize, multiple=2,
                       temporal_multiple=temporal_multiple)
     total = clip.frames.shape[0]
     if total <= count:
@@ -59,8 +63,13 @@ def preview_frames(video: str, read, temporal_multiple: int = 1, count: int = PR
     items = [(images[j], f"frame {clip.indices[i]}") for j, i in enumerate(picks)]
     height, width = clip.source_size
     text = (f"{Path(video).name}: {width}×{height} at {clip.fps:g} fps; the job reads {total} frames "
-            f"(source frames {clip.indices[0]}–{clip.indices[-1]})")
-    return items, text
+            f"(source frames {clip.indices[0]}–{clip.indices[-1]}), {shown_of(len(items), total)}")
+    return items, text, total
+
+
+def shown_of(shown: int, total: int) -> str:
+    """How many of the frames the job reads the gallery shows: ``"showing 6 of 9 frames"``."""
+    return f"showing all {total} frames" if shown == total else f"showing {shown} of {total} frames"
 
 
 # ---- the page -------------------------------------------------------------------------------------------------
@@ -80,10 +89,16 @@ SERVE_FLAGS = ("--model", "--model-path", "--device", "--dtype", "--cpu-offload"
 # ^ options of ``vidinvert serve`` that messages may suggest: how the page's model is loaded, not on the page
 
 
+SETTING_WORDS = {  # settings fields that library messages name (``skip_start=8``) -> the page's label
+    name: FLAG_LABELS[flag] for name, flag in PLAN_FLAGS.items() if flag in FLAG_LABELS}
+SETTING_WORDS["stride"] = LABELS["frame_sample_step"]
+
+
 def page_words(text: str) -> str:
     """A library message in the page's words: a CLI flag the page has a field for becomes that field's label, an
     option of ``vidinvert serve`` (``SERVE_FLAGS``) is named as one; any other flag is a command-line setting the
-    page does not have, named without dashes and said to be so (``--krnr`` -> ``krnr (not on this page)``)."""
+    page does not have, named without dashes and said to be so (``--krnr`` -> ``krnr (not on this page)``); a
+    settings field named in code (``max_frames``, ``skip_start=8``) is named by its label too."""
     def word(match: re.Match) -> str:
         flag = match.group(0).replace("_", "-")
         if flag in FLAG_LABELS:
@@ -92,7 +107,11 @@ def page_words(text: str) -> str:
             return f"`vidinvert serve {flag}`"
         return f"{flag[2:]} (not on this page)"
 
-    return re.sub(r"(?<![\w-])--[a-z][a-z0-9_-]*", word, text)
+    text = re.sub(r"(?<![\w-])--[a-z][a-z0-9_-]*", word, text)
+    names = "|".join(sorted((n for n in SETTING_WORDS if "_" in n), key=len, reverse=True))
+    text = re.sub(rf"\b({names})\b", lambda m: SETTING_WORDS[m.group(1)], text)
+    text = re.sub(r"\b(stride)=", lambda m: SETTING_WORDS[m.group(1)] + "=", text)
+    return re.sub(r"([A-Z][\w ]*?) \(\1\)", r"\1", text)  # "Max frames (Max frames)": once
 
 
 def error_line(err: BaseException, video: str | None = None) -> str:
@@ -150,8 +169,8 @@ def gradio_cache(folder: str | os.PathLike):
 
 class Uploads:
     """The uploaded videos each browser session used (Gradio's files inside the app's folder, not the bundled
-    sample), to remove with the session. Gradio names an upload by its content: a session that uploaded the same
-    clip finds it gone too, and is told to upload it again."""
+    sample), to remove with the session. Gradio names an upload by its content, so sessions that uploaded the same
+    clip share one file: it is removed when the last session that used it ends."""
 
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
@@ -170,6 +189,7 @@ class Uploads:
     def drop(self, session_id: str) -> None:
         with self.lock:
             paths = self.by_session.pop(session_id, set())
+            paths -= {path for used in self.by_session.values() for path in used}  # still another session's
         for path in paths:
             path.unlink(missing_ok=True)
             try:
@@ -194,21 +214,54 @@ def write_preview(items: list, folder: Path) -> list[tuple[str, str]]:
     return files
 
 
-def header(label: str) -> str:
-    """The page's header Markdown for the model ``label``."""
-    text = ("# vidinvert\nEdit a video with CogVideoX or Wan: the clip is inverted (DDIM, or fixed-point for an exact "
-            "round trip; **Edit** inverts too when needed, and every inversion is reused for the same clip and "
-            "settings), then regenerated under your prompts while attention sees the source's keys and values, "
-            "which keeps layout and motion (Wan models can also use FlowEdit, which needs no inversion).\n\n")
+def _family(label: str, model=None) -> str | None:
+    """The family of the page's model: the loaded one's, else as its name tells (``None`` when it does not)."""
+    if model is not None:
+        return model.family
+    from ..engine.plan import family_before_loading
+    from ..settings import ModelSettings
+
+    return family_before_loading(ModelSettings(name=label))
+
+
+def recommended_note(model) -> str:
+    """The settings the model's folder recommends (its ``MODEL_SETTINGS_FILE``), by the page's labels, as one
+    Markdown line; empty when it recommends none."""
+    if model is None:
+        return ""
+    given = {**model.recommended_edit, **model.recommended_invert}
+
+    def shown(value) -> str:
+        return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}" if isinstance(
+            value, float) else str(value)
+
+    items = [f"{LABELS.get(key, key.replace('_', ' '))} {shown(value)}" for key, value in given.items()]
+    if not items:
+        return ""
+    return (f"**Recommended settings** of this model (its {MODEL_SETTINGS_FILE}), used where a field is left to "
+            f"the model: {', '.join(items)}.")
+
+
+def header(label: str, model=None) -> str:
+    """The page's header Markdown for the model ``label`` (``model``: the loaded model, whose family, FlowEdit and
+    recommended settings the header names)."""
+    family = _family(label, model)
+    flow = can_flowedit(model) if model is not None else family == "wan"
+    text = ("# vidinvert\nEdit a video: the clip is inverted (DDIM, or fixed-point for an exact round trip; **Edit** "
+            "inverts too when needed, and every inversion is reused for the same clip and settings), then "
+            "regenerated under your prompts while attention sees the source's keys and values, which keeps layout "
+            "and motion" + (" (or edited by FlowEdit, which needs no inversion)" if flow else "") + ".\n\n")
     text += f"**Model:** `{label}`"
+    real = REAL_MODELS.get(family or "cogvideox", EXAMPLE_HUB_ID)
     if label in TINY_MODELS:
-        text += (" — the embedded tiny model (random weights, built in code): results are noise-like. For real edits, "
-                 f"start the page with `vidinvert serve --model {REAL_MODEL}`.")
+        text += (" — the embedded tiny model (random weights, built in code): results are noise-like. For real "
+                 f"edits, start the page with `vidinvert serve --model {real}`.")
     elif label in DEMO_MODELS:
         text += (" — the bundled demo model, trained on a synthetic world of coloured shapes: use the bundled sample "
                  f"and a prompt like '{EXAMPLE_PROMPT}'. For real videos, start the page with "
-                 f"`vidinvert serve --model {REAL_MODEL}`.")
-    return text
+                 f"`vidinvert serve --model {real}`.")
+    note = recommended_note(model)
+    return text + (f"\n\n{note}" if note else "")
 
 
 def _warnings_box(lines: list[str]):
@@ -219,8 +272,14 @@ def _warnings_box(lines: list[str]):
     return gr.update(value=text, visible=bool(lines))
 
 
+FLOWEDIT_NOTE = ("With Edit method *flowedit*: the source prompt describes the video, Guidance is the target's scale, "
+                 "Steps the schedule.")
+ROW = 4  # fields side by side in a panel's row (a text field has a row of its own)
+
+
 def build_app(studio: Studio | None = None, output_root: str | os.PathLike | None = None):
-    """The Gradio ``Blocks`` of the page.
+    """The Gradio ``Blocks`` of the page, its fields generated from the options table for the studio's model
+    (loaded now: the fields it cannot use are hidden, its hints name its own values).
 
     Args:
         studio: the model and inversion cache (default: a new one over the default model, see
@@ -234,37 +293,49 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
     import gradio as gr
 
     studio = studio or Studio()
+    model = studio.model()
     root = Path(output_root) if output_root is not None else Path(tempfile.mkdtemp(prefix="vidinvert-web-"))
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()  # as Gradio compares paths: files inside are served in place, not copied
     uploads = Uploads(root)
-    d = form_defaults()
+    fields = page_fields(model)
+    running: dict[str, str] = {}  # session -> the run it has going (its folder stays until the run ends)
+    closed: set[str] = set()  # sessions that ended while their run went on
+    guard = threading.Lock()
 
     def say_with(progress) -> Callable[[str], None]:
         return lambda text: progress(0, desc=text)
 
-    def number(key: str, **options):
-        # No minimum=/maximum=: Gradio's own range check would pre-empt ours with a message naming no field, and
-        # precision=None keeps a typed 2.5 as 2.5 so that whole-number fields refuse it instead of rounding it.
-        return gr.Number(d[key], label=LABELS[key], precision=None, elem_id=key.replace("_", "-"), **options)
-
-    def choice(key: str, **options):
+    def widget(field):
+        common = dict(label=field.label, info=field.info or None, visible=field.visible and field.method in (
+            None, "inversion"), elem_id=field.key.replace("_", "-"))
+        if field.kind == "number":
+            # No minimum=/maximum=: Gradio's own range check would pre-empt ours with a message naming no field,
+            # and precision=None keeps a typed 2.5 as 2.5 so that whole-number fields refuse it instead of rounding.
+            return gr.Number(field.value, precision=None, **common)
+        if field.kind == "tick":
+            return gr.Checkbox(field.value, **common)
+        if field.kind == "text":
+            return gr.Textbox(field.value, **common)
         # Any value sent reaches the handler, whose check (form.check_choices) names the field and its choices;
         # Gradio's own check would answer with a message naming no field. (An instance attribute, not a subclass:
         # Gradio writes a .pyi file next to the module of every component subclass.)
-        radio = gr.Radio(list(CHOICES[key]), value=d[key], label=LABELS[key], **options)
+        radio = gr.Radio(list(field.choices), value=field.value, **common)
         radio.preprocess = lambda payload: payload
         return radio
+
+    def panel_visible(group: str, method: str) -> bool:
+        return any(f.visible and f.method in (None, method) for f in fields if f.group == group)
 
     with gradio_cache(root), gr.Blocks(title="vidinvert", analytics_enabled=False,
                                        delete_cache=GRADIO_CACHE_CLEANUP) as app:
         state = gr.State(new_session, delete_callback=drop_session)
-        gr.Markdown(header(studio.label), elem_id="header")
+        gr.Markdown(header(studio.label, model), elem_id="header")
         with gr.Row():
             with gr.Column(scale=5):
                 video = gr.Video(label="Input video", sources=["upload"], elem_id="input-video", height=300)
                 sample = gr.Button("Use the bundled sample", size="sm", elem_id="use-sample")
-                frames = gr.Gallery(label="Frames the job reads", columns=3, height="auto", object_fit="contain",
+                frames = gr.Gallery(label=FRAMES_LABEL, columns=3, height="auto", object_fit="contain",
                                     allow_preview=False, elem_id="input-frames")
             with gr.Column(scale=7):
                 prompts = gr.Textbox(label=PROMPTS_LABEL, lines=2, elem_id="prompts",
@@ -277,62 +348,23 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                                      elem_id="status")
                 progress_box = gr.Markdown("", elem_id="progress", min_height=40)
                 warnings_box = gr.Markdown("", visible=False, elem_id="warnings")
-                with gr.Accordion("Frames", open=False, elem_id="frames-settings"):
-                    with gr.Row():
-                        skip_start = number("skip_frames_start")
-                        skip_end = number("skip_frames_end")
-                        stride = number("frame_sample_step", info="0 = auto (only if too long)")
-                        max_frames = number("max_num_frames", info="0 = the model's (49 CogVideoX, 81 Wan; every "
-                                                                    "frame with a window); 4k+1")
-                    with gr.Row():
-                        height = number("height", info="multiple of 16; 0 = the model's")
-                        width = number("width", info="multiple of 16; 0 = the model's")
-                        resize = choice("resize")
-                    with gr.Row():  # long clips: temporal windows (windows.py)
-                        window = gr.Textbox(d["window"], label=LABELS["window"], elem_id="window",
-                                            placeholder="empty = one window",
-                                            info="latent frames per temporal window for a long clip; auto = the "
-                                                 "model's trained length")
-                        overlap_fraction = number("overlap_fraction", info="share of a window its neighbours overlap, below 1")
-                with gr.Accordion("Inversion", open=False, elem_id="inversion-settings"):
-                    with gr.Row():
-                        steps = number("steps")
-                        method = choice("inversion", info="fixed-point: exact round trip, ~3× slower")
-                    source_prompt = gr.Textbox(d["source_prompt"], label=LABELS["source_prompt"],
-                                               placeholder="what the video shows (optional)")
-                with gr.Accordion("Editing", open=False, elem_id="editing-settings"):
-                    method_choice = choice("method", elem_id="method",
-                                           info="inversion: invert, then regenerate with key/value injection; "
-                                                "flowedit: no inversion (Wan models only; see FlowEdit below)")
-                    with gr.Row():
-                        guidance = number("guidance")
-                        guidance_2 = number("guidance_2", info="Wan 2.2 A14B's second expert; 0 = Guidance")
-                        start = choice("start")
-                        seed = number("seed")
-                    with gr.Row():
-                        injection = gr.Checkbox(d["injection"], label=LABELS["injection"])
-                        injection_fraction = gr.Slider(0, 1, value=d["injection_fraction"], step=0.05,
-                                                    label=LABELS["injection_fraction"])
-                    with gr.Row():
-                        blend = choice("blend", elem_id="blend", info="edit only where the edit prompt departs "
-                                       "from the source's description; model's: what the model recommends (else off)")
-                        reference_weight = number("reference_weight", info="how much more the edit attends to the "
-                                                  "source's tokens; 0 = the model's recommendation (else 1)")
-                    with gr.Row():
-                        inversion_guidance = number("inversion_guidance")
-                        edit_fraction = gr.Slider(0.05, 1, value=d["edit_fraction"], step=0.05, label=LABELS["edit_fraction"])
-                    negative_prompt = gr.Textbox(d["negative_prompt"], label=LABELS["negative_prompt"],
-                                                 placeholder="empty: the model's (for Wan weights, Wan's published one)")
-                    dynamic_guidance = gr.Checkbox(d["dynamic_guidance"], label=LABELS["dynamic_guidance"])
-                    metrics = gr.Checkbox(d["metrics"], label=LABELS["metrics"], elem_id="metrics",
-                                          info="warp error and motion error of each result against the source")
-                with gr.Accordion("FlowEdit", open=False, elem_id="flowedit-settings"):
-                    gr.Markdown("With Edit method *flowedit*: the source prompt describes the video, Guidance is the "
-                                "target's scale, Steps the schedule.")
-                    with gr.Row():
-                        n_max = number("n_max", info="steps that edit, from the clean end; 0 = 33/50 of Steps")
-                        n_min = number("n_min", info="last steps run as plain sampling of the target")
-                        source_guidance = number("source_guidance", info="guidance of the source prompt")
+                form, panels = {}, {}
+                for group in PANELS:  # one folded panel per group of the options table
+                    with gr.Accordion(PANEL_TITLES[group], open=False, elem_id=f"{group}-settings",
+                                      visible=panel_visible(group, "inversion")) as panels[group]:
+                        if group == "flowedit":
+                            gr.Markdown(FLOWEDIT_NOTE)
+                        row: list = []
+                        for field in [f for f in fields if f.group == group] + [None]:
+                            if row and (field is None or field.kind == "text" or len(row) == ROW):
+                                with gr.Row():
+                                    for queued in row:
+                                        form[queued.key] = widget(queued)
+                                row = []
+                            if field is not None and field.kind == "text":
+                                form[field.key] = widget(field)
+                            elif field is not None:
+                                row.append(field)
         with gr.Row():
             comparison = gr.Video(label="Source | result", interactive=False, autoplay=True, loop=True, height=320,
                                   scale=2, elem_id="comparison-video")
@@ -342,18 +374,13 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
         files = gr.File(label="Downloads: results, comparisons, settings", file_count="multiple", interactive=False,
                         elem_id="downloads")
 
-        form = {"skip_frames_start": skip_start, "skip_frames_end": skip_end, "frame_sample_step": stride,
-                "max_num_frames": max_frames, "height": height, "width": width, "resize": resize, "steps": steps,
-                "inversion": method, "source_prompt": source_prompt, "guidance": guidance, "start": start,
-                "seed": seed, "injection": injection, "injection_fraction": injection_fraction,
-                "inversion_guidance": inversion_guidance, "edit_fraction": edit_fraction, "negative_prompt": negative_prompt,
-                "dynamic_guidance": dynamic_guidance, "metrics": metrics, "method": method_choice,
-                "guidance_2": guidance_2, "n_max": n_max, "n_min": n_min, "source_guidance": source_guidance,
-                "window": window, "overlap_fraction": overlap_fraction, "blend": blend, "reference_weight": reference_weight}
         names = {component: name for name, component in form.items()}
+        by_method = [f for f in fields if f.method is not None]  # fields shown for one edit method only
+        method_panels = [g for g in PANELS if {f.method for f in fields if f.group == g} <= {"inversion", "flowedit"}]
 
         def values_of(data: dict) -> dict:
-            return {names[c]: v for c, v in data.items() if c in names}
+            """The form's values; the fields of the other edit method (hidden) at their defaults."""
+            return for_method({names[c]: v for c, v in data.items() if c in names})
 
         def fail(err: BaseException, video_path: str | None) -> str:
             """The status for a failed action: one line, replacing whatever the status said before."""
@@ -364,32 +391,59 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
         def on_video(data, request: gr.Request):
             path = data[video]
             if not path:
-                return [], _status("Upload a clip or use the bundled sample.")
+                return gr.update(value=[], label=FRAMES_LABEL), _status("Upload a clip or use the bundled sample.")
             try:
                 uploads.note(request.session_hash, path)
-                read, _, _ = settings_from_form(values_of(data))
-                model = studio.model()
-                read, _, _ = family_defaults(model, read)
-                items, text = preview_frames(path, read, model.temporal_factor)
-                return write_preview(items, session_dir(root, request.session_hash) / "preview"), _status(text)
+                read, inv, _ = settings_from_form(values_of(data))
+                read, _, _ = family_defaults(model, read, inv)
+                items, text, total = preview_frames(path, read, model.temporal_factor)
+                label = f"{FRAMES_LABEL}: {total} ({shown_of(len(items), total)})"
+                files = write_preview(items, session_dir(root, request.session_hash) / "preview")
+                return gr.update(value=files, label=label), _status(text)
             except Exception as err:  # noqa: BLE001 - shown in the page, the app stays usable
-                return [], fail(err, path)
+                return gr.update(value=[], label=FRAMES_LABEL), fail(err, path)
 
-        def on_start(what: str):
-            """Before a run: the status says what runs (no old line stays beside the progress), warnings cleared."""
-            return _status(f"{what}…"), "", _warnings_box([])
+        def on_method(method):
+            """Show the fields (and panels) of the chosen edit method, hide the other's; Invert is for inversion."""
+            return ([gr.update(visible=f.visible and f.method == method) for f in by_method]
+                    + [gr.update(visible=panel_visible(g, method)) for g in method_panels]
+                    + [gr.update(visible=method != "flowedit")])
+
+        def busy(what: str):
+            """Before a run: the status says what runs, warnings cleared, Invert and Edit disabled until it ends."""
+            return _status(f"{what}…"), "", _warnings_box([]), *idle(False)
+
+        def idle(enabled: bool = True):
+            return gr.update(interactive=enabled), gr.update(interactive=enabled)
+
+        @contextmanager
+        def run_of(session: str, what: str):
+            """A run of ``session``: its folder stays until the run ends, also when the session ends first."""
+            with guard:
+                running[session] = what
+            try:
+                yield
+            finally:
+                with guard:
+                    running.pop(session, None)
+                    gone = session in closed
+                    closed.discard(session)
+                if gone:
+                    remove_session(session)
 
         def on_invert(data, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+            started = time.perf_counter()
             try:
                 uploads.note(request.session_hash, data[video])
                 read, inv, config = settings_from_form(values_of(data))
                 if config.method == "flowedit":
                     raise VidinvertError("FlowEdit makes no inversion", "press Edit, or choose Edit method inversion")
-                started = time.perf_counter()
                 seen: list[str] = []
-                prepared = studio.prepared(data[video], read, inv, say_with(progress), seen)
+                with run_of(request.session_hash, "Inverting"):
+                    prepared = studio.prepared(data[video], read, inv, say_with(progress), seen)
                 frames_used, inversion = prepared.source.clip.frames, prepared.inversion
-                how = "reused from the cache" if prepared.reused else f"in {time.perf_counter() - started:.1f} s"
+                how = ("reused from the cache" if prepared.reused
+                       else f"in {time.perf_counter() - started:.1f} s (reading, encoding and inverting)")
                 text = (f"Inverted {frames_used.shape[0]} frames at {frames_used.shape[3]}×{frames_used.shape[2]} "
                         f"({len(inversion.meta.timesteps)} {inversion.meta.method} steps, "
                         f"{sum(inversion.meta.iterations)} evaluations) {how}. Now type prompts and Edit.")
@@ -400,24 +454,27 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                 return fail(err, data[video]), "", _warnings_box([])
 
         def on_edit(data, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+            started = time.perf_counter()
             session = data[state]
             try:
                 uploads.note(request.session_hash, data[video])
                 read, inv, config = settings_from_form(values_of(data))
                 prompt_list = parse_prompts(data[prompts])
                 folder = session_folder(session, root, request.session_hash)
-                results, job = studio.edit(data[video], read, inv, prompt_list, config, folder,
-                                           say=say_with(progress), metrics=metrics_from_form(values_of(data)))
+                with run_of(request.session_hash, "Editing"):
+                    results, job = studio.edit(data[video], read, inv, prompt_list, config, folder,
+                                               say=say_with(progress), metrics=metrics_from_form(values_of(data)))
             except Exception as err:  # noqa: BLE001
                 return (fail(err, data[video]), "", _warnings_box([]), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
                         session)
             session["results"] = [dataclasses.asdict(r) for r in results]
             summary = job.summary
-            reused = " (inversion reused)" if summary.get("inversion_reused") else ""
+            how = " (inversion reused)" if summary.get("inversion_reused") else ""
             if summary.get("method") == "flowedit":
-                reused = f" by FlowEdit ({summary['flowedit']['n_max']} of {summary['flowedit']['steps']} steps)"
+                how = f" by FlowEdit ({summary['flowedit']['n_max']} of {summary['flowedit']['steps']} steps)"
             text = (f"Edited {summary['frames']} frames at {summary['size'][1]}×{summary['size'][0]} with "
-                    f"{len(results)} prompt{'s' if len(results) > 1 else ''} in {summary['edit_seconds']:.1f} s{reused}.")
+                    f"{len(results)} prompt{'s' if len(results) > 1 else ''} in "
+                    f"{time.perf_counter() - started:.1f} s{how}.")
             for r, measured in zip(results, job.metrics):
                 text += f" {r.prompt if len(results) > 1 else 'Temporal'}: {measured.describe()}."
             if job.warnings:
@@ -427,11 +484,31 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
             return (_status(text, "ok"), "", _warnings_box([page_words(line) for line in job.warnings]),
                     str(results[0].comparison), str(results[0].video), downloads, choice, session)
 
+        def remove_session(session: str) -> None:
+            shutil.rmtree(session_dir(root, session), ignore_errors=True)
+            uploads.drop(session)
+
         def on_close(request: gr.Request):
             """The tab was closed or reloaded: its outputs and preview frames (served in place, never copied) and
-            its uploads go."""
-            shutil.rmtree(session_dir(root, request.session_hash), ignore_errors=True)
-            uploads.drop(request.session_hash)
+            its uploads go; with a run still going, when that run ends."""
+            with guard:
+                if request.session_hash in running:
+                    closed.add(request.session_hash)
+                    return
+            remove_session(request.session_hash)
+
+        def on_load():
+            """A page opened (or reloaded) while a job runs says so: it finishes first, its results not shown here."""
+            if studio.running is None:
+                return gr.skip()
+            what, since = studio.running
+            return _status(f"A job is running on this server ({what.lower()}, {time.monotonic() - since:.0f} s so "
+                           "far; one started before a reload goes on in the background and its results are not "
+                           "shown here). Invert and Edit start when it ends.")
+
+        def on_stop():
+            return (_status("Stopped: the page no longer waits for the run (a run already inside the model finishes "
+                            "in the background)."), "", _warnings_box([]), *idle())
 
         def on_choice(session, prompt):
             for item in (session or {}).get("results", []):
@@ -444,20 +521,30 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
         for handler in (on_video, on_invert, on_edit, on_close):
             handler.__annotations__["request"] = gr.Request
 
-        reports = [status, progress_box, warnings_box]
+        reports, buttons = [status, progress_box, warnings_box], [invert_button, edit_button]
         sample.click(lambda: str(SAMPLE_VIDEO), None, video, api_name=False)
-        gr.on([video.change, *(c.change for c in (skip_start, skip_end, stride, max_frames, resize))], on_video,
+        frame_fields = [form[f.key] for f in fields if f.group == "frames" and f.kind != "text"]
+        gr.on([video.change, *(c.change for c in frame_fields)], on_video,
               {video, *form.values()}, [frames, status], api_name=False, trigger_mode="always_last",
               show_progress="hidden")
-        invert_run = invert_button.click(lambda: on_start("Inverting"), None, reports, api_name=False).then(
+        form["method"].change(on_method, form["method"], [*(form[f.key] for f in by_method),
+                                                          *(panels[g] for g in method_panels), invert_button],
+                              api_name=False, queue=False, show_progress="hidden")
+        invert_run = invert_button.click(lambda: busy("Inverting"), None, [*reports, *buttons], api_name=False,
+                                         queue=False).then(
             on_invert, {video, state, *form.values()}, reports, api_name="invert", concurrency_id="model",
             concurrency_limit=1, show_progress_on=progress_box)
-        edit_run = edit_button.click(lambda: on_start("Editing"), None, reports, api_name=False).then(
+        invert_run.then(idle, None, buttons, api_name=False, queue=False)
+        edit_run = edit_button.click(lambda: busy("Editing"), None, [*reports, *buttons], api_name=False,
+                                     queue=False).then(
             on_edit, {video, state, prompts, *form.values()},
             [*reports, comparison, result, files, shown, state], api_name="edit", concurrency_id="model",
             concurrency_limit=1, show_progress_on=progress_box)
-        stop_button.click(lambda: (_status("Stopped."), "", _warnings_box([])), None, reports, api_name="stop",
-                          cancels=[invert_run, edit_run], queue=False)
+        edit_run.then(idle, None, buttons, api_name=False, queue=False)
+        stop_button.click(on_stop, None, [*reports, *buttons], api_name="stop", cancels=[invert_run, edit_run],
+                          queue=False)
         shown.change(on_choice, [state, shown], [comparison, result], api_name=False, show_progress="hidden")
+        app.load(on_load, None, status, api_name=False, queue=False)
         app.unload(on_close)
     return app
+

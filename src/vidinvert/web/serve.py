@@ -149,7 +149,10 @@ def launch_options(args, allowed: list[str], hosts: frozenset[str] | None = None
 
     if hosts is None:
         hosts = allowed_hosts(args.host, _allowed_extra(args))
-    return dict(server_name=args.host, server_port=args.port, share=False, inbrowser=False, show_error=False,
+    # quiet: no Gradio start-up lines (its "set share=True" hint above all: the page is never shared through Gradio's
+    # tunnel); ``serve`` prints the address itself
+    return dict(server_name=args.host, server_port=args.port, share=False, quiet=True, inbrowser=False,
+                show_error=False,
                 allowed_paths=allowed, footer_links=["gradio", "settings"], mcp_server=False, run_history=False,
                 ssr_mode=False, strict_cors=True, max_file_size=int(_max_upload_mb(args) * 2**20),
                 app_kwargs={"middleware": [Middleware(HostOriginGuard, hosts=hosts)]})
@@ -188,6 +191,8 @@ def serve(args) -> int:
         with tempfile.TemporaryDirectory(prefix="vidinvert-web-", ignore_cleanup_errors=True) as root, \
                 gradio_cache(root):
             app = build_app(studio, root)
+            shown = f"[{args.host}]" if ":" in args.host else args.host
+            print(f"vidinvert: serving the page on http://{shown}:{args.port}/ (Ctrl-C stops it)", flush=True)
             try:
                 app.queue(default_concurrency_limit=1).launch(**launch_options(args, [str(SAMPLE_VIDEO)], hosts))
             except OSError as err:

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -80,6 +81,21 @@ class Studio:
     _cache: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
     notes: list = field(default_factory=list, init=False, repr=False)
+    running: tuple[str, float] | None = field(default=None, init=False, repr=False)  # the job running now: what
+    # ("Editing with 1 prompt") and since when (time.monotonic()), for a page reloaded while it runs
+
+    @contextmanager
+    def _job(self, what: str):
+        """Within (holding the lock): ``running`` names the job (the outermost one, when jobs nest)."""
+        with self._lock:
+            outer = self.running is not None
+            if not outer:
+                self.running = (what, time.monotonic())
+            try:
+                yield
+            finally:
+                if not outer:
+                    self.running = None
 
     @classmethod
     def from_model(cls, model, cache_size: int = CACHE_SIZE) -> "Studio":
@@ -113,7 +129,7 @@ class Studio:
                 them, also for an inversion from the cache.
         """
         self._check_video(video)
-        with self._lock:
+        with self._job("Inverting"):
             if self._model is None:
                 say("loading the model")
             model = self.model()
@@ -143,21 +159,22 @@ class Studio:
             raise VidinvertError(f"video not found: {Path(video).name}", "upload the clip again")
 
     def source(self, video: str, read: ReadSettings, say: Callable[[str], None] = lambda text: None,
-               rows: int = INVERT_ROWS) -> engine.Source:
+               rows: int = INVERT_ROWS, inv: InvertSettings = InvertSettings()) -> engine.Source:
         """A video opened (read and encoded) for the model, from the cache or now: what FlowEdit edits (``rows``:
-        as for ``prepared``)."""
+        as for ``prepared``; ``inv``: the job's temporal windows, with what was left to the model filled in, as
+        ``engine.open_source`` takes them: a windowed job reads every frame)."""
         self._check_video(video)
         with self._lock:
             if self._model is None:
                 say("loading the model")
             model = self.model()
-            key = (file_hash(video), read, "source", model.name, model.fingerprint())
+            key = (file_hash(video), read, "source", inv.window, inv.overlap, model.name, model.fingerprint())
             if key in self._cache:
                 self._cache.move_to_end(key)
-                _check_memory(model, self._cache[key], InvertSettings(), rows)
+                _check_memory(model, self._cache[key], inv, rows)
                 return self._cache[key]
             say("reading and encoding the video")
-            source = engine.open_source(model, video, read, rows)
+            source = engine.open_source(model, video, read, rows, inv)
             self._cache[key] = source
             while len(self._cache) > max(1, self.cache_size):
                 self._cache.popitem(last=False)
@@ -181,23 +198,24 @@ class Studio:
         with outputs_together():  # the videos, comparisons and settings JSON of a run appear together or not at all
             with engine.collect_warnings(result.warnings):
                 flowedit = config.method == "flowedit"
-                if flowedit:
-                    engine.check_prompts(prompts)
-                    engine.check_flowedit_request(video, config, None, None, False)
-                    config.flowedit.editing_steps(inv.steps)  # n_max/n_min against the steps, before model work
-                else:
-                    engine.check_edit_request(video, prompts, read, inv, config)
+                # everything checkable before model work, for both methods (FlowEdit on a model of a DDIM family
+                # too, by its name or by the model already loaded), as run_edit checks it
+                engine.check_edit_request(video, prompts, read, inv, config, model_settings=self.settings)
+                if flowedit and self._model is not None:
+                    flow_schedule(self._model, inv.steps)  # a loaded DDIM model whose name did not tell its family
                 videos, comparisons = engine.plan_edit_outputs(Path(video).stem, len(prompts), output, "edit",
                                                                [Path(video)])
-                with self._lock:
+                with self._job(f"Editing with {len(prompts)} prompt{'s' if len(prompts) > 1 else ''}"):
                     if self._model is None:
                         say("loading the model")
                     model = self.model()
-                    # what was left to the model, as run_edit
-                    _, _, config = engine.family_defaults(model, None, None, config)
                     if flowedit:
                         flow_schedule(model, inv.steps)  # refuses a DDIM model before the video is read
-                        source = self.source(video, read, say, edit_rows(len(prompts), True))
+                    # what was left to the model (FlowEdit's windows too), as run_edit fills it
+                    taken: list[str] = []  # the model's recommendations this edit takes: a note on the page
+                    _, job_inv, config = engine.family_defaults(model, None, inv, config, taken)
+                    if flowedit:
+                        source = self.source(video, read, say, edit_rows(len(prompts), True), job_inv)
                     else:
                         prepared = self.prepared(video, read, inv, say, result.warnings,
                                                  edit_rows(len(prompts), False))
@@ -205,14 +223,15 @@ class Studio:
                     say(f"editing with {len(prompts)} prompt{'s' if len(prompts) > 1 else ''}")
                     if flowedit:
                         engine.flowedit_source(model, source, prompts, config, inv.steps, videos, comparisons, output,
-                                             result)
+                                               result, window=job_inv.window, overlap=job_inv.overlap)
                     else:
                         engine.edit_prepared(model, prepared, prompts, config, videos, comparisons, output,
                                            result=result)
                 result.summary["seconds"] = round(time.perf_counter() - started, 2)  # as run_edit: inversion included
                 result.summary.update(engine.peak_memory())
-            result.notes = list(self.notes)
-            read, inv, config = engine.family_defaults(model, read, None if flowedit else inv, config)  # as run
+            result.notes = [*self.notes, *result.notes] + taken
+            read, inv, config = engine.family_defaults(model, read, inv, config)  # as run (a windowed read too)
+            inv = None if flowedit else inv  # FlowEdit makes no inversion: its windows are in the result's record
             engine.write_records(result, "serve", model, self.settings, read, inv, config, output, show=_name_only)
         items = [EditResult(p, v, c, s) for p, v, c, s in zip(prompts, videos, comparisons, result.settings_files)]
         return items, result
