@@ -335,7 +335,7 @@ def test_fewer_frames_than_cogvideox_needs(tmp_path, count, kind):
 def test_too_few_frames_fix_names_the_option_in_the_way(tmp_path):
     path = write_video(numbered(30), tmp_path / "n30.mp4")
     fix = assert_one_line_error(lambda: read_video(path, stride=10), "only 1 frames", "3 picked",
-                                "stride=10").split("; ")[1]
+                                "--frame-sample-step 10").split("; ")[1]
     assert fix == "use a smaller stride"
     assert len(read_video(path, stride=10, min_frames=1).indices) == 1
     assert_one_line_error(lambda: read_video(path, skip_start=26), "only 1 frames", "30 in the source", "at least 5")
@@ -343,8 +343,8 @@ def test_too_few_frames_fix_names_the_option_in_the_way(tmp_path):
     fix = assert_one_line_error(lambda: read_video(path, skip_start=20, skip_end=7), "30 in the source",
                          "3 picked").split("; ")[1]
     assert fix.startswith("skip fewer frames") and "stride" not in fix
-    assert_one_line_error(lambda: read_video(path, max_frames=4), "max_frames=4 keeps at most 1 frames",
-                   "at least 5", "--max_num_frames")
+    assert_one_line_error(lambda: read_video(path, max_frames=4), "--max-num-frames 4 keeps at most 1 frames",
+                   "at least 5", "raise --max-num-frames to at least 5")
     assert len(read_video(path, max_frames=5).frames) == 5
 
 

@@ -158,7 +158,8 @@ def read_video(
         count = sum(1 for index in picked if index < total)  # picked before trimming to 4k+1
         raise VidinvertError(
             f"only {keep} frames selected from {path} ({total} in the source, {count} picked "
-            f"with skip_start={skip_start}, skip_end={skip_end}, stride={step}), need at least {min_frames}{rule}",
+            f"with --skip-frames-start {skip_start}, --skip-frames-end {skip_end}, --frame-sample-step {step}), need "
+            f"at least {min_frames}{rule}",
             _too_few_fix(total, skip_start, skip_end, step, min_frames, temporal_multiple),
         )
     return Clip(
@@ -248,9 +249,9 @@ def _check_read_args(skip_start, skip_end, stride, max_frames, resize, multiple,
         raise VidinvertError(f"folder_fps must be > 0, got {folder_fps!r}")
     if _trim(max_frames, temporal_multiple) < min_frames:
         raise VidinvertError(
-            f"max_frames={max_frames} keeps at most {_trim(max_frames, temporal_multiple)} frames, "
+            f"--max-num-frames {max_frames} keeps at most {_trim(max_frames, temporal_multiple)} frames, "
             f"need at least {min_frames}",
-            f"raise max_frames (--max_num_frames) to at least {min_frames}",
+            f"raise --max-num-frames to at least {min_frames}",
         )
 
 
