@@ -84,3 +84,14 @@ def test_learned_position_tables_refuse_other_sizes(tiny_model, monkeypatch):
     monkeypatch.setattr(tiny_model, "config", learned)
     with pytest.raises(VidinvertError, match="learned position table only takes 64x64"):
         tiny_model.check_frames(torch.zeros(9, 3, 64, 128))
+
+
+def test_fp16_on_the_cpu_is_refused_before_loading(tmp_path, capsys):
+    from vidinvert.cli import main
+
+    assert main(["edit", "--model", "tiny", "--dtype", "fp16", "--device", "cpu", "--prompt", "x",
+                 "-o", str(tmp_path / "o.mp4")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "vidinvert: error: fp16 does not run on the CPU in useful time (diffusers does not support fp16 there); use "
+        "--dtype fp32 or bf16 on the CPU, or fp16 on a CUDA device"]
+    assert not list(tmp_path.iterdir())

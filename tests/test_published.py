@@ -281,3 +281,18 @@ def test_the_adapter_of_a_published_architecture_runs_at_its_published_size_and_
 @pytest.mark.parametrize("name", ["tiny", "tiny-2b", "tiny-1.5", "tiny-wan", "tiny-wan22", "tiny-wan22-5b"])
 def test_small_models_are_no_published_checkpoint(name):
     assert registry.wrap(registry.load_pipeline(name, device="cpu"), name=name).published is None
+
+
+@pytest.mark.parametrize("hub_id", ["THUDM/CogVideoX-2b", "Wan-AI/Wan2.2-TI2V-5B-Diffusers"])
+def test_info_reads_a_folders_configs_without_its_weights(hub_id, config_folders, capsys):
+    """``vidinvert info`` on a folder holding configs only (no weight files at all): it answers from the configs."""
+    from vidinvert.cli import main
+
+    record = PUBLISHED[hub_id]
+    assert main(["info", "--model", str(config_folders[hub_id])]) == 0
+    model = json.loads(capsys.readouterr().out)["model"]
+    assert (model["family"], model["published"], model["weights_loaded"]) == (record.family, hub_id, False)
+    meta = meta_model(record, "transformer")
+    assert model["parameters"]["transformer"] == record.parameters["transformer"] + sum(
+        b.numel() for b in meta.buffers())  # parameters and buffers, as the folder check counts them
+    assert _public(model["transformer"]) == _public(record.configs["transformer"])

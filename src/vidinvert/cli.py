@@ -11,6 +11,7 @@ import argparse
 import json
 import platform
 import sys
+from pathlib import Path
 
 from .errors import VidinvertError
 from .options import EDIT_GUIDANCE, RECONSTRUCT_GUIDANCE, add_options, settings_from_values
@@ -122,10 +123,18 @@ def cmd_info(args) -> int:
         info["av"] = None
     if args.model is not None:
         from .models import open_model
+        from .models.folder import folder_info
+        from .models.registry import family_named
 
-        model = open_model(settings(args).model)
-        info["model"] = {"name": model.name, "family": model.family, "fingerprint": model.fingerprint(),
-                         "transformer": dict(model.config), "scheduler": dict(model.pipe.scheduler.config)}
+        folder = Path(args.model).expanduser()
+        if (folder / "model_index.json").is_file():  # a folder: its configs say it all, no weights loaded
+            info["model"] = {"name": args.model, "family": family_named(args.model), "weights_loaded": False,
+                             **folder_info(folder, args.model)}
+        else:  # a bundled or tiny model (small), or a hub id (its files are fetched by loading)
+            model = open_model(settings(args).model)
+            info["model"] = {"name": model.name, "family": model.family, "weights_loaded": True,
+                             "fingerprint": model.fingerprint(), "transformer": dict(model.config),
+                             "scheduler": dict(model.pipe.scheduler.config)}
     print(json.dumps(info, indent=2, default=str))
     return 0
 

@@ -53,6 +53,33 @@ def check_pipeline_folder(folder: Path, name: str, dtype: torch.dtype) -> None:
     _check_memory(sizes, name, dtype)
 
 
+def folder_info(folder: Path, name: str) -> dict:
+    """What a pipeline folder declares, read from its configs alone (no weights loaded): its pipeline class, the
+    parameters of each model component (counted on the meta device), the transformer's and scheduler's configs, and
+    the published checkpoint it is an architecture of (``published.match_configs``)."""
+    from .published import match_configs
+
+    index = _read_config(folder / "model_index.json")
+    components = _components(folder)
+    configs = {}
+    for sub in ("transformer", "scheduler"):
+        path = folder / sub / ("scheduler_config.json" if sub == "scheduler" else "config.json")
+        if sub not in components or not path.is_file():
+            raise VidinvertError(f"could not load {name}: it has no {sub}/{path.name}",
+                                 "point the model at a complete pipeline folder, or re-download it")
+        configs[sub] = _read_config(path)
+    parameters = {}
+    for sub, (library, class_name) in components.items():
+        config = folder / sub / "config.json"
+        if library in LIBRARIES and config.is_file():
+            count = _count_parameters(library, class_name, _read_config(config), config)
+            if count is not None:
+                parameters[sub] = count
+    record = match_configs(str(index.get("_class_name")), configs["transformer"], index)
+    return {"pipeline": index.get("_class_name"), "published": record.hub_id if record else None,
+            "parameters": parameters, "transformer": configs["transformer"], "scheduler": configs["scheduler"]}
+
+
 def _components(folder: Path) -> dict[str, tuple[str, str]]:
     """``{subfolder: (library, class name)}`` from ``model_index.json`` (entries not of that form are skipped)."""
     index = folder / "model_index.json"

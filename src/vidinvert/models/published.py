@@ -350,11 +350,15 @@ def match(pipe) -> PublishedModel | None:
     """The published checkpoint a loaded pipeline is an architecture of: the same pipeline class, every key of the
     record's transformer config equal and the same pipeline flags; ``None`` for anything else (tiny, demo and
     custom models). Checkpoints that share all three (Wan 2.1 I2V 480P / 720P) give the first."""
-    config = _plain(dict(pipe.transformer.config))
-    flags = _plain(_flags(getattr(pipe, "config", {})))
+    return match_configs(type(pipe).__name__, dict(pipe.transformer.config), getattr(pipe, "config", {}))
+
+
+def match_configs(pipeline: str, transformer: dict, index: dict) -> PublishedModel | None:
+    """``match`` from a folder's files: its pipeline class, transformer config and ``model_index.json``."""
+    config, flags = _plain(dict(transformer)), _plain(_flags(index))
     for record in PUBLISHED.values():
         wanted = record.configs["transformer"]
-        if (record.pipeline == type(pipe).__name__ and flags == _plain(_flags(record.model_index))
+        if (record.pipeline == pipeline and flags == _plain(_flags(record.model_index))
                 and all(config.get(k) == _plain(v) for k, v in wanted.items() if not k.startswith("_"))):
             return record
     return None

@@ -130,6 +130,9 @@ def load_pipeline(
         raise VidinvertError(f"unknown cpu offload mode {cpu_offload!r}", f"use one of {', '.join(OFFLOAD_MODES)}")
     if cpu_offload != "none" and target.type != "cuda":
         raise VidinvertError(f"cpu offload ({cpu_offload}) needs a CUDA device", "drop the option or use a CUDA device")
+    if torch_dtype == torch.float16 and target.type == "cpu":  # diffusers runs fp16 on the CPU slowly, if at all
+        raise VidinvertError("fp16 does not run on the CPU in useful time (diffusers does not support fp16 "
+                             "there)", "use --dtype fp32 or bf16 on the CPU, or fp16 on a CUDA device")
     model = default_model() if model is None else model
     if model in DEMO_MODELS:
         from ..demo import MODEL_DIR, WAN_MODEL_DIR, model_available
