@@ -29,7 +29,9 @@ HELPS = {"invert": "invert a video and save the trajectory (.inv) for later edit
          "batch": "edit many clips, each with its prompts, from a job file (in this process or on Ray workers); reruns "
                   "skip what is done",
          "info": "versions, devices and (with --model) the model's configuration",
-         "serve": "open the web page (Gradio) to invert and edit videos in a browser"}
+         "serve": "open the web page (Gradio) to invert and edit videos in a browser",
+         "plan": "predict an edit's peak memory per phase, FLOPs and time, and whether it fits, without loading "
+                 "weights"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +141,16 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from .engine.budget import plan_job
+
+    asked = settings(args)
+    budget = plan_job(args.video, args.prompt, asked.model, asked.read, asked.invert, asked.edit, frames=args.frames,
+                      device_memory=args.device_memory)
+    print(json.dumps(budget.record()) if args.json else budget.describe())
+    return 0
+
+
 def cmd_batch(args) -> int:
     from .batch.command import batch_command
 
@@ -152,7 +164,7 @@ def cmd_serve(args) -> int:
 
 
 COMMANDS = {"invert": cmd_invert, "edit": cmd_edit, "reconstruct": cmd_reconstruct, "info": cmd_info, "serve": cmd_serve,
-            "batch": cmd_batch}
+            "batch": cmd_batch, "plan": cmd_plan}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,7 @@ from .settings import (
 
 # Commands. JOBS run a model on a clip; BATCH_ROW: a batch job file's row (and ``vidinvert batch``'s own defaults).
 INVERT, EDIT, RECONSTRUCT, BATCH, INFO, SERVE = "invert", "edit", "reconstruct", "batch", "info", "serve"
+PLAN = "plan"  # takes every option of edit (``for_command``), plus its own
 JOBS = frozenset({INVERT, EDIT, RECONSTRUCT, BATCH})
 EDITS = frozenset({EDIT, RECONSTRUCT, BATCH})
 MODEL_COMMANDS = JOBS | {INFO, SERVE}
@@ -155,6 +156,21 @@ class Option:
 
 
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def memory_size(text: str) -> int:
+    """``--device-memory``: ``24GB``, ``80GiB``, ``512MB`` or a number of bytes -> bytes (GB = 10^9, GiB = 2^30)."""
+    units = {"gib": 2**30, "gb": 10**9, "mib": 2**20, "mb": 10**6, "b": 1, "": 1}
+    text = str(text).strip()
+    number = text.rstrip("BbGgMmIi ")
+    unit = text[len(number):].strip().lower()
+    try:
+        value = float(number) * units[unit]
+    except (ValueError, KeyError):
+        raise SettingsError(f"device memory must be a size such as 24GB or 80GiB, got {text!r}", "use e.g. 24GB") from None
+    if not math.isfinite(value) or value <= 0:
+        raise SettingsError(f"device memory must be positive, got {text!r}", "use e.g. 24GB")
+    return int(value)
 
 
 def rows_per_call(text: str):
@@ -368,6 +384,13 @@ OPTIONS: tuple[Option, ...] = (
       frozenset({BATCH}), row=False),
     O("retries", "int", 2, "times a clip is retried on another worker when its worker dies (%(default)s)", "batch",
       frozenset({BATCH}), row=False),
+    # ---- plan ----
+    O("frames", "int", None, "plan for this many frames (trimmed to the model's rule) instead of reading VIDEO",
+      "plan", frozenset({PLAN}), row=False),
+    O("device-memory", "text", None, "memory the device has, e.g. 24GB or 80GiB (default: what this machine's device "
+      "has free now)", "plan", frozenset({PLAN}), row=False, parse=memory_size, metavar="SIZE"),
+    O("json", "switch", False, "print the plan as one JSON object (peak_bytes: the predicted peak of the whole job on "
+      "its device)", "plan", frozenset({PLAN}), row=False),
     # ---- serve ----
     O("host", "text", "127.0.0.1", "address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it, no "
       "login)", "server", frozenset({SERVE})),
@@ -379,15 +402,17 @@ OPTIONS: tuple[Option, ...] = (
       frozenset({SERVE})),
 )
 del O
-COMMANDS = (INVERT, EDIT, RECONSTRUCT, BATCH, INFO, SERVE)
+COMMANDS = (INVERT, EDIT, RECONSTRUCT, BATCH, INFO, SERVE, PLAN)
 GROUP_TITLES = {"input": None, "model": "model", "frames": "frames", "inversion": "inversion", "editing": "editing",
                 "injection": "key/value injection", "flowedit": "FlowEdit", "blend": "local blend",
-                "output": "output", "batch": "batch", "server": "server", "advanced": "advanced"}
+                "output": "output", "batch": "batch", "server": "server", "plan": "plan", "advanced": "advanced"}
 
 
 def for_command(command: str) -> list[Option]:
-    """The options ``command`` takes, in table order (a key names one option per command)."""
-    return [option for option in OPTIONS if command in option.commands]
+    """The options ``command`` takes, in table order (a key names one option per command); ``plan`` takes edit's
+    and its own."""
+    taken = (EDIT, PLAN) if command == PLAN else (command,)
+    return [option for option in OPTIONS if any(c in option.commands for c in taken)]
 
 
 for _command in COMMANDS:

@@ -34,6 +34,7 @@ from ..settings import (
     with_model_edit_defaults,
 )
 from ..windows import resolve as resolve_windows, windowed
+from .budget import preflight
 from .memory import guard_memory, peak_memory
 from .plan import (
     check_edit_request,
@@ -203,6 +204,8 @@ def run_edit(video: str, prompts: list[str] | None, model_settings: ModelSetting
             videos_out, comparisons_out = plan_edit_outputs(stem, len(prompts), output,
                                                             "reconstruction" if reconstruct else "edit", inputs, extra)
             started = time.perf_counter()
+            if model is None and saved is None:
+                preflight(video, prompts, model_settings, read, invert_settings, config, result.notes)
             model = model or load_model(model_settings, result.notes)
             read, invert_settings, config = family_defaults(model, read, invert_settings, config, result.notes,
                                                             inverting=saved is None)
@@ -245,6 +248,8 @@ def _run_flowedit(video: str, prompts: list[str], model_settings: ModelSettings,
             videos_out, comparisons_out = plan_edit_outputs(Path(video).stem, len(prompts), output, "edit",
                                                             [Path(video)])
             started = time.perf_counter()
+            if model is None:
+                preflight(video, prompts, model_settings, read, invert_settings, config, result.notes)
             model = model or load_model(model_settings, result.notes)
             read, invert_settings, config = family_defaults(model, read, invert_settings, config, result.notes)
             steps = invert_settings.steps
@@ -275,6 +280,9 @@ def run_invert(video: str, model_settings: ModelSettings = ModelSettings(), read
             check_solver_options(invert_settings)
             plan_outputs([out, settings_path(out)], output.force, [Path(video)])
             started = time.perf_counter()
+            if model is None:
+                preflight(video, [invert_settings.prompt], model_settings, read, invert_settings, EditConfig(),
+                          result.notes, invert_only=True)
             model = model or load_model(model_settings, result.notes)
             read, invert_settings, _ = family_defaults(model, read, invert_settings, notes=result.notes)
             prepared = prepare(model, video, read, invert_settings, progress=output.progress,

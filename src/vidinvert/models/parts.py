@@ -8,6 +8,7 @@ import json
 import warnings
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 from ..errors import VidinvertError
 
@@ -35,6 +36,9 @@ def fingerprint(modules, configs=()) -> str:
         digest.update(config_json(module.config))
         params = list(module.parameters())
         for p in (params[0], params[-1]):
+            if is_fake(p):  # a planned model (traced.py) has no values: its shapes stand in
+                digest.update(str((tuple(p.shape), p.dtype)).encode())
+                continue
             digest.update(p.detach().flatten()[:256].float().cpu().numpy().tobytes())
     for config in configs:
         digest.update(config_json(config))
