@@ -106,6 +106,7 @@ def test_more_steps_add_trajectory_entries_and_scale_flops():
     assert b["invert"].flops == 5 * a["invert"].flops and b["edit"].flops == 5 * a["edit"].flops
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hub_id", sorted(h for h, r in PUBLISHED.items() if r.pipeline in ("CogVideoXPipeline",
                                                                                             "WanPipeline")))
 def test_every_published_text_to_video_checkpoint_plans_at_its_published_size(hub_id):
