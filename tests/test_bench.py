@@ -289,3 +289,70 @@ def test_main_command_bench_judges_a_recoloured_source_as_the_same_disc():
     picture = bench.strip(source, green, scale=2)
     assert picture.shape == (2 * 128 + 4, 9 * (128 + 2), 3) and picture.dtype.name == "uint8"
     assert bench.command(Path("x.mp4"))[-6:] == ["--prompt", bench.PROMPT, "--quiet", "-o", "x.mp4", "--force"]
+
+
+# ----------------------------------------------------------------------------- published sizes end to end
+
+
+def test_fullsize_writes_every_run_with_its_command(tmp_path):
+    """bench/fullsize.py with the jobs replaced: the models chosen by the flags, one table row per run carrying its
+    numbers and its command, JSON and markdown that agree, plan columns empty where the plan is absent."""
+    fullsize = load("fullsize")
+    seen = []
+
+    def fake_run_model(name, cache, quick, wait_s, timeout, plan_ok):
+        seen.append((name, quick, plan_ok))
+        runs = []
+        for i, run in enumerate(fullsize.runs_for(name, quick)):
+            args = fullsize.edit_args(fullsize.folder_of(name, cache), fullsize.MODELS[name][1], run,
+                                      fullsize.ASSET_CLIP, Path(cache) / "out.mp4")
+            runs.append(dict(model=name, dtype=fullsize.MODELS[name][1], **run, wall_s=10.0 + i, job_seconds=9.0,
+                             peak_rss_mib=1000.0 + i, ru_maxrss_mib=1001.0 + i, plan_peak_bytes=None,
+                             plan_over_measured=None, command=fullsize.command_text(args, Path(cache))))
+        return {"model": name, "hub_id": fullsize.MODELS[name][0], "dtype": fullsize.MODELS[name][1], "runs": runs,
+                "sizes": {"total_parameters": 2e9, "parameters": {"transformer": 2e9}, "folder_dtype": "float16",
+                          "folder_bytes": 4 * 2**30}, "build": {"reused": True}}
+
+    data = fullsize.main(["--out", str(tmp_path), "--cache", str(tmp_path / "cache")], run_model_fn=fake_run_model,
+                         plan_available=False)
+    assert seen == [("cogvideox-2b", False, False), ("wan2.1-t2v-1.3b", False, False)]  # the fp32 pair by default
+    shown = table((tmp_path / "fullsize.md").read_text(), "model")
+    runs = [r for e in data["models"] for r in e["runs"]]
+    assert len(shown) == len(runs) == 5  # 2b: 9 and 17 frames; Wan: 9 frames twice (inversion, FlowEdit), 17
+    assert [(s["model"], s["wall s"], s["peak RSS MiB (job)"], s["plan peak MiB"]) for s in shown] == [
+        (r["model"], str(r["wall_s"]).rstrip("0").rstrip("."), "%g" % r["peak_rss_mib"], "-") for r in runs]
+    flowedit = [s for s in shown if s["method"] == "flowedit"]
+    assert len(flowedit) == 1 and "--method flowedit" in flowedit[0]["command"]
+    assert all(s["command"].startswith("`vidinvert edit src/vidinvert/assets/sample.mp4 --model $CACHE/") for s in shown)
+    assert json.loads((tmp_path / "fullsize.json").read_text())["config"]["plan_available"] is False
+    assert "`vidinvert plan` was not available" in (tmp_path / "fullsize.md").read_text()
+    seen.clear()
+    fullsize.main(["--quick"], run_model_fn=fake_run_model, plan_available=True)  # writes nothing
+    assert seen == [("cogvideox-2b", True, True)] and fullsize.runs_for("cogvideox-2b", True) == [
+        dict(frames=9, height=64, width=64, steps=1, method="inversion", inversion="ddim")]
+
+
+def test_fullsize_wrapper_reports_its_one_childs_peak(tmp_path):
+    """The wrapper's RUSAGE_CHILDREN ru_maxrss is the peak of the one command it ran (here one touching 300 MiB)."""
+    import subprocess
+
+    fullsize = load("fullsize")
+    report = tmp_path / "r.json"
+    child = [sys.executable, "-c", "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"]
+    subprocess.run([sys.executable, "-c", fullsize.WRAPPER, str(report), "60", *child], check=True)
+    got = json.loads(report.read_text())
+    assert got["returncode"] == 0 and 300 <= got["ru_maxrss_kib"] / 1024 < 400
+
+
+def test_gpu_scale_wan_builds_the_published_sizes():
+    """gpu_scale's Wan pipelines (built on the meta device: no memory) have the published transformers' parameters
+    and write_folder's 2-layer text encoder."""
+    from vidinvert.models.published import PUBLISHED
+
+    gpu = load("gpu_scale")
+    for name, (hub_id, frames, height, width) in gpu.WAN_MODELS.items():
+        pipe = gpu.build_wan(hub_id, torch.device("meta"), torch.bfloat16)
+        assert sum(p.numel() for p in pipe.transformer.parameters()) == PUBLISHED[hub_id].parameters["transformer"]
+        assert pipe.text_encoder.config.num_layers == 2 and pipe.text_encoder.config.d_model == 4096
+        assert (frames, height, width) == (PUBLISHED[hub_id].num_frames, PUBLISHED[hub_id].height,
+                                          PUBLISHED[hub_id].width)

@@ -181,3 +181,10 @@ def test_predicted_peak_of_a_cli_job_is_within_15_percent_of_the_measured(tmp_pa
                    env=env, check=True)
     measured = json.loads(out.with_suffix(".json").read_text())["result"]["peak_rss_mib"] * MIB
     assert abs(predicted / measured - 1) <= 0.15, (predicted / MIB, measured / MIB)
+
+
+def test_load_peak_is_the_loaded_weights_plus_the_one_loading_twice():
+    """Components load in order; the one loading holds its files' pages (reclaimable) beside its tensors."""
+    assert budget._load_peak({"text_encoder": 4, "transformer": 10, "vae": 1}, {"text_encoder": 2, "transformer": 5,
+                                                                                "vae": 1}) == (4 + 5 + 10, 5)
+    assert budget._load_peak({"transformer": 10}, {}) == (10, 0)  # a model built in code reads no files

@@ -872,7 +872,8 @@ def test_wan_page_shows_flowedit_fields_only_for_flowedit(wan_page):
     assert "Wan-AI/" in header and "CogVideoX" not in header and "Local blend on" in header
     _open_settings(page)
     assert not page.locator("#guidance-2").is_visible()  # one expert
-    assert not page.locator("#flowedit-settings").is_visible() and page.locator("#edit-fraction").is_visible()
+    _expect()(page.locator("#edit-fraction")).to_be_visible()  # waits for the settings panel to open
+    assert not page.locator("#flowedit-settings").is_visible()
     page.locator("#method label").filter(has_text="flowedit").click()
     _expect()(page.locator("#flowedit-settings")).to_be_visible()
     for elem_id in ("injection-settings", "blend-settings", "edit-fraction", "invert", "start"):

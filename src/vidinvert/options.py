@@ -23,6 +23,8 @@ from .errors import SettingsError
 from .settings import (
     DTYPE_CHOICES,
     EDIT_METHODS,
+    GROUP_OFFLOAD_MODES,
+    LAYERWISE_CASTING_MODES,
     METHODS,
     OFFLOAD_MODES,
     REFERENCE_TEXT_MODES,
@@ -159,10 +161,11 @@ TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 def memory_size(text: str) -> int:
-    """``--device-memory``: ``24GB``, ``80GiB``, ``512MB`` or a number of bytes -> bytes (GB = 10^9, GiB = 2^30)."""
-    units = {"gib": 2**30, "gb": 10**9, "mib": 2**20, "mb": 10**6, "b": 1, "": 1}
+    """``--device-memory``: ``24GB``, ``80GiB``, ``1TiB``, ``512MB`` or a number of bytes -> bytes (GB = 10^9,
+    GiB = 2^30)."""
+    units = {"tib": 2**40, "tb": 10**12, "gib": 2**30, "gb": 10**9, "mib": 2**20, "mb": 10**6, "b": 1, "": 1}
     text = str(text).strip()
-    number = text.rstrip("BbGgMmIi ")
+    number = text.rstrip("BbGgMmTtIi ")
     unit = text[len(number):].strip().lower()
     try:
         value = float(number) * units[unit]
@@ -222,6 +225,24 @@ OPTIONS: tuple[Option, ...] = (
     O("vae-tiling", "switch", False, "encode/decode in tiles (less memory for large frames)", "model",
       MODEL_COMMANDS),
     O("vae-slicing", "switch", False, "decode one video of a batch at a time", "model", MODEL_COMMANDS),
+    O("group-offload", "choice", _M.group_offload, "keep the weights on the CPU and move them to the device a group "
+      "at a time as they run (diffusers' group offloading, every model of the pipeline): block (groups of "
+      "--group-offload-blocks blocks) or leaf (layer by layer, least memory); overlapped with CUDA streams on CUDA "
+      "(leaf, or one block per group); not with --cpu-offload", "model", MODEL_COMMANDS, GROUP_OFFLOAD_MODES,
+      setting="group offload mode"),
+    O("group-offload-blocks", "int", _M.group_offload_blocks, "blocks per group with --group-offload block "
+      "(%(default)s)", "model", MODEL_COMMANDS, metavar="N", setting="group offload blocks"),
+    O("layerwise-casting", "choice", _M.layerwise_casting, "store the transformer's weights in fp8 (half of bf16's "
+      "memory) and cast each layer to --dtype as it runs (diffusers' layerwise casting; norms and embeddings stay "
+      "in --dtype); small quality cost", "model", MODEL_COMMANDS, LAYERWISE_CASTING_MODES,
+      setting="layerwise casting"),
+    O("attention-backend", "text", _M.attention_backend, "diffusers' attention backend, e.g. flash, sage, "
+      "_native_cudnn (default: diffusers' own, native PyTorch SDPA); an unusable one is refused with the list of "
+      "usable ones", "model", MODEL_COMMANDS, metavar="NAME", setting="attention backend"),
+    O("lora", "list", None, "load a LoRA onto the transformer (Wan 2.2 A14B: the high-noise expert) at SCALE "
+      "(default 1); repeatable", "model", MODEL_COMMANDS, metavar="PATH[:SCALE]", setting="LoRA"),
+    O("lora-2", "list", None, "Wan 2.2 A14B: load a LoRA onto the second (low-noise) expert; repeatable", "model",
+      MODEL_COMMANDS, metavar="PATH[:SCALE]", setting="LoRA 2 (second expert)"),
     # ---- frames ----
     O("skip-frames-start", "int", _R.skip_start, "frames dropped from the start", "frames", label="Skip start",
       setting="frames skipped at the start"),
@@ -524,7 +545,10 @@ class Settings:
 
 def model_settings(v: dict) -> ModelSettings:
     return ModelSettings(name=v["model"], dtype=v["dtype"], device=v["device"], cpu_offload=v["cpu_offload"],
-                         vae_tiling=v["vae_tiling"], vae_slicing=v["vae_slicing"])
+                         vae_tiling=v["vae_tiling"], vae_slicing=v["vae_slicing"], group_offload=v["group_offload"],
+                         group_offload_blocks=v["group_offload_blocks"], layerwise_casting=v["layerwise_casting"],
+                         attention_backend=v["attention_backend"], lora=tuple(v["lora"] or ()),
+                         lora_2=tuple(v["lora_2"] or ()))
 
 
 def read_settings(v: dict) -> ReadSettings:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import MISSING, InitVar, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Callable
 
 from .errors import SettingsError
@@ -41,6 +42,8 @@ FLOWEDIT_SOURCE_GUIDANCE = 3.5
 RESIZE_MODES = ("stretch", "crop")  # stretch: straight to size; crop: cover, then centre-crop
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")  # auto = bf16 on CUDA, fp32 elsewhere
 OFFLOAD_MODES = ("none", "model", "sequential")
+GROUP_OFFLOAD_MODES = ("none", "block", "leaf")  # diffusers' group offloading: off, groups of blocks, each layer
+LAYERWISE_CASTING_MODES = ("none", "fp8_e4m3", "fp8_e5m2")  # storage dtypes of layerwise casting (off, fp8 formats)
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".gif")  # containers results can be written as
 DEFAULT_OVERLAP = 0.25  # share of a temporal window its neighbours overlap (windows.py)
 LONG_CLIP_FRAMES = 100_000  # most frames a windowed job reads when no frame cap is given
@@ -54,6 +57,7 @@ MODEL_EDIT_DEFAULTS = {"blend": False, "reference_weight": 1.0}  # setting -> th
 # Inversion settings a model folder may recommend ({"invert": {...}}): a model trained on short clips recommends
 # temporal windows of its trained length ("auto"), so a longer clip is not run past what it has seen
 MODEL_INVERT_DEFAULTS = {"window": None}
+MAX_LORA_SCALE = 100.0  # LoRA scales beyond this are typos
 WINDOW_OFF = "off"  # --window off: the whole clip in one window, whatever the model recommends
 
 
@@ -137,6 +141,41 @@ def parse_blocks(text: str | None) -> tuple[int, ...] | None:
 
 # ---- model ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class LoraFile:
+    """One LoRA to load onto a transformer."""
+
+    path: str  # a LoRA .safetensors file (diffusers' or peft's key layout), or a folder holding
+    #            pytorch_lora_weights.safetensors
+    scale: float = 1.0  # how much of it is added (0 = none, 1 = as trained)
+
+
+def parse_lora(value, setting: str = "LoRA") -> LoraFile:
+    """``"PATH[:SCALE]"`` (or a ``LoraFile``, or a ``[path, scale]`` pair) -> a checked ``LoraFile``. The text is cut
+    at its last ``:`` only when what follows reads as a number, so a path holding ``:`` still works."""
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        value = LoraFile(str(value[0]), value[1])
+    elif isinstance(value, dict) and set(value) <= {"path", "scale"} and "path" in value:
+        value = LoraFile(str(value["path"]), value.get("scale", 1.0))
+    elif not isinstance(value, LoraFile):
+        text = str(value).strip()
+        path, scale = text, 1.0
+        head, sep, tail = text.rpartition(":")
+        if sep and head:
+            try:
+                path, scale = head, float(tail)
+            except ValueError:
+                pass
+        value = LoraFile(path, scale)
+    _number(f"{setting} scale", value.scale, -MAX_LORA_SCALE, MAX_LORA_SCALE, example=0.8)
+    if not value.path.strip():
+        raise SettingsError(f"{setting} names no file", "give PATH or PATH:SCALE, e.g. style.safetensors:0.8")
+    if not Path(value.path).expanduser().exists():
+        raise SettingsError(f"{setting} file not found: {value.path}", "give a LoRA .safetensors file, e.g. "
+                            "style.safetensors:0.8")
+    return LoraFile(value.path, float(value.scale))
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     """Which pipeline runs, and where."""
 
@@ -146,10 +185,31 @@ class ModelSettings:
     cpu_offload: str = "none"  # none, model (whole models wait on the CPU) or sequential (layer by layer)
     vae_tiling: bool = False  # encode/decode in spatial tiles (less memory for large frames)
     vae_slicing: bool = False  # decode one video of a batch at a time
+    group_offload: str = "none"  # none, block or leaf: weights wait on the CPU and move to the device one group of
+    #                              group_offload_blocks blocks (block) or one layer (leaf) at a time (diffusers' group
+    #                              offloading, every model of the pipeline; CUDA streams where the device has them)
+    group_offload_blocks: int = 1  # blocks per group with group_offload="block"
+    layerwise_casting: str = "none"  # none, fp8_e4m3 or fp8_e5m2: the transformers' weights stored in that fp8
+    #                                  format and cast to dtype layer by layer as they run (norms and embeddings kept)
+    attention_backend: str | None = None  # diffusers' attention backend (native, flash, sage, ...); None = its default
+    lora: tuple = ()  # LoRAs on the transformer (Wan 2.2 A14B: its high-noise expert): LoraFile or "PATH[:SCALE]"
+    lora_2: tuple = ()  # LoRA weights on Wan 2.2 A14B's second (low-noise) expert, as ``lora``
 
     def __post_init__(self):
         _choice("dtype", self.dtype, DTYPE_CHOICES)
         _choice("cpu offload mode", self.cpu_offload, OFFLOAD_MODES)
+        _choice("group offload mode", self.group_offload, GROUP_OFFLOAD_MODES)
+        _number("group offload blocks", self.group_offload_blocks, 1, integer=True, example=1)
+        if self.group_offload != "none" and self.cpu_offload != "none":
+            raise SettingsError(f"group offload ({self.group_offload}) and cpu offload ({self.cpu_offload}) both "
+                                "decide where the weights wait", "use one of them")
+        _choice("layerwise casting", self.layerwise_casting, LAYERWISE_CASTING_MODES)
+        if self.attention_backend is not None and not str(self.attention_backend).strip():
+            raise SettingsError("the attention backend is empty", "name one such as native, or leave it unset")
+        for name, setting in (("lora", "LoRA"), ("lora_2", "LoRA 2 (second expert)")):
+            value = getattr(self, name)
+            items = [value] if isinstance(value, (str, LoraFile)) else list(value or ())
+            object.__setattr__(self, name, tuple(parse_lora(item, setting) for item in items))
         if self.name is not None and not str(self.name).strip():
             raise SettingsError("the model name is empty", "name a pipeline folder or hub id, or leave it unset")
 

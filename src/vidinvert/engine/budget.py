@@ -98,6 +98,7 @@ class Phase:
     name: str  # load (CPU only), encode, invert, edit, decode
     peak_bytes: int  # beyond the weights on the device (negative while loading, before every weight is in)
     flops: int
+    cached_bytes: int = 0  # of peak_bytes, weight files' pages mapped while loading: resident, but reclaimable
 
 
 @dataclass
@@ -134,6 +135,12 @@ class Budget:
         return self.baseline_bytes + self.device_weights + self.peak_phase.peak_bytes
 
     @property
+    def required_bytes(self) -> int:
+        """The peak without the pages the kernel can reclaim under pressure (mapped weight files): what must fit.
+        A measured resident peak lies between this and ``peak_bytes``, higher the more memory is free."""
+        return self.baseline_bytes + self.device_weights + max(p.peak_bytes - p.cached_bytes for p in self.phases)
+
+    @property
     def flops(self) -> int:
         return sum(p.flops for p in self.phases)
 
@@ -143,7 +150,7 @@ class Budget:
 
     @property
     def fits(self) -> bool | None:
-        return None if self.device_memory is None else self.peak_bytes <= self.device_memory
+        return None if self.device_memory is None else self.required_bytes <= self.device_memory
 
     def record(self) -> dict:
         """As one JSON object (``vidinvert plan --json``)."""
@@ -154,8 +161,9 @@ class Budget:
             "weights_bytes": self.weights, "device_weights_bytes": self.device_weights,
             "baseline_bytes": self.baseline_bytes,
             "phases": {p.name: {"peak_bytes": p.peak_bytes + self.baseline_bytes + self.device_weights,
-                                "activation_bytes": p.peak_bytes, "flops": p.flops} for p in self.phases},
-            "peak_bytes": self.peak_bytes, "peak_phase": self.peak_phase.name,
+                                "activation_bytes": p.peak_bytes, "cached_bytes": p.cached_bytes, "flops": p.flops}
+                       for p in self.phases},
+            "peak_bytes": self.peak_bytes, "peak_phase": self.peak_phase.name, "required_bytes": self.required_bytes,
             "device_memory_bytes": self.device_memory, "fits": self.fits,
             "flops": self.flops, "seconds": round(self.seconds, 1),
             "flop_rate": self.flop_rate, "flop_rate_source": self.flop_rate_source, "notes": list(self.notes),
@@ -175,7 +183,9 @@ class Budget:
             lines.append(f"{p.name:8s} {total / GIB:9.2f} {p.flops / 1e12:9.2f}")
         fit = "" if self.fits is None else (f"; fits {self.device_memory / GIB:.1f} GiB" if self.fits else
                                             f"; does NOT fit {self.device_memory / GIB:.1f} GiB")
-        lines.append(f"peak {self.peak_bytes / GIB:.2f} GiB in {self.peak_phase.name}{fit}")
+        cached = self.peak_bytes - self.required_bytes
+        reclaimable = f" ({cached / GIB:.2f} GiB of it weight files' pages, reclaimable)" if cached > 0 else ""
+        lines.append(f"peak {self.peak_bytes / GIB:.2f} GiB in {self.peak_phase.name}{reclaimable}{fit}")
         lines.append(f"time: about {_duration(self.seconds)} ({self.flops / 1e12:.1f} TFLOP at "
                      f"{self.flop_rate / 1e12:.2f} TFLOP/s, {self.flop_rate_source})")
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
@@ -263,8 +273,8 @@ def plan_job(video: str | None, prompts: list[str], model_settings: ModelSetting
                          int(p.flops * (scale if p.name in ("invert", "edit") else 1))) for p in phases)
     dtype = str(next(model.transformer.parameters()).dtype).replace("torch.", "")
     if target == "cpu":  # loading holds each component's file pages beside its weights in the asked dtype
-        phases = (Phase("load", _load_peak(weights, stored_bytes(model_settings, model.pipe)) - sum(weights.values()),
-                        0), *phases)
+        load, cached = _load_peak(weights, stored_bytes(model_settings, model.pipe))
+        phases = (Phase("load", load - sum(weights.values()), 0, cached), *phases)
         baseline = resident_bytes()
         if device_memory is None:
             free = available_memory(torch.device("cpu"))
@@ -334,23 +344,24 @@ def preflight(video: str, prompts: list[str], model_settings: ModelSettings, rea
                              config, device_memory=budget.device_memory, flop_rate=budget.flop_rate,
                              invert_only=invert_only)
             if tried.fits:
-                fixes.append(f"{flag} (peak {tried.peak_bytes / GIB:.1f} GiB)")
+                fixes.append(f"{flag} (peak {tried.required_bytes / GIB:.1f} GiB)")
         advice = ("fits with " + " or ".join(fixes)) if fixes else "use fewer frames (--max-num-frames) or a smaller size"
         raise VidinvertError(
-            f"this job needs about {budget.peak_bytes / GIB:.1f} GiB at its peak ({budget.peak_phase.name}; weights "
+            f"this job needs about {budget.required_bytes / GIB:.1f} GiB at its peak ({budget.peak_phase.name}; weights "
             f"{budget.device_weights / GIB:.1f} GiB), but {budget.device} has {budget.device_memory / GIB:.1f} GiB free",
             f"{advice}; vidinvert plan with the same options shows every phase")
     return budget
 
 
-def _load_peak(weights: dict[str, int], stored: dict[str, int]) -> int:
-    """Most bytes alive while the components load one after another: those loaded so far, and the one loading now
-    twice (its files' pages, mapped, and its tensors in the asked dtype)."""
-    peak = loaded = 0
+def _load_peak(weights: dict[str, int], stored: dict[str, int]) -> tuple[int, int]:
+    """(most bytes resident while the components load one after another, of which mapped file pages): those loaded
+    so far, and the one loading now twice (its files' pages, mapped, and its tensors in the asked dtype)."""
+    peak = loaded = cached = 0
     for key, size in weights.items():
-        peak = max(peak, loaded + stored.get(key, 0) + size)
+        if loaded + stored.get(key, 0) + size > peak:
+            peak, cached = loaded + stored.get(key, 0) + size, stored.get(key, 0)
         loaded += size
-    return peak
+    return peak, cached
 
 
 def _target(device: str) -> str:

@@ -96,6 +96,21 @@ def measure_temporal(videos: torch.Tensor, reference: torch.Tensor, result: JobR
     result.summary["metrics_seconds"] = round(time.perf_counter() - started, 2)
 
 
+def model_record(model: VideoFamily, model_settings: ModelSettings, show: Callable[[str], str] = str) -> dict:
+    """The settings JSON's ``model``: the settings as given, then what they resolved to (dtypes, device) and each
+    LoRA's file name, SHA-256 and scale (``loras_resolved``, ``loras_2_resolved``)."""
+    from ..models.placement import FLAGS, lora_record
+
+    record = {**dataclasses.asdict(model_settings), "family": model.family,
+              "name": show(model.name) if Path(model.name).is_absolute() else model.name,
+              "dtype_resolved": str(model.dtype).replace("torch.", ""),
+              "vae_dtype_resolved": str(model.vae.dtype).replace("torch.", ""), "device_resolved": str(model.device)}
+    for key in ("lora", "lora_2"):
+        record[key] = [{**item, "path": show(item["path"])} for item in record[key]]
+        record[f"{key}_resolved"] = lora_record(getattr(model_settings, key), FLAGS[key])
+    return record
+
+
 def settings_record(command: str, model: VideoFamily, model_settings: ModelSettings, read: ReadSettings | None,
                     invert_settings: InvertSettings | None, config: EditConfig | None, output: OutputSettings,
                     inversion: Inversion | None, summary: dict, warnings_seen: list[str],
@@ -109,9 +124,7 @@ def settings_record(command: str, model: VideoFamily, model_settings: ModelSetti
     return {
         "vidinvert": __version__,
         "command": command,
-        "model": {**dataclasses.asdict(model_settings), "family": model.family,
-                  "name": show(model.name) if Path(model.name).is_absolute() else model.name,
-                  "dtype_resolved": str(model.dtype).replace("torch.", ""), "device_resolved": str(model.device)},
+        "model": model_record(model, model_settings, show),
         "read": dataclasses.asdict(read) if read is not None else None,
         "invert": dataclasses.asdict(invert_settings) if invert_settings is not None else None,
         "edit": dataclasses.asdict(config) if config is not None else None,

@@ -1,8 +1,11 @@
 """CogVideoX's self-attention with key/value injection: its projections and RoPE over the shared core.
 
 CogVideoX attends jointly over ``[text; video]`` tokens in each block's ``attn1``. ``CogVideoXInjectionProcessor``
-has the contract of diffusers' ``CogVideoXAttnProcessor2_0`` and, like it, attends with plain SDPA; with no batch
-layout set it computes exactly what that processor computes. With a layout, the main rows' queries see ``[own keys;
+has the contract of diffusers' ``CogVideoXAttnProcessor2_0`` and, with no batch layout set, computes exactly what that
+processor computes, but attends through diffusers' ``dispatch_attention_fn`` with the ``_attention_backend`` /
+``_parallel_config`` attributes of diffusers' newer processors (diffusers' default backend is the same SDPA call), so
+an attention backend set on the model reaches it. ``CogVideoXAttnProcessor`` is the same processor never injecting:
+what ``placement.set_attention_backend`` installs first, since diffusers' own CogVideoX processor has no backend. With a layout, the main rows' queries see ``[own keys;
 reference keys]`` (text and video tokens of both, RoPE applied to each group's video tokens at their own positions)
 and reference rows attend only to themselves (``injection.InjectionProcessor.attention``). ``SITES`` says where
 ``injection.injected`` installs it.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from ..attention import InjectionState
 from .injection import InjectionProcessor, TransformerSites
 
 
@@ -41,7 +45,24 @@ def _project(attn, hidden: torch.Tensor, text_length: int, rotary):
 
 class CogVideoXInjectionProcessor(InjectionProcessor):
     """Self-attention processor of one CogVideoX block, with optional key/value injection (arguments: see
-    ``InjectionProcessor``)."""
+    ``InjectionProcessor``; the attention backend and parallel config of ``original`` are kept)."""
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __init__(self, state, block_index: int, inject: bool, original=None):
+        super().__init__(state, block_index, inject)
+        self._attention_backend = getattr(original, "_attention_backend", None)
+        self._parallel_config = getattr(original, "_parallel_config", None)
+
+    def attend(self, query, key, value, mask, parallel: bool = True):
+        """Token-major attention through diffusers' backend dispatch (its default: SDPA on the transposed views, as
+        ``CogVideoXAttnProcessor2_0`` calls it)."""
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+        return dispatch_attention_fn(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False,
+                                     backend=self._attention_backend,
+                                     parallel_config=self._parallel_config if parallel else None)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None):
         """Same contract as diffusers' ``CogVideoXAttnProcessor2_0``: returns ``(video_out, text_out)``.
@@ -65,6 +86,14 @@ class CogVideoXInjectionProcessor(InjectionProcessor):
         out = attn.to_out[1](attn.to_out[0](out))  # linear projection, dropout
         text_out, video_out = out.split([text_length, length - text_length], dim=1)
         return video_out, text_out
+
+
+class CogVideoXAttnProcessor(CogVideoXInjectionProcessor):
+    """diffusers' ``CogVideoXAttnProcessor2_0`` through diffusers' backend dispatch: the injection processor, never
+    injecting (its own idle state), so that ``transformer.set_attention_backend`` reaches CogVideoX's blocks."""
+
+    def __init__(self, original=None):
+        super().__init__(InjectionState(), -1, False, original)
 
 
 # per diffusers cogvideox_transformer_3d.py: blocks called with keyword inputs, norm_final after the last one

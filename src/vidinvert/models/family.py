@@ -83,8 +83,11 @@ class DiffusersFamily:
         return (self.pipe.scheduler.config,)
 
     def fingerprint(self) -> str:
-        """A short hash of the configs and a sample of the weights: tells one model from another cheaply."""
-        return fingerprint((*self.experts, self.vae), self._fingerprint_configs())
+        """A short hash of the configs and a sample of the weights: tells one model from another cheaply. LoRAs and
+        fp8 weight storage count too (``placement.identity``; nothing is added for a model with neither)."""
+        from .placement import identity
+
+        return fingerprint((*self.experts, self.vae), self._fingerprint_configs() + identity(self.experts))
 
     @property
     def num_blocks(self) -> int:

@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 
 from ..errors import VidinvertError
-from ..settings import (MODEL_SETTINGS_FILE, OFFLOAD_MODES, ModelSettings, check_model_edit_defaults,
-                        check_model_invert_defaults)
+from ..settings import (GROUP_OFFLOAD_MODES, LAYERWISE_CASTING_MODES, MODEL_SETTINGS_FILE, OFFLOAD_MODES, LoraFile,
+                        ModelSettings, check_model_edit_defaults, check_model_invert_defaults, parse_lora)
 from .device import auto_dtype, is_out_of_memory, resolve_device, resolve_dtype
 from .folder import check_pipeline_folder
+from .placement import place
 
 DEMO_MODEL = "demo"  # the small CogVideoX trained on the synthetic world, shipped in vidinvert/demo/model
 DEMO_WAN = "demo-wan"  # the small Wan 2.1-layout model trained on the same world, in vidinvert/demo/model_wan
@@ -27,6 +28,8 @@ FAMILIES = {"CogVideoXPipeline": "cogvideox", "WanPipeline": "wan"}  # diffusers
 EXAMPLE_HUB_ID = "THUDM/CogVideoX-5b"
 EXAMPLE_PROMPT = "a green disc moving right in a dark sky"  # the demo model's example prompt, on every front end
 EXAMPLE_WAN_HUB_ID = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+FAMILY_VAE_DTYPE = {"wan": torch.float32}  # per the Wan model cards (AutoencoderKLWan.from_pretrained(...,
+# torch_dtype=torch.float32)): the VAE is loaded in float32 whatever the rest; other families' VAEs follow --dtype
 
 
 def default_model() -> str:
@@ -69,20 +72,25 @@ def _from_pretrained(model: str, dtype: torch.dtype):
     A folder is loaded with its own pipeline class, after ``check_pipeline_folder`` (its files and config sizes); a
     hub id through ``DiffusionPipeline`` (which reads the same ``_class_name``), then refused if its class is not one
     of ``FAMILIES``. Whatever any component's loader raises (weights, config, tokenizer, scheduler) is one line.
+    Each model is loaded straight in its dtype (diffusers casts tensor by tensor as it reads them): ``dtype``, or its
+    family's ``FAMILY_VAE_DTYPE`` for the VAE.
     """
     import diffusers
 
     path = Path(model).expanduser()
     if path.exists():
-        loader = getattr(diffusers, _pipeline_class(path, model))
+        class_name = _pipeline_class(path, model)
+        loader = getattr(diffusers, class_name)
         check_pipeline_folder(path, model, dtype)
         source = str(path)
+        dtypes = _dtypes(FAMILIES[class_name], dtype)
     elif model.count("/") == 1 and not model.startswith((".", "/", "~")):
         loader, source = diffusers.DiffusionPipeline, model  # a hub id
+        dtypes = _dtypes(family_named(model) or _published_family(model), dtype)
     else:
         raise VidinvertError(f"model not found: {model}", f"give a local pipeline folder or a hub id like {EXAMPLE_HUB_ID}")
     try:
-        pipe = loader.from_pretrained(source, dtype=dtype)
+        pipe = loader.from_pretrained(source, dtype=dtypes)
     except Exception as err:  # noqa: BLE001 - each library fails its own way, e.g. a pickled .bin refused by torch's
         # weights_only is an OSError from diffusers (transformer, VAE) but an UnpicklingError from transformers
         if is_out_of_memory(err):
@@ -99,6 +107,27 @@ def _from_pretrained(model: str, dtype: torch.dtype):
     return pipe
 
 
+def _dtypes(family: str | None, dtype: torch.dtype):
+    """``from_pretrained``'s dtype: one for every model, or per component where the family's VAE keeps its own."""
+    vae = FAMILY_VAE_DTYPE.get(family)
+    return dtype if vae is None or vae == dtype else {"default": dtype, "vae": vae}
+
+
+def _published_family(hub_id: str) -> str | None:
+    from .published import PUBLISHED
+
+    record = PUBLISHED.get(hub_id)
+    return record.family if record is not None else None
+
+
+def _cast(pipe, family: str, dtype: torch.dtype) -> None:
+    """A pipeline built in float32 (the tiny models) -> every model in ``dtype``, the VAE in its family's dtype."""
+    for key, module in pipe.components.items():
+        target = FAMILY_VAE_DTYPE.get(family, dtype) if key == "vae" else dtype
+        if isinstance(module, torch.nn.Module) and module.dtype != target:
+            module.to(dtype=target)
+
+
 def load_pipeline(
     model: str | None = None,
     dtype: str | torch.dtype = "fp32",
@@ -106,6 +135,13 @@ def load_pipeline(
     cpu_offload: str = "none",
     vae_tiling: bool = False,
     vae_slicing: bool = False,
+    *,
+    group_offload: str = "none",
+    group_offload_blocks: int = 1,
+    layerwise_casting: str = "none",
+    attention_backend: str | None = None,
+    lora: tuple = (),
+    lora_2: tuple = (),
 ):
     """Load a text-to-video pipeline of a supported family.
 
@@ -114,12 +150,19 @@ def load_pipeline(
             (trained on a synthetic world of coloured shapes, see ``vidinvert.demo``), ``"tiny"``/``"tiny-2b"``/...
             for a tiny random model built in code (no download; its output is noise, see tiny.py), or ``None`` for
             ``default_model()``.
-        dtype: parameter dtype, ``"fp32" | "bf16" | "fp16"`` (bf16 is what the 5b weights are published in).
+        dtype: parameter dtype, ``"fp32" | "bf16" | "fp16"`` (bf16 is what the 5b weights are published in); a Wan
+            VAE stays in float32 (``FAMILY_VAE_DTYPE``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         cpu_offload: ``"none"``; ``"model"`` keeps each whole model on the CPU until it runs (small cost);
             ``"sequential"`` streams layer by layer (least memory, slowest). Both need accelerate and CUDA.
         vae_tiling: decode/encode in spatial tiles (large frames with little memory).
         vae_slicing: decode a batch one video at a time.
+        group_offload: ``"none"``, ``"block"`` or ``"leaf"``: every model waits on the CPU and moves to ``device`` a
+            group of ``group_offload_blocks`` blocks (or a layer) at a time (``placement.enable_group_offload``).
+        layerwise_casting: ``"none"``, ``"fp8_e4m3"`` or ``"fp8_e5m2"``: the transformers' weights stored in fp8.
+        attention_backend: a diffusers attention backend name (``None``: diffusers' default).
+        lora, lora_2: LoRAs (``LoraFile`` or ``"PATH[:SCALE]"``) for the transformer and Wan 2.2 A14B's second
+            expert.
 
     Returns:
         A diffusers pipeline placed according to ``device``/``cpu_offload``.
@@ -128,6 +171,13 @@ def load_pipeline(
     target = resolve_device(device)
     if cpu_offload not in OFFLOAD_MODES:
         raise VidinvertError(f"unknown cpu offload mode {cpu_offload!r}", f"use one of {', '.join(OFFLOAD_MODES)}")
+    for name, value, choices in (("group offload mode", group_offload, GROUP_OFFLOAD_MODES),
+                                 ("layerwise casting", layerwise_casting, LAYERWISE_CASTING_MODES)):
+        if value not in choices:
+            raise VidinvertError(f"unknown {name} {value!r}", f"use one of {', '.join(choices)}")
+    lora = tuple(parse_lora(item, "LoRA") for item in ([lora] if isinstance(lora, (str, LoraFile)) else lora))
+    lora_2 = tuple(parse_lora(item, "LoRA 2 (second expert)")
+                   for item in ([lora_2] if isinstance(lora_2, (str, LoraFile)) else lora_2))
     if cpu_offload != "none" and target.type != "cuda":
         raise VidinvertError(f"cpu offload ({cpu_offload}) needs a CUDA device", "drop the option or use a CUDA device")
     if torch_dtype == torch.float16 and target.type == "cpu":  # diffusers runs fp16 on the CPU slowly, if at all
@@ -145,7 +195,8 @@ def load_pipeline(
     elif model in TINY_WAN:
         from ..tiny_wan import TinyWanConfig, build_tiny_wan_pipeline
 
-        pipe = build_tiny_wan_pipeline(TinyWanConfig(style=TINY_WAN[model]), dtype=torch_dtype)
+        pipe = build_tiny_wan_pipeline(TinyWanConfig(style=TINY_WAN[model]))
+        _cast(pipe, "wan", torch_dtype)
     elif model in TINY_MODELS:
         from ..tiny import TinyConfig, build_tiny_pipeline
 
@@ -153,12 +204,11 @@ def load_pipeline(
         pipe = build_tiny_pipeline(TinyConfig(style=style), dtype=torch_dtype)
     else:
         pipe = _from_pretrained(model, torch_dtype)
-    if cpu_offload == "model":
-        pipe.enable_model_cpu_offload(device=target)
-    elif cpu_offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=target)
-    else:
-        pipe.to(target)
+    vae_dtype = FAMILY_VAE_DTYPE.get(family_of(pipe))
+    if vae_dtype is not None and pipe.vae.dtype != vae_dtype:  # e.g. a hub id loaded without its family known
+        pipe.vae.to(dtype=vae_dtype)
+    place(pipe, target, cpu_offload, group_offload, group_offload_blocks, layerwise_casting, attention_backend, lora,
+          lora_2)
     if vae_tiling:
         enable_vae_tiling(pipe.vae)
     if vae_slicing:
@@ -275,7 +325,10 @@ def open_model(settings: ModelSettings = ModelSettings()):
     name = settings.name or default_model()
     pipe = load_pipeline(name, dtype=auto_dtype(settings.dtype, device), device=device,
                          cpu_offload=settings.cpu_offload, vae_tiling=settings.vae_tiling,
-                         vae_slicing=settings.vae_slicing)
+                         vae_slicing=settings.vae_slicing, group_offload=settings.group_offload,
+                         group_offload_blocks=settings.group_offload_blocks,
+                         layerwise_casting=settings.layerwise_casting, attention_backend=settings.attention_backend,
+                         lora=settings.lora, lora_2=settings.lora_2)
     return wrap(pipe, name=name)
 
 

@@ -19,9 +19,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from ..errors import VidinvertError
 from ..settings import ModelSettings
 from .device import auto_dtype, resolve_dtype
-from .registry import DEMO_MODEL, DEMO_MODELS, TINY_MODELS, TINY_WAN, default_model, family_named, wrap
-
-FAMILY_VAE_DTYPE = {"wan": torch.float32}  # per the Wan model cards: the VAE is loaded in float32 whatever the rest
+from .registry import (DEMO_MODEL, DEMO_MODELS, FAMILY_VAE_DTYPE, TINY_MODELS, default_model,
+                       family_named, wrap)
 
 
 def fake_mode() -> FakeTensorMode:

@@ -20,7 +20,7 @@ import tempfile
 
 from ..errors import VidinvertError
 from ..models import model_note, resolve_device
-from ..settings import ModelSettings
+from ..options import model_settings
 
 
 MAX_UPLOAD_MB = 2048.0  # default --max-upload-mb
@@ -168,8 +168,7 @@ def serve(args) -> int:
     from .page import SAMPLE_VIDEO, build_app, gradio_cache
     from .studio import Studio
 
-    settings = ModelSettings(name=args.model, dtype=args.dtype, device=args.device, cpu_offload=args.cpu_offload,
-                             vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing)
+    settings = model_settings(vars(args))  # the table's one mapping of the model options
     resolve_device(settings.device)  # refuse a bad --device now, not at the first click
     if not 0 < args.port < 65536:
         raise VidinvertError(f"port must be 1-65535, got {args.port}")
