@@ -242,7 +242,7 @@ def run_plan(args: list[str], timeout: float) -> dict:
     if proc.returncode != 0 or not lines:
         return {"error": f"plan exited {proc.returncode}: {(proc.stderr.strip().splitlines() or [''])[-1][:300]}"}
     plan = json.loads(lines[-1])
-    keep = ("peak_bytes", "peak_phase", "baseline_bytes", "device_weights_bytes", "fits", "seconds", "flops", "notes")
+    keep = ("peak_bytes", "required_bytes", "peak_phase", "baseline_bytes", "device_weights_bytes", "fits", "seconds", "flops", "notes")
     return {**{k: plan[k] for k in keep if k in plan},
             "phases_peak_bytes": {k: v.get("peak_bytes") for k, v in (plan.get("phases") or {}).items()}}
 
@@ -350,7 +350,7 @@ def run_model(name: str, cache: Path, quick: bool, wait_s: float, timeout: float
 
 # ---- output -----------------------------------------------------------------------------------------------------
 HEADERS = ["model", "dtype", "frames x HxW", "steps", "method", "wall s", "job s", "peak RSS MiB (job)",
-           "ru_maxrss MiB (OS)", "plan peak MiB", "plan / measured", "plan s", "command"]
+           "ru_maxrss MiB (OS)", "plan MiB (required-peak)", "plan / measured", "plan s", "command"]
 
 
 def table_rows(data: dict) -> list[list]:
@@ -360,6 +360,8 @@ def table_rows(data: dict) -> list[list]:
             method = r["method"] + (f" ({r['inversion']})" if r.get("inversion") else "")
             size = f"{r['frames']} x {r['height']}x{r['width']}"
             plan = round(r["plan_peak_bytes"] / 2**20) if r.get("plan_peak_bytes") else None
+            required = (r.get("plan") or {}).get("required_bytes")
+            plan = f"{round(required / 2**20)}-{plan}" if required and plan and required < plan * 2**20 else plan
             plan_s = (r.get("plan") or {}).get("seconds")
             if r.get("skipped") or r.get("error"):
                 rows.append([r["model"], r["dtype"], size, r["steps"], method,
@@ -421,7 +423,7 @@ def assemble(models: list[dict], names: list[str], args, cache: Path, plan_ok: b
         "note": ("Random weights at the published sizes (text encoder: 2 layers of the published width); each edit "
                  "in a fresh process started by a wrapper that runs only it. peak RSS (job) = the job's own "
                  "`result.peak_rss_mib` (its settings JSON); ru_maxrss (OS) = RUSAGE_CHILDREN of the wrapper; plan = "
-                 "`vidinvert plan ... --json` `peak_bytes` with the same arguments, run before the edit; plan / "
+                 "`vidinvert plan ... --json` `required_bytes`-`peak_bytes` (without and with the weight files' pages mapped while loading, which the kernel may reclaim: a measured peak falls between) with the same arguments, run before the edit; plan / "
                  "measured = plan peak / job peak RSS; plan s = the plan's predicted seconds. wall s = the edit "
                  "process from start to exit (imports, loading, encode, inversion, edit, decode, writing); job s = "
                  "the job's own `result.seconds`. torch threads: each job's default (OMP_NUM_THREADS "

@@ -319,7 +319,7 @@ def test_fullsize_writes_every_run_with_its_command(tmp_path):
     shown = table((tmp_path / "fullsize.md").read_text(), "model")
     runs = [r for e in data["models"] for r in e["runs"]]
     assert len(shown) == len(runs) == 5  # 2b: 9 and 17 frames; Wan: 9 frames twice (inversion, FlowEdit), 17
-    assert [(s["model"], s["wall s"], s["peak RSS MiB (job)"], s["plan peak MiB"]) for s in shown] == [
+    assert [(s["model"], s["wall s"], s["peak RSS MiB (job)"], s["plan MiB (required-peak)"]) for s in shown] == [
         (r["model"], str(r["wall_s"]).rstrip("0").rstrip("."), "%g" % r["peak_rss_mib"], "-") for r in runs]
     flowedit = [s for s in shown if s["method"] == "flowedit"]
     assert len(flowedit) == 1 and "--method flowedit" in flowedit[0]["command"]

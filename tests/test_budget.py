@@ -106,18 +106,35 @@ def test_more_steps_add_trajectory_entries_and_scale_flops():
     assert b["invert"].flops == 5 * a["invert"].flops and b["edit"].flops == 5 * a["edit"].flops
 
 
+TEXT_TO_VIDEO = sorted(h for h, r in PUBLISHED.items() if r.pipeline in ("CogVideoXPipeline", "WanPipeline"))
+LAYOUTS = ["THUDM/CogVideoX-5b", "THUDM/CogVideoX1.5-5B", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+           "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "Wan-AI/Wan2.2-T2V-A14B-Diffusers"]  # one per transformer layout
+
+
+@pytest.mark.parametrize("hub_id", TEXT_TO_VIDEO)
+def test_every_published_text_to_video_checkpoint_builds_as_a_fake_model(hub_id):
+    """Every model of the checkpoint at its published size, in bf16 (a Wan VAE in float32), without memory."""
+    from vidinvert.models.traced import fake_mode, traced_model, weights_bytes
+
+    record = PUBLISHED[hub_id]
+    model = traced_model(ModelSettings(name=hub_id, dtype="bf16"), fake_mode(), "cuda")
+    assert model.published is record
+    weights = weights_bytes(model.pipe)  # parameters and buffers
+    for component, count in record.parameters.items():
+        element = 4 if (component == "vae" and record.family == "wan") else 2
+        module = model.pipe.components[component]
+        assert sum(p.numel() * p.element_size() for p in module.parameters()) == count * element, component
+        assert weights[component] >= count * element
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("hub_id", sorted(h for h, r in PUBLISHED.items() if r.pipeline in ("CogVideoXPipeline",
-                                                                                            "WanPipeline")))
-def test_every_published_text_to_video_checkpoint_plans_at_its_published_size(hub_id):
+@pytest.mark.parametrize("hub_id", LAYOUTS)
+def test_each_published_layout_plans_at_its_published_frame_size(hub_id):
     record = PUBLISHED[hub_id]
     plan = plan_job(None, ["a red car"], ModelSettings(name=hub_id, dtype="bf16"), ReadSettings(),
-                    InvertSettings(steps=50), frames=record.num_frames, device="cuda", device_memory=80 * 10**9)
-    assert plan.published == hub_id
-    assert (plan.height, plan.width, plan.frames) == (record.height, record.width, record.num_frames)
-    weights = sum(plan.weights.values())
-    assert weights >= sum(record.parameters.values()) * 2 * 0.99  # bf16 (the Wan VAE in float32: more)
-    assert plan.peak_bytes > weights and plan.flops > 0
+                    InvertSettings(steps=50), frames=9, device="cuda", device_memory=80 * 10**9)
+    assert plan.published == hub_id and (plan.height, plan.width, plan.frames) == (record.height, record.width, 9)
+    assert plan.peak_bytes > sum(plan.weights.values()) and plan.flops > 0
     record_json = plan.record()
     assert record_json["peak_bytes"] == plan.peak_bytes and set(record_json["phases"]) == {"encode", "invert", "edit",
                                                                                             "decode"}

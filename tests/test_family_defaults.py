@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import moving_square
+from vidinvert.settings import DEFAULT_GUIDANCE
 from vidinvert.cli import main
 from vidinvert.export import write_video
 from vidinvert.engine import family_defaults, run_edit
@@ -156,8 +157,9 @@ def test_a_job_left_to_the_model_edits_with_its_settings_and_the_library_call_do
     assert plain.recommended_edit == {}
     inversion = invert(plain, plain.encode(frames), steps=4)
     _, _, config = family_defaults(recommending, None, None, EditConfig())
-    given = EditConfig(negative_prompt="", blend=BlendConfig(enabled=True), injection=InjectionConfig(reference_weight=0.5))
-    assert config == given
+    given = EditConfig(guidance=DEFAULT_GUIDANCE, negative_prompt="", blend=BlendConfig(enabled=True),
+                       injection=InjectionConfig(reference_weight=0.5))
+    assert config == given  # a tiny model has no published guidance: the default one
     assert torch.equal(edit(recommending, inversion, "a blue box", config), edit(plain, inversion, "a blue box", given))
     library = edit(recommending, inversion, "a blue box", EditConfig())
     assert torch.equal(library, edit(plain, inversion, "a blue box", EditConfig(blend=BlendConfig(enabled=False))))
@@ -259,3 +261,36 @@ def test_a_long_clip_on_a_model_recommending_windows_runs_in_windows_unless_off(
                            record["result"]["inversion"]["method"])
     assert got[0] == ("auto", 89, 21, "euler")  # every frame (90 -> 4k+1), in windows of the trained 21 latent frames
     assert got[2] == ("off", 81, 0, "euler")  # the model's 81 frames in one window (0: the whole clip)
+
+
+@pytest.mark.parametrize("hub_id, expected", [("Wan-AI/Wan2.2-TI2V-5B-Diffusers", (5.0, None)),
+                                               ("Wan-AI/Wan2.2-T2V-A14B-Diffusers", (4.0, 3.0)),
+                                               ("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", (6.0, None)),
+                                               ("THUDM/CogVideoX-5b", (6.0, None))])
+def test_guidance_left_to_the_model_is_its_published_scale(hub_id, expected, tmp_path):
+    """The published model cards' scales (Wan 2.2 TI2V-5B 5, A14B 4 and 3 for its low-noise expert), from the
+    architecture alone: a folder of the published configs (no weights) and the model built from them agree."""
+    from vidinvert.engine.plan import family_defaults
+    from vidinvert.models.published import PUBLISHED, write_folder
+    from vidinvert.models.registry import default_guidance
+    from vidinvert.models.traced import fake_mode, traced_model
+    from vidinvert.settings import EditConfig, ModelSettings
+
+    assert (PUBLISHED[hub_id].guidance_scale, PUBLISHED[hub_id].guidance_scale_2) == expected
+    folder = tmp_path / "model"
+    write_folder(PUBLISHED[hub_id], folder, weights="none")
+    assert default_guidance(str(folder)) == default_guidance(hub_id) == expected
+    model = traced_model(ModelSettings(name=hub_id), fake_mode())
+    _, _, config = family_defaults(model, config=EditConfig())
+    assert (config.guidance, config.guidance_2) == expected
+    _, _, given = family_defaults(model, config=EditConfig(guidance=7.5))
+    assert (given.guidance, given.guidance_2) == (7.5, None)  # a scale the user sets wins, the second one with it
+
+
+def test_guidance_of_models_without_a_published_scale_is_the_default():
+    from vidinvert.models.registry import default_guidance
+    from vidinvert.settings import DEFAULT_GUIDANCE
+
+    assert DEFAULT_GUIDANCE == 6.0
+    for name in ("demo", "demo-wan", "tiny", "tiny-wan22", "/no/such/folder", None):
+        assert default_guidance(name) == (DEFAULT_GUIDANCE, None)

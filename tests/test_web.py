@@ -57,7 +57,8 @@ FORM_FIELDS = {
     "window": (InvertSettings, "window"), "overlap_fraction": (InvertSettings, "overlap"),
 }
 # None in settings (left to the model or the schedule), 0 ("auto") in the form; "" for texts
-UNSET_AS_ZERO = {"frame_sample_step", "height", "width", "max_num_frames", "guidance_2", "n_max", "reference_weight"}
+UNSET_AS_ZERO = {"frame_sample_step", "height", "width", "max_num_frames", "guidance", "guidance_2", "n_max",
+                 "reference_weight"}
 UNSET_AS_CHOICE = {"blend": "model's"}  # None in settings, a named choice on the page
 UNSET_AS_EMPTY = {"negative_prompt", "window"}
 
@@ -443,7 +444,9 @@ def test_page_fields_are_generated_from_the_options_table():
     assert _panel(components["inversion_guidance"]) == "inversion-settings"  # its group, not Editing
     assert _panel(components["window"]) == "inversion-settings"
     fields = {f.key: f for f in page_fields()}
-    assert fields["steps"].info == "sampling steps" and fields["guidance"].info == "classifier-free guidance scale"
+    assert fields["steps"].info == "sampling steps"
+    assert fields["guidance"].info == ("classifier-free guidance scale; 0 = the model's published scale: 5 for Wan 14B "
+                                       "and TI2V-5B, 4 for A14B, 6 for others")
     assert fields["frame_sample_step"].info.endswith("0 = only when the clip is longer than Max frames")
     assert initial["max_num_frames"] == 0 and initial["blend"] == "model's"  # the page's conventions
 

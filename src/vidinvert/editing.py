@@ -18,7 +18,7 @@ import torch
 from .attention import BatchLayout, InjectionConfig, InjectionState  # noqa: F401  (InjectionConfig re-exported)
 from .blend import BlendConfig, blend_step, edit_mask, mask_levels
 from .errors import VidinvertError
-from .settings import STARTS, EditConfig  # noqa: F401  (re-exported)
+from .settings import STARTS, EditConfig, with_model_guidance  # noqa: F401  (re-exported)
 from .guidance import Cfg, cfg, dynamic_scale, guided_texts, needs_uncond, with_reference
 from .inversion import Inversion
 from .krnr import krnr, krnr_adaptive, refuse_on_flow
@@ -121,6 +121,7 @@ def edit(
     if not prompts:
         raise VidinvertError("no edit prompt given", 'pass --prompt "..." (several allowed)')
     inversion.check_matches(model)
+    config = with_model_guidance(config, model.default_guidance)  # guidance left to the model: its published scale
     windows = inversion.windows()
     if windows.count > 1 and config.injection.reuse_kv:
         raise VidinvertError("recorded keys/values are not kept for a clip inverted in windows",

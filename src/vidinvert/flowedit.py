@@ -30,7 +30,7 @@ from .models.base import VideoFamily, negative_prompt_for
 from .progress import progress_callback
 from .sampling import check_finite
 from .schedule import Schedule
-from .settings import DEFAULT_STEPS, EditConfig, FlowEditConfig
+from .settings import DEFAULT_STEPS, EditConfig, FlowEditConfig, with_model_guidance
 
 
 def flow_schedule(model: VideoFamily, steps: int) -> Schedule:
@@ -79,6 +79,7 @@ def flowedit(
     if x_src.ndim != 5 or x_src.shape[0] != 1:
         raise VidinvertError(f"FlowEdit takes the latent of one video [1, T, C, h, w], got {tuple(x_src.shape)}",
                              "edit one video at a time")
+    config = with_model_guidance(config, model.default_guidance)  # guidance left to the model: its published scale
     settings: FlowEditConfig = config.flowedit
     n_max, n_min = settings.editing_steps(len(schedule))
     seed = config.seed if settings.seed is None else settings.seed

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from .errors import SettingsError
 from .settings import (
+    DEFAULT_GUIDANCE,
     DTYPE_CHOICES,
     EDIT_METHODS,
     GROUP_OFFLOAD_MODES,
@@ -49,7 +50,7 @@ JOBS = frozenset({INVERT, EDIT, RECONSTRUCT, BATCH})
 EDITS = frozenset({EDIT, RECONSTRUCT, BATCH})
 MODEL_COMMANDS = JOBS | {INFO, SERVE}
 KINDS = ("int", "float", "text", "choice", "switch", "toggle", "list")  # switch: a flag; toggle: --x / --no-x
-EDIT_GUIDANCE, RECONSTRUCT_GUIDANCE = EditConfig.guidance, 1.0  # reconstruction checks fidelity, so no guidance
+EDIT_GUIDANCE, RECONSTRUCT_GUIDANCE = DEFAULT_GUIDANCE, 1.0  # reconstruction checks fidelity, so no guidance
 WHAT = {INVERT: "inversion (.inv)", EDIT: "edited video", RECONSTRUCT: "reconstructed video"}  # -o's help
 ALL = "all"  # rows per call: every row in one call
 
@@ -304,7 +305,8 @@ OPTIONS: tuple[Option, ...] = (
       "whole latent frames, at least one) (%(default)s)", "inversion", label="Window overlap fraction",
       setting="window overlap", deprecated=("overlap",)),
     # ---- editing ----
-    O("guidance", "float", EDIT_GUIDANCE, "classifier-free guidance scale (%(default)s)", "editing", EDITS,
+    O("guidance", "float", None, "classifier-free guidance scale (default: the model's published scale: 5 for Wan "
+      f"14B and TI2V-5B, 4 for A14B, {EDIT_GUIDANCE:g} for others)", "editing", EDITS,
       aliases=("--guidance-scale",), label="Guidance", setting="guidance",
       command_defaults=((RECONSTRUCT, RECONSTRUCT_GUIDANCE),)),
     O("guidance-2", "float", None, "Wan 2.2 A14B: guidance of the low-noise expert (default: --guidance)", "editing",

@@ -27,6 +27,7 @@ DEFAULT_STEPS = 50  # sampling steps of the schedule (inversion and edit)
 MAX_STEPS = 1000  # a DDIM / flow schedule cannot have more steps than the model's training timesteps (1000)
 KV_BUDGET_GB = 4.0  # memory recorded reference keys/values may take
 MAX_GUIDANCE = 100.0  # guidance above this only overflows
+DEFAULT_GUIDANCE = 6.0  # edit guidance of a model whose authors publish none (CogVideoX's usual scale)
 MAX_BLOCK_INDEX = 1023  # injection block indices above this are typos (real models have at most ~60 blocks)
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
 METHODS = ("ddim", "fixed-point")  # inversion methods
@@ -463,9 +464,12 @@ class EditConfig:
     """Settings of an edit (the CLI and the page map their options onto these fields).
 
     Args:
-        guidance: classifier-free guidance scale (CogVideoX's usual 6.0); 1 disables guidance.
+        guidance: classifier-free guidance scale; 1 disables guidance. ``None``: the model's, the scale its authors
+            publish (``published.PUBLISHED``: 6 for CogVideoX and Wan 2.1 1.3B, 5 for Wan 2.1 14B and 2.2
+            TI2V-5B, 4 for Wan 2.2 T2V-A14B), else ``DEFAULT_GUIDANCE``.
         guidance_2: Wan 2.2 A14B: guidance scale of the low-noise expert (``transformer_2``, the steps below the
-            pipeline's boundary), as ``WanPipeline``'s ``guidance_scale_2``; ``None``: ``guidance`` throughout.
+            pipeline's boundary), as ``WanPipeline``'s ``guidance_scale_2``; ``None``: ``guidance`` throughout (or,
+            with ``guidance`` left to the model too, the model's published second scale).
         negative_prompt: text of the uncond branch; ``None``: the model's default, ``default_negative_prompt`` of
             its family adapter (``""`` for CogVideoX, as its pipeline; for Wan models with Wan's own UMT5 tokenizer,
             the negative prompt Wan's model cards and reference code sample with; ``""`` for small Wan models whose
@@ -496,7 +500,7 @@ class EditConfig:
         flowedit: FlowEdit's own settings.
     """
 
-    guidance: float = 6.0
+    guidance: float | None = None
     negative_prompt: str | None = None
     start: str = "inverted"
     seed: int = 42
@@ -512,7 +516,8 @@ class EditConfig:
     flowedit: FlowEditConfig = field(default_factory=FlowEditConfig)
 
     def __post_init__(self):
-        _number("guidance", self.guidance, 1.0, MAX_GUIDANCE, example=6)
+        if self.guidance is not None:
+            _number("guidance", self.guidance, 1.0, MAX_GUIDANCE, example=6)
         _choice("edit method", self.method, EDIT_METHODS)
         if self.method == "flowedit":
             unused = [name for name, on in (("a random start", self.start != "inverted"),
@@ -625,3 +630,12 @@ def field_defaults(cls) -> dict:
         else:
             out[f.name] = f.default
     return out
+
+
+def with_model_guidance(config: EditConfig, published: tuple[float, float | None]) -> EditConfig:
+    """``config`` with guidance left to the model (``None``) set to ``published`` (main, second expert's): the
+    scales the model's authors publish (``models.registry.default_guidance``)."""
+    if config.guidance is not None:
+        return config
+    second = config.guidance_2 if config.guidance_2 is not None else published[1]
+    return replace(config, guidance=published[0], guidance_2=second if config.method == "inversion" else None)

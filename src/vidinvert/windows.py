@@ -202,6 +202,10 @@ class WindowedModel:
     def fingerprint(self) -> str:
         return self.model.fingerprint()
 
+    @property
+    def default_guidance(self) -> tuple[float, float | None]:
+        return self.model.default_guidance
+
     def native_size(self) -> tuple[int, int]:
         return self.model.native_size()
 

@@ -25,7 +25,7 @@ from .. import __version__
 from ..options import BATCH, defaults as option_defaults, deprecation, row_options, settings_from_values
 from ..errors import SettingsError, VidinvertError
 from .folders import RESERVED_IDS
-from ..settings import EditConfig, InvertSettings, ModelSettings, OutputSettings, ReadSettings
+from ..settings import EditConfig, InvertSettings, ModelSettings, OutputSettings, ReadSettings, with_model_guidance
 
 RESERVED = ("video", "prompts", "prompt", "id")  # row keys that are not options
 PROMPT_SEPARATOR = "|"  # between a CSV row's prompts
@@ -260,8 +260,12 @@ def read_jobs(path: str | Path, defaults: dict | argparse.Namespace | None = Non
             values = apply_options(defaults, {k: v for k, v in row.items() if k not in RESERVED}, notes)
             asked = settings_from_values(values, BATCH)
             video_path = Path(video) if Path(video).is_absolute() else path.parent / video
+            # guidance left to the model is resolved now, so the job's hash names the scale it runs with
+            from ..models.registry import default_guidance, default_model
+
+            edited = with_model_guidance(asked.edit, default_guidance(asked.model.name or default_model()))
             job = ClipJob(line=line, id=clip_id, video=str(video_path), prompts=prompts, model=asked.model,
-                          read=asked.read, invert=asked.invert, edit=asked.edit, fps=asked.output.fps,
+                          read=asked.read, invert=asked.invert, edit=edited, fps=asked.output.fps,
                           comparison=asked.output.comparison, metrics=asked.output.metrics,
                           video_stamp=_stamp(video_path))
             job.output(path.parent)  # OutputSettings validates the fps

@@ -27,6 +27,7 @@ from ..settings import (
     ReadSettings,
     field_defaults,
     with_model_edit_defaults,
+    with_model_guidance,
 )
 from ..windows import resolve as resolve_windows, spread
 
@@ -116,6 +117,8 @@ def family_defaults(model: VideoFamily, read: ReadSettings | None = None,
     if invert_settings is not None and invert_settings.negative_prompt is None:
         invert_settings = dataclasses.replace(invert_settings,
                                               negative_prompt=negative_prompt_for(model, None))
+    if config is not None:
+        config = with_model_guidance(config, model.default_guidance)
     if config is not None and config.negative_prompt is None:
         config = dataclasses.replace(config, negative_prompt=negative_prompt_for(model, None))
     if config is not None:

@@ -50,6 +50,10 @@ class VideoFamily(Protocol):
     def fingerprint(self) -> str:
         """A short hash telling one model (configs and weights) from another."""
 
+    @property
+    def default_guidance(self) -> tuple[float, float | None]:
+        """(guidance, second expert's or None) the model's authors publish (``settings.DEFAULT_GUIDANCE`` if none)."""
+
     def native_size(self) -> tuple[int, int]:
         """(height, width) in pixels the model was made for."""
 

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import VidinvertError
 from ..schedule import Schedule
-from ..settings import MAX_STEPS
+from ..settings import DEFAULT_GUIDANCE, MAX_STEPS
 from .injection import TransformerSites, injected
 from .parts import PromptCache, check_frame_layout, fingerprint, transformer_step_bytes
 from .published import match
@@ -92,6 +92,14 @@ class DiffusersFamily:
     @property
     def num_blocks(self) -> int:
         return len(getattr(self.transformer, self.sites.blocks))
+
+    @property
+    def default_guidance(self) -> tuple[float, float | None]:
+        """``(guidance, second expert's or None)`` the published checkpoint this model is an architecture of is
+        sampled with (``published.py``), else ``(settings.DEFAULT_GUIDANCE, None)``."""
+        if self.published is None:
+            return DEFAULT_GUIDANCE, None
+        return self.published.guidance_scale, self.published.guidance_scale_2
 
     def frames_for(self, count: int) -> int:
         """The largest ``k t + 1`` frame count (``t`` the VAE's temporal factor, 4 for every family) not above

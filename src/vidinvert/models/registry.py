@@ -216,6 +216,27 @@ def load_pipeline(
     return pipe
 
 
+def default_guidance(name: str | None) -> tuple[float, float | None]:
+    """``(guidance, second expert's guidance or None)`` its authors publish for the model ``name`` names, known
+    without loading it: a published hub id's (``published.PUBLISHED``), or that of the published checkpoint a folder's
+    transformer config is an architecture of; ``settings.DEFAULT_GUIDANCE`` for any other (bundled, tiny, custom)."""
+    from ..settings import DEFAULT_GUIDANCE
+    from .published import PUBLISHED, match_configs
+
+    record = PUBLISHED.get(name) if name else None
+    folder = Path(name).expanduser() if name else None
+    if record is None and folder is not None and (folder / "transformer" / "config.json").is_file():
+        try:
+            index = json.loads((folder / "model_index.json").read_text())
+            transformer = json.loads((folder / "transformer" / "config.json").read_text())
+            record = match_configs(str(index.get("_class_name")), transformer, index)
+        except (OSError, ValueError, AttributeError):  # an unreadable folder: loading it reports what is wrong
+            record = None
+    if record is None:
+        return DEFAULT_GUIDANCE, None
+    return record.guidance_scale, record.guidance_scale_2
+
+
 def family_named(name: str | None) -> str | None:
     """The family (``FAMILIES`` value) of the model ``name`` names, known without loading it: a bundled or tiny model
     by its name, a folder by its ``model_index.json``; ``None`` for a hub id (and for what loading will refuse)."""

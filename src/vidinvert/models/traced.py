@@ -157,10 +157,13 @@ def _tiny(name: str, mode: FakeTensorMode):
 
 def _fake(module: torch.nn.Module, mode: FakeTensorMode) -> None:
     """Replace every parameter and buffer of ``module`` by a fake tensor of the same shape, dtype and device."""
+    done: dict[int, torch.nn.Parameter] = {}  # tied parameters stay tied
     for sub in module.modules():
         for key, param in sub._parameters.items():
             if param is not None:
-                sub._parameters[key] = torch.nn.Parameter(mode.from_tensor(param.detach()), requires_grad=False)
+                if id(param) not in done:
+                    done[id(param)] = torch.nn.Parameter(mode.from_tensor(param.detach()), requires_grad=False)
+                sub._parameters[key] = done[id(param)]
         for key, buffer in sub._buffers.items():
             if buffer is not None:
                 sub._buffers[key] = mode.from_tensor(buffer)
@@ -177,10 +180,13 @@ def _to_dtype(pipe, dtype: torch.dtype, family: str, mode: FakeTensorMode) -> No
 def _cast(module: torch.nn.Module, dtype: torch.dtype) -> None:
     """``module.to(dtype)`` for fake parameters, which ``Module.to`` cannot swap in place: floating parameters and
     buffers are replaced."""
+    done: dict[int, torch.nn.Parameter] = {}  # a tied parameter (an embedding shared by two modules) stays one
     for sub in module.modules():
         for name, param in sub._parameters.items():
             if param is not None and param.is_floating_point() and param.dtype != dtype:
-                sub._parameters[name] = torch.nn.Parameter(param.detach().to(dtype), requires_grad=False)
+                if id(param) not in done:
+                    done[id(param)] = torch.nn.Parameter(param.detach().to(dtype), requires_grad=False)
+                sub._parameters[name] = done[id(param)]
         for name, buffer in sub._buffers.items():
             if buffer is not None and buffer.is_floating_point() and buffer.dtype != dtype:
                 sub._buffers[name] = buffer.to(dtype)
