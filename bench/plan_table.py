@@ -11,6 +11,7 @@ and no real weights were available (``bench/gpu_scale.py`` measures them where a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from vidinvert.engine.budget import GPU_FLOPS, GPU_UTILISATION, plan_job  # noqa: E402
+from vidinvert.engine.budget import GPU_FLOPS, GPU_UTILISATION, _device_weights, plan_job  # noqa: E402
 from vidinvert.models.published import PUBLISHED  # noqa: E402
 from vidinvert.settings import EditConfig, InvertSettings, ModelSettings, ReadSettings  # noqa: E402
 
@@ -37,11 +38,20 @@ def rows(models: list[str]) -> list[dict]:
         if record.height > 480:
             sizes.append((480, round(record.width * 480 / record.height / 16) * 16))
         for height, width in sizes:
+            traced = {}
             for label, change in OPTION_SETS.items():
                 started = time.perf_counter()
-                plan = plan_job(None, ["a red car"], ModelSettings(name=hub_id, dtype="bf16", **change),
-                                ReadSettings(height=height, width=width), InvertSettings(steps=50), EditConfig(),
-                                frames=record.num_frames, device="cuda", device_memory=80 * 10**9)
+                # model offload changes only which weights sit on the GPU (budget._device_weights): the trace of
+                # the same VAE settings is reused
+                vae = change.get("vae_tiling", False)
+                if vae in traced:
+                    plan = dataclasses.replace(traced[vae], device_weights=_device_weights(
+                        traced[vae].weights, change.get("cpu_offload", "none")))
+                else:
+                    plan = traced[vae] = plan_job(
+                        None, ["a red car"], ModelSettings(name=hub_id, dtype="bf16", **change),
+                        ReadSettings(height=height, width=width), InvertSettings(steps=50), EditConfig(),
+                        frames=record.num_frames, device="cuda", device_memory=80 * 10**9)
                 out.append({"model": hub_id, "height": height, "width": width, "frames": plan.frames,
                             "options": label, "peak_bytes": plan.peak_bytes, "peak_phase": plan.peak_phase.name,
                             "fits_gb": {str(c): plan.required_bytes <= c * 10**9 for c in CAPACITIES_GB},
