@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..attention import (BatchLayout, InjectionConfig, InjectionState, attend_with_reference, pad_back_dropped_rows,
-                         record, sdpa)
+                         record)
 
 
 class InjectionProcessor:
@@ -28,13 +28,19 @@ class InjectionProcessor:
         state: shared per-step state; its ``layout`` says which rows are main and reference.
         block_index: index of the block this processor serves (the same in every expert).
         inject: whether this block injects at all (``InjectionConfig.injects_block``).
-        original: the processor it replaces (a family keeping diffusers' backend attributes reads them from it).
+        original: the processor it replaces; its attention backend and parallel config (diffusers'
+            ``_attention_backend`` / ``_parallel_config``, set by ``set_attention_backend``) are kept.
     """
+
+    _attention_backend = None
+    _parallel_config = None
 
     def __init__(self, state: InjectionState, block_index: int, inject: bool, original=None):
         self.state = state
         self.block_index = block_index
         self.inject = inject
+        self._attention_backend = getattr(original, "_attention_backend", None)
+        self._parallel_config = getattr(original, "_parallel_config", None)
 
     def layout(self, attention_mask) -> BatchLayout | None:
         """The batch layout this call injects with (``None``: plain attention); refuses what injection cannot do."""
@@ -44,9 +50,14 @@ class InjectionProcessor:
         return layout
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask, parallel: bool = True):
-        """Token-major attention ``[B, S, heads, d]`` -> ``[B, S, heads, d]``, as the family's own processor computes
-        it (``parallel``: whether a context-parallel config may apply; plain SDPA here)."""
-        return sdpa(query, key, value, mask)
+        """Token-major attention ``[B, S, heads, d]`` -> ``[B, S, heads, d]`` through diffusers' backend dispatch, as
+        the families' own processors attend (its default: SDPA on the transposed views); ``parallel``: whether a
+        context-parallel config may apply."""
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+        return dispatch_attention_fn(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False,
+                                     backend=self._attention_backend,
+                                     parallel_config=self._parallel_config if parallel else None)
 
     def attention(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask,
                   layout: BatchLayout | None) -> torch.Tensor:

@@ -48,22 +48,6 @@ class WanInjectionProcessor(InjectionProcessor):
     """Self-attention processor of one Wan block, with optional key/value injection (arguments: see
     ``InjectionProcessor``; the attention backend and parallel config of ``original`` are kept)."""
 
-    _attention_backend = None
-    _parallel_config = None
-
-    def __init__(self, state, block_index: int, inject: bool, original=None):
-        super().__init__(state, block_index, inject)
-        self._attention_backend = getattr(original, "_attention_backend", None)
-        self._parallel_config = getattr(original, "_parallel_config", None)
-
-    def attend(self, query, key, value, mask, parallel: bool = True):
-        """Token-major attention through diffusers' backend dispatch, as ``WanAttnProcessor`` attends."""
-        from diffusers.models.attention_dispatch import dispatch_attention_fn
-
-        return dispatch_attention_fn(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False,
-                                     backend=self._attention_backend,
-                                     parallel_config=self._parallel_config if parallel else None)
-
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         """Same contract as diffusers' ``WanAttnProcessor`` for self-attention: returns ``[B, N, D]``.
 
