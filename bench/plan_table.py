@@ -30,16 +30,21 @@ OPTION_SETS = {"none": {}, "model offload": {"cpu_offload": "model"},
 TEXT_TO_VIDEO = ("CogVideoXPipeline", "WanPipeline")
 
 
-def rows(models: list[str]) -> list[dict]:
-    out = []
+def rows(models: list[str], done: list[dict] = (), save=lambda rows: None) -> list[dict]:
+    """Plan each row not in ``done`` (a resumed run's rows), calling ``save`` after each."""
+    out = list(done)
+    key = lambda r: (r["model"], r["height"], r["width"], r["options"])  # noqa: E731
+    seen = {key(r) for r in out}
     for hub_id in models:
         record = PUBLISHED[hub_id]
         sizes = [(record.height, record.width)]
         if record.height > 480:
-            sizes.append((480, round(record.width * 480 / record.height / 16) * 16))
+            sizes.append((480, round(record.width * 480 / record.height / 32) * 32))  # 32: every layout's multiple
         for height, width in sizes:
             traced = {}
             for label, change in OPTION_SETS.items():
+                if (hub_id, height, width, label) in seen:
+                    continue
                 started = time.perf_counter()
                 # model offload changes only which weights sit on the GPU (budget._device_weights): the trace of
                 # the same VAE settings is reused
@@ -58,6 +63,7 @@ def rows(models: list[str]) -> list[dict]:
                             "seconds": round(plan.seconds, 1), "flops": plan.flops,
                             "plan_seconds": round(time.perf_counter() - started, 1)})
                 print(json.dumps(out[-1]), flush=True)
+                save(out)
     return out
 
 
@@ -79,11 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="*", default=[h for h, r in PUBLISHED.items() if r.pipeline in TEXT_TO_VIDEO])
     parser.add_argument("--out", default=str(RESULTS / "plan_table"))
     args = parser.parse_args(argv)
-    results = rows(args.models)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"command": "python bench/plan_table.py", "rows": results},
-                                                   indent=1) + "\n")
+    path = out.with_suffix(".json")
+    done = json.loads(path.read_text())["rows"] if path.is_file() else []  # a run cut short resumes
+
+    def save(results):
+        path.write_text(json.dumps({"command": "python bench/plan_table.py", "rows": results}, indent=1) + "\n")
+
+    results = rows(args.models, done, save)
+    save(results)
     out.with_suffix(".md").write_text(table(results))
     print(table(results))
     return 0
