@@ -8,12 +8,23 @@ never a half-valid object. Format 1 files (an untyped ``extra`` dict) still load
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .errors import SettingsError, VidinvertError
 from .settings import MAX_STEPS, METHODS, ReadSettings
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks (an uploaded video's cache key, a LoRA's identity)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)

@@ -14,7 +14,6 @@ therefore what it was before these options existed.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import VidinvertError
+from ..provenance import file_sha256 as file_sha256_uncached
 from ..settings import LoraFile
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # per diffusers loaders/lora_base.py LORA_WEIGHT_NAME_SAFE
@@ -42,11 +42,7 @@ def lora_file(path: str, setting: str = "LoRA") -> Path:
 
 @functools.lru_cache(maxsize=64)
 def _sha256(file: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256_uncached(file)
 
 
 def file_sha256(file: Path) -> str:

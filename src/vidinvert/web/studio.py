@@ -9,7 +9,6 @@ the page never writes server paths into a download).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -23,6 +22,7 @@ from .. import engine
 from ..atomic import outputs_together
 from ..errors import VidinvertError
 from ..flowedit import flow_schedule, rows_per_step
+from ..provenance import file_sha256
 from ..settings import EditConfig, InvertSettings, ModelSettings, OutputSettings, ReadSettings
 from ..windows import resolve as resolve_windows, windowed
 
@@ -32,11 +32,7 @@ INVERT_ROWS = 2  # transformer batch rows of an inversion alone (Invert: no prom
 
 def file_hash(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes (the cache key of an uploaded video)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def _name_only(path: str) -> str:
