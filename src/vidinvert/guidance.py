@@ -105,20 +105,30 @@ def cfg(fn: RowsFn, guidance: Cfg):
     return model_fn
 
 
-def conditioned(predict: Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor], text: torch.Tensor) -> RowsFn:
-    """The rows function ``fn(rows, i, t) = predict(rows, t, text)``.
+def conditioned(predict: Callable[..., torch.Tensor], text: torch.Tensor, image=None) -> RowsFn:
+    """The rows function ``fn(rows, i, t) = predict(rows, t, text[, image])``.
 
     Args:
-        predict: the model's ``predict(rows [N, ...], t, text [N, L, D])``.
+        predict: the model's ``predict(rows [N, ...], t, text [N, L, D], image=None)``.
         text: ``[P, L, D]`` embeddings of the rows; repeated when the rows are ``N = n P`` (several latents under
             the same texts, e.g. ``[neg, p]`` for each latent of an inversion).
+        image: an image-to-video model's condition of the same ``P`` rows (``models.condition.ImageRows``, one row
+            for all of them allowed), repeated like ``text``; ``None`` for a text-to-video model.
     """
+    if image is not None and len(image) != text.shape[0]:
+        if len(image) != 1:
+            raise ValueError(f"{len(image)} image conditions for {text.shape[0]} text rows")
+        image = image.repeat(text.shape[0])
 
     def fn(rows: torch.Tensor, i: int, t: int) -> torch.Tensor:
         n = rows.shape[0] // text.shape[0]
-        return predict(rows, t, text if n == 1 else text.repeat(n, 1, 1))  # [N, L, D]
+        texts = text if n == 1 else text.repeat(n, 1, 1)  # [N, L, D]
+        if image is None:
+            return predict(rows, t, texts)
+        return predict(rows, t, texts, image.repeat(n))
 
     return fn
+
 
 
 def join_rows(*groups: torch.Tensor):

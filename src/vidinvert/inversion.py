@@ -150,9 +150,11 @@ class Inversion:
 
 
 def text_model_fn(model: VideoFamily, prompt: str, negative_prompt: str, guidance: float,
-                  guidance_2: float | None = None):
+                  guidance_2: float | None = None, image=None):
     """``model_fn(x, i, t)`` for one prompt with guidance; one batch row when guidance cannot change anything.
-    ``guidance_2``: the scale at timesteps the low-noise expert evaluates (``model.expert_for(t) == 1``)."""
+    ``guidance_2``: the scale at timesteps the low-noise expert evaluates (``model.expert_for(t) == 1``).
+    ``image``: an image-to-video model's condition (one row of ``model.encode_image``), shared by both branches as
+    the diffusers I2V pipelines share it."""
     scales = (guidance,) if guidance_2 is None else (guidance, guidance_2)
     with_uncond = any(needs_uncond(g, prompt, negative_prompt) for g in scales)
     text = model.encode_text(guided_texts([prompt], negative_prompt, with_uncond))  # [G, L, D]
@@ -160,7 +162,7 @@ def text_model_fn(model: VideoFamily, prompt: str, negative_prompt: str, guidanc
     def scale(i: int, t: int) -> float:
         return guidance_2 if guidance_2 is not None and model.expert_for(t) == 1 else guidance
 
-    return cfg(conditioned(model.predict, text), Cfg(scale, with_uncond))  # .batch_rows: G, for accounting
+    return cfg(conditioned(model.predict, text, image), Cfg(scale, with_uncond))  # .batch_rows: G, for accounting
 
 
 def invert(

@@ -48,6 +48,7 @@ class TinyConfig:
     sample_frames: int = 49  # pixel frames the positional table is built for (as CogVideoX)
     sample_size: int = 64  # pixel height and width the positional table is built for
     seed: int = 0  # every weight is drawn from this seed
+    image_to_video: bool = False  # CogVideoXImageToVideoPipeline: image latents on the channels (1.5: ofs embedding)
 
 
 def make_tokenizer(max_length: int = 16):
@@ -136,9 +137,10 @@ def build_tiny_pipeline(config: TinyConfig = TinyConfig(), dtype: torch.dtype = 
     ``config.seed``, every model in ``dtype``, on the CPU in eval mode."""
     if config.style not in ("2b", "5b", "1.5"):
         raise ValueError(f"unknown tiny style {config.style!r}; use '2b', '5b' or '1.5'")
-    from diffusers import CogVideoXPipeline
+    from diffusers import CogVideoXImageToVideoPipeline, CogVideoXPipeline
 
-    return build(CogVideoXPipeline, _components, config, dtype)
+    pipeline_class = CogVideoXImageToVideoPipeline if config.image_to_video else CogVideoXPipeline
+    return build(pipeline_class, _components, config, dtype)
 
 
 def _components(config: TinyConfig) -> dict:
@@ -159,9 +161,15 @@ def _components(config: TinyConfig) -> dict:
         temporal_compression_ratio=4,
         sample_height=config.sample_size,
         sample_width=config.sample_size,
+        # per diffusers' CogVideoX 1.5 I2V conversion: its image latents are divided by the scaling factor
+        invert_scale_latents=config.image_to_video and config.style == "1.5",
     )
+    sizes = transformer_sizes(config, config.latent_channels)
+    if config.image_to_video:  # per convert_cogvideox_to_diffusers.py (i2v): noise and image latents on the channels
+        sizes["in_channels"] = 2 * config.latent_channels
     transformer = CogVideoXTransformer3DModel(
-        **transformer_sizes(config, config.latent_channels),
+        **sizes,
+        ofs_embed_dim=4 * config.head_dim if config.image_to_video and config.style == "1.5" else None,
         time_embed_dim=4 * config.head_dim,
         text_embed_dim=config.text_dim,
         sample_width=latent_size,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
 WAN_MODEL_DIR = Path(__file__).resolve().parent / "model_wan"
+I2V_MODEL_DIR = Path(__file__).resolve().parent / "model_i2v"  # CogVideoX-I2V layout, fine-tuned from MODEL_DIR
 SAMPLE_CLIP = Path(__file__).resolve().parent / "sample.mp4"
 NATIVE_SIZE = (64, 64)  # (height, width) of the world's frames, which both demo models are trained on
 TRAINED_FRAMES = 9  # frames of the world's clips (world.FRAMES): both demo models' temporal window
@@ -23,4 +24,4 @@ def model_available(folder: Path = MODEL_DIR) -> bool:
     return (folder / "model_index.json").is_file()
 
 
-__all__ = ["MODEL_DIR", "NATIVE_SIZE", "SAMPLE_CLIP", "WAN_MODEL_DIR", "model_available"]
+__all__ = ["I2V_MODEL_DIR", "MODEL_DIR", "NATIVE_SIZE", "SAMPLE_CLIP", "WAN_MODEL_DIR", "model_available"]

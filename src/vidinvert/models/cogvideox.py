@@ -15,6 +15,7 @@ import torch
 from ..errors import VidinvertError
 from ..schedule import Schedule, schedule_from_scheduler, split_last_step
 from .cogvideox_attention import SITES
+from .condition import ImageRows
 from .family import DiffusersFamily
 
 DEFAULT_FRAMES = 49  # CogVideoXPipeline.__call__'s default num_frames
@@ -99,6 +100,13 @@ class CogVideoXModel(DiffusersFamily):
             )
 
     # ---- transformer ----------------------------------------------------------------------------------------
+    def _with_image(self, latents: torch.Tensor, image: ImageRows | None, pad: int) -> torch.Tensor:
+        """The transformer's input rows from latents padded by ``pad`` frames: a text-to-video model takes the
+        latents alone."""
+        if image is not None:
+            raise ValueError("a text-to-video model takes no image condition")
+        return latents
+
     def rotary(self, latent_frames: int, height: int, width: int):
         """RoPE tables for a latent video of this size, or ``None`` for models with sincos positions (2b)."""
         if not self.config.use_rotary_positional_embeddings:
@@ -112,13 +120,14 @@ class CogVideoXModel(DiffusersFamily):
         return self._rope_cache[key]
 
     @torch.no_grad()
-    def predict(self, latents: torch.Tensor, t: int, text: torch.Tensor) -> torch.Tensor:
+    def predict(self, latents: torch.Tensor, t: int, text: torch.Tensor, image: ImageRows | None = None) -> torch.Tensor:
         """One transformer evaluation.
 
         Args:
             latents: ``[B, T, C', h, w]`` (any float dtype; cast to the model dtype here).
             t: the model timestep, shared by the batch.
             text: ``[B, L, D]`` prompt embeddings from ``encode_text``.
+            image: an image-to-video model's condition of each row (``encode_image``); ``None`` for text-to-video.
 
         Returns:
             float32 prediction ``[B, T, C', h, w]`` (a velocity for CogVideoX's v-prediction).
@@ -130,16 +139,57 @@ class CogVideoXModel(DiffusersFamily):
             # per diffusers pipeline_cogvideox.py (CogVideoX 1.5): pad the front to a multiple of patch_size_t
             pad = p_t - frames % p_t
             latents = torch.cat([latents[:, :1].expand(-1, pad, -1, -1, -1), latents], dim=1)  # [B, T+pad, C', h, w]
-        x = latents.to(device=self.device, dtype=self.dtype)
+        x = self._with_image(latents, image, pad).to(device=self.device, dtype=self.dtype)  # [B, T+pad, C'(+C'), h, w]
         timestep = torch.full((batch,), int(t), device=self.device, dtype=torch.long)
+        ofs = None  # CogVideoX 1.5 I2V's offset embedding takes 2.0 (per diffusers pipeline_cogvideox_image2video.py)
+        if self.config.ofs_embed_dim is not None:
+            ofs = torch.full((1,), 2.0, device=self.device, dtype=self.dtype)
         out = self.transformer(
             hidden_states=x,
             encoder_hidden_states=text.to(device=self.device, dtype=self.dtype),
             timestep=timestep,
+            ofs=ofs,
             image_rotary_emb=self.rotary(frames + pad, height, width),
             return_dict=False,
         )[0]
         return out[:, pad:].float()
+
+
+class CogVideoXI2VModel(CogVideoXModel):
+    """A CogVideoX image-to-video pipeline (CogVideoX-5b-I2V, CogVideoX1.5-5B-I2V, the I2V demo): every row is
+    conditioned on a frame, whose latents are concatenated to the row's on the channels."""
+
+    takes_image = needs_image = True
+    label = "CogVideoX image-to-video"
+
+    @torch.no_grad()
+    def encode_image(self, frame: torch.Tensor, latent_frames: int, generator: torch.Generator | None = None,
+                     sample: bool = False) -> ImageRows:
+        """One frame ``[C, H, W]`` in [-1, 1] -> the condition of one row: ``latents`` ``[1, T, C', h, w]``, the frame
+        encoded alone and scaled, then ``T - 1`` zero latent frames (per diffusers pipeline_cogvideox_image2video.py
+        ``prepare_latents``; ``sample`` draws from the posterior with ``generator``, as the pipeline does)."""
+        video = frame.to(device=self.device, dtype=self.vae.dtype)[None, :, None]  # [1, C, 1, H, W]
+        posterior = self.vae.encode(video).latent_dist
+        first = (posterior.sample(generator) if sample else posterior.mode()).permute(0, 2, 1, 3, 4).float()
+        if getattr(self.vae.config, "invert_scale_latents", False):  # CogVideoX 1.5 I2V divides (per the pipeline)
+            first = first / self.vae.config.scaling_factor
+        else:
+            first = first * self.vae.config.scaling_factor
+        rest = first.new_zeros((1, latent_frames - 1, *first.shape[2:]))
+        return ImageRows(latents=torch.cat([first, rest], dim=1))  # [1, T, C', h, w]
+
+    def _with_image(self, latents: torch.Tensor, image: ImageRows | None, pad: int) -> torch.Tensor:
+        """``[latents | image latents]`` on the channels. Where the frames were padded (CogVideoX 1.5) the image
+        latents get zero frames at the end, so the frame sits at position 0 as in the pipeline, which builds
+        ``[frame, 0, ...]`` for the padded length and drops the first latent frame of its output."""
+        if image is None:
+            raise VidinvertError("an image-to-video model needs a frame to condition on", "pass --first-frame")
+        cond = image["latents"].to(latents.device, latents.dtype)  # [B, T, C', h, w]
+        if cond.shape[0] != latents.shape[0] or cond.shape[1] + pad != latents.shape[1]:
+            raise ValueError(f"image condition {tuple(cond.shape)} does not fit latents {tuple(latents.shape)}")
+        if pad:
+            cond = torch.cat([cond, cond.new_zeros((cond.shape[0], pad, *cond.shape[2:]))], dim=1)
+        return torch.cat([latents, cond], dim=2)
 
 
 VideoModel = CogVideoXModel  # the adapter's name from when CogVideoX was the only family (compat, tests, bench)

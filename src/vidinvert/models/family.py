@@ -44,6 +44,9 @@ class DiffusersFamily:
     label: str  # the family as users read it, in errors
     default_name: str  # the name when neither ``name`` nor the pipeline's path gives one
     sites: TransformerSites  # where injection goes in the family's transformer
+    takes_image = False  # the model can condition rows on a frame (``encode_image``): an image-to-video model
+    needs_image = False  # every row must be conditioned on a frame (False where it also generates from text alone)
+    I2V_MODELS = "--model demo-i2v, THUDM/CogVideoX-5b-I2V or Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"  # for errors
 
     def __init__(self, pipe, name: str | None = None):
         missing = [n for n in COMPONENTS if getattr(pipe, n, None) is None]
@@ -145,6 +148,13 @@ class DiffusersFamily:
         """Install key/value injection in every block's self-attention of every expert; restore the originals on
         exit or error (``injection.injected``)."""
         return injected(self.experts, self.sites, config, state)
+
+    def encode_image(self, frame: torch.Tensor, latent_frames: int, generator: torch.Generator | None = None,
+                     sample: bool = False):
+        """An image-to-video model's condition of one row (``condition.ImageRows``) from a frame ``[C, H, W]`` in
+        [-1, 1], for latents of ``latent_frames`` frames; a text-to-video model takes none."""
+        raise VidinvertError(f"{self.name} is a text-to-video model: it cannot be conditioned on a first frame",
+                             f"use an image-to-video model ({self.I2V_MODELS})")
 
     # ---- text -----------------------------------------------------------------------------------------------
     @cached_property

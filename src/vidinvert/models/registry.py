@@ -20,11 +20,15 @@ from .placement import place
 
 DEMO_MODEL = "demo"  # the small CogVideoX trained on the synthetic world, shipped in vidinvert/demo/model
 DEMO_WAN = "demo-wan"  # the small Wan 2.1-layout model trained on the same world, in vidinvert/demo/model_wan
-DEMO_MODELS = (DEMO_MODEL, DEMO_WAN)
+DEMO_I2V = "demo-i2v"  # the CogVideoX demo fine-tuned to image-to-video, in vidinvert/demo/model_i2v
+DEMO_MODELS = (DEMO_MODEL, DEMO_WAN, DEMO_I2V)
 TINY_COGVIDEOX = ("tiny", "tiny-5b", "tiny-2b", "tiny-1.5")  # random CogVideoX weights built in code (tiny.py)
+TINY_COGVIDEOX_I2V = {"tiny-i2v": "5b", "tiny-i2v-1.5": "1.5"}  # random CogVideoX image-to-video weights
 TINY_WAN = {"tiny-wan": "2.1", "tiny-wan22": "2.2", "tiny-wan22-5b": "2.2-5b"}  # name -> style (tiny_wan.py)
-TINY_MODELS = TINY_COGVIDEOX + tuple(TINY_WAN)  # random weights built in code
-FAMILIES = {"CogVideoXPipeline": "cogvideox", "WanPipeline": "wan"}  # diffusers pipeline class -> family module
+TINY_MODELS = TINY_COGVIDEOX + tuple(TINY_COGVIDEOX_I2V) + tuple(TINY_WAN)  # random weights built in code
+FAMILIES = {"CogVideoXPipeline": "cogvideox", "CogVideoXImageToVideoPipeline": "cogvideox",
+            "WanPipeline": "wan"}  # diffusers pipeline class -> family module
+IMAGE_TO_VIDEO = ("CogVideoXImageToVideoPipeline",)  # pipeline classes whose rows are conditioned on a frame
 EXAMPLE_HUB_ID = "THUDM/CogVideoX-5b"
 EXAMPLE_PROMPT = "a green disc moving right in a dark sky"  # the demo model's example prompt, on every front end
 EXAMPLE_WAN_HUB_ID = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
@@ -185,12 +189,13 @@ def load_pipeline(
                              "there)", "use --dtype fp32 or bf16 on the CPU, or fp16 on a CUDA device")
     model = default_model() if model is None else model
     if model in DEMO_MODELS:
-        from ..demo import MODEL_DIR, WAN_MODEL_DIR, model_available
+        from ..demo import I2V_MODEL_DIR, MODEL_DIR, WAN_MODEL_DIR, model_available
 
-        folder, family = (MODEL_DIR, "cogvideox") if model == DEMO_MODEL else (WAN_MODEL_DIR, "wan")
+        folder, recipe = {DEMO_MODEL: (MODEL_DIR, "train --family cogvideox"), DEMO_WAN: (WAN_MODEL_DIR, "train --family wan"),
+                          DEMO_I2V: (I2V_MODEL_DIR, "train_i2v")}[model]
         if not model_available(folder):
             raise VidinvertError(f"the {model} model is not installed ({folder} has no model_index.json)",
-                                 f"train it with python -m vidinvert.demo.train --family {family}, or use a tiny model")
+                                 f"train it with python -m training.{recipe} from the repository, or use a tiny model")
         pipe = _from_pretrained(str(folder), torch_dtype)
     elif model in TINY_WAN:
         from ..tiny_wan import TinyWanConfig, build_tiny_wan_pipeline
@@ -200,8 +205,11 @@ def load_pipeline(
     elif model in TINY_MODELS:
         from ..tiny import TinyConfig, build_tiny_pipeline
 
-        style = model.split("-", 1)[1] if "-" in model else "5b"
-        pipe = build_tiny_pipeline(TinyConfig(style=style), dtype=torch_dtype)
+        if model in TINY_COGVIDEOX_I2V:
+            config = TinyConfig(style=TINY_COGVIDEOX_I2V[model], image_to_video=True)
+        else:
+            config = TinyConfig(style=model.split("-", 1)[1] if "-" in model else "5b")
+        pipe = build_tiny_pipeline(config, dtype=torch_dtype)
     else:
         pipe = _from_pretrained(model, torch_dtype)
     vae_dtype = FAMILY_VAE_DTYPE.get(family_of(pipe))
@@ -243,7 +251,7 @@ def family_named(name: str | None) -> str | None:
     name = name or default_model()
     if name in TINY_WAN or name == DEMO_WAN:
         return "wan"
-    if name in TINY_COGVIDEOX or name == DEMO_MODEL:
+    if name in TINY_COGVIDEOX or name in TINY_COGVIDEOX_I2V or name in (DEMO_MODEL, DEMO_I2V):
         return "cogvideox"
     try:
         return FAMILIES.get(json.loads((Path(name).expanduser() / "model_index.json").read_text()).get("_class_name"))
@@ -335,9 +343,10 @@ def adapter_for(pipe, name: str | None = None):
 
             native = native_size(TINY_WAN[name])
         return WanModel(pipe, name=name, native_size=native, trained_frames=trained)
-    from .cogvideox import CogVideoXModel
+    from .cogvideox import CogVideoXI2VModel, CogVideoXModel
 
-    return CogVideoXModel(pipe, name=name)
+    adapter = CogVideoXI2VModel if type(pipe).__name__ in IMAGE_TO_VIDEO else CogVideoXModel
+    return adapter(pipe, name=name)
 
 
 def open_model(settings: ModelSettings = ModelSettings()):
@@ -359,6 +368,10 @@ def model_note(name: str) -> str | None:
         return ("using the bundled demo model, a 4.4M-parameter CogVideoX trained on a synthetic world: it knows "
                 f"captions like '{EXAMPLE_PROMPT}'; use real weights such as "
                 f"{EXAMPLE_HUB_ID} for real videos")
+    if name == DEMO_I2V:
+        return ("using the bundled image-to-video demo model, the CogVideoX demo fine-tuned to follow a first frame "
+                "(synthetic world of coloured shapes): edit its sample with --first-frame; use real weights such as "
+                "THUDM/CogVideoX-5b-I2V for real videos")
     if name == DEMO_WAN:
         return ("using the bundled Wan demo model, a 1.8M-parameter Wan 2.1-layout model trained on a synthetic "
                 f"world: it knows captions like '{EXAMPLE_PROMPT}'; use real weights such as "

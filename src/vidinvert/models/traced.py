@@ -19,7 +19,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from ..errors import VidinvertError
 from ..settings import ModelSettings
 from .device import auto_dtype, resolve_dtype
-from .registry import (DEMO_MODEL, DEMO_MODELS, FAMILY_VAE_DTYPE, TINY_MODELS, default_model,
+from .registry import (DEMO_I2V, DEMO_MODEL, DEMO_MODELS, FAMILY_VAE_DTYPE, TINY_MODELS, default_model,
                        family_named, wrap)
 
 
@@ -59,9 +59,9 @@ def traced_model(settings: ModelSettings, mode: FakeTensorMode, device: str = "c
 def _folder(name: str) -> Path | None:
     """The pipeline folder ``name`` is (a bundled model's too), or None."""
     if name in DEMO_MODELS:
-        from ..demo import MODEL_DIR, WAN_MODEL_DIR
+        from ..demo import I2V_MODEL_DIR, MODEL_DIR, WAN_MODEL_DIR
 
-        return MODEL_DIR if name == DEMO_MODEL else WAN_MODEL_DIR
+        return {DEMO_MODEL: MODEL_DIR, DEMO_I2V: I2V_MODEL_DIR}.get(name, WAN_MODEL_DIR)
     path = Path(name).expanduser()
     return path if (path / "model_index.json").is_file() else None
 
