@@ -148,3 +148,18 @@ def decode_counter(monkeypatch) -> DecodeCount:
 
     monkeypatch.setattr(video, "_decode", counting)
     return count
+
+
+@pytest.fixture(scope="session")
+def pipes():
+    """Tiny pipelines by name, built on first use (float32, CPU)."""
+    from vidinvert.models import load_pipeline
+
+    built = {}
+
+    def get(name):
+        if name not in built:
+            built[name] = load_pipeline(name, device="cpu")
+        return built[name]
+
+    return get

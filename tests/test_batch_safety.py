@@ -161,7 +161,8 @@ def test_a_prompt_that_is_not_text_fails_its_row_only(tmp_path, prompt):
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"video": "x.mp4", "prompt": prompt}])
     (job,) = read_jobs(jobs, clip_defaults(model="tiny"))
     assert isinstance(job, BadRow)
-    assert job.error == "row 1: no edit prompt given; give 'prompts' (a list of texts) or 'prompt'"
+    assert job.error == ("row 1: no edit prompt given; give 'prompts' (a list of texts) or 'prompt', or "
+                         "'first-frame'")
 
 
 def test_undecodable_lines_fail_their_row_and_a_binary_file_is_refused(tmp_path):

@@ -34,17 +34,6 @@ FAMILIES = {
 }
 
 
-@pytest.fixture(scope="module")
-def pipes():
-    """Tiny pipelines by name, built on first use (float32, CPU)."""
-    built = {}
-
-    def get(name):
-        if name not in built:
-            built[name] = load_pipeline(name, device="cpu")
-        return built[name]
-
-    return get
 
 
 @pytest.fixture(params=list(FAMILIES))

@@ -164,14 +164,13 @@ def test_config_folder_round_trips(hub_id, config_folders):
 
 @pytest.mark.parametrize("hub_id", MODELS)
 def test_registry_detects_the_family(hub_id, config_folders):
-    """``registry._pipeline_class`` (what ``load_pipeline`` reads a folder's family with) names the record's family;
-    image-to-video pipelines are not among ``FAMILIES`` and are refused with a one-line error."""
+    """``registry._pipeline_class`` (what ``load_pipeline`` reads a folder's family with) names the record's family,
+    image-to-video pipelines included; ``takes_image_named`` knows which take a first frame."""
     model, folder = PUBLISHED[hub_id], config_folders[hub_id]
-    if model.pipeline in IMAGE_TO_VIDEO:
-        with pytest.raises(VidinvertError, match="cannot edit with"):
-            registry._pipeline_class(folder, hub_id)
-        pytest.xfail(f"{model.pipeline} is not in registry.FAMILIES (detected as unsupported, not as {model.family})")
     assert registry.FAMILIES[registry._pipeline_class(folder, hub_id)] == model.family
+    takes = model.pipeline in IMAGE_TO_VIDEO or bool(model.model_index.get("expand_timesteps"))
+    assert registry.takes_image_named(str(folder)) is takes
+    assert registry.takes_image_named(hub_id) is takes
 
 
 @pytest.mark.parametrize("hub_id", MODELS)

@@ -18,6 +18,7 @@ from .settings import BlendConfig  # noqa: F401  (re-exported)
 from .guidance import conditioned
 from .inversion import Inversion
 from .models.base import VideoFamily
+from .models.condition import ImageRows
 from .sampling import split_prediction
 
 AGREE = 1e-6  # mean |x0 difference| per level below which two prompts count as agreeing (latents are O(1))
@@ -31,7 +32,7 @@ def mask_levels(count: int, levels: int) -> list[int]:
 
 @torch.no_grad()
 def edit_mask(model: VideoFamily, inversion: Inversion, source_prompt: str, prompts: list[str],
-              config: BlendConfig, offset: int = 0) -> torch.Tensor:
+              config: BlendConfig, offset: int = 0, images=None) -> torch.Tensor:
     """Binary masks ``[K, T, 1, h, w]`` (float32, 1 = edited) of where each of the K prompts departs from
     ``source_prompt`` (``""``: the inversion's prompt, and when that is empty too, the empty text: DiffEdit's
     reference when no caption is at hand), from the model's clean-latent predictions on the stored trajectory
@@ -39,11 +40,15 @@ def edit_mask(model: VideoFamily, inversion: Inversion, source_prompt: str, prom
 
     Per latent frame, the disagreement is scaled by its largest value and thresholded; a frame where the prompts
     agree everywhere gets an empty mask (nothing there is edited).
+
+    ``images``: an image-to-video model's conditions of the K edits (``ImageRows``, K rows); the source row takes
+    the inversion's own (``inversion.condition``), so an edited first frame counts as a departure too.
     """
     source_prompt = source_prompt or inversion.meta.prompt
     schedule = inversion.schedule(model)[offset:]
     picks = mask_levels(len(schedule), config.levels)
-    fn = conditioned(model.predict, model.encode_text([source_prompt, *prompts]))  # rows [source, p_1 .. p_K]
+    image = None if images is None else ImageRows.cat([inversion.condition, images])  # [1 + K] rows
+    fn = conditioned(model.predict, model.encode_text([source_prompt, *prompts]), image)  # rows [source, p_1 .. p_K]
     total = None
     for j in picks:
         x = inversion.trajectory[offset + j].float()  # [1, T, C, h, w]

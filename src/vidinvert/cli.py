@@ -93,12 +93,15 @@ def _run_edit(args, prompts: list[str] | None, reconstruct: bool) -> int:
     result = run_edit(args.video, prompts, asked.model, asked.read, asked.invert, asked.edit, asked.output,
                       use_inversion=args.use_inversion,
                       save_inversion=args.save_inversion, steps_given=args.steps is not None,
-                      reconstruct=reconstruct, command=args.command)
+                      reconstruct=reconstruct, command=args.command,
+                      first_frames=getattr(args, "first_frame", None))
     _report(result, args.quiet)
     return 0
 
 
 def cmd_edit(args) -> int:
+    if not args.prompt and not args.first_frame:
+        raise VidinvertError("no edit prompt given", 'pass --prompt "..." (several allowed), or --first-frame IMAGE')
     return _run_edit(args, args.prompt, reconstruct=False)
 
 

@@ -23,6 +23,7 @@ from .guidance import Cfg, cfg, dynamic_scale, guided_texts, needs_uncond, with_
 from .inversion import Inversion
 from .krnr import krnr, krnr_adaptive, refuse_on_flow
 from .models.base import VideoFamily, negative_prompt_for
+from .models.condition import I2V_MODELS, ImageRows
 from .progress import progress_callback
 from .sampling import sample_ddim
 from .windows import windowed
@@ -96,6 +97,26 @@ def start_latents(
     return fresh.to(stored.device)
 
 
+def edit_conditions(model: VideoFamily, inversion: Inversion, first_frames: ImageRows | None,
+                    count: int) -> ImageRows | None:
+    """The image conditions of ``count`` edits: ``first_frames`` (one row, or one per edit), else the inversion's
+    own; ``None`` for a text-to-video model. One-line errors for a condition the model or inversion cannot use."""
+    if not getattr(model, "takes_image", False):
+        if first_frames is not None:
+            raise VidinvertError(f"{model.name} is a text-to-video model: it cannot be conditioned on a first frame",
+                                 f"use an image-to-video model ({I2V_MODELS})")
+        return None
+    if inversion.condition is None:
+        if first_frames is None and not getattr(model, "needs_image", False):
+            return None  # a model that also generates from text alone (Wan 2.2 TI2V), inverted without a frame
+        raise VidinvertError("the inversion was made without a first-frame condition, which this image-to-video "
+                             "model needs for its reference rows", "invert the video again with this model")
+    chosen = inversion.condition if first_frames is None else first_frames
+    if len(chosen) not in (1, count):
+        raise VidinvertError(f"{len(chosen)} first frames for {count} prompts", "give one first frame, or one per prompt")
+    return chosen.repeat(count) if len(chosen) == 1 else chosen
+
+
 def edit(
     model: VideoFamily,
     inversion: Inversion,
@@ -103,6 +124,7 @@ def edit(
     config: EditConfig = EditConfig(),
     progress: bool = False,
     stats: EditStats | None = None,
+    first_frames: ImageRows | None = None,
 ) -> torch.Tensor:
     """Regenerate the inverted video under ``prompts``.
 
@@ -113,6 +135,9 @@ def edit(
         config: guidance, start and injection settings.
         progress: show a progress bar.
         stats: filled with the rows of every transformer call, if given.
+        first_frames: an image-to-video model's conditions on the edited first frames (``model.encode_image``),
+            one row per prompt or one for all; ``None``: the inversion's own (the source's first frame). The
+            reference rows always take the inversion's, as they replay the source's trajectory.
 
     Returns:
         float32 latents ``[K, T, C, h, w]``, one video per prompt; decode with ``model.decode``.
@@ -149,6 +174,10 @@ def edit(
         )
     text_main = model.encode_text(main_texts)  # [M, L, D]
     text_all = torch.cat([text_main, model.encode_text(ref_texts)])  # [M + R, L, D]
+    edits = edit_conditions(model, inversion, first_frames, num_prompts)  # [K] rows, or None (text-to-video)
+    image_main = edits.repeat_each(len(main_texts) // num_prompts) if edits is not None else None  # [M]
+    image_all = ImageRows.cat([image_main, inversion.condition.repeat(len(ref_texts))]) if edits is not None else None
+    image_ref = image_all.rows(slice(len(main_texts), None)) if edits is not None else None  # [R]
     trajectory = inversion.trajectory
     state = InjectionState()
 
@@ -159,11 +188,11 @@ def edit(
     split = cap is not None and shared and windows.count == 1
     text_ref = text_all[len(main_texts) :]  # [R, L, D]
 
-    def predict(x: torch.Tensor, t: int, text: torch.Tensor, layout_now: BatchLayout | None) -> torch.Tensor:
+    def predict(x: torch.Tensor, t: int, text: torch.Tensor, layout_now: BatchLayout | None, image) -> torch.Tensor:
         state.layout = layout_now
         if stats is not None:
             stats.batch_rows.append(x.shape[0])
-        return model.predict(x, t, text)
+        return model.predict(x, t, text) if image is None else model.predict(x, t, text, image)
 
     def predict_main(main: torch.Tensor, t: int, reference_kv: dict) -> torch.Tensor:
         """Main rows reading ``reference_kv`` (``{block: (key, value)}``), in calls of at most ``cap`` rows."""
@@ -173,10 +202,11 @@ def edit(
         for start in range(0, main.shape[0], step):
             chunk = main[start : start + step]
             n = chunk.shape[0]
-            preds.append(predict(chunk, t, text_main[start : start + n], BatchLayout(n, (0,) * n, 0)))
+            image = image_main.rows(slice(start, start + n)) if image_main is not None else None
+            preds.append(predict(chunk, t, text_main[start : start + n], BatchLayout(n, (0,) * n, 0), image))
         return torch.cat(preds)  # [M, T, C, h, w]
 
-    joint = with_reference(lambda rows, i, t: predict(rows, t, text_all, layout),
+    joint = with_reference(lambda rows, i, t: predict(rows, t, text_all, layout, image_all),
                            lambda i: trajectory[offset + i], layout.num_ref)  # [M + R] rows in, [M] out
 
     def main_fn(main: torch.Tensor, i: int, t: int) -> torch.Tensor:
@@ -188,12 +218,12 @@ def edit(
             return predict_main(main, t, recorded)
         if active and split:  # the reference row alone, keeping every block's keys/values for this step
             state.record_row, state.recorded = 0, {}
-            predict(trajectory[offset + i].to(main.device, main.dtype), t, text_ref, None)  # [1, T, C, h, w]
+            predict(trajectory[offset + i].to(main.device, main.dtype), t, text_ref, None, image_ref)  # [1, T, C, h, w]
             step_kv, state.record_row, state.recorded = state.recorded, None, {}
             return predict_main(main, t, step_kv)
         if active:
             return joint(main, i, t)
-        return predict(main, t, text_main, None)
+        return predict(main, t, text_main, None, image_main)
 
     def scale(i: int, t: int) -> float:
         base = config.guidance_2 if config.guidance_2 is not None and model.expert_for(t) == 1 else config.guidance
@@ -203,7 +233,8 @@ def edit(
 
     mask = None
     if config.blend.enabled:
-        mask = edit_mask(model, inversion, config.blend.source_prompt, prompts, config.blend, offset)  # [K, T, 1, h, w]
+        mask = edit_mask(model, inversion, config.blend.source_prompt, prompts, config.blend, offset,
+                         edits)  # [K, T, 1, h, w]
         if stats is not None:
             stats.mask_rows = [num_prompts + 1] * len(mask_levels(len(schedule), config.blend.levels))
             stats.blend_coverage = mask.mean(dim=(1, 2, 3, 4)).tolist()

@@ -21,6 +21,7 @@ from .errors import VidinvertError
 from .exact import FixedPointReport, solve_fixed_point, warn_if_unconverged
 from .guidance import Cfg, cfg, conditioned, guided_texts, needs_uncond
 from .models.base import VideoFamily, negative_prompt_for
+from .models.condition import ImageRows
 from .models.device import resolve_device
 from .progress import progress_callback
 from .provenance import FORMAT_VERSION, InversionMeta, SourceInfo, parse_meta  # noqa: F401  (re-exported)
@@ -29,6 +30,8 @@ from .schedule import Schedule
 from .settings import DEFAULT_OVERLAP, DEFAULT_STEPS, KV_BUDGET_GB, InvertSettings
 from .video import refuse_special_file
 from .windows import Windows, from_record, resolve, windowed
+
+CONDITION = "condition."  # prefix of the image condition's tensors in a saved inversion
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class Inversion:
     kv_cache: KVCache | None = field(default=None, compare=False, repr=False)  # kept in memory only, never saved
     report: FixedPointReport | None = field(default=None, compare=False, repr=False)  # fixed-point: how each step
     #                                    was solved (``exact.describe(report)`` says it in one line); in memory only
+    condition: ImageRows | None = field(default=None, compare=False, repr=False)  # an image-to-video model's
+    #                                    condition of the trajectory (one row: the frame it was inverted on); saved
 
     def windows(self) -> Windows:
         """The temporal windows the trajectory was inverted in (one for files saved before windows)."""
@@ -92,6 +97,8 @@ class Inversion:
         from safetensors.torch import save_file
 
         tensors = {"trajectory": self.trajectory.float().cpu().contiguous(), "clean": self.clean.float().cpu().contiguous()}
+        if self.condition is not None:
+            tensors.update({CONDITION + k: v.float().cpu().contiguous() for k, v in self.condition.tensors.items()})
         header = json.dumps(self.meta.to_json())
         with atomic_write(path, force) as tmp:
             try:
@@ -127,6 +134,7 @@ class Inversion:
                     raise ValueError("not a vidinvert inversion")
                 raw = json.loads(header)
                 trajectory, clean = handle.get_tensor("trajectory"), handle.get_tensor("clean")
+                condition = {k[len(CONDITION):]: handle.get_tensor(k) for k in keys if k.startswith(CONDITION)}
         except Exception as err:  # safetensors raises several types for damaged files
             why = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
             raise VidinvertError(
@@ -146,7 +154,12 @@ class Inversion:
         trajectory, clean = trajectory.float(), clean.float()  # latents are float32 whatever another writer used
         if not (torch.isfinite(trajectory).all() and torch.isfinite(clean).all()):
             raise VidinvertError(f"{path} holds non-finite values", "invert the video again")
-        return Inversion(trajectory, clean, meta)
+        if bool(condition) != bool(meta.condition_hash) or any(
+                not v.is_floating_point() or v.ndim < 2 or v.shape[0] != 1 or not torch.isfinite(v).all()
+                for v in condition.values()):
+            raise VidinvertError(f"{path} has a first-frame condition that disagrees with its metadata",
+                                 "invert the video again")
+        return Inversion(trajectory, clean, meta, condition=ImageRows(**condition) if condition else None)
 
 
 def text_model_fn(model: VideoFamily, prompt: str, negative_prompt: str, guidance: float,
@@ -184,6 +197,8 @@ def invert(
     split_clean_end: bool | None = None,
     window: int | str | None = None,
     overlap: float = DEFAULT_OVERLAP,
+    image: ImageRows | None = None,
+    image_hash: str = "",
     **method_options,
 ) -> Inversion:
     """Invert clean latents along the model's own DDIM schedule.
@@ -219,6 +234,9 @@ def invert(
             window; ``"auto"`` uses the model's trained length. A clip of one window takes the unwindowed path.
             Recorded in the inversion; its edits use the same windows.
         overlap: share of a window its neighbours overlap (rounded down to whole latent frames, at least one).
+        image: an image-to-video model's condition (one row of ``model.encode_image``: the source's first frame);
+            required by a model that needs one. Saved with the inversion; its edits' reference rows use it.
+        image_hash: what identifies the conditioning frame (``video.frames_hash`` of it), recorded.
 
     Returns:
         An ``Inversion`` whose trajectory is ``[N, B, T, C, h, w]``, ``N = round(strength * steps)`` (+ 1 with the
@@ -234,6 +252,12 @@ def invert(
     if not torch.isfinite(latents).all():
         raise VidinvertError("the encoded latents contain NaN or inf", "check the input video, or use --dtype fp32/bf16")
     windows = resolve(model, latents.shape[1], window, overlap)
+    if image is None and getattr(model, "needs_image", False):
+        raise VidinvertError("an image-to-video model inverts a clip conditioned on a frame",
+                             "pass image=model.encode_image(frames[0], latent_frames)")
+    if image is not None and windows.count > 1:
+        raise VidinvertError("a clip conditioned on its first frame is inverted in one window (later windows have "
+                             "no first frame to follow)", "use --window off, or fewer frames (--max-num-frames)")
     if windows.count > 1 and record_kv:
         raise VidinvertError("recording keys/values works on a clip of one window",
                              "drop key/value reuse for a clip edited in windows")
@@ -247,7 +271,7 @@ def invert(
     full = model.schedule(steps, split_clean_end)
     split_clean_end = len(full) > steps  # a last step too short to cut stays whole
     schedule = full.tail(max(1, round(strength * steps)) + int(split_clean_end))
-    model_fn = text_model_fn(model, prompt, negative_prompt, guidance)
+    model_fn = text_model_fn(model, prompt, negative_prompt, guidance, image=image)
     latents = latents.float()
     recorder = _KVRecorder.create(model, latents, schedule, model_fn, method, kv_budget_gb) if record_kv else None
     saver, done = None, None
@@ -308,10 +332,12 @@ def invert(
             residuals=tuple(float(f"{r:.4g}") for r in report.residuals) if report else (),
             window=windows.record()[0],
             window_overlap=windows.record()[1],
+            condition_hash=(image_hash or "unrecorded") if image is not None else "",
             **(_solver_record(method_options) if method == "fixed-point" else {}),
         ),
         kv_cache=recorder.cache if recorder else None,
         report=report,
+        condition=image.rows(slice(0, 1)) if image is not None else None,
     )
 
 

@@ -204,8 +204,13 @@ OPTIONS: tuple[Option, ...] = (
     O("jobs", "text", None, "job file: .jsonl (one JSON object per line) or .csv; each row a 'video', its 'prompts' "
       "(a list, or one 'prompt'; in CSV split on '|'), an optional 'id' (its output folder) and any per-clip option "
       "below, named as its flag", "input", frozenset({BATCH}), positional=True, required=True, row=False),
-    O("prompt", "list", None, "edit prompt; repeat for several edits from one inversion, run in one batch", "input",
-      frozenset({EDIT}), required=True, label="Edit prompts (one per line)"),
+    O("prompt", "list", None, "edit prompt; repeat for several edits from one inversion, run in one batch "
+      "(optional with --first-frame: the source prompt)", "input", frozenset({EDIT}),
+      label="Edit prompts (one per line)"),
+    O("first-frame", "list", None, "an edited first frame (PNG/JPEG) for an image-to-video model (--model demo-i2v, "
+      "CogVideoX-5b-I2V, Wan I2V): the clip is regenerated to follow it, keeping the source's motion; repeat for "
+      "several (one per prompt, or one prompt for all); fitted to the clip's size by --resize", "input",
+      frozenset({EDIT, BATCH}), metavar="IMAGE", setting="first frame"),
     O("prompt", "text", None, "prompt to regenerate with (default: the --source-prompt; a saved inversion's own)",
       "input", frozenset({RECONSTRUCT})),
     O("save-inversion", "text", None, "also save the inversion made from the video (.inv)", "input",
@@ -215,8 +220,9 @@ OPTIONS: tuple[Option, ...] = (
       frozenset({EDIT, RECONSTRUCT})),
     # ---- model ----
     O("model", "text", _M.name, "pipeline folder or hub id (THUDM/CogVideoX-5b, Wan-AI/Wan2.1-T2V-1.3B-Diffusers); "
-      "default: 'demo', the bundled demo CogVideoX ('demo-wan' = the bundled demo Wan; 'tiny', 'tiny-2b', 'tiny-1.5', "
-      "'tiny-wan', 'tiny-wan22', 'tiny-wan22-5b' = tiny random models)", "model", MODEL_COMMANDS,
+      "default: 'demo', the bundled demo CogVideoX ('demo-wan' = the bundled demo Wan; 'demo-i2v' = the bundled "
+      "image-to-video demo, for --first-frame; 'tiny', 'tiny-2b', 'tiny-1.5', 'tiny-i2v', 'tiny-i2v-1.5', 'tiny-wan', "
+      "'tiny-wan22', 'tiny-wan22-5b', 'tiny-wan-i2v', 'tiny-wan22-i2v' = tiny random models)", "model", MODEL_COMMANDS,
       aliases=("--model-path",), setting="model name"),
     O("dtype", "choice", _M.dtype, "model dtype; auto = bf16 on CUDA, fp32 on CPU (latents stay fp32 in the sampler)",
       "model", MODEL_COMMANDS, DTYPE_CHOICES, setting="dtype"),

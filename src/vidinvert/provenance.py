@@ -79,6 +79,7 @@ class InversionMeta:
     max_iter: int | None = None
     clean_max_iter: int | None = None
     anderson: int | None = None
+    condition_hash: str = ""  # an image-to-video inversion: frames_hash of the frame it is conditioned on ("": none)
     format_version: int = FORMAT_VERSION
 
     @property
@@ -224,6 +225,7 @@ def parse_meta(raw, path: str | Path) -> InversionMeta:
             max_iter=_optional(raw.get("max_iter"), _int, 1, 1_000_000),
             clean_max_iter=_optional(raw.get("clean_max_iter"), _int, 1, 1_000_000),
             anderson=_optional(raw.get("anderson"), _int, 0, 1_000_000),
+            condition_hash=_str(raw.get("condition_hash", "")),
         )
     except (_Damaged, KeyError):
         raise VidinvertError(f"{path} has damaged metadata", "invert the video again") from None

@@ -558,6 +558,35 @@ def reason(err: BaseException) -> str:
     return " ".join(str(text).split())
 
 
+MIN_IMAGE_SIDE = 8  # an image smaller than this on a side (empty, 1-pixel) carries no frame to follow
+
+
+def read_frame_image(path: str | os.PathLike, height: int, width: int, resize: str = "stretch",
+                     what: str = "first frame") -> tuple[torch.Tensor, tuple[int, int]]:
+    """One image file (PNG, JPEG) as a frame of a clip read at ``height`` x ``width``: resized by the clip's own
+    rule (``resize``: "stretch" or "crop", as ``read_video``). Returns ``(frame [3, height, width] in [-1, 1],
+    (its height, its width) as stored)``; one-line errors naming ``what`` for a path that is not a usable image."""
+    path = Path(path)
+    refuse_special_file(path, f"give the {what} as a PNG or JPEG file")
+    if not path.exists():
+        raise VidinvertError(f"{what} not found: {path}", "check the path")
+    if path.is_dir():
+        raise VidinvertError(f"the {what} {path} is a folder", "give one PNG or JPEG file")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise VidinvertError(f"the {what} {path.name} is not an image ({', '.join(IMAGE_SUFFIXES)})",
+                             "save the edited frame as PNG or JPEG")
+    try:
+        rgb = _read_image(path)  # [H, W, 3]
+    except VidinvertError as err:
+        raise VidinvertError(f"the {what} {path.name} is not a readable image ({err.problem})",
+                             "save the edited frame as PNG or JPEG") from None
+    src_h, src_w = rgb.shape[:2]
+    if min(src_h, src_w) < MIN_IMAGE_SIDE:
+        raise VidinvertError(f"the {what} {path.name} is {src_h}x{src_w} pixels, too small to follow",
+                             f"give an image of at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}, e.g. the clip's own size")
+    return _fit(_to_float(rgb), height, width, resize), (src_h, src_w)
+
+
 # ----------------------------------------------------------------------------- helpers
 
 

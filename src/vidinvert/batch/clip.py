@@ -136,7 +136,8 @@ def run_clip(job: ClipJob, out: Path, models: ModelCache, max_attempts: int | No
         model = models.get(job.model)
         result = run_edit(job.video, list(job.prompts), job.model, job.read, job.invert, job.edit,
                           job.output(folder), use_inversion=str(inversion) if reuse else None,
-                          save_inversion=None if reuse or flowedit else str(inversion), model=model)
+                          save_inversion=None if reuse or flowedit else str(inversion), model=model,
+                          first_frames=list(job.first_frames))
     except Exception as err:  # a broken clip is recorded; the batch goes on
         if reuse:
             inversion.unlink(missing_ok=True)  # in case the saved inversion was the problem: the rerun makes it anew

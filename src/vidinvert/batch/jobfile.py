@@ -62,6 +62,8 @@ class ClipJob:
     comparison: bool = True  # also write source|result videos
     metrics: bool = False  # temporal metrics of each output (OutputSettings.metrics)
     video_stamp: tuple = ()  # (size, mtime_ns) of the video when planned; part of the hashes
+    first_frames: tuple[str, ...] = ()  # edited first frames (image-to-video models), paths
+    first_frame_stamps: tuple = ()  # (size, mtime_ns) of each when planned; part of the job hash
 
     def output(self, folder: Path) -> OutputSettings:
         """The output settings of this clip's ``run_edit`` in ``folder``."""
@@ -84,7 +86,10 @@ class ClipJob:
         """What the outputs depend on: the inversion's inputs, the prompts, the edit and output settings."""
         return self._digest({"inversion": self.inversion_hash, "prompts": list(self.prompts),
                              "edit": dataclasses.asdict(self.edit), "fps": self.fps, "comparison": self.comparison,
-                             **({"metrics": True} if self.metrics else {})})  # earlier batches' hashes still hold
+                             **({"metrics": True} if self.metrics else {}),  # earlier batches' hashes still hold
+                             **({"first_frames": [[str(Path(p).resolve()), list(s)] for p, s in
+                                                  zip(self.first_frames, self.first_frame_stamps)]}
+                                if self.first_frames else {})})
 
 
 @dataclass(frozen=True)
@@ -212,12 +217,15 @@ def _unused(stem: str, taken: set[str], explicit: dict[str, int], line: int) -> 
     return next(c for c in candidates if c.lower() not in taken and c.lower() not in explicit)
 
 
-def _prompts(row: dict) -> tuple[str, ...]:
+def _prompts(row: dict, optional: bool = False) -> tuple[str, ...]:
+    """The row's prompts; ``optional``: none given is allowed (a first-frame edit takes the source prompt)."""
     prompts = row.get("prompts", row.get("prompt"))
+    if optional and prompts is None:
+        return ()
     if isinstance(prompts, str):
         prompts = [prompts]
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
-        raise SettingsError("no edit prompt given", "give 'prompts' (a list of texts) or 'prompt'")
+        raise SettingsError("no edit prompt given", "give 'prompts' (a list of texts) or 'prompt', or 'first-frame'")
     return tuple(prompts)
 
 
@@ -256,8 +264,10 @@ def read_jobs(path: str | Path, defaults: dict | argparse.Namespace | None = Non
             if not isinstance(video, str) or not video.strip():
                 raise SettingsError("no video given", "give each row a 'video' path")
             clip_id = _clip_id(row, video, taken, explicit, line)
-            prompts = _prompts(row)
             values = apply_options(defaults, {k: v for k, v in row.items() if k not in RESERVED}, notes)
+            first_frames = tuple(p if Path(p).is_absolute() else str(path.parent / p)
+                                 for p in values.get("first_frame") or ())  # relative to the job file, as videos
+            prompts = _prompts(row, optional=bool(first_frames))
             asked = settings_from_values(values, BATCH)
             video_path = Path(video) if Path(video).is_absolute() else path.parent / video
             # guidance left to the model is resolved now, so the job's hash names the scale it runs with
@@ -267,7 +277,8 @@ def read_jobs(path: str | Path, defaults: dict | argparse.Namespace | None = Non
             job = ClipJob(line=line, id=clip_id, video=str(video_path), prompts=prompts, model=asked.model,
                           read=asked.read, invert=asked.invert, edit=edited, fps=asked.output.fps,
                           comparison=asked.output.comparison, metrics=asked.output.metrics,
-                          video_stamp=_stamp(video_path))
+                          video_stamp=_stamp(video_path), first_frames=first_frames,
+                          first_frame_stamps=tuple(_stamp(Path(p)) for p in first_frames))
             job.output(path.parent)  # OutputSettings validates the fps
         except VidinvertError as err:
             prompts = row.get("prompts", row.get("prompt")) if isinstance(row, dict) else None

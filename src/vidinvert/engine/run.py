@@ -35,6 +35,7 @@ from ..settings import (
 )
 from ..windows import resolve as resolve_windows, windowed
 from .budget import preflight
+from .first_frame import check_first_frame_request, paired_prompts, read_first_frames, refuse_text_to_video
 from .memory import guard_memory, peak_memory
 from .plan import (
     check_edit_request,
@@ -124,11 +125,13 @@ def flowedit_source(model: VideoFamily, source: Source, prompts: list[str], conf
 
 def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], config: EditConfig,
                   videos_out: list[Path], comparisons_out: list[Path], output: OutputSettings,
-                  reconstruct: bool = False, result: JobResult | None = None) -> JobResult:
+                  reconstruct: bool = False, result: JobResult | None = None, first_frames=None) -> JobResult:
     """Edit a prepared inversion with ``prompts`` in one batch, decode, write the videos and comparisons.
 
     The settings JSON is not written here (the caller knows the whole record); ``result.summary`` is filled.
     ``config`` is run as given: callers fill what was left to the model with ``family_defaults`` first.
+    ``first_frames``: an image-to-video model's conditions on the edited first frames (``ImageRows``, one per
+    prompt, from ``first_frame.read_first_frames``); ``None``: the source's own.
     """
     result = result or JobResult()
     inversion = prepared.inversion
@@ -139,7 +142,8 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
     started = time.perf_counter()
     stats = EditStats()
     with guard_memory("editing"):
-        latents = edit(model, inversion, prompts, config, progress=output.progress, stats=stats)
+        latents = edit(model, inversion, prompts, config, progress=output.progress, stats=stats,
+                       first_frames=first_frames)
     videos = decode(model, latents)  # [K, F, C, H, W]
     round_trip = decode(model, inversion.clean)[0] if reconstruct or prepared.source is None else None
     reference = prepared.source.clip.frames if prepared.source is not None else round_trip
@@ -171,7 +175,7 @@ def run_edit(video: str, prompts: list[str] | None, model_settings: ModelSetting
              config: EditConfig = EditConfig(), output: OutputSettings = OutputSettings(), *,
              use_inversion: str | None = None, save_inversion: str | None = None, steps_given: bool = True,
              reconstruct: bool = False, command: str = "edit", model: VideoFamily | None = None,
-             show: Callable[[str], str] = str) -> JobResult:
+             show: Callable[[str], str] = str, first_frames: list[str] | None = None) -> JobResult:
     """The edit job (``vidinvert edit`` / ``reconstruct``): check, plan outputs, open the model, invert the video or
     load a saved inversion (``video`` ending in ``.inv``, or ``use_inversion``), edit, write.
 
@@ -180,11 +184,16 @@ def run_edit(video: str, prompts: list[str] | None, model_settings: ModelSetting
             inversion's, the one it records).
         steps_given: whether ``invert_settings.steps`` was asked for (a saved inversion brings its own otherwise).
         model: an already opened model (its settings are then only recorded).
+        first_frames: edited first frames (image files) for an image-to-video model, one for all prompts or one
+            per prompt; the prompts may then be left out (each frame takes the source prompt).
     """
     result = JobResult()
-    source_text = reconstruct and prompts is None
+    first_frames = list(first_frames or [])
+    check_first_frame_request(first_frames, prompts, config, model_settings, reconstruct)
+    source_text = (reconstruct and prompts is None) or (bool(first_frames) and not prompts)
     if source_text:
-        prompts = [invert_settings.prompt]
+        prompts = paired_prompts(None, first_frames, invert_settings.prompt) if first_frames else [invert_settings.prompt]
+    prompts = paired_prompts(prompts, first_frames, invert_settings.prompt)
     if reconstruct:  # a fidelity check regenerates the source as it is: a model's edit recommendations do not apply
         config = with_model_edit_defaults(config, {})
     if config.method == "flowedit":
@@ -197,7 +206,7 @@ def run_edit(video: str, prompts: list[str] | None, model_settings: ModelSetting
                                        save_inversion=save_inversion, reconstruct=reconstruct, steps_given=steps_given,
                                        model_settings=model_settings)
             if saved is not None and source_text:
-                prompts = [saved.meta.prompt]
+                prompts = [saved.meta.prompt] * len(prompts)
             inputs = [Path(p) for p in (video, use_inversion) if p]
             stem = Path(video).stem
             extra = [Path(save_inversion)] if save_inversion else []
@@ -207,13 +216,16 @@ def run_edit(video: str, prompts: list[str] | None, model_settings: ModelSetting
             if model is None and saved is None:
                 preflight(video, prompts, model_settings, read, invert_settings, config, result.notes)
             model = model or load_model(model_settings, result.notes)
+            if first_frames:
+                refuse_text_to_video(model)
             read, invert_settings, config = family_defaults(model, read, invert_settings, config, result.notes,
                                                             inverting=saved is None)
             check_model_fits(model, config)
             if saved is None:
                 checkpoint = partial_path(Path(save_inversion) if save_inversion else videos_out[0].with_suffix(".inv"))
                 prepared = prepare(model, video, read, invert_settings, progress=output.progress, checkpoint=checkpoint,
-                                   rows=2 * len(prompts) + 2)  # each prompt guided, plus the reference
+                                   rows=2 * len(prompts) + 2,  # each prompt guided, plus the reference
+                                   first_frame=bool(first_frames))
             else:  # the video (with --use-inversion) is read as the inversion's was; the request matched it
                 prepared = load_saved(model, saved, invert_settings.steps if steps_given else None,
                                       None if is_saved_inversion(video) else video, saved.meta.read or read,
@@ -224,9 +236,21 @@ def run_edit(video: str, prompts: list[str] | None, model_settings: ModelSetting
             if config.blend.enabled and not config.blend.source_prompt:  # the inversion's text (blend.py), recorded
                 blend = dataclasses.replace(config.blend, source_prompt=prepared.inversion.meta.prompt)
                 config = dataclasses.replace(config, blend=blend)
+            conditions, frame_records = None, []
+            if first_frames:
+                meta = prepared.inversion.meta
+                height, width = meta.latent_shape[3] * model.spatial_factor, meta.latent_shape[4] * model.spatial_factor
+                conditions, frame_records = read_first_frames(model, first_frames, height, width, read.resize,
+                                                              meta.latent_shape[1], result.notes)
+            elif getattr(model, "needs_image", False):
+                result.notes.append("no --first-frame given: the image-to-video model follows the source's own first "
+                                    "frame")
             if save_inversion:
                 prepared.inversion.save(save_inversion, force=output.force)
-            edit_prepared(model, prepared, prompts, config, videos_out, comparisons_out, output, reconstruct, result)
+            edit_prepared(model, prepared, prompts, config, videos_out, comparisons_out, output, reconstruct, result,
+                          first_frames=conditions)
+            if frame_records:
+                result.summary["first_frames"] = frame_records
             result.summary["seconds"] = round(time.perf_counter() - started, 2)
             result.summary.update(peak_memory())
         write_records(result, command, model, model_settings, read, invert_settings, config, output, show)

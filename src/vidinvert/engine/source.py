@@ -81,10 +81,22 @@ def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings
     return Source(clip, latents, frames_hash(clip.frames), read)
 
 
+def source_condition(model: VideoFamily, source: Source, first_frame: bool = False):
+    """``(condition, its hash)`` of the source's own first frame for an image-to-video model that needs one (or
+    ``first_frame``: the job edits the first frame of a model that may take one); ``(None, "")`` otherwise."""
+    if not (getattr(model, "needs_image", False) or (first_frame and getattr(model, "takes_image", False))):
+        return None, ""
+    with torch.no_grad():
+        image = model.encode_image(source.clip.frames[0], source.latents.shape[1])
+    return image, frames_hash(source.clip.frames[:1])
+
+
 def invert_source(model: VideoFamily, source: Source, settings: InvertSettings = InvertSettings(),
-                  progress: bool = False, checkpoint: Path | None = None) -> Inversion:
+                  progress: bool = False, checkpoint: Path | None = None, first_frame: bool = False) -> Inversion:
     """Invert an opened video; the inversion records its source. ``checkpoint``: the file partial inversions go to
-    when ``settings.checkpoint_every > 0``."""
+    when ``settings.checkpoint_every > 0``. An image-to-video model inverts conditioned on the clip's own first
+    frame (``source_condition``)."""
+    image, image_hash = source_condition(model, source, first_frame)
     options = {}
     if settings.method == "fixed-point":
         options = dict(tol=settings.tol, max_iter=settings.max_iter, anderson=settings.anderson,
@@ -109,6 +121,8 @@ def invert_source(model: VideoFamily, source: Source, settings: InvertSettings =
             window=settings.window,
             overlap=settings.overlap,
             provenance=source.info(),
+            image=image,
+            image_hash=image_hash,
             **options,
         )
 
@@ -129,6 +143,7 @@ def load_saved(model: VideoFamily, path: str | Inversion, steps: int | None = No
     if video is not None:
         source = open_source(model, video, read, invert_settings=windowing)
         inversion.check_matches(source_hash=source.hash)
+        check_condition(inversion, source)
         return Prepared(source, inversion, reused=True)
     if not (meta.source and meta.read and Path(meta.source).is_file()):
         return Prepared(None, inversion, reused=True)
@@ -143,13 +158,24 @@ def load_saved(model: VideoFamily, path: str | Inversion, steps: int | None = No
     return Prepared(source, inversion, reused=True)
 
 
+def check_condition(inversion: Inversion, source: Source) -> None:
+    """Refuse an image-to-video inversion conditioned on another frame than ``source``'s first."""
+    recorded = inversion.meta.condition_hash
+    if recorded and recorded != "unrecorded" and recorded != frames_hash(source.clip.frames[:1]):
+        raise VidinvertError("the saved inversion was conditioned on another first frame than this video's",
+                             "invert this video again with this model")
+
+
 def prepare(model: VideoFamily, video: str, read: ReadSettings, invert_settings: InvertSettings,
-            progress: bool = False, checkpoint: Path | None = None, rows: int = 2) -> Prepared:
+            progress: bool = False, checkpoint: Path | None = None, rows: int = 2,
+            first_frame: bool = False) -> Prepared:
     """Open and invert a video (``rows``: the most transformer batch rows the job will use, for the memory check);
-    what ``invert_settings`` left to the model is filled in first (``family_defaults``)."""
+    what ``invert_settings`` left to the model is filled in first (``family_defaults``). ``first_frame``: the job
+    edits the first frame (``source_condition``)."""
     read, invert_settings, _ = family_defaults(model, read, invert_settings)
     source = open_source(model, video, read, rows, invert_settings)
-    return Prepared(source, invert_source(model, source, invert_settings, progress=progress, checkpoint=checkpoint))
+    return Prepared(source, invert_source(model, source, invert_settings, progress=progress, checkpoint=checkpoint,
+                                          first_frame=first_frame))
 
 
 def saved_invert_settings(meta: InversionMeta, overlap: float = DEFAULT_OVERLAP) -> InvertSettings:

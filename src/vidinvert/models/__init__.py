@@ -7,15 +7,17 @@ its injection processor on ``injection.InjectionProcessor``. Import what front e
 """
 
 from .base import VideoFamily
-from .cogvideox import CogVideoXModel, VideoModel
+from .cogvideox import CogVideoXI2VModel, CogVideoXModel, VideoModel
 from .device import DTYPES, auto_dtype, resolve_device, resolve_dtype
 from .family import DiffusersFamily
 from .registry import (DEMO_MODEL, DEMO_MODELS, DEMO_WAN, FAMILIES, TINY_MODELS, adapter_for, default_model,
                        load_pipeline, model_note, open_model, sample_video, wrap)
-from .wan import WanModel
+from .condition import ImageRows
+from .wan import WanI2VModel, WanModel
 
 __all__ = [
-    "DEMO_MODEL", "DEMO_MODELS", "DEMO_WAN", "DTYPES", "FAMILIES", "TINY_MODELS", "CogVideoXModel", "DiffusersFamily",
+    "DEMO_MODEL", "DEMO_MODELS", "DEMO_WAN", "DTYPES", "FAMILIES", "TINY_MODELS", "CogVideoXI2VModel", "CogVideoXModel",
+    "DiffusersFamily", "ImageRows", "WanI2VModel",
     "VideoFamily", "VideoModel", "WanModel", "adapter_for", "auto_dtype", "default_model", "load_pipeline",
     "model_note", "open_model", "resolve_device", "resolve_dtype", "sample_video", "wrap",
 ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+I2V_MODELS = "--model demo-i2v, THUDM/CogVideoX-5b-I2V or Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"  # named in refusals
+
 
 class ImageRows:
     """Named tensors whose first dimension is the batch rows they condition (every tensor the same row count)."""

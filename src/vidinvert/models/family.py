@@ -24,6 +24,7 @@ import torch
 from ..errors import VidinvertError
 from ..schedule import Schedule
 from ..settings import DEFAULT_GUIDANCE, MAX_STEPS
+from .condition import I2V_MODELS
 from .injection import TransformerSites, injected
 from .parts import PromptCache, check_frame_layout, fingerprint, transformer_step_bytes
 from .published import match
@@ -46,7 +47,6 @@ class DiffusersFamily:
     sites: TransformerSites  # where injection goes in the family's transformer
     takes_image = False  # the model can condition rows on a frame (``encode_image``): an image-to-video model
     needs_image = False  # every row must be conditioned on a frame (False where it also generates from text alone)
-    I2V_MODELS = "--model demo-i2v, THUDM/CogVideoX-5b-I2V or Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"  # for errors
 
     def __init__(self, pipe, name: str | None = None):
         missing = [n for n in COMPONENTS if getattr(pipe, n, None) is None]
@@ -154,7 +154,7 @@ class DiffusersFamily:
         """An image-to-video model's condition of one row (``condition.ImageRows``) from a frame ``[C, H, W]`` in
         [-1, 1], for latents of ``latent_frames`` frames; a text-to-video model takes none."""
         raise VidinvertError(f"{self.name} is a text-to-video model: it cannot be conditioned on a first frame",
-                             f"use an image-to-video model ({self.I2V_MODELS})")
+                             f"use an image-to-video model ({I2V_MODELS})")
 
     # ---- text -----------------------------------------------------------------------------------------------
     @cached_property

@@ -24,11 +24,13 @@ DEMO_I2V = "demo-i2v"  # the CogVideoX demo fine-tuned to image-to-video, in vid
 DEMO_MODELS = (DEMO_MODEL, DEMO_WAN, DEMO_I2V)
 TINY_COGVIDEOX = ("tiny", "tiny-5b", "tiny-2b", "tiny-1.5")  # random CogVideoX weights built in code (tiny.py)
 TINY_COGVIDEOX_I2V = {"tiny-i2v": "5b", "tiny-i2v-1.5": "1.5"}  # random CogVideoX image-to-video weights
-TINY_WAN = {"tiny-wan": "2.1", "tiny-wan22": "2.2", "tiny-wan22-5b": "2.2-5b"}  # name -> style (tiny_wan.py)
+TINY_WAN = {"tiny-wan": "2.1", "tiny-wan22": "2.2", "tiny-wan22-5b": "2.2-5b",  # name -> style (tiny_wan.py)
+            "tiny-wan-i2v": "2.1-i2v", "tiny-wan22-i2v": "2.2-i2v"}  # Wan 2.1 I2V (CLIP), Wan 2.2 I2V A14B
 TINY_MODELS = TINY_COGVIDEOX + tuple(TINY_COGVIDEOX_I2V) + tuple(TINY_WAN)  # random weights built in code
 FAMILIES = {"CogVideoXPipeline": "cogvideox", "CogVideoXImageToVideoPipeline": "cogvideox",
-            "WanPipeline": "wan"}  # diffusers pipeline class -> family module
-IMAGE_TO_VIDEO = ("CogVideoXImageToVideoPipeline",)  # pipeline classes whose rows are conditioned on a frame
+            "WanPipeline": "wan", "WanImageToVideoPipeline": "wan"}  # diffusers pipeline class -> family module
+IMAGE_TO_VIDEO = ("CogVideoXImageToVideoPipeline", "WanImageToVideoPipeline")  # rows conditioned on a frame
+IMAGE_TO_VIDEO_TINY = ("tiny-wan-i2v", "tiny-wan22-i2v", "tiny-wan22-5b")  # Wan tiny names taking a first frame
 EXAMPLE_HUB_ID = "THUDM/CogVideoX-5b"
 EXAMPLE_PROMPT = "a green disc moving right in a dark sky"  # the demo model's example prompt, on every front end
 EXAMPLE_WAN_HUB_ID = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
@@ -259,6 +261,27 @@ def family_named(name: str | None) -> str | None:
         return None
 
 
+def takes_image_named(name: str | None) -> bool | None:
+    """Whether the model ``name`` names can follow a first frame, known without loading it: bundled and tiny models
+    by name, a folder by its ``model_index.json``, a published hub id by its record; ``None`` where unknown."""
+    name = name or default_model()
+    if name in TINY_COGVIDEOX_I2V or name == DEMO_I2V:
+        return True
+    if name in TINY_MODELS or name in DEMO_MODELS:
+        return name in IMAGE_TO_VIDEO_TINY
+    from .published import PUBLISHED
+
+    record = PUBLISHED.get(name)
+    try:
+        index = record.model_index if record is not None else json.loads(
+            (Path(name).expanduser() / "model_index.json").read_text())
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(index, dict):
+        return None
+    return index.get("_class_name") in IMAGE_TO_VIDEO or bool(index.get("expand_timesteps"))
+
+
 def family_of(pipe) -> str:
     """The family (``FAMILIES`` value) of a loaded pipeline; one-line error for any other pipeline."""
     family = FAMILIES.get(type(pipe).__name__)
@@ -333,7 +356,7 @@ def adapter_for(pipe, name: str | None = None):
     (``FAMILIES``; one-line error for any other), with the native size and trained frames of a bundled or tiny model
     named ``name``."""
     if family_of(pipe) == "wan":
-        from .wan import WanModel
+        from .wan import adapter_class
 
         native = trained = None
         if name == DEMO_WAN:
@@ -342,7 +365,7 @@ def adapter_for(pipe, name: str | None = None):
             from ..tiny_wan import native_size
 
             native = native_size(TINY_WAN[name])
-        return WanModel(pipe, name=name, native_size=native, trained_frames=trained)
+        return adapter_class(pipe)(pipe, name=name, native_size=native, trained_frames=trained)
     from .cogvideox import CogVideoXI2VModel, CogVideoXModel
 
     adapter = CogVideoXI2VModel if type(pipe).__name__ in IMAGE_TO_VIDEO else CogVideoXModel
