@@ -158,7 +158,8 @@ def test_plan_refuses_a_bad_device_memory_in_one_line(value, capsys):
 
 def test_preflight_refuses_before_loading_and_names_what_fits(tmp_path, monkeypatch, capsys):
     """A folder (the demo's configs, no weights: loading it would fail) asked for a size whose decode does not fit:
-    refused by the plan, with the option that fits, before any weight is read."""
+    refused by the plan, with the option that fits, before any weight is read. 128x128: the demo VAE tiles at 32 px,
+    and a tiled plan traces every tile (512x512 took minutes)."""
     from vidinvert.demo import MODEL_DIR
     from vidinvert.models.published import _write_json
 
@@ -170,14 +171,14 @@ def test_preflight_refuses_before_loading_and_names_what_fits(tmp_path, monkeypa
     for sub in ("tokenizer",):
         for path in (MODEL_DIR / sub).iterdir():
             (folder / sub / path.name).write_bytes(path.read_bytes())
-    plain = plan_job(None, ["x"], ModelSettings(name=str(folder)), ReadSettings(height=512, width=512), frames=9,
+    plain = plan_job(None, ["x"], ModelSettings(name=str(folder)), ReadSettings(height=128, width=128), frames=9,
                      device_memory=2**40)
-    tiled = plan_job(None, ["x"], ModelSettings(name=str(folder), vae_tiling=True), ReadSettings(height=512, width=512),
+    tiled = plan_job(None, ["x"], ModelSettings(name=str(folder), vae_tiling=True), ReadSettings(height=128, width=128),
                      frames=9, device_memory=2**40)
     assert tiled.peak_bytes < plain.peak_bytes
     room = (tiled.peak_bytes + plain.peak_bytes) // 2 - budget.resident_bytes()
     monkeypatch.setattr("vidinvert.models.device.available_memory", lambda device: room)
-    code = main(["edit", "--model", str(folder), "--prompt", "x", "--height", "512", "--width", "512", "--steps", "2",
+    code = main(["edit", "--model", str(folder), "--prompt", "x", "--height", "128", "--width", "128", "--steps", "2",
                  "-o", str(tmp_path / "out.mp4")])
     err = capsys.readouterr().err
     assert code == 2 and "error: this job needs about" in err and "fits with --vae-tiling" in err
