@@ -9,6 +9,7 @@ browser). ``VIDINVERT_SCREENSHOT=1`` also saves the page after an edit of the bu
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import socket
@@ -168,6 +169,66 @@ def test_studio_flowedit_runs_in_the_windows_asked_for_as_the_cli(tmp_path):
     assert page.summary["flowedit"]["window_overlap"] == cli.summary["flowedit"]["window_overlap"]
     assert torch.equal(page.latents, cli.latents)
     assert page.record["read"] == cli.record["read"]
+
+
+def _edited_first_frame(path: Path) -> Path:
+    """The bundled sample's first frame with its red disc recoloured green, saved as a PNG at ``path``."""
+    from PIL import Image
+
+    from vidinvert.video import read_video, to_uint8
+
+    clip = read_video(SAMPLE, None, None, max_frames=1, min_frames=1, temporal_multiple=1)
+    rgb = to_uint8(clip.frames[:1])[0].copy()  # [H, W, 3]
+    disc = (rgb[..., 0] > 120) & (rgb[..., 1] < 100)
+    assert disc.sum() > 100, disc.sum()
+    rgb[disc] = (40, 200, 60)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+@pytest.mark.parametrize("model", ["tiny-i2v", "tiny-wan22-5b"])
+def test_studio_follows_an_edited_first_frame_as_the_cli(tmp_path, model):
+    """A page edit with an edited first frame and no prompt is the CLI's ``--first-frame`` job: the same latents,
+    the source prompt, the frame recorded by its SHA-256 (and file name, no server path); also after an edit without
+    one, whose inversion a model that may generate from text alone (Wan 2.2 TI2V) made without the clip's frame."""
+    frame = _edited_first_frame(tmp_path / "edited.png")
+    read, inv, config = settings_from_form({"max_num_frames": 5, "steps": 2, "source_prompt": "a red disc"})
+    cli = engine.run_edit(str(SAMPLE), None, ModelSettings(name=model), read, inv, config,
+                          OutputSettings(output=str(tmp_path / "cli" / "out.mp4"), progress=False),
+                          first_frames=[str(frame)])
+    studio = Studio(ModelSettings(name=model))
+    studio.edit(str(SAMPLE), read, inv, ["a blue disc"], config, tmp_path / "plain")  # its inversion is cached
+    results, page = studio.edit(str(SAMPLE), read, inv, None, config, tmp_path / "page", first_frames=[str(frame)])
+    assert torch.equal(page.latents, cli.latents)
+    assert [r.prompt for r in results] == ["a red disc"]
+    record = json.loads(results[0].settings.read_text())
+    assert record["result"]["first_frames"][0]["path"] == "edited.png"
+    assert record["result"]["first_frames"][0]["sha256"] == hashlib.sha256(frame.read_bytes()).hexdigest()
+    assert record["result"]["first_frames"][0]["sha256"] == cli.summary["first_frames"][0]["sha256"]
+
+
+def test_the_first_frame_field_is_named_by_its_label(tmp_path):
+    """Messages name the upload as the page's Edited first frame, never ``--first-frame`` or a server path; with a
+    first frame the prompts are optional."""
+    from vidinvert.web.form import FIRST_FRAME_LABEL, first_frames_from_form
+
+    assert FIRST_FRAME_LABEL == "Edited first frame"
+    assert page_words("drop --first-frame, or use vidinvert edit") == "drop Edited first frame, or use vidinvert edit"
+    assert parse_prompts(" \n", optional=True) == [] and first_frames_from_form(None) == first_frames_from_form("") == []
+    with pytest.raises(VidinvertError) as info:
+        parse_prompts("", first_frame_field=True)
+    assert_one_line(info.value, "no edit prompt given", "or upload an Edited first frame")
+    notes, fake = tmp_path / "notes.txt", tmp_path / "fake.png"
+    notes.write_text("a frame, in words\n")
+    fake.write_text("a frame, in words\n")
+    with pytest.raises(VidinvertError) as info:
+        first_frames_from_form(str(notes))
+    assert error_line(info.value, None, str(notes)) == ("vidinvert: error: the Edited first frame notes.txt is not an "
+                                                         "image (.png, .jpg, .jpeg); save the edited frame as PNG or JPEG")
+    with pytest.raises(VidinvertError) as info:
+        first_frames_from_form(str(fake))
+    line = error_line(info.value, str(fake))
+    assert line.startswith("vidinvert: error: the Edited first frame fake.png is not a readable image") and "/" not in line
 
 
 def test_a_window_on_the_form_reads_every_frame_unless_max_frames_is_typed():
@@ -427,7 +488,7 @@ def test_page_fields_are_generated_from_the_options_table():
     from vidinvert.options import EDIT, for_command
     from vidinvert.web.form import BLEND_CHOICES, INFO_LENGTH, form_defaults, page_fields
 
-    options = [o for o in for_command(EDIT) if o.label and o.dest != "prompt"]
+    options = [o for o in for_command(EDIT) if o.label and o.dest not in ("prompt", "first_frame")]  # beside the video
     app = _app("tiny-wan")
     components, initial = _components(app), form_defaults()
     assert set(components) == {o.dest for o in options}
@@ -566,6 +627,25 @@ def test_the_status_time_covers_the_whole_run():
     _page_handler(app, "on_close").fn(SimpleNamespace(session_hash="timing"))
 
 
+def test_an_uploaded_first_frame_goes_when_the_session_ends(tmp_path):
+    """An Edited first frame uploaded into the app's folder is the session's upload, as a video is: checked when it
+    arrives, removed (with Gradio's folder for it) when the session ends."""
+    from types import SimpleNamespace
+
+    from vidinvert.web.page import build_app
+
+    pytest.importorskip("gradio")
+    root = tmp_path / "root"
+    app = build_app(Studio(ModelSettings(name="tiny-i2v")), root)
+    (root / "0a1b").mkdir(parents=True)
+    upload = _edited_first_frame(root / "0a1b" / "edited.png")  # where Gradio puts an upload
+    request = SimpleNamespace(session_hash="frames")
+    status = _page_handler(app, "on_first_frame").fn(str(upload), request)
+    assert status.startswith("Edited first frame: edited.png"), status
+    _page_handler(app, "on_close").fn(request)
+    assert not upload.exists() and not upload.parent.exists()
+
+
 def test_page_messages_name_the_page_fields_for_bad_inputs():
     """Bad inputs driven through the page's Edit, Invert and preview: every message names the page's fields by
     their labels, never a CLI flag (``--...``) or a settings name of the code (``max_frames``)."""
@@ -613,10 +693,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _serving(tmp_path_factory, model: str):
-    """``python -m vidinvert.web --model MODEL`` on a free port (this checkout's code); yields its URL."""
+def _serving(tmp_path_factory, model: str, folder: Path | None = None):
+    """``python -m vidinvert.web --model MODEL`` on a free port (this checkout's code), its files in ``folder`` (default
+    a new one); yields its URL."""
     _browser_stack()
-    folder = tmp_path_factory.mktemp("web")
+    folder = folder or tmp_path_factory.mktemp("web")
     port = _free_port()
     path = os.pathsep.join([str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
     env = {**os.environ, "GRADIO_TEMP_DIR": str(folder / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False",
@@ -667,6 +748,14 @@ def wan_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def i2v_server(tmp_path_factory):
+    """The page of the demo image-to-video model: its URL and the server's folder (its outputs are inside)."""
+    folder = tmp_path_factory.mktemp("web-i2v")
+    with _serving(tmp_path_factory, "demo-i2v", folder) as url:
+        yield url, folder
+
+
+@pytest.fixture(scope="module")
 def browser():
     sync_api = _browser_stack()
     with sync_api.sync_playwright() as playwright:
@@ -696,6 +785,14 @@ def page(server, browser):
 def wan_page(wan_server, browser):
     """A fresh browser session on the demo Wan model's page."""
     context, page = _open_page(browser, wan_server)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def i2v_page(i2v_server, browser):
+    """A fresh browser session on the demo image-to-video model's page."""
+    context, page = _open_page(browser, i2v_server[0])
     yield page
     context.close()
 
@@ -885,6 +982,62 @@ def test_wan_page_shows_flowedit_fields_only_for_flowedit(wan_page):
     _expect()(page.locator("#flowedit-settings")).to_be_hidden()
     _expect()(page.locator("#injection-settings")).to_be_visible()
     _expect()(page.locator("#invert")).to_be_visible()
+
+
+@pytest.mark.slow
+def test_i2v_page_follows_an_edited_first_frame(i2v_page, tmp_path):
+    """demo-i2v: the sample and an edited first frame (its disc recoloured), no prompt (the source prompt's), 8 steps:
+    the first frames show side by side (source | edited | result) and the settings JSON records the frame's SHA-256."""
+    page = i2v_page
+    frame = _edited_first_frame(tmp_path / "edited.png")
+    page.click("#use-sample")
+    _expect()(page.locator("#status")).to_contain_text("reads 9 frames")
+    page.locator("#first-frame input[type=file]").set_input_files(str(frame))
+    _expect()(page.locator("#status")).to_contain_text("Edited first frame: edited.png")
+    _open_settings(page)
+    _fill(page, "steps", "8")
+    page.click("#edit")
+    _expect()(page.locator("#status")).to_contain_text("Edited 9 frames", timeout=120_000)
+    assert "with the Source prompt, following the Edited first frame edited.png" in _status(page)
+    _expect()(page.locator("#first-frame-compare img")).to_have_count(3)
+    captions = page.locator("#first-frame-compare").inner_text()
+    assert [c in captions for c in ("source first frame", "edited first frame", "result first frame")] == [True] * 3
+    record = json.loads(_fetch(page, _downloads(page)["sample_edit.json"], tmp_path / "settings.json").read_text())
+    assert [(f["path"], f["sha256"]) for f in record["result"]["first_frames"]] == [
+        ("edited.png", hashlib.sha256(frame.read_bytes()).hexdigest())]
+
+
+@pytest.mark.slow
+def test_a_first_frame_that_is_no_image_gives_one_line_and_writes_nothing(i2v_server, i2v_page, tmp_path):
+    """A text file named as a PNG (the browser lets a file named otherwise through only as an image) uploaded as the
+    Edited first frame: one line naming the field, at once and on Edit, which writes nothing."""
+    page, folder = i2v_page, i2v_server[1]
+    runs = set(folder.glob("vidinvert-web-*/session-*/run*"))  # other sessions' (an earlier test's)
+    notes = tmp_path / "notes.png"
+    notes.write_text("the first frame, in words\n")
+    page.locator("#first-frame input[type=file]").set_input_files(str(notes))
+    words = "vidinvert: error: the Edited first frame notes.png is not a readable image"
+    _expect()(page.locator("#status")).to_contain_text(words)  # checked on upload
+    page.click("#use-sample")
+    _expect()(page.locator("#status")).to_contain_text("reads 9 frames")
+    page.locator("#prompts textarea").fill(EXAMPLE_PROMPT)
+    page.click("#edit")
+    _expect()(page.locator("#status")).to_contain_text(words)
+    _expect()(page.locator("#edit")).to_be_enabled()
+    line = _status(page)
+    assert line.endswith("save the edited frame as PNG or JPEG"), line
+    assert "\n" not in line and "/" not in line and "--first-frame" not in line, line
+    assert _downloads(page) == {} and not page.locator("#first-frame-compare").is_visible()
+    assert set(folder.glob("vidinvert-web-*/session-*/run*")) <= runs  # no run folder, no result
+
+
+@pytest.mark.slow
+def test_a_text_to_video_page_has_no_first_frame_field(page):
+    _expect()(page.locator("#use-sample")).to_be_visible()
+    for elem_id in ("first-frame", "first-frame-info", "first-frame-compare"):
+        assert not page.locator(f"#{elem_id}").is_visible(), elem_id
+    assert "image-to-video" not in page.locator("#header").inner_text()
+    assert page.locator("#prompts").inner_text().strip() == "Edit prompts (one per line)"  # no "optional" info
 
 
 @pytest.mark.slow

@@ -210,7 +210,7 @@ OPTIONS: tuple[Option, ...] = (
     O("first-frame", "list", None, "an edited first frame (PNG/JPEG) for an image-to-video model (--model demo-i2v, "
       "CogVideoX-5b-I2V, Wan I2V): the clip is regenerated to follow it, keeping the source's motion; repeat for "
       "several (one per prompt, or one prompt for all); fitted to the clip's size by --resize", "input",
-      frozenset({EDIT, BATCH}), metavar="IMAGE", setting="first frame"),
+      frozenset({EDIT, BATCH}), metavar="IMAGE", setting="first frame", label="Edited first frame"),
     O("prompt", "text", None, "prompt to regenerate with (default: the --source-prompt; a saved inversion's own)",
       "input", frozenset({RECONSTRUCT})),
     O("save-inversion", "text", None, "also save the inversion made from the video (.inv)", "input",

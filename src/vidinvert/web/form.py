@@ -2,7 +2,8 @@
 text and panel, for the loaded model and edit method) and its values -> the settings dataclasses, with one-line
 errors naming the fields by their labels.
 
-Every page field is an option of ``options.OPTIONS`` with a ``label``; its panel is the option's group. The few
+Every page field is an option of ``options.OPTIONS`` with a ``label``; its panel is the option's group, but for the
+inputs beside the video: the prompts box and, for an image-to-video model, the Edited first frame upload. The few
 conventions of the page alone live in ``UNSET``, ``SETTINGS_OWN``, ``BLEND_CHOICES`` and ``field_kind``: a number
 left to the model shows 0 (an empty text, the radio's "model's"), an on/off choice is a tick box. Values are mapped
 onto settings by ``options.settings_from_values``' parts, as the CLI's and the batch's are; nothing here knows the
@@ -20,9 +21,12 @@ from ..errors import SettingsError
 from ..options import (EDIT, GROUP_TITLES, Option, defaults, edit_config, for_command, invert_settings,
                        read_settings)
 from ..settings import InvertSettings
+from ..video import MIN_IMAGE_SIDE, read_frame_image
 
 PROMPT_OPTION = next(o for o in for_command(EDIT) if o.dest == "prompt")  # the prompts box: a run's list of edits
-PAGE_OPTIONS: tuple[Option, ...] = tuple(o for o in for_command(EDIT) if o.label and o is not PROMPT_OPTION)
+FIRST_FRAME_OPTION = next(o for o in for_command(EDIT) if o.dest == "first_frame")  # an image upload beside the video
+INPUT_OPTIONS = (PROMPT_OPTION, FIRST_FRAME_OPTION)  # the page's inputs beside the video, not fields of a panel
+PAGE_OPTIONS: tuple[Option, ...] = tuple(o for o in for_command(EDIT) if o.label and o not in INPUT_OPTIONS)
 OPTION = {option.dest: option for option in PAGE_OPTIONS}  # form key -> its option
 PAGE_FIELDS = tuple(OPTION)  # form keys: the options (by dest) the page shows, in table order
 LABELS = {key: option.label for key, option in OPTION.items()}  # form key -> label
@@ -33,6 +37,10 @@ PANEL_TITLES = {group: GROUP_TITLES[group][0].upper() + GROUP_TITLES[group][1:] 
 GROUP_LABELS = {"read": PANEL_TITLES["frames"], "inv": PANEL_TITLES["inversion"],  # a message naming no field:
                 "edit": PANEL_TITLES["editing"]}  # the panel of the settings it came from
 PROMPTS_LABEL = PROMPT_OPTION.label
+FIRST_FRAME_LABEL = FIRST_FRAME_OPTION.label
+FIRST_FRAME_INFO = ("optional; the clip follows this frame (PNG or JPEG), keeping the source's motion; without one the "
+                    "model follows the source's own first frame")  # the page's words: the table's help is the CLI's
+PROMPTS_INFO = f"optional with an {FIRST_FRAME_LABEL}: without a prompt it takes the Source prompt"  # an I2V page's
 MAX_PROMPTS = 8  # edit prompts one page run takes (each adds transformer batch rows: memory and time)
 INFO_LENGTH = 140  # info text under a field, at most (the option's help, shortened)
 
@@ -380,16 +388,33 @@ def metrics_from_form(form: dict) -> bool:
     return bool({**form_defaults(), **form}["metrics"])
 
 
-def parse_prompts(text: str | None) -> list[str]:
-    """One edit prompt per non-empty line, at most ``MAX_PROMPTS``."""
+def parse_prompts(text: str | None, optional: bool = False, first_frame_field: bool = False) -> list[str]:
+    """One edit prompt per non-empty line, at most ``MAX_PROMPTS``.
+
+    Args:
+        optional: none is fine (``[]``): an edit that follows an edited first frame then takes the source prompt,
+            as on the CLI.
+        first_frame_field: the page has the Edited first frame upload, which the hint for a missing prompt names.
+    """
     if text is not None and not isinstance(text, str):
         raise SettingsError(f"{PROMPTS_LABEL} must be text, got {_shown(text)}")
     prompts = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    if not prompts:
-        raise SettingsError("no edit prompt given", f"type one or more prompts in {PROMPTS_LABEL}")
+    if not prompts and not optional:
+        raise SettingsError("no edit prompt given", f"type one or more prompts in {PROMPTS_LABEL}"
+                            + (f", or upload an {FIRST_FRAME_LABEL}" if first_frame_field else ""))
     if len(prompts) > MAX_PROMPTS:
         raise SettingsError(f"{PROMPTS_LABEL}: {len(prompts)} prompts, at most {MAX_PROMPTS} per run",
                             f"keep {MAX_PROMPTS} lines and edit with the others in another run")
     return prompts
 
 
+def first_frames_from_form(value) -> list[str]:
+    """The Edited first frame upload (a file path; ``None`` or empty: none) -> the job's ``first_frames``, the image
+    checked now, as the edit reads it (``video.read_frame_image``: a PNG or JPEG file of at least
+    ``MIN_IMAGE_SIDE`` pixels a side, through the video reader's safe demuxers), with errors naming the field."""
+    if value is None or value == "":
+        return []
+    if not isinstance(value, str):
+        raise SettingsError(f"{FIRST_FRAME_LABEL} must be an uploaded image file, got {_shown(value)}")
+    read_frame_image(value, MIN_IMAGE_SIDE, MIN_IMAGE_SIDE, what=FIRST_FRAME_LABEL)
+    return [value]

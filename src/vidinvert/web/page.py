@@ -1,5 +1,7 @@
 """The Gradio page over a ``Studio``: upload a clip (or use the bundled sample), set frames and steps, invert once,
-edit with several prompts, watch the progress, download the results.
+edit with several prompts, watch the progress, download the results. With an image-to-video model, an edit may
+follow an edited first frame uploaded beside the clip; the page then shows the source's, the edited and each result's
+first frame side by side.
 
 Every ``VidinvertError`` appears as the CLI's one-line ``vidinvert: error: ...``, in the page's words (fields by
 their labels, never CLI flags), and the page stays usable; warnings of a run are shown beside its result and listed
@@ -32,8 +34,9 @@ from ..models import DEMO_MODELS, TINY_MODELS, sample_video
 from ..models.registry import (EXAMPLE_HUB_ID, EXAMPLE_PROMPT,  # the one example prompt every front end gives
                                EXAMPLE_WAN_HUB_ID)
 from ..settings import MODEL_SETTINGS_FILE
-from .form import (LABELS, PANEL_TITLES, PANELS, PROMPTS_LABEL, can_flowedit, for_method,
-                   metrics_from_form, page_fields, parse_prompts, settings_from_form)
+from .form import (FIRST_FRAME_INFO, FIRST_FRAME_LABEL, LABELS, PANEL_TITLES, PANELS, PROMPTS_INFO, PROMPTS_LABEL,
+                   can_flowedit, first_frames_from_form, for_method, metrics_from_form, page_fields, parse_prompts,
+                   settings_from_form)
 from .studio import Studio
 
 SAMPLE_VIDEO = sample_video()
@@ -41,6 +44,7 @@ PREVIEW_FRAMES = 6  # input frames shown under the player
 PREVIEW_WIDTH = 256  # pixel width the preview frames are read at (aspect kept)
 REAL_MODELS = {"cogvideox": EXAMPLE_HUB_ID, "wan": EXAMPLE_WAN_HUB_ID}  # family -> the real weights its page names
 FRAMES_LABEL = "Frames the job reads"  # the gallery's label, then followed by how many it reads and shows
+FIRST_FRAMES_LABEL = "First frames: source | edited | result"  # the gallery shown after an edit that followed one
 GRADIO_CACHE_CLEANUP = (3600, 6 * 3600)  # hourly, drop Gradio's copies of uploads/results older than 6 h
 
 
@@ -67,6 +71,23 @@ def preview_frames(video: str, read, temporal_multiple: int = 1, count: int = PR
     return items, text, total
 
 
+def first_frame_items(job, image: str, resize: str, prompts: list[str]) -> list:
+    """After an edit that followed the edited first frame ``image``: the source's first frame (as the job read it),
+    the edited one as the model followed it (fitted to the clip's size by ``resize``, the clip's own rule) and each
+    result's first frame, as ``[(uint8 [H, W, 3], caption)]``."""
+    import torch
+
+    from ..video import read_frame_image, to_uint8
+
+    source = job.prepared.source.clip.frames[0].float().cpu()  # [C, H, W]
+    edited, _ = read_frame_image(image, source.shape[1], source.shape[2], resize)
+    results = job.videos[:, 0].float().cpu()  # [K, C, H, W]
+    images = to_uint8(torch.cat([source[None], edited[None], results]))  # [2 + K, H, W, 3]
+    captions = ["source first frame", "edited first frame"] + (
+        ["result first frame"] if len(prompts) == 1 else [f"result: {prompt}" for prompt in prompts])
+    return list(zip(images, captions))
+
+
 def shown_of(shown: int, total: int) -> str:
     """How many of the frames the job reads the gallery shows: ``"showing 6 of 9 frames"``."""
     return f"showing all {total} frames" if shown == total else f"showing {shown} of {total} frames"
@@ -83,7 +104,7 @@ def _escape(text: str) -> str:
 FLAG_LABELS = {  # CLI flags that library messages name -> the page's label for the same setting
     **{"--" + key.replace("_", "-"): label for key, label in LABELS.items()},  # form keys are the CLI's names
     "--num-inference-steps": LABELS["steps"], "--guidance-scale": LABELS["guidance"], "--no-blend": LABELS["blend"],
-    "--prompt": PROMPTS_LABEL,
+    "--prompt": PROMPTS_LABEL, "--first-frame": FIRST_FRAME_LABEL,
 }
 SERVE_FLAGS = ("--model", "--model-path", "--device", "--dtype", "--cpu-offload", "--vae-tiling", "--vae-slicing")
 # ^ options of ``vidinvert serve`` that messages may suggest: how the page's model is loaded, not on the page
@@ -114,12 +135,14 @@ def page_words(text: str) -> str:
     return re.sub(r"([A-Z][\w ]*?) \(\1\)", r"\1", text)  # "Max frames (Max frames)": once
 
 
-def error_line(err: BaseException, video: str | None = None) -> str:
-    """The CLI's one-line message for a user error (an upload's temp path shortened to its name); a short line for
-    anything unexpected."""
+def error_line(err: BaseException, *uploads: str | None) -> str:
+    """The CLI's one-line message for a user error (the temp paths of ``uploads``, the video and the first frame,
+    shortened to their names); a short line for anything unexpected."""
     if isinstance(err, VidinvertError):
         line = f"vidinvert: error: {page_words(str(err))}"
-        return line.replace(str(video), Path(video).name) if video else line
+        for path in filter(None, uploads):
+            line = line.replace(str(path), Path(path).name)
+        return line
     first = (str(err).strip().splitlines() or [""])[0][:300]
     return f"vidinvert: internal error: {type(err).__name__}: {first} (details in the server log)"
 
@@ -168,19 +191,19 @@ def gradio_cache(folder: str | os.PathLike):
 
 
 class Uploads:
-    """The uploaded videos each browser session used (Gradio's files inside the app's folder, not the bundled
-    sample), to remove with the session. Gradio names an upload by its content, so sessions that uploaded the same
-    clip share one file: it is removed when the last session that used it ends."""
+    """The uploaded files each browser session used, videos and edited first frames (Gradio's files inside the
+    app's folder, not the bundled sample), to remove with the session. Gradio names an upload by its content, so
+    sessions that uploaded the same file share it: it is removed when the last session that used it ends."""
 
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
         self.by_session: dict[str, set[Path]] = {}
         self.lock = threading.Lock()
 
-    def note(self, session_id: str | None, video: str | None) -> None:
-        if not (session_id and video):
+    def note(self, session_id: str | None, upload: str | None) -> None:
+        if not (session_id and upload and isinstance(upload, str)):
             return
-        path = Path(video).resolve()
+        path = Path(upload).resolve()
         if (path.is_relative_to(self.root) and not path.is_relative_to(session_dir(self.root, session_id))
                 and path.is_file() and not filecmp.cmp(path, SAMPLE_VIDEO, shallow=False)):
             with self.lock:
@@ -260,6 +283,9 @@ def header(label: str, model=None) -> str:
         text += (" — the bundled demo model, trained on a synthetic world of coloured shapes: use the bundled sample "
                  f"and a prompt like '{EXAMPLE_PROMPT}'. For real videos, start the page with "
                  f"`vidinvert serve --model {real}`.")
+    if getattr(model, "takes_image", False):
+        text += (f"\n\nAn **image-to-video** model: upload an *{FIRST_FRAME_LABEL}* beside the clip and the edit "
+                 "follows it, keeping the source's motion.")
     note = recommended_note(model)
     return text + (f"\n\n{note}" if note else "")
 
@@ -299,6 +325,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
     root = root.resolve()  # as Gradio compares paths: files inside are served in place, not copied
     uploads = Uploads(root)
     fields = page_fields(model)
+    takes_image = bool(getattr(model, "takes_image", False))  # an image-to-video model: it may follow a first frame
     running: dict[str, str] = {}  # session -> the run it has going (its folder stays until the run ends)
     closed: set[str] = set()  # sessions that ended while their run went on
     guard = threading.Lock()
@@ -335,11 +362,18 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
             with gr.Column(scale=5):
                 video = gr.Video(label="Input video", sources=["upload"], elem_id="input-video", height=300)
                 sample = gr.Button("Use the bundled sample", size="sm", elem_id="use-sample")
+                first_frame = gr.Image(label=FIRST_FRAME_LABEL, type="filepath", sources=["upload"], height=200,
+                                       visible=takes_image, elem_id="first-frame")
+                gr.Markdown(_escape(FIRST_FRAME_INFO), visible=takes_image, elem_id="first-frame-info")  # its info
+                # The handler reads the upload itself (``form.first_frames_from_form``: the video reader's checks,
+                # one line naming the field); Gradio's own would open any file with PIL and answer a file that is no
+                # image with a message naming no field. (An instance attribute, as for the radios below.)
+                first_frame.preprocess = lambda payload: None if payload is None else payload.path
                 frames = gr.Gallery(label=FRAMES_LABEL, columns=3, height="auto", object_fit="contain",
                                     allow_preview=False, elem_id="input-frames")
             with gr.Column(scale=7):
-                prompts = gr.Textbox(label=PROMPTS_LABEL, lines=2, elem_id="prompts",
-                                     placeholder=EXAMPLE_PROMPT)
+                prompts = gr.Textbox(label=PROMPTS_LABEL, lines=2, elem_id="prompts", placeholder=EXAMPLE_PROMPT,
+                                     info=PROMPTS_INFO if takes_image else None)
                 with gr.Row():
                     invert_button = gr.Button("Invert", elem_id="invert")
                     edit_button = gr.Button("Edit", variant="primary", elem_id="edit")
@@ -370,6 +404,8 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                                   scale=2, elem_id="comparison-video")
             result = gr.Video(label="Result", interactive=False, autoplay=True, loop=True, height=320, scale=1,
                               elem_id="result-video")
+        first_frames = gr.Gallery(label=FIRST_FRAMES_LABEL, columns=3, height="auto", object_fit="contain",
+                                  allow_preview=False, visible=False, elem_id="first-frame-compare")
         shown = gr.Radio([], label="Result shown", visible=False, elem_id="result-choice")
         files = gr.File(label="Downloads: results, comparisons, settings", file_count="multiple", interactive=False,
                         elem_id="downloads")
@@ -382,11 +418,12 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
             """The form's values; the fields of the other edit method (hidden) at their defaults."""
             return for_method({names[c]: v for c, v in data.items() if c in names})
 
-        def fail(err: BaseException, video_path: str | None) -> str:
-            """The status for a failed action: one line, replacing whatever the status said before."""
+        def fail(err: BaseException, *uploads: str | None) -> str:
+            """The status for a failed action: one line, replacing whatever the status said before (``uploads``:
+            the paths it may name, shortened to their names)."""
             if not isinstance(err, VidinvertError):
                 traceback.print_exc()
-            return _status(error_line(err, video_path), "error")
+            return _status(error_line(err, *uploads), "error")
 
         def on_video(data, request: gr.Request):
             path = data[video]
@@ -402,6 +439,18 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                 return gr.update(value=files, label=label), _status(text)
             except Exception as err:  # noqa: BLE001 - shown in the page, the app stays usable
                 return gr.update(value=[], label=FRAMES_LABEL), fail(err, path)
+
+        def on_first_frame(path, request: gr.Request):
+            """An Edited first frame uploaded (checked now, as the edit will read it) or removed."""
+            if not path:
+                return _status(f"No {FIRST_FRAME_LABEL}: an edit follows the source's own first frame.")
+            try:
+                uploads.note(request.session_hash, path)
+                first_frames_from_form(path)
+                return _status(f"{FIRST_FRAME_LABEL}: {Path(path).name}. Edit regenerates the clip to follow it "
+                               f"(prompts optional: without one, the Source prompt).")
+            except Exception as err:  # noqa: BLE001 - shown in the page, the app stays usable
+                return fail(err, path)
 
         def on_method(method):
             """Show the fields (and panels) of the chosen edit method, hide the other's; Invert is for inversion."""
@@ -435,12 +484,14 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
             started = time.perf_counter()
             try:
                 uploads.note(request.session_hash, data[video])
+                uploads.note(request.session_hash, data[first_frame])
                 read, inv, config = settings_from_form(values_of(data))
                 if config.method == "flowedit":
                     raise VidinvertError("FlowEdit makes no inversion", "press Edit, or choose Edit method inversion")
                 seen: list[str] = []
-                with run_of(request.session_hash, "Inverting"):
-                    prepared = studio.prepared(data[video], read, inv, say_with(progress), seen)
+                with run_of(request.session_hash, "Inverting"):  # as the Edit that follows will want it
+                    prepared = studio.prepared(data[video], read, inv, say_with(progress), seen,
+                                               first_frame=bool(data[first_frame]))
                 frames_used, inversion = prepared.source.clip.frames, prepared.inversion
                 how = ("reused from the cache" if prepared.reused
                        else f"in {time.perf_counter() - started:.1f} s (reading, encoding and inverting)")
@@ -451,29 +502,39 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                     text += f" {len(seen)} warning{'s' if len(seen) > 1 else ''}: see below."
                 return _status(text, "ok"), "", _warnings_box([page_words(line) for line in seen])
             except Exception as err:  # noqa: BLE001
-                return fail(err, data[video]), "", _warnings_box([])
+                return fail(err, data[video], data[first_frame]), "", _warnings_box([])
 
         def on_edit(data, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
             started = time.perf_counter()
             session = data[state]
             try:
                 uploads.note(request.session_hash, data[video])
+                uploads.note(request.session_hash, data[first_frame])
                 read, inv, config = settings_from_form(values_of(data))
-                prompt_list = parse_prompts(data[prompts])
+                edited = first_frames_from_form(data[first_frame])
+                # with an edited first frame the prompts are optional: each takes the source prompt (as on the CLI)
+                prompt_list = parse_prompts(data[prompts], bool(edited), takes_image) or None
                 folder = session_folder(session, root, request.session_hash)
                 with run_of(request.session_hash, "Editing"):
                     results, job = studio.edit(data[video], read, inv, prompt_list, config, folder,
-                                               say=say_with(progress), metrics=metrics_from_form(values_of(data)))
+                                               say=say_with(progress), metrics=metrics_from_form(values_of(data)),
+                                               first_frames=edited)
+                    compared = gr.update(value=[], visible=False)
+                    if edited:
+                        items = first_frame_items(job, edited[0], read.resize, [r.prompt for r in results])
+                        compared = gr.update(value=write_preview(items, folder / "first-frames"), visible=True)
             except Exception as err:  # noqa: BLE001
-                return (fail(err, data[video]), "", _warnings_box([]), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
-                        session)
+                return (fail(err, data[video], data[first_frame]), "", _warnings_box([]), gr.skip(), gr.skip(),
+                        gr.skip(), gr.skip(), gr.skip(), session)
             session["results"] = [dataclasses.asdict(r) for r in results]
             summary = job.summary
             how = " (inversion reused)" if summary.get("inversion_reused") else ""
             if summary.get("method") == "flowedit":
                 how = f" by FlowEdit ({summary['flowedit']['n_max']} of {summary['flowedit']['steps']} steps)"
-            text = (f"Edited {summary['frames']} frames at {summary['size'][1]}×{summary['size'][0]} with "
-                    f"{len(results)} prompt{'s' if len(results) > 1 else ''} in "
+            asked = f"{len(results)} prompt{'s' if len(results) > 1 else ''}" if prompt_list else "the Source prompt"
+            if edited:
+                asked += f", following the {FIRST_FRAME_LABEL} {Path(edited[0]).name}"
+            text = (f"Edited {summary['frames']} frames at {summary['size'][1]}×{summary['size'][0]} with {asked} in "
                     f"{time.perf_counter() - started:.1f} s{how}.")
             for r, measured in zip(results, job.metrics):
                 text += f" {r.prompt if len(results) > 1 else 'Temporal'}: {measured.describe()}."
@@ -482,7 +543,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
             downloads = [str(p) for r in results for p in (r.video, r.comparison, r.settings)]
             choice = gr.update(choices=[r.prompt for r in results], value=results[0].prompt, visible=len(results) > 1)
             return (_status(text, "ok"), "", _warnings_box([page_words(line) for line in job.warnings]),
-                    str(results[0].comparison), str(results[0].video), downloads, choice, session)
+                    str(results[0].comparison), str(results[0].video), downloads, choice, compared, session)
 
         def remove_session(session: str) -> None:
             shutil.rmtree(session_dir(root, session), ignore_errors=True)
@@ -518,7 +579,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
 
         # This module's annotations are strings (``from __future__ import annotations``) naming a local ``gr``, which
         # Gradio cannot resolve: give it the real class, or it passes no request (and the Progress in its place).
-        for handler in (on_video, on_invert, on_edit, on_close):
+        for handler in (on_video, on_first_frame, on_invert, on_edit, on_close):
             handler.__annotations__["request"] = gr.Request
 
         reports, buttons = [status, progress_box, warnings_box], [invert_button, edit_button]
@@ -527,19 +588,22 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
         gr.on([video.change, *(c.change for c in frame_fields)], on_video,
               {video, *form.values()}, [frames, status], api_name=False, trigger_mode="always_last",
               show_progress="hidden")
+        # (no trigger_mode="always_last" here: with it, Gradio 6.31 shows "Error" on the progress box when Stop
+        # cancels an edit)
+        first_frame.change(on_first_frame, first_frame, status, api_name=False, show_progress="hidden")
         form["method"].change(on_method, form["method"], [*(form[f.key] for f in by_method),
                                                           *(panels[g] for g in method_panels), invert_button],
                               api_name=False, queue=False, show_progress="hidden")
         invert_run = invert_button.click(lambda: busy("Inverting"), None, [*reports, *buttons], api_name=False,
                                          queue=False).then(
-            on_invert, {video, state, *form.values()}, reports, api_name="invert", concurrency_id="model",
-            concurrency_limit=1, show_progress_on=progress_box)
+            on_invert, {video, first_frame, state, *form.values()}, reports, api_name="invert",
+            concurrency_id="model", concurrency_limit=1, show_progress_on=progress_box)
         invert_run.then(idle, None, buttons, api_name=False, queue=False)
         edit_run = edit_button.click(lambda: busy("Editing"), None, [*reports, *buttons], api_name=False,
                                      queue=False).then(
-            on_edit, {video, state, prompts, *form.values()},
-            [*reports, comparison, result, files, shown, state], api_name="edit", concurrency_id="model",
-            concurrency_limit=1, show_progress_on=progress_box)
+            on_edit, {video, first_frame, state, prompts, *form.values()},
+            [*reports, comparison, result, files, shown, first_frames, state], api_name="edit",
+            concurrency_id="model", concurrency_limit=1, show_progress_on=progress_box)
         edit_run.then(idle, None, buttons, api_name=False, queue=False)
         stop_button.click(on_stop, None, [*reports, *buttons], api_name="stop", cancels=[invert_run, edit_run],
                           queue=False)

@@ -1,10 +1,12 @@
 """The page's back end (no Gradio here): one model, loaded lazily, and a cache of inversions over ``engine``.
 
-Cache key: (video content hash, frame settings, inversion settings, model fingerprint), so "Invert" then "Edit", or
-several edits of one clip, invert once. FlowEdit (``EditConfig.method == "flowedit"``) makes no inversion: its
-edits cache the opened video (frames and latents) under (video hash, frame settings, model fingerprint). Every
-step is an ``engine`` function; the settings JSON is the one ``engine`` writes for the CLI (paths reduced to file names:
-the page never writes server paths into a download).
+Cache key: (video content hash, frame settings, inversion settings, model fingerprint, whether the inversion is
+conditioned on the clip's own first frame), so "Invert" then "Edit", or several edits of one clip, invert once.
+FlowEdit (``EditConfig.method == "flowedit"``) makes no inversion: its edits cache the opened video (frames and
+latents) under (video hash, frame settings, model fingerprint). Every step is an ``engine`` function; the settings
+JSON is the one ``engine`` writes for the CLI (paths reduced to file names: the page never writes server paths into a
+download). With an image-to-video model an edit may follow an edited first frame (``engine.first_frame``), as
+``vidinvert edit --first-frame`` does.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Callable
 
 from .. import engine
 from ..atomic import outputs_together
+from ..engine.first_frame import check_first_frame_request, paired_prompts, read_first_frames, refuse_text_to_video
 from ..errors import VidinvertError
 from ..flowedit import flow_schedule, rows_per_step
 from ..provenance import file_sha256
@@ -43,6 +46,13 @@ def edit_rows(prompts: int, flowedit: bool) -> int:
     """The most transformer batch rows an edit with ``prompts`` prompts runs, as the CLI's job counts them
     (``engine.run_edit``): each prompt guided plus the reference, or FlowEdit's rows of one step."""
     return rows_per_step(prompts, 2, 2, 1, False) if flowedit else 2 * prompts + 2
+
+
+def conditioned(model, first_frame: bool) -> bool:
+    """Whether ``model`` inverts a clip conditioned on its own first frame: an image-to-video model that needs a
+    frame always, one that may take one (Wan 2.2 TI2V) when the job follows an edited first frame
+    (``engine.source.source_condition``)."""
+    return bool(getattr(model, "needs_image", False) or (first_frame and getattr(model, "takes_image", False)))
 
 
 def _check_memory(model, source: engine.Source, inv: InvertSettings, rows: int) -> None:
@@ -115,7 +125,7 @@ class Studio:
 
     def prepared(self, video: str, read: ReadSettings, inv: InvertSettings,
                  say: Callable[[str], None] = lambda text: None, warnings: list[str] | None = None,
-                 rows: int = INVERT_ROWS) -> engine.Prepared:
+                 rows: int = INVERT_ROWS, first_frame: bool = False) -> engine.Prepared:
         """The inversion of a video file: from the cache (``reused``), or opened and inverted now.
 
         Args:
@@ -123,13 +133,15 @@ class Studio:
                 reused from the cache (they are kept with it).
             rows: the most transformer batch rows the job will use (``edit_rows``): the memory check counts
                 them, also for an inversion from the cache.
+            first_frame: the job follows an edited first frame (an image-to-video model that may also generate
+                from text alone then inverts on the clip's own first frame, ``conditioned``).
         """
         self._check_video(video)
         with self._job("Inverting"):
             if self._model is None:
                 say("loading the model")
             model = self.model()
-            key = (file_hash(video), read, inv, model.name, model.fingerprint())
+            key = (file_hash(video), read, inv, model.name, model.fingerprint(), conditioned(model, first_frame))
             if key in self._cache:
                 self._cache.move_to_end(key)
                 cached, seen = self._cache[key]
@@ -139,7 +151,8 @@ class Studio:
                 say("reading, encoding and inverting the video")
                 seen = []
                 with engine.collect_warnings(seen):
-                    prepared = engine.prepare(model, video, read, inv, progress=True, rows=rows)
+                    prepared = engine.prepare(model, video, read, inv, progress=True, rows=rows,
+                                              first_frame=first_frame)
                 self._cache[key] = (prepared, seen)
                 while len(self._cache) > max(1, self.cache_size):
                     self._cache.popitem(last=False)
@@ -176,17 +189,26 @@ class Studio:
                 self._cache.popitem(last=False)
             return source
 
-    def edit(self, video: str, read: ReadSettings, inv: InvertSettings, prompts: list[str], config: EditConfig,
-             folder: Path, say: Callable[[str], None] = lambda text: None,
-             metrics: bool = OutputSettings.metrics) -> tuple[list[EditResult], engine.JobResult]:
+    def edit(self, video: str, read: ReadSettings, inv: InvertSettings, prompts: list[str] | None,
+             config: EditConfig, folder: Path, say: Callable[[str], None] = lambda text: None,
+             metrics: bool = OutputSettings.metrics,
+             first_frames: list[str] | None = None) -> tuple[list[EditResult], engine.JobResult]:
         """Invert (or reuse) and edit with ``prompts`` in one batch; write results, comparisons and settings JSON
         into ``folder`` (a fresh one per run); with ``metrics``, measure each result's temporal metrics too. With
         ``config.method == "flowedit"``: FlowEdit the video over ``inv.steps`` steps, no inversion (the record's
         ``invert`` and ``inversion`` are ``null``, as the CLI's).
 
+        ``first_frames``: edited first frames (image files) an image-to-video model follows, one for every prompt or
+        one per prompt, as ``engine.run_edit`` takes them; the prompts may then be left out (each frame takes the
+        source prompt). The summary's ``first_frames`` records each by file name and SHA-256.
+
         Returns:
             One ``EditResult`` per prompt, and the job's result (summary, warnings, record).
         """
+        first_frames = list(first_frames or [])
+        if first_frames:  # as run_edit: checked before any model work, then paired with the prompts
+            check_first_frame_request(first_frames, prompts, config, self.settings)
+            prompts = paired_prompts(prompts or None, first_frames, inv.prompt)
         output = OutputSettings(output=str(Path(folder) / f"{Path(video).stem}_edit.mp4"), progress=True,
                                 metrics=metrics)
         result = engine.JobResult()
@@ -214,15 +236,19 @@ class Studio:
                         source = self.source(video, read, say, edit_rows(len(prompts), True), job_inv)
                     else:
                         prepared = self.prepared(video, read, inv, say, result.warnings,
-                                                 edit_rows(len(prompts), False))
+                                                 edit_rows(len(prompts), False), first_frame=bool(first_frames))
                         engine.check_model_fits(model, config)
+                        conditions, frame_records = self._first_frames(model, prepared, first_frames, read,
+                                                                       result.notes)
                     say(f"editing with {len(prompts)} prompt{'s' if len(prompts) > 1 else ''}")
                     if flowedit:
                         engine.flowedit_source(model, source, prompts, config, inv.steps, videos, comparisons, output,
                                                result, window=job_inv.window, overlap=job_inv.overlap)
                     else:
                         engine.edit_prepared(model, prepared, prompts, config, videos, comparisons, output,
-                                           result=result)
+                                             result=result, first_frames=conditions)
+                        if frame_records:
+                            result.summary["first_frames"] = frame_records
                 result.summary["seconds"] = round(time.perf_counter() - started, 2)  # as run_edit: inversion included
                 result.summary.update(engine.peak_memory())
             result.notes = [*self.notes, *result.notes] + taken
@@ -231,3 +257,16 @@ class Studio:
             engine.write_records(result, "serve", model, self.settings, read, inv, config, output, show=_name_only)
         items = [EditResult(p, v, c, s) for p, v, c, s in zip(prompts, videos, comparisons, result.settings_files)]
         return items, result
+
+    @staticmethod
+    def _first_frames(model, prepared: engine.Prepared, paths: list[str], read: ReadSettings, notes: list[str]):
+        """The conditions of the edited first frames ``paths`` (``None`` when there are none) and what the settings
+        JSON records of them (file names, never server paths), each fitted to the inverted clip's size as
+        ``engine.run_edit`` fits it."""
+        if not paths:
+            return None, []
+        refuse_text_to_video(model)  # a model whose name did not tell
+        meta = prepared.inversion.meta
+        height, width = meta.latent_shape[3] * model.spatial_factor, meta.latent_shape[4] * model.spatial_factor
+        conditions, records = read_first_frames(model, paths, height, width, read.resize, meta.latent_shape[1], notes)
+        return conditions, [{**record, "path": _name_only(record["path"])} for record in records]
