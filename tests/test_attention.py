@@ -85,6 +85,47 @@ def test_injection_equals_explicit_attention_over_own_and_reference_keys(tiny_mo
         assert (out_video[row] - expected[16:]).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_attention_map_injection_equals_reference_weights_over_own_values(tiny_model, name):
+    """Attention-map injection, main row j: softmax(q_ref(j) k_ref(j)^T) v_j (the reference weight does not apply);
+    reference rows see only themselves; a recorded reference brings its queries."""
+    layout, batch = LAYOUTS[name]
+    attn = tiny_model.transformer.transformer_blocks[0].attn1
+    dim = attn.to_q.in_features
+    generator = torch.Generator().manual_seed(4)
+    video, text = torch.randn(4, 48, dim, generator=generator), torch.randn(4, 16, dim, generator=generator)
+    rope = tiny_model.rotary(3, 8, 8)
+    q, k, v = _explicit_projection(attn, video, text, rope)
+    state = InjectionState(layout=layout, reference_bias=math.log(3.0), attention_map=True)
+    if layout.num_ref == 0:
+        record = InjectionState(record_row=3, attention_map=True)
+        CogVideoXInjectionProcessor(record, 0, inject=True)(attn, video, text, image_rotary_emb=rope)
+        assert len(record.recorded[0]) == 3 and torch.allclose(record.recorded[0][2], q[3], atol=1e-6)
+        state.reference_kv = record.recorded
+    out_video, out_text = CogVideoXInjectionProcessor(state, 0, inject=True)(
+        attn, video[:batch], text[:batch], image_rotary_emb=rope
+    )
+    for row in range(batch):
+        if row < layout.num_main:
+            ref = 3 if layout.num_ref == 0 else layout.num_main + layout.ref_of_main[row]
+            expected = _explicit_attention(attn, q[ref], k[ref], v[row])
+        else:
+            expected = _explicit_attention(attn, q[row], k[row], v[row])
+        assert (out_text[row] - expected[:16]).abs().max() < 1e-5
+        assert (out_video[row] - expected[16:]).abs().max() < 1e-5
+
+
+def test_injection_kind_auto_and_refusals():
+    assert InjectionConfig().attention_map(first_frame=True) and not InjectionConfig().attention_map(first_frame=False)
+    assert InjectionConfig(kind="attention-map").attention_map(first_frame=False)
+    assert not InjectionConfig(kind="keys-values").attention_map(first_frame=True)
+    assert not InjectionConfig(reuse_kv=True).attention_map(first_frame=True)  # recorded keys carry no queries
+    with pytest.raises(ValueError, match="attention-map injection needs the reference's queries"):
+        InjectionConfig(kind="attention-map", reuse_kv=True)
+    with pytest.raises(ValueError, match="injection kind"):
+        InjectionConfig(kind="maps")
+
+
 def test_reference_weight_schedule_and_refusals():
     config = InjectionConfig(reference_weight=8.0, reference_weight_fraction=0.6)
     assert [config.reference_bias(i, 10) for i in (0, 5, 6, 9)] == [math.log(8.0)] * 2 + [0.0] * 2

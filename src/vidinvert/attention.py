@@ -4,7 +4,8 @@ The editor runs the main branch (the video being edited, one row per guidance co
 branch (the stored inversion trajectory) in one transformer batch. In each injected self-attention the main rows'
 queries see ``[own keys; reference keys]`` (text and video tokens of both, RoPE applied to each group's video
 tokens at their own positions); reference rows attend only to themselves, so the reference branch reproduces the
-inversion's computation. With no layout set a family's processor computes exactly what
+inversion's computation. With ``attention_map`` set the main rows instead take the reference rows' attention weights
+(their queries and keys) over their own values, plug-and-play's injection. With no layout set a family's processor computes exactly what
 diffusers' own processor for that family computes.
 
 This module holds what every model family shares: ``InjectionConfig`` (frozen user settings, from ``settings``),
@@ -127,14 +128,18 @@ class InjectionState:
     record_row: int | None = None
     recorded: dict = field(default_factory=dict)
     dropped_rows: int = 0  # reference rows removed after the last injecting block (restored before the output)
+    attention_map: bool = False  # main rows take the reference's queries and keys over their own values
 
 
-def record(state: InjectionState, block_index: int, key: torch.Tensor, value: torch.Tensor) -> None:
-    """Keep row ``state.record_row`` of a block's keys/values ``[B, S, heads, head_dim]`` as ``[heads, S, head_dim]``."""
+def record(state: InjectionState, block_index: int, key: torch.Tensor, value: torch.Tensor,
+           query: torch.Tensor | None = None) -> None:
+    """Keep row ``state.record_row`` of a block's keys/values ``[B, S, heads, head_dim]`` as ``[heads, S, head_dim]``
+    (and its queries, third, when the state injects attention maps)."""
     if state.record_row is None:
         return
     row = state.record_row
-    state.recorded[block_index] = (key[row].detach().transpose(0, 1).clone(), value[row].detach().transpose(0, 1).clone())
+    kept = [key, value, query] if state.attention_map and query is not None else [key, value]
+    state.recorded[block_index] = tuple(t[row].detach().transpose(0, 1).clone() for t in kept)
 
 
 def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask=None) -> torch.Tensor:
@@ -163,13 +168,22 @@ def attend_with_reference(query: torch.Tensor, key: torch.Tensor, value: torch.T
     if layout.size != batch:
         raise ValueError(f"batch layout expects {layout.size} rows, the batch has {batch}")
     m = layout.num_main
-    if layout.num_ref == 0:  # reference keys/values recorded during inversion, [heads, S, head_dim]
-        ref_key, ref_value = state.reference_kv[block_index]
-        ref_key = ref_key.to(key.device, key.dtype).transpose(0, 1).unsqueeze(0)  # [1, S, heads, head_dim]
-        ref_value = ref_value.to(value.device, value.dtype).transpose(0, 1).unsqueeze(0)
+    if layout.num_ref == 0:  # recorded keys/values (and queries), [heads, S, head_dim] each
+        recorded = [t.to(key.device, key.dtype).transpose(0, 1).unsqueeze(0)  # [1, S, heads, head_dim]
+                    for t in state.reference_kv[block_index]]
+        ref_key, ref_value = recorded[:2]
+        ref_query = recorded[2] if len(recorded) > 2 else None
     else:
-        ref_key, ref_value = key[m:], value[m:]  # [R, S, heads, head_dim]
+        ref_key, ref_value, ref_query = key[m:], value[m:], query[m:]  # [R, S, heads, head_dim]
     ref_key, ref_value = layout.reference_for_main(ref_key), layout.reference_for_main(ref_value)  # [m, ...]
+    if state.attention_map:
+        if ref_query is None:
+            raise ValueError("attention-map injection needs the reference's queries (record them with the keys)")
+        # the reference's attention weights over the main rows' own values: its layout and motion, their content
+        out = attention(layout.reference_for_main(ref_query), ref_key, value[:m], None)  # [m, S, heads, head_dim]
+        if layout.num_ref:
+            out = torch.cat([out, attention(query[m:], key[m:], value[m:], None)])
+        return out
     key_main = torch.cat([key[:m], ref_key], dim=1)  # [m, 2S, heads, head_dim]
     value_main = torch.cat([value[:m], ref_value], dim=1)  # [m, 2S, heads, head_dim]
     bias = None

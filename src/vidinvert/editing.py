@@ -179,7 +179,7 @@ def edit(
     image_all = ImageRows.cat([image_main, inversion.condition.repeat(len(ref_texts))]) if edits is not None else None
     image_ref = image_all.rows(slice(len(main_texts), None)) if edits is not None else None  # [R]
     trajectory = inversion.trajectory
-    state = InjectionState()
+    state = InjectionState(attention_map=injection.attention_map(first_frames is not None))
 
     if stats is not None:
         stats.steps = len(schedule)

@@ -28,6 +28,7 @@ from .settings import (
     LAYERWISE_CASTING_MODES,
     METHODS,
     OFFLOAD_MODES,
+    INJECTION_KINDS,
     REFERENCE_TEXT_MODES,
     RESIZE_MODES,
     STARTS,
@@ -336,6 +337,11 @@ OPTIONS: tuple[Option, ...] = (
     # ---- key/value injection ----
     O("injection", "choice", "on", "let the edit attend to the source's keys/values (keeps structure and motion)",
       "injection", EDITS, ("on", "off"), label="Key/value injection"),
+    O("injection-kind", "choice", _J.kind, "what the source gives the edit: keys-values (the edit also attends to "
+      "the source's keys/values: keeps layout and colours), attention-map (the edit takes the source's attention "
+      "weights over its own values: keeps layout and motion, colours follow the edit; --reference-weight does not "
+      "apply), auto (attention-map with --first-frame, else keys-values)", "injection", EDITS, INJECTION_KINDS,
+      label="Injection kind", setting="injection kind"),
     O("injection-fraction", "float", _J.step_fraction, "fraction of steps, from the noisiest, that inject (1 = all)",
       "injection", EDITS, label="Injection fraction", setting="injection step fraction",
       deprecated=("injection-steps",)),
@@ -589,7 +595,8 @@ def edit_config(v: dict) -> EditConfig:
                                 blocks=parse_blocks(v["injection_blocks"]) if v["injection"] == "on" else None,
                                 reference_text=reference_text, reuse_kv=v["reuse_kv"],
                                 reference_weight=v["reference_weight"],
-                                reference_weight_fraction=v["reference_weight_fraction"])
+                                reference_weight_fraction=v["reference_weight_fraction"],
+                                kind=v["injection_kind"])
     blend = BlendConfig(enabled=v["blend"], source_prompt=v["blend_source"], threshold=v["blend_threshold_fraction"],
                         grow=v["blend_grow"], step_fraction=v["blend_fraction"])
     _, strength = resolve_strength(_fraction(v), v["krnr"])

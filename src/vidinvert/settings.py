@@ -33,6 +33,7 @@ MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
 METHODS = ("ddim", "fixed-point")  # inversion methods
 STARTS = ("inverted", "random")  # where an edit starts
 REFERENCE_TEXT_MODES = ("inversion", "edit")  # what the reference branch reads
+INJECTION_KINDS = ("auto", "keys-values", "attention-map")  # what the reference branch gives the edit
 EDIT_METHODS = ("inversion", "flowedit")  # how an edit is made: invert + resample with injection, or FlowEdit
 # FlowEdit's defaults (Kulikov et al. 2024, public code's SD3 setting: T = 50, n_max = 33, n_min = 0, n_avg = 1,
 # source guidance 3.5, target 13.5). SD3 is a CFG-trained flow model like Wan (FLUX's 1.5/5.5 are for a
@@ -331,6 +332,11 @@ class InjectionConfig:
             (``MODEL_SETTINGS_FILE``), else 1.
         reference_weight_fraction: fraction of the sampling steps, from the noisiest, that use ``reference_weight``
             (later injecting steps use weight 1). (``reference_weight_steps=`` is its old name.)
+        kind: ``"keys-values"``: the edit's queries attend over ``[own; reference]`` keys/values (keeps layout and
+            colours); ``"attention-map"``: the edit takes the reference's attention weights (its queries and keys)
+            over its own values, as plug-and-play and AnyV2V inject them (keeps layout and motion, lets colours
+            follow the edit's own condition); ``"auto"``: attention-map for an edit that follows an edited first
+            frame (measured on demo-i2v, docs/methods.md), else keys-values.
     """
 
     enabled: bool = True
@@ -340,6 +346,7 @@ class InjectionConfig:
     reuse_kv: bool = False
     reference_weight: float | None = None
     reference_weight_fraction: float = 1.0
+    kind: str = "auto"
     steps: InitVar[float | None] = None
     reference_weight_steps: InitVar[float | None] = None
 
@@ -351,6 +358,10 @@ class InjectionConfig:
         if self.reference_weight is not None:
             _number("reference weight", self.reference_weight, 0.0, 1e6, low_open=True, example=8)
         _fraction("reference weight step fraction", self.reference_weight_fraction)
+        _choice("injection kind", self.kind, INJECTION_KINDS)
+        if self.reuse_kv and self.kind == "attention-map":
+            raise SettingsError("attention-map injection needs the reference's queries, which are not recorded",
+                                "drop key/value reuse or use injection kind keys-values")
         if self.reuse_kv and self.reference_text != "inversion":
             raise SettingsError("reusing recorded keys/values needs the reference to read the inversion prompt",
                                 "drop key/value reuse or keep the reference text 'inversion'")
@@ -360,6 +371,13 @@ class InjectionConfig:
                 raise SettingsError(f"injection blocks must be block indices >= 0, got {list(blocks)}",
                                     "use e.g. 0-9,20")
             object.__setattr__(self, "blocks", blocks)
+
+    def attention_map(self, first_frame: bool) -> bool:
+        """Whether this edit injects attention maps (``kind``; ``"auto"``: when it follows an edited first frame and
+        does not reuse recorded keys/values)."""
+        if self.kind == "auto":
+            return first_frame and not self.reuse_kv
+        return self.kind == "attention-map"
 
     def active_at(self, step: int, num_steps: int) -> bool:
         """Whether sampling step ``step`` (0 = noisiest) of ``num_steps`` injects."""

@@ -72,7 +72,7 @@ class InjectionProcessor:
         Returns:
             ``[B, S, heads, head_dim]``.
         """
-        record(self.state, self.block_index, key, value)
+        record(self.state, self.block_index, key, value, query)
         if layout is None:
             return self.attend(query, key, value, mask)
         return attend_with_reference(query, key, value, self.state, self.block_index,
