@@ -101,13 +101,13 @@ def edit_conditions(model: VideoFamily, inversion: Inversion, first_frames: Imag
                     count: int) -> ImageRows | None:
     """The image conditions of ``count`` edits: ``first_frames`` (one row, or one per edit), else the inversion's
     own; ``None`` for a text-to-video model. One-line errors for a condition the model or inversion cannot use."""
-    if not getattr(model, "takes_image", False):
+    if not model.takes_image:
         if first_frames is not None:
             raise VidinvertError(f"{model.name} is a text-to-video model: it cannot be conditioned on a first frame",
                                  f"use an image-to-video model ({I2V_MODELS})")
         return None
     if inversion.condition is None:
-        if first_frames is None and not getattr(model, "needs_image", False):
+        if first_frames is None and not model.needs_image:
             return None  # a model that also generates from text alone (Wan 2.2 TI2V), inverted without a frame
         raise VidinvertError("the inversion was made without a first-frame condition, which this image-to-video "
                              "model needs for its reference rows", "invert the video again with this model")

@@ -252,7 +252,7 @@ def invert(
     if not torch.isfinite(latents).all():
         raise VidinvertError("the encoded latents contain NaN or inf", "check the input video, or use --dtype fp32/bf16")
     windows = resolve(model, latents.shape[1], window, overlap)
-    if image is None and getattr(model, "needs_image", False):
+    if image is None and model.needs_image:
         raise VidinvertError("an image-to-video model inverts a clip conditioned on a frame",
                              "pass image=model.encode_image(frames[0], latent_frames)")
     if image is not None and windows.count > 1:

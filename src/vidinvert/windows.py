@@ -199,6 +199,14 @@ class WindowedModel:
     def num_blocks(self) -> int:
         return self.model.num_blocks
 
+    @property
+    def takes_image(self) -> bool:
+        return self.model.takes_image
+
+    @property
+    def needs_image(self) -> bool:
+        return self.model.needs_image
+
     def fingerprint(self) -> str:
         return self.model.fingerprint()
 

@@ -45,7 +45,7 @@ def check_first_frame_request(paths: list[str], prompts: list[str] | None, confi
 
 def refuse_text_to_video(model: VideoFamily) -> None:
     """A loaded model that cannot follow a first frame: one line naming the models that can."""
-    if not getattr(model, "takes_image", False):
+    if not model.takes_image:
         raise VidinvertError(f"{model.name} is a text-to-video model: it cannot follow a first frame",
                              f"use an image-to-video model ({I2V_MODELS})")
 

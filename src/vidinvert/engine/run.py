@@ -242,7 +242,7 @@ def run_edit(video: str, prompts: list[str] | None, model_settings: ModelSetting
                 height, width = meta.latent_shape[3] * model.spatial_factor, meta.latent_shape[4] * model.spatial_factor
                 conditions, frame_records = read_first_frames(model, first_frames, height, width, read.resize,
                                                               meta.latent_shape[1], result.notes)
-            elif getattr(model, "needs_image", False):
+            elif model.needs_image:
                 result.notes.append("no --first-frame given: the image-to-video model follows the source's own first "
                                     "frame")
             if save_inversion:

@@ -84,7 +84,7 @@ def open_source(model: VideoFamily, path: str, read: ReadSettings = ReadSettings
 def source_condition(model: VideoFamily, source: Source, first_frame: bool = False):
     """``(condition, its hash)`` of the source's own first frame for an image-to-video model that needs one (or
     ``first_frame``: the job edits the first frame of a model that may take one); ``(None, "")`` otherwise."""
-    if not (getattr(model, "needs_image", False) or (first_frame and getattr(model, "takes_image", False))):
+    if not (model.needs_image or (first_frame and model.takes_image)):
         return None, ""
     with torch.no_grad():
         image = model.encode_image(source.clip.frames[0], source.latents.shape[1])

@@ -283,7 +283,7 @@ def header(label: str, model=None) -> str:
         text += (" — the bundled demo model, trained on a synthetic world of coloured shapes: use the bundled sample "
                  f"and a prompt like '{EXAMPLE_PROMPT}'. For real videos, start the page with "
                  f"`vidinvert serve --model {real}`.")
-    if getattr(model, "takes_image", False):
+    if model.takes_image:
         text += (f"\n\nAn **image-to-video** model: upload an *{FIRST_FRAME_LABEL}* beside the clip and the edit "
                  "follows it, keeping the source's motion.")
     note = recommended_note(model)
@@ -325,7 +325,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
     root = root.resolve()  # as Gradio compares paths: files inside are served in place, not copied
     uploads = Uploads(root)
     fields = page_fields(model)
-    takes_image = bool(getattr(model, "takes_image", False))  # an image-to-video model: it may follow a first frame
+    takes_image = bool(model.takes_image)  # an image-to-video model: it may follow a first frame
     running: dict[str, str] = {}  # session -> the run it has going (its folder stays until the run ends)
     closed: set[str] = set()  # sessions that ended while their run went on
     guard = threading.Lock()

@@ -52,7 +52,7 @@ def conditioned(model, first_frame: bool) -> bool:
     """Whether ``model`` inverts a clip conditioned on its own first frame: an image-to-video model that needs a
     frame always, one that may take one (Wan 2.2 TI2V) when the job follows an edited first frame
     (``engine.source.source_condition``)."""
-    return bool(getattr(model, "needs_image", False) or (first_frame and getattr(model, "takes_image", False)))
+    return bool(model.needs_image or (first_frame and model.takes_image))
 
 
 def _check_memory(model, source: engine.Source, inv: InvertSettings, rows: int) -> None:
