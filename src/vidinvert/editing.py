@@ -125,6 +125,7 @@ def edit(
     progress: bool = False,
     stats: EditStats | None = None,
     first_frames: ImageRows | None = None,
+    region: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Regenerate the inverted video under ``prompts``.
 
@@ -138,6 +139,9 @@ def edit(
         first_frames: an image-to-video model's conditions on the edited first frames (``model.encode_image``),
             one row per prompt or one for all; ``None``: the inversion's own (the source's first frame). The
             reference rows always take the inversion's, as they replay the source's trajectory.
+        region: float32 ``[1, T, 1, h, w]`` in {0, 1} (``regions.Region.latent``): where the edit may change the
+            latents. After every step the latents outside it are put back to the inversion's at the same level, so
+            the result equals ``inversion.clean`` there exactly; with local blend, the blend mask is limited to it.
 
     Returns:
         float32 latents ``[K, T, C, h, w]``, one video per prompt; decode with ``model.decode``.
@@ -231,7 +235,7 @@ def edit(
 
     model_fn = cfg(main_fn, Cfg(scale, with_uncond))
 
-    mask = None
+    mask, x_shape = None, inversion.clean.shape  # [1, T, C, h, w]
     if config.blend.enabled:
         mask = edit_mask(model, inversion, config.blend.source_prompt, prompts, config.blend, offset,
                          edits)  # [K, T, 1, h, w]
@@ -239,16 +243,25 @@ def edit(
             stats.mask_rows = [num_prompts + 1] * len(mask_levels(len(schedule), config.blend.levels))
             stats.blend_coverage = mask.mean(dim=(1, 2, 3, 4)).tolist()
 
+    if region is not None and tuple(region.shape) != (1, x_shape[1], 1, *x_shape[3:]):
+        raise VidinvertError(f"the region's latent grid {tuple(region.shape)} does not fit the inversion's latents "
+                             f"{tuple(x_shape)}", "build the region for this clip (regions.build_region)")
+
     def blend_into_source(i: int, x: torch.Tensor) -> torch.Tensor:
-        """Outside the mask, put the latent after step ``i`` back to the inversion's at the same level."""
-        if not config.blend.active_at(i, len(schedule)):
+        """Outside the mask (the user's region, and the blend mask while it blends), put the latent after step
+        ``i`` back to the inversion's at the same level."""
+        blending = mask is not None and config.blend.active_at(i, len(schedule))
+        if not blending and region is None:
             return x
+        keep = mask if blending else None  # [K, T, 1, h, w]
+        if region is not None:
+            keep = region if keep is None else keep * region  # the prompt-derived mask limited to the user's
         after = offset + i + 1
         source = trajectory[after] if after < len(trajectory) else inversion.clean  # [1, T, C, h, w]
-        return blend_step(mask.to(x.device), x, source.to(x.device, x.dtype))
+        return blend_step(keep.to(x.device), x, source.to(x.device, x.dtype))
 
     x = start_latents(inversion, num_prompts, config, offset, float(schedule.alpha_from[0]))
     label = "edit" if windows.count == 1 else f"edit ({windows.count} windows x {len(schedule)} steps)"
     with model.injected(injection, state), progress_callback(len(schedule), label, progress) as callback:
         return sample_ddim(model_fn, x, schedule, callback=callback,
-                           post_step=blend_into_source if mask is not None else None)
+                           post_step=blend_into_source if mask is not None or region is not None else None)

@@ -56,6 +56,7 @@ def flowedit(
     steps: int = DEFAULT_STEPS,
     progress: bool = False,
     stats: EditStats | None = None,
+    region: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Edit the clean latent ``x_src`` from ``source_prompt`` towards each of ``prompts`` with FlowEdit.
 
@@ -68,6 +69,9 @@ def flowedit(
         steps: steps of the model's schedule; FlowEdit runs its ``n_max`` cleanest.
         progress: show a progress bar.
         stats: filled with the rows of every transformer call, if given.
+        region: float32 ``[1, T, 1, h, w]`` in {0, 1}: where the edit may change the latent. Outside it the
+            velocity difference is zero (``z_edit`` stays ``x_src``), and in the ``n_min`` sampling phase the latent
+            is put back to the source at each level, so the result equals ``x_src`` there exactly.
 
     Returns:
         float32 latents ``[K, T, C, h, w]``, one per prompt; decode with ``model.decode``.
@@ -106,6 +110,10 @@ def flowedit(
     first, sampling_from = len(schedule) - n_max, len(schedule) - n_min
     if stats is not None:
         stats.steps = n_max
+    if region is not None and tuple(region.shape) != (1, x_src.shape[1], 1, *x_src.shape[3:]):
+        raise VidinvertError(f"the region's latent grid {tuple(region.shape)} does not fit the latent "
+                             f"{tuple(x_src.shape)}", "build the region for this clip (regions.build_region)")
+    inside = None if region is None else region.to(x_src.device).bool()  # [1, T, 1, h, w]
     z_edit = x_src.repeat(num_prompts, 1, 1, 1, 1)  # [K, T, C, h, w]
     x_tar = None  # the target latent of the n_min sampling phase
     with progress_callback(n_max, "flowedit", progress) as callback:
@@ -122,15 +130,20 @@ def flowedit(
                     v_src = source_cfg.combine(pred_src, i, t)  # [1, ...]
                     v_tar = target_cfg.combine(pred_tar, i, t)  # [K, ...]
                     delta += v_tar - v_src
+                if inside is not None:  # no velocity difference outside the region: z_edit stays x_src there
+                    delta = torch.where(inside, delta, torch.zeros_like(delta))
                 z_edit = z_edit + (sigma_next - sigma) * (delta / settings.n_avg)
                 check_finite(z_edit, i, t, "FlowEdit")
                 callback(i, t, z_edit)
             else:
                 if x_tar is None:  # re-noise the edit to this level once, then sample the target prompt
-                    z_src = (1.0 - sigma) * x_src + sigma * fresh_noise()
+                    noise = fresh_noise()
+                    z_src = (1.0 - sigma) * x_src + sigma * noise
                     x_tar = z_src + (z_edit - x_src)
                 v_tar = target_fn(x_tar, i, t)
                 x_tar = x_tar + (sigma_next - sigma) * v_tar
+                if inside is not None:  # outside the region: the source at the next level (x_src itself at 0)
+                    x_tar = torch.where(inside, x_tar, (1.0 - sigma_next) * x_src + sigma_next * noise)
                 check_finite(x_tar, i, t, "FlowEdit sampling")
                 callback(i, t, x_tar)
     return z_edit if x_tar is None else x_tar

@@ -40,7 +40,9 @@ from .settings import (
     ModelSettings,
     OutputSettings,
     ReadSettings,
+    RegionConfig,
     parse_blocks,
+    parse_box,
     resolve_strength,
 )
 
@@ -192,8 +194,8 @@ def rows_per_call(text: str):
     return value
 
 
-_R, _I, _E, _J, _B, _O, _M, _F = (ReadSettings, InvertSettings, EditConfig, InjectionConfig, BlendConfig,
-                                  OutputSettings, ModelSettings, FlowEditConfig)
+_R, _I, _E, _J, _B, _O, _M, _F, _G = (ReadSettings, InvertSettings, EditConfig, InjectionConfig, BlendConfig,
+                                      OutputSettings, ModelSettings, FlowEditConfig, RegionConfig)
 METRICS_HELP = ("measure each output against the source frames (optical flow): warp error along the source's motion "
                 "(0-1 of full scale), motion error against the source's flow (px) and window-seam score; printed and "
                 "saved in the settings JSON under result.metrics (reconstruct always measures them)")
@@ -393,6 +395,19 @@ OPTIONS: tuple[Option, ...] = (
       setting="blend grow"),
     O("blend-fraction", "float", _B.step_fraction, "fraction of steps, from the noisiest, that blend (1 = all)",
       "blend", EDITS, setting="blend step fraction", deprecated=("blend-steps",)),
+    # ---- edit region ----
+    O("mask", "text", _G.mask, "edit only inside this mask: an image (one mask for every frame), or a video or folder "
+      "of images (one mask per frame of the source video, taken as the clip's frames are); white = may change, "
+      "black = kept: outside it the result's latents are the source's", "region", frozenset({EDIT, BATCH}),
+      metavar="PATH", setting="mask", label="Mask file"),
+    O("box", "text", _G.box, "edit only inside this rectangle, in pixels of the source video's frames (a shorthand "
+      "for a --mask)", "region", frozenset({EDIT, BATCH}), metavar="X0,Y0,X1,Y1", parse=parse_box, setting="box"),
+    O("mask-grow", "int", _G.grow, "latent cells (8 or 16 pixels each) the --mask or --box is dilated by, room for "
+      "the edit at its edge (%(default)s: a cell already counts when any of its pixels is white)", "region",
+      frozenset({EDIT, BATCH}), metavar="N", setting="mask grow", label="Mask grow"),
+    O("save-mask", "text", _O.save_mask, "also write the --mask or --box as the model edits it (its latent grid, "
+      "each cell as a block of pixels, one frame per frame of the clip) to this video", "region",
+      frozenset({EDIT}), metavar="PATH", setting="mask video"),
     # ---- output ----
     O("output", "text", _O.output, "{what} path (default: <output-dir>/<video>_<kind>)", "output",
       JOBS - {BATCH}, aliases=("-o",), setting="output name"),
@@ -439,7 +454,7 @@ OPTIONS: tuple[Option, ...] = (
 del O
 COMMANDS = (INVERT, EDIT, RECONSTRUCT, BATCH, INFO, SERVE, PLAN)
 GROUP_TITLES = {"input": None, "model": "model", "frames": "frames", "inversion": "inversion", "editing": "editing",
-                "injection": "key/value injection", "flowedit": "FlowEdit", "blend": "local blend",
+                "injection": "key/value injection", "flowedit": "FlowEdit", "blend": "local blend", "region": "edit region",
                 "output": "output", "batch": "batch", "server": "server", "plan": "plan", "advanced": "advanced"}
 
 
@@ -605,13 +620,15 @@ def edit_config(v: dict) -> EditConfig:
                       krnr_adaptive=v["krnr_adaptive"], blend=blend, rows_per_call=v["rows_per_call"],
                       guidance_2=v["guidance_2"], method=v["method"],
                       flowedit=FlowEditConfig(source_prompt=v["source_prompt"], n_max=v["n_max"], n_min=v["n_min"],
-                                              source_guidance=v["source_guidance"], n_avg=v["n_avg"]))
+                                              source_guidance=v["source_guidance"], n_avg=v["n_avg"]),
+                      region=RegionConfig(mask=v.get("mask"), box=v.get("box"), grow=v.get("mask_grow", _G.grow)))
 
 
 def output_settings(v: dict) -> OutputSettings:
     return OutputSettings(output=v.get("output"), output_dir=v.get("output_dir", _O.output_dir), fps=v["fps"],
                           comparison=not v["no_comparison"], force=v.get("force", False),
-                          progress=not v.get("quiet", False), metrics=v.get("metrics", _O.metrics))
+                          progress=not v.get("quiet", False), metrics=v.get("metrics", _O.metrics),
+                          save_mask=v.get("save_mask"))
 
 
 def settings_from_values(values: dict, command: str = EDIT) -> Settings:

@@ -50,6 +50,7 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".gif")  # containers results can be w
 DEFAULT_OVERLAP = 0.25  # share of a temporal window its neighbours overlap (windows.py)
 LONG_CLIP_FRAMES = 100_000  # most frames a windowed job reads when no frame cap is given
 DEFAULT_TOL, DEFAULT_MAX_ITER = 1e-6, 8  # fixed-point: per-step relative residual, evaluations per step
+MASK_GROW = 0  # latent cells a user's mask is dilated by (a cell already counts when any of its pixels is white)
 KRNR_STRENGTH = 0.95  # edit strength K-RNR uses when none is given (the authors' value)
 # Edit settings a model folder may recommend for itself, in MODEL_SETTINGS_FILE as {"edit": {...}} (as a
 # transformers model ships its generation_config.json): used where the user set none (None in EditConfig), the
@@ -142,6 +143,21 @@ def parse_blocks(text: str | None) -> tuple[int, ...] | None:
 
 
 # ---- model ----------------------------------------------------------------------------------------------------
+def parse_box(value) -> tuple[int, int, int, int] | None:
+    """``"X0,Y0,X1,Y1"`` (or a list of four) -> whole pixel coordinates of a box; ``None`` for none."""
+    if value is None or value == "":
+        return None
+    parts = value if isinstance(value, (list, tuple)) else str(value).replace(" ", "").split(",")
+    try:
+        numbers = [float(p) for p in parts]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) != 4 or not all(math.isfinite(n) and n == int(n) for n in numbers):
+        raise SettingsError(f"a box is four whole pixel numbers X0,Y0,X1,Y1, got {value!r}",
+                            "e.g. 64,0,128,128 for the right half of a 128x128 frame")
+    return tuple(int(n) for n in numbers)
+
+
 @dataclass(frozen=True)
 class LoraFile:
     """One LoRA to load onto a transformer."""
@@ -433,6 +449,39 @@ class BlendConfig:
 
 
 @dataclass(frozen=True)
+class RegionConfig:
+    """Where the edit may change the video (``regions.py``): a mask file or a box; neither = everywhere.
+
+    Args:
+        mask: an image (one mask for every frame), a video or a folder of images (one per frame, taken at the
+            clip's own source frames); white (brighter than half the mask's brightest value) may change, black is
+            kept as the source.
+        box: ``(x0, y0, x1, y1)``, pixels of the source frame: a rectangle that may change.
+        grow: latent cells the mask is dilated by (room for the edit at the region's edge).
+    """
+
+    mask: str | None = None
+    box: tuple[int, int, int, int] | None = None
+    grow: int = MASK_GROW
+
+    def __post_init__(self):
+        if self.mask is not None and self.box is not None:
+            raise SettingsError("a mask and a box were both given", "give one: the mask, or the box")
+        if self.mask is not None and not str(self.mask).strip():
+            raise SettingsError("the mask path is empty", "give a mask image or video, or no mask")
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            if min(self.box) < 0 or x1 <= x0 or y1 <= y0:
+                raise SettingsError(f"the box {x0},{y0},{x1},{y1} is empty or negative: it needs 0 <= X0 < X1 and "
+                                    "0 <= Y0 < Y1", "give the top-left corner first, then the bottom-right one")
+        _number("mask grow", self.grow, 0, 64, integer=True, example=1)
+
+    @property
+    def enabled(self) -> bool:
+        return self.mask is not None or self.box is not None
+
+
+@dataclass(frozen=True)
 class FlowEditConfig:
     """FlowEdit settings (``EditConfig.method == "flowedit"``; Kulikov et al. 2024, see ``flowedit.py``).
 
@@ -516,6 +565,8 @@ class EditConfig:
             reads ``guidance`` (target scale), ``negative_prompt``, ``seed`` and ``flowedit``; start, injection,
             strength, K-RNR, blend, dynamic guidance and guidance_2 do not apply to it.
         flowedit: FlowEdit's own settings.
+        region: where the edit may change the video (a mask file or a box); outside it the result's latents are
+            the source's, exactly.
     """
 
     guidance: float | None = None
@@ -532,6 +583,7 @@ class EditConfig:
     guidance_2: float | None = None
     method: str = "inversion"
     flowedit: FlowEditConfig = field(default_factory=FlowEditConfig)
+    region: RegionConfig = field(default_factory=RegionConfig)
 
     def __post_init__(self):
         if self.guidance is not None:
@@ -631,6 +683,7 @@ class OutputSettings:
     force: bool = False  # overwrite existing outputs
     progress: bool = True  # progress bars
     metrics: bool = False  # temporal metrics of each output against the source (reconstruct always measures them)
+    save_mask: str | None = None  # also write the edit region on the latent grid as a video (for checking)
 
     def __post_init__(self):
         if self.fps is not None:

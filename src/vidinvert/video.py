@@ -543,6 +543,9 @@ def _fit(frame: torch.Tensor, height: int, width: int, mode: str) -> torch.Tenso
     return _resize(frame, height, width)
 
 
+fit_frame = _fit  # masks are fitted to the clip as its frames are (regions.py)
+
+
 def _resize(frame: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Antialiased bilinear resize of ``[C, H, W]`` float to ``[C, height, width]``."""
     if tuple(frame.shape[-2:]) == (height, width):

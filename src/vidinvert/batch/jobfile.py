@@ -64,6 +64,7 @@ class ClipJob:
     video_stamp: tuple = ()  # (size, mtime_ns) of the video when planned; part of the hashes
     first_frames: tuple[str, ...] = ()  # edited first frames (image-to-video models), paths
     first_frame_stamps: tuple = ()  # (size, mtime_ns) of each when planned; part of the job hash
+    mask_stamp: tuple = ()  # (size, mtime_ns) of the edit's mask file when planned; part of the job hash
 
     def output(self, folder: Path) -> OutputSettings:
         """The output settings of this clip's ``run_edit`` in ``folder``."""
@@ -89,7 +90,8 @@ class ClipJob:
                              **({"metrics": True} if self.metrics else {}),  # earlier batches' hashes still hold
                              **({"first_frames": [[str(Path(p).resolve()), list(s)] for p, s in
                                                   zip(self.first_frames, self.first_frame_stamps)]}
-                                if self.first_frames else {})})
+                                if self.first_frames else {}),
+                             **({"mask_stamp": list(self.mask_stamp)} if self.mask_stamp else {})})
 
 
 @dataclass(frozen=True)
@@ -274,11 +276,16 @@ def read_jobs(path: str | Path, defaults: dict | argparse.Namespace | None = Non
             from ..models.registry import default_guidance, default_model
 
             edited = with_model_guidance(asked.edit, default_guidance(asked.model.name or default_model()))
+            mask = edited.region.mask
+            if mask is not None and not Path(mask).is_absolute():  # relative to the job file, as videos
+                mask = str(path.parent / mask)
+                edited = dataclasses.replace(edited, region=dataclasses.replace(edited.region, mask=mask))
             job = ClipJob(line=line, id=clip_id, video=str(video_path), prompts=prompts, model=asked.model,
                           read=asked.read, invert=asked.invert, edit=edited, fps=asked.output.fps,
                           comparison=asked.output.comparison, metrics=asked.output.metrics,
                           video_stamp=_stamp(video_path), first_frames=first_frames,
-                          first_frame_stamps=tuple(_stamp(Path(p)) for p in first_frames))
+                          first_frame_stamps=tuple(_stamp(Path(p)) for p in first_frames),
+                          mask_stamp=_stamp(Path(mask)) if mask is not None else ())
             job.output(path.parent)  # OutputSettings validates the fps
         except VidinvertError as err:
             prompts = row.get("prompts", row.get("prompt")) if isinstance(row, dict) else None

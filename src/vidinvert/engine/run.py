@@ -46,6 +46,7 @@ from .plan import (
     is_saved_inversion,
     plan_edit_outputs,
 )
+from .region import check_region_request, region_of_prepared, region_of_source, save_mask_video
 from .record import (
     JobResult,
     fidelity_summary,
@@ -87,20 +88,22 @@ def _write_videos(videos: torch.Tensor, reference: torch.Tensor, fps: float, vid
 def flowedit_source(model: VideoFamily, source: Source, prompts: list[str], config: EditConfig, steps: int,
                     videos_out: list[Path], comparisons_out: list[Path], output: OutputSettings,
                     result: JobResult | None = None, *, window: int | str | None = None,
-                    overlap: float = DEFAULT_OVERLAP) -> JobResult:
+                    overlap: float = DEFAULT_OVERLAP, region=None) -> JobResult:
     """FlowEdit an opened video with ``prompts`` in one batch (no inversion), decode, write videos and comparisons
     as ``edit_prepared`` does. ``result.summary`` is filled; the settings JSON is the caller's.
 
     ``window``/``overlap``: temporal windows (``InvertSettings``'): every transformer evaluation runs per window and
     the predictions are blended (``windows.py``), as an inversion's edit does; open the source with the same
-    settings, so that it holds every frame."""
+    settings, so that it holds every frame. ``region``: where the edit may change (``regions.Region``; ``None``:
+    everywhere)."""
     result = result or JobResult()
     started = time.perf_counter()
     stats = EditStats()
     windows = resolve_windows(model, source.latents.shape[1], window, overlap)
     with guard_memory("editing"):
         latents = flowedit(windowed(model, windows), source.latents, config.flowedit.source_prompt, prompts, config,
-                           steps=steps, progress=output.progress, stats=stats)
+                           steps=steps, progress=output.progress, stats=stats,
+                           region=region.latent if region is not None else None)
     videos = decode(model, latents)  # [K, F, C, H, W]
     fps = output.fps or source.clip.fps or 8.0
     _write_videos(videos, source.clip.frames, fps, videos_out, comparisons_out, output)
@@ -114,8 +117,11 @@ def flowedit_source(model: VideoFamily, source: Source, prompts: list[str], conf
         "transformer_calls": len(stats.batch_rows),
         "transformer_rows": sum(stats.batch_rows),
         "batch_rows": sorted(set(stats.batch_rows)),
+        **({"region": region.record} if region is not None else {}),
         "edit_seconds": round(time.perf_counter() - started, 2),
     }
+    if region is not None:
+        save_mask_video(region, model, output, fps)
     if output.metrics:
         measure_temporal(videos, source.clip.frames, result, windows.pixel_borders(model.temporal_factor))
     result.outputs, result.comparisons = list(videos_out), list(comparisons_out)
@@ -125,13 +131,15 @@ def flowedit_source(model: VideoFamily, source: Source, prompts: list[str], conf
 
 def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], config: EditConfig,
                   videos_out: list[Path], comparisons_out: list[Path], output: OutputSettings,
-                  reconstruct: bool = False, result: JobResult | None = None, first_frames=None) -> JobResult:
+                  reconstruct: bool = False, result: JobResult | None = None, first_frames=None,
+                  region=None) -> JobResult:
     """Edit a prepared inversion with ``prompts`` in one batch, decode, write the videos and comparisons.
 
     The settings JSON is not written here (the caller knows the whole record); ``result.summary`` is filled.
     ``config`` is run as given: callers fill what was left to the model with ``family_defaults`` first.
     ``first_frames``: an image-to-video model's conditions on the edited first frames (``ImageRows``, one per
-    prompt, from ``first_frame.read_first_frames``); ``None``: the source's own.
+    prompt, from ``first_frame.read_first_frames``); ``None``: the source's own. ``region``: where the edit may
+    change (``regions.Region``, e.g. from ``region.region_of_prepared``); ``None``: everywhere.
     """
     result = result or JobResult()
     inversion = prepared.inversion
@@ -143,7 +151,7 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
     stats = EditStats()
     with guard_memory("editing"):
         latents = edit(model, inversion, prompts, config, progress=output.progress, stats=stats,
-                       first_frames=first_frames)
+                       first_frames=first_frames, region=region.latent if region is not None else None)
     videos = decode(model, latents)  # [K, F, C, H, W]
     round_trip = decode(model, inversion.clean)[0] if reconstruct or prepared.source is None else None
     reference = prepared.source.clip.frames if prepared.source is not None else round_trip
@@ -157,7 +165,10 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
         "inversion_reused": prepared.reused,
         "inversion": inversion_summary(inversion, model.schedule(1).is_flow),
         **({"blend_coverage": [round(c, 4) for c in stats.blend_coverage]} if config.blend.enabled else {}),
+        **({"region": region.record} if region is not None else {}),
     }
+    if region is not None:
+        save_mask_video(region, model, output, fps)
     if reconstruct:
         summary["fidelity"] = fidelity_summary(prepared, latents, videos[0], round_trip)
     summary["edit_seconds"] = round(time.perf_counter() - started, 2)
@@ -210,6 +221,7 @@ def run_edit(video: str, prompts: list[str] | None, model_settings: ModelSetting
             inputs = [Path(p) for p in (video, use_inversion) if p]
             stem = Path(video).stem
             extra = [Path(save_inversion)] if save_inversion else []
+            extra += check_region_request(config, output, reconstruct)
             videos_out, comparisons_out = plan_edit_outputs(stem, len(prompts), output,
                                                             "reconstruction" if reconstruct else "edit", inputs, extra)
             started = time.perf_counter()
@@ -245,10 +257,11 @@ def run_edit(video: str, prompts: list[str] | None, model_settings: ModelSetting
             elif model.needs_image:
                 result.notes.append("no --first-frame given: the image-to-video model follows the source's own first "
                                     "frame")
+            region = region_of_prepared(model, config, prepared, read, result.notes)
             if save_inversion:
                 prepared.inversion.save(save_inversion, force=output.force)
             edit_prepared(model, prepared, prompts, config, videos_out, comparisons_out, output, reconstruct, result,
-                          first_frames=conditions)
+                          first_frames=conditions, region=region)
             if frame_records:
                 result.summary["first_frames"] = frame_records
             result.summary["seconds"] = round(time.perf_counter() - started, 2)
@@ -270,7 +283,7 @@ def _run_flowedit(video: str, prompts: list[str], model_settings: ModelSettings,
             check_edit_request(video, prompts, read, invert_settings, config, use_inversion,
                                save_inversion=save_inversion, reconstruct=reconstruct, model_settings=model_settings)
             videos_out, comparisons_out = plan_edit_outputs(Path(video).stem, len(prompts), output, "edit",
-                                                            [Path(video)])
+                                                            [Path(video)], check_region_request(config, output))
             started = time.perf_counter()
             if model is None:
                 preflight(video, prompts, model_settings, read, invert_settings, config, result.notes)
@@ -280,8 +293,9 @@ def _run_flowedit(video: str, prompts: list[str], model_settings: ModelSettings,
             flow_schedule(model, steps)  # refuses a DDIM model before the video is read
             source = open_source(model, video, read, rows=rows_per_step(len(prompts), 2, 2, 1, False),
                                  invert_settings=invert_settings)
+            region = region_of_source(model, config, source, result.notes)
             flowedit_source(model, source, prompts, config, steps, videos_out, comparisons_out, output, result,
-                            window=invert_settings.window, overlap=invert_settings.overlap)
+                            window=invert_settings.window, overlap=invert_settings.overlap, region=region)
             result.summary["seconds"] = round(time.perf_counter() - started, 2)
             result.summary.update(peak_memory())
         write_records(result, command, model, model_settings, read, None, config, output, show)
