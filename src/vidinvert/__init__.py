@@ -17,6 +17,7 @@ _EXPORTS = {
     "Inversion": "inversion", "InversionMeta": "inversion", "SourceInfo": "inversion", "invert": "inversion",
     "InvertSettings": "settings", "ModelSettings": "settings", "OutputSettings": "settings", "ReadSettings": "settings",
     "VideoModel": "models", "load_pipeline": "models", "open_model": "models", "Clip": "video", "read_video": "video",
+    "RegionConfig": "settings", "Region": "regions", "clip_region": "regions",
 }
 
 
@@ -53,6 +54,6 @@ def decode(pipe_or_model, latents):
 
 __all__ = [
     "BlendConfig", "Clip", "EditConfig", "InjectionConfig", "Inversion", "InversionMeta", "InvertSettings",
-    "ModelSettings", "OutputSettings", "ReadSettings", "SourceInfo", "VideoModel", "VidinvertError", "decode", "edit",
-    "encode", "invert", "load_pipeline", "open_model", "read_video", "sample", "side_by_side", "write_video",
+    "ModelSettings", "OutputSettings", "ReadSettings", "Region", "RegionConfig", "SourceInfo", "VideoModel", "VidinvertError", "decode", "edit",
+    "clip_region", "encode", "invert", "load_pipeline", "open_model", "read_video", "sample", "side_by_side", "write_video",
 ]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .errors import VidinvertError
 from .provenance import file_sha256
-from .settings import RegionConfig
+from .settings import MASK_GROW, RegionConfig
 from .video import IMAGE_SUFFIXES, fit_frame, read_frame_image, read_video, refuse_special_file
 
 MASK_FIX = "give a black-and-white image (PNG/JPEG), a video or a folder of images; white = may change"
@@ -167,3 +167,16 @@ def mask_frames(region: Region, spatial_factor: int, temporal_factor: int) -> to
     latent = region.latent[0, latent_frames_of(frames, temporal_factor)]  # [F, 1, h, w]
     cells = latent.repeat_interleave(spatial_factor, dim=2).repeat_interleave(spatial_factor, dim=3)  # [F, 1, H, W]
     return (cells * 2.0 - 1.0).expand(-1, 3, -1, -1).contiguous()  # [F, 3, H, W]
+
+
+def clip_region(clip, model, mask: str | None = None, box: tuple[int, int, int, int] | None = None,
+                grow: int = MASK_GROW, resize: str = "stretch", notes: list[str] | None = None) -> Region:
+    """The Python API's region: ``mask`` (a path) or ``box`` on a ``Clip`` from ``read_video`` (read with
+    ``resize``), on the latent grid of ``model`` (a family adapter: its ``spatial_factor`` and ``temporal_factor``).
+    Pass ``region.latent`` to ``edit(..., region=)`` or ``flowedit(..., region=)``."""
+    frames = clip.frames  # [F, C, H, W]
+    region = build_region(RegionConfig(mask=mask, box=box, grow=grow), tuple(clip.indices), clip.source_size,
+                          frames.shape[2], frames.shape[3], resize, model.spatial_factor, model.temporal_factor, notes)
+    if region is None:
+        raise VidinvertError("no region given", "give mask= (a path) or box=(x0, y0, x1, y1)")
+    return region
