@@ -81,7 +81,7 @@ def test_each_command_declares_a_key_once_and_batch_rows_take_every_edit_option(
         assert len(keys) == len(set(keys))
     rows = {o.key for o, _ in row_options().values()}
     edit_only = {o.key for o in for_command(EDIT)} - rows
-    assert edit_only == {"video", "prompt", "save-inversion", "use-inversion", "output", "output-dir", "force",
+    assert edit_only == {"video", "prompt", "save-inversion", "use-inversion", "save-mask", "output", "output-dir", "force",
                          "quiet"}
     assert "inversion-fraction" in {o.key for o in for_command(INVERT)} - {o.key for o in for_command(BATCH)}
 

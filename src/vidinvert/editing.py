@@ -217,7 +217,7 @@ def edit(
         """Predictions of the main rows ``[M, T, C, h, w]`` at step ``i``, with the reference branch while active."""
         recorded = cache.step(offset + i) if cache is not None else None
         state.reference_bias = injection.reference_bias(i, len(schedule))
-        active = injection.active_at(i, len(schedule))
+        active = injection.active_at(i, len(schedule), first_frames is not None)
         if active and recorded is not None:
             return predict_main(main, t, recorded)
         if active and split:  # the reference row alone, keeping every block's keys/values for this step

@@ -344,7 +344,8 @@ OPTIONS: tuple[Option, ...] = (
       "weights over its own values: keeps layout and motion, colours follow the edit; --reference-weight does not "
       "apply), auto (attention-map with --first-frame, else keys-values)", "injection", EDITS, INJECTION_KINDS,
       label="Injection kind", setting="injection kind"),
-    O("injection-fraction", "float", _J.step_fraction, "fraction of steps, from the noisiest, that inject (1 = all)",
+    O("injection-fraction", "float", _J.step_fraction, "fraction of steps, from the noisiest, that inject (1 = all) "
+      "(default: 1; 0.8 with --first-frame, where the last steps follow the edited frame alone)",
       "injection", EDITS, label="Injection fraction", setting="injection step fraction",
       deprecated=("injection-steps",)),
     O("injection-blocks", "text", None, "comma-separated block indices that inject, e.g. 0-9,20 (default: all)",

@@ -50,6 +50,10 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".gif")  # containers results can be w
 DEFAULT_OVERLAP = 0.25  # share of a temporal window its neighbours overlap (windows.py)
 LONG_CLIP_FRAMES = 100_000  # most frames a windowed job reads when no frame cap is given
 DEFAULT_TOL, DEFAULT_MAX_ITER = 1e-6, 8  # fixed-point: per-step relative residual, evaluations per step
+# Injection step fraction of a first-frame edit when none is given: the source's attention for the noisiest 80% of
+# the steps, the edited frame alone for the rest (AnyV2V injects in the noisiest 20-50%). Measured on demo-i2v:
+# bench/first_frame.py, docs/first_frame.md.
+FIRST_FRAME_INJECTION_FRACTION = 0.8
 MASK_GROW = 0  # latent cells a user's mask is dilated by (a cell already counts when any of its pixels is white)
 KRNR_STRENGTH = 0.95  # edit strength K-RNR uses when none is given (the authors' value)
 # Edit settings a model folder may recommend for itself, in MODEL_SETTINGS_FILE as {"edit": {...}} (as a
@@ -334,7 +338,8 @@ class InjectionConfig:
     Args:
         enabled: let the main branch attend to the reference branch's keys/values.
         step_fraction: fraction of the sampling steps, counted from the noisiest, that inject (1.0 = all, 0.5 = the
-            first half). (``steps=`` is its old name, still accepted.)
+            first half). ``None``: 1, or ``FIRST_FRAME_INJECTION_FRACTION`` for an edit that follows an edited first
+            frame (``fraction``). (``steps=`` is its old name, still accepted.)
         blocks: indices of the transformer blocks that inject; ``None`` = every block.
         reference_text: ``"inversion"`` (the reference branch sees the prompt the video was inverted with: the
             trajectory's own condition, one reference row shared by every main row) or ``"edit"`` (the public
@@ -356,7 +361,7 @@ class InjectionConfig:
     """
 
     enabled: bool = True
-    step_fraction: float = 1.0
+    step_fraction: float | None = None
     blocks: tuple[int, ...] | None = None
     reference_text: str = "inversion"
     reuse_kv: bool = False
@@ -369,7 +374,8 @@ class InjectionConfig:
     def __post_init__(self, steps, reference_weight_steps):
         _renamed(self, "steps", "step_fraction", steps)
         _renamed(self, "reference_weight_steps", "reference_weight_fraction", reference_weight_steps)
-        _fraction("injection step fraction", self.step_fraction)
+        if self.step_fraction is not None:
+            _fraction("injection step fraction", self.step_fraction)
         _choice("reference text", self.reference_text, REFERENCE_TEXT_MODES)
         if self.reference_weight is not None:
             _number("reference weight", self.reference_weight, 0.0, 1e6, low_open=True, example=8)
@@ -395,9 +401,17 @@ class InjectionConfig:
             return first_frame and not self.reuse_kv
         return self.kind == "attention-map"
 
-    def active_at(self, step: int, num_steps: int) -> bool:
-        """Whether sampling step ``step`` (0 = noisiest) of ``num_steps`` injects."""
-        return self.enabled and step < round(self.step_fraction * num_steps)
+    def fraction(self, first_frame: bool = False) -> float:
+        """The step fraction that injects: the one given, else 1, or ``FIRST_FRAME_INJECTION_FRACTION`` for an edit
+        that follows an edited first frame (``first_frame``)."""
+        if self.step_fraction is not None:
+            return self.step_fraction
+        return FIRST_FRAME_INJECTION_FRACTION if first_frame else 1.0
+
+    def active_at(self, step: int, num_steps: int, first_frame: bool = False) -> bool:
+        """Whether sampling step ``step`` (0 = noisiest) of ``num_steps`` injects (``first_frame``: the edit follows
+        an edited first frame)."""
+        return self.enabled and step < round(self.fraction(first_frame) * num_steps)
 
     def reference_bias(self, step: int, num_steps: int) -> float:
         """Logit offset of the reference keys at sampling step ``step``: ``log(reference_weight)`` or 0."""

@@ -258,6 +258,10 @@ def run_edit(video: str, prompts: list[str] | None, model_settings: ModelSetting
                 result.notes.append("no --first-frame given: the image-to-video model follows the source's own first "
                                     "frame")
             region = region_of_prepared(model, config, prepared, read, result.notes)
+            if config.injection.step_fraction is None:  # recorded as the number the edit runs with
+                injection = dataclasses.replace(config.injection,
+                                                step_fraction=config.injection.fraction(bool(first_frames)))
+                config = dataclasses.replace(config, injection=injection)
             if save_inversion:
                 prepared.inversion.save(save_inversion, force=output.force)
             edit_prepared(model, prepared, prompts, config, videos_out, comparisons_out, output, reconstruct, result,
