@@ -405,7 +405,7 @@ def picture(clips: dict, edit_name: str, examples: int = 4, scale: int = 2, gap:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="demo", help="demo, demo-wan or a pipeline folder (default: the shipped "
-                        "demo CogVideoX)")
+                        "demo CogVideoX); demo-i2v runs section (e), first-frame edits (bench/first_frame.py)")
     parser.add_argument("--clips", type=int, default=12, help="source clips for (b) and (c)")
     parser.add_argument("--t2v-per-combo", type=int, default=3, help="text-to-video clips per held-out combination")
     parser.add_argument("--steps", type=int, default=50)
@@ -419,6 +419,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="4 clips, 10 steps, 1 text-to-video clip per combination, "
                         "writes nothing")
     args = parser.parse_args(argv)
+    if args.model == "demo-i2v":  # section (e), first-frame edits: bench/first_frame.py, which writes its own files
+        from bench.first_frame import main as first_frame
+
+        return first_frame((["--quick"] if args.quick else ["--clips", str(args.clips)])
+                           + ["--seed", str(args.seed), "--threads", str(args.threads)])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="There are modules in .* that should be kept in float32")
