@@ -228,7 +228,7 @@ def test_reconstruct_reports_how_the_inversion_was_solved(video, tmp_path, capsy
 # ---- layering -------------------------------------------------------------------------------------------------
 LAYERS = [  # lower first; a module may import only from its own layer or lower ones
     {"errors", "settings", "options", "atomic", "counting"},
-    {"video", "progress", "metrics", "schedule", "provenance", "tiny", "tiny_wan", "demo"},
+    {"video", "regions", "progress", "metrics", "schedule", "provenance", "tiny", "tiny_wan", "demo"},
     {"attention", "models"},
     {"sampling", "exact", "guidance", "krnr", "checkpoint", "windows"},
     {"inversion"},

@@ -28,7 +28,7 @@ from vidinvert import engine, metrics
 from vidinvert.errors import VidinvertError
 from vidinvert.models import DEMO_MODEL, sample_video
 from vidinvert.settings import (BlendConfig, EditConfig, FlowEditConfig, InjectionConfig, InvertSettings,
-                                ModelSettings, OutputSettings, ReadSettings, field_defaults)
+                                ModelSettings, OutputSettings, ReadSettings, RegionConfig, field_defaults)
 from vidinvert.web import Studio, form_defaults, parse_prompts, settings_from_form
 from vidinvert.web.page import EXAMPLE_PROMPT, error_line, header, page_words, preview_frames
 
@@ -50,16 +50,18 @@ FORM_FIELDS = {
     "edit_fraction": (InvertSettings, "depth"), "guidance": (EditConfig, "guidance"), "start": (EditConfig, "start"),
     "seed": (EditConfig, "seed"), "negative_prompt": (EditConfig, "negative_prompt"),
     "dynamic_guidance": (EditConfig, "dynamic_guidance"), "injection": (InjectionConfig, "enabled"),
-    "injection_fraction": (InjectionConfig, "step_fraction"), "blend": (BlendConfig, "enabled"),
+    "injection_fraction": (InjectionConfig, "step_fraction"), "injection_kind": (InjectionConfig, "kind"),
+    "blend": (BlendConfig, "enabled"),
     "reference_weight": (InjectionConfig, "reference_weight"),
     "blend_source": (BlendConfig, "source_prompt"), "metrics": (OutputSettings, "metrics"), "method": (EditConfig, "method"),
     "guidance_2": (EditConfig, "guidance_2"), "n_max": (FlowEditConfig, "n_max"), "n_min": (FlowEditConfig, "n_min"),
     "source_guidance": (FlowEditConfig, "source_guidance"),
     "window": (InvertSettings, "window"), "overlap_fraction": (InvertSettings, "overlap"),
+    "mask_grow": (RegionConfig, "grow"),
 }
 # None in settings (left to the model or the schedule), 0 ("auto") in the form; "" for texts
 UNSET_AS_ZERO = {"frame_sample_step", "height", "width", "max_num_frames", "guidance", "guidance_2", "n_max",
-                 "reference_weight"}
+                 "reference_weight", "injection_fraction"}
 UNSET_AS_CHOICE = {"blend": "model's"}  # None in settings, a named choice on the page
 UNSET_AS_EMPTY = {"negative_prompt", "window"}
 
@@ -113,6 +115,8 @@ def test_the_page_widgets_start_at_the_form_defaults():
     ("window", "wide", ["Window", "a count of latent frames"]),
     ("window", "0", ["Window"]),
     ("overlap_fraction", 1.5, ["Window overlap fraction", "below 1"]),
+    ("mask_grow", -1, ["Mask grow", "between 0 and 64"]),
+    ("mask_grow", 2.5, ["Mask grow", "whole number"]),
 ])
 def test_bad_form_values_give_one_line_naming_the_field(key, value, words):
     with pytest.raises(VidinvertError) as info:
@@ -488,7 +492,8 @@ def test_page_fields_are_generated_from_the_options_table():
     from vidinvert.options import EDIT, for_command
     from vidinvert.web.form import BLEND_CHOICES, INFO_LENGTH, form_defaults, page_fields
 
-    options = [o for o in for_command(EDIT) if o.label and o.dest not in ("prompt", "first_frame")]  # beside the video
+    # the prompts and the uploads are the page's own widgets (beside the video; the Mask file in Edit region)
+    options = [o for o in for_command(EDIT) if o.label and o.dest not in ("prompt", "first_frame", "mask")]
     app = _app("tiny-wan")
     components, initial = _components(app), form_defaults()
     assert set(components) == {o.dest for o in options}
@@ -675,6 +680,189 @@ def test_page_messages_name_the_page_fields_for_bad_inputs():
             assert not re.search(code_names, text), (changes, line)
             assert "internal error" not in text, (changes, line)
     _page_handler(app, "on_close").fn(request)
+
+
+# ---- edit regions ----------------------------------------------------------------------------------------------
+def _mask_png(path: Path, left: int = 32, size: int = 64) -> Path:
+    """A black PNG ``size`` pixels square, white from column ``left`` on (the sample's right half by default)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.zeros((size, size, 3), np.uint8)
+    pixels[:, left:] = 255
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _block(fn, elem_id: str):
+    return next(block for block in fn.inputs if getattr(block, "elem_id", None) == elem_id)
+
+
+def _drawing(left: float = 0.5, size: int = 512) -> dict:
+    """What the page's Draw the region editor passes a handler: white strokes (RGBA, alpha 255) from ``left`` of
+    the width on, over nothing (the background is the first frame, not read)."""
+    import numpy as np
+
+    layer = np.zeros((size, size, 4), np.uint8)
+    layer[:, int(size * left):] = 255
+    return {"background": None, "layers": [layer], "composite": None}
+
+
+@pytest.mark.parametrize("model, form", [
+    ("tiny", {}), ("tiny-wan", {"method": "flowedit", "n_max": 2, "source_prompt": "a red disc"})])
+def test_studio_edits_inside_a_mask_only_as_the_cli(tmp_path, model, form):
+    """A page edit with a Mask file is the CLI's ``--mask`` job (the same latents); outside the region (its latent
+    cells at 0) the result's latents are the source's exactly: the inversion's clean latents, FlowEdit's opened
+    video's; the summary and the settings JSON name the mask by file name with its SHA-256, never a server path."""
+    mask = _mask_png(tmp_path / "mask.png")
+    read, inv, config = settings_from_form({"max_num_frames": 5, "steps": 3, "mask": str(mask), **form})
+    assert config.region == RegionConfig(mask=str(mask))
+    cli = engine.run_edit(str(SAMPLE), ["a blue disc"], ModelSettings(name=model), read, inv, config,
+                          OutputSettings(output=str(tmp_path / "cli" / "out.mp4"), progress=False))
+    studio = Studio(ModelSettings(name=model))
+    notes: list[str] = []
+    results, job = studio.edit(str(SAMPLE), read, inv, ["a blue disc"], config, tmp_path / "page", notes=notes)
+    assert torch.equal(job.latents, cli.latents) and notes == []
+    (region, _), = studio._regions.values()
+    if job.prepared is not None:
+        source = job.prepared.inversion.clean  # [1, T, C, h, w]
+    else:
+        source = next(value for key, value in studio._cache.items() if "source" in key).latents
+    kept = (region.latent == 0).expand_as(source)  # [1, T, C, h, w]: the cells the edit may not change
+    assert 0 < kept.float().mean() < 1
+    assert torch.equal(job.latents[:1][kept], source[kept])
+    assert not torch.equal(job.latents[:1][~kept], source[~kept])
+    record = json.loads(results[0].settings.read_text())
+    sha = hashlib.sha256(mask.read_bytes()).hexdigest()
+    assert record["result"]["region"] == {"mask": "mask.png", "sha256": sha, "grow": 0, "coverage": 0.5}
+    assert record["edit"]["region"] == {"mask": "mask.png", "box": None, "grow": 0}
+    assert cli.summary["region"]["sha256"] == sha
+    assert not [v for v in _values(record) if isinstance(v, str) and v.startswith("/")]  # no server paths
+
+
+def test_a_changed_mask_is_never_served_from_the_cache_of_another(tmp_path):
+    """Regions are cached under the mask's content (its SHA-256), the grow and the clip's frames, not its path: a
+    mask replaced at the same path is read again, the same content under another name is reused (and named by its
+    own name); every mask edits the one cached inversion."""
+    studio = Studio(ModelSettings(name="tiny"))
+    mask = _mask_png(tmp_path / "mask.png", left=32)
+    read, inv, config = settings_from_form({"max_num_frames": 5, "steps": 2, "mask": str(mask)})
+    _, half = studio.edit(str(SAMPLE), read, inv, ["a blue disc"], config, tmp_path / "half")
+    first_sha = hashlib.sha256(mask.read_bytes()).hexdigest()
+    _mask_png(mask, left=48)  # the same path, another region
+    _, quarter = studio.edit(str(SAMPLE), read, inv, ["a blue disc"], config, tmp_path / "quarter")
+    second_sha = hashlib.sha256(mask.read_bytes()).hexdigest()
+    assert quarter.summary["inversion_reused"] and first_sha != second_sha
+    assert (half.summary["region"]["coverage"], quarter.summary["region"]["coverage"]) == (0.5, 0.25)
+    assert quarter.summary["region"]["sha256"] == second_sha and not torch.equal(half.latents, quarter.latents)
+    assert [key[0] for key in studio._regions] == [("mask", first_sha), ("mask", second_sha)]
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(mask.read_bytes())
+    _, again = studio.edit(str(SAMPLE), read, inv, ["a blue disc"], dataclasses.replace(
+        config, region=RegionConfig(mask=str(copy))), tmp_path / "copy")
+    assert torch.equal(again.latents, quarter.latents) and len(studio._regions) == 2  # the cached region
+    assert again.summary["region"] == {**quarter.summary["region"], "mask": "copy.png"}
+    _, grown = studio.edit(str(SAMPLE), read, inv, ["a blue disc"], dataclasses.replace(
+        config, region=RegionConfig(mask=str(copy), grow=1)), tmp_path / "grown")
+    assert grown.summary["region"]["coverage"] > 0.25 and len(studio._regions) == 3  # another grow, another key
+
+
+def test_region_errors_and_notes_name_the_page_fields(tmp_path):
+    """A Mask file that is missing, not an image or video, or selects nothing: one line naming the field (never a
+    flag or a server path), a missing one before the model loads; both a file and a drawing: refused naming both;
+    a drawing that selects nothing is named as the drawing; a mask that covers everything edits, with its note in
+    the page's warnings box."""
+    from types import SimpleNamespace
+
+    from vidinvert.web.form import DRAW_LABEL, DRAWN_MASK_NAME, MASK_LABEL, mask_from_form
+
+    assert (MASK_LABEL, DRAW_LABEL) == ("Mask file", "Draw the region")
+    studio = Studio(ModelSettings(name="tiny"))
+    words = tmp_path / "notes.txt"
+    words.write_text("the region, in words\n")
+    cases = [(tmp_path / "gone.png", "Mask file not found: gone.png; check the path"),
+             (words, "the Mask file notes.txt is not a readable image or video ("),
+             (_mask_png(tmp_path / "black.png", left=64), "the Mask file black.png selects nothing of the clip's "
+                                                           "64x64 frames (no white pixels there); white marks")]
+    for mask, expected in cases:
+        read, inv, config = settings_from_form({"max_num_frames": 5, "steps": 2, "mask": str(mask)})
+        with pytest.raises(VidinvertError) as info:
+            studio.edit(str(SAMPLE), read, inv, ["a red disc"], config, tmp_path / mask.stem)
+        assert_one_line(info.value)
+        line = error_line(info.value, str(SAMPLE), str(mask))
+        assert line.startswith(f"vidinvert: error: {expected}") and str(tmp_path) not in line, line
+        assert "--" not in line, line
+        if mask.name == "gone.png":
+            assert studio._model is None  # refused before the model loaded
+    with pytest.raises(VidinvertError) as info:
+        mask_from_form(str(words), _drawing(), tmp_path)
+    assert_one_line(info.value, "both a Mask file and a drawing in Draw the region were given", "clear the drawing")
+    assert not (tmp_path / DRAWN_MASK_NAME).exists()
+    assert mask_from_form(None, {"background": None, "layers": [], "composite": None}, tmp_path) is None  # none drawn
+    assert page_words(f"the mask {DRAWN_MASK_NAME} selects nothing of the clip's 64x64 frames") == \
+        "the drawing in Draw the region selects nothing of the clip's 64x64 frames"
+    assert page_words("drop --mask, or keep --mask-grow 2") == "drop Mask file, or keep Mask grow 2"
+
+    app = _app("tiny")
+    edit = _page_handler(app, "on_edit")
+    request = SimpleNamespace(session_hash="region-notes")
+    data = _page_inputs(edit)
+    data[_block(edit, "mask-file")] = str(_mask_png(tmp_path / "white.png", left=0))
+    status, _, box = edit.fn(data, request, lambda *a, **k: None)[:3]
+    assert status.startswith("Edited 5 frames") and "inside Mask file white.png (100% of the latent grid" in status
+    assert "1 note: see below" in status, status
+    shown = box["value"].replace("\\", "")
+    assert box["visible"] and shown.startswith("- vidinvert: note: the Mask file white.png covers the whole clip")
+    data[_block(edit, "mask-file")] = str(words)
+    status = edit.fn(data, request, lambda *a, **k: None)[0].replace("\\", "")
+    assert status.startswith("**vidinvert: error: the Mask file notes.txt is not a readable image or video"), status
+    assert "\n" not in status and str(tmp_path) not in status
+    _page_handler(app, "on_close").fn(request)
+
+
+def test_a_drawn_region_is_previewed_saved_with_the_run_and_edits_only_there(tmp_path):
+    """Draw the region: white strokes on the right half of the first frame preview as half the grid, are saved as
+    the run's mask image (a download the settings JSON names, with its SHA-256) and the edit keeps the source's
+    latents outside them; an uploaded Mask file previews, Mask grow widens it, a bad one is one line naming it."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from vidinvert.web.form import DRAWN_MASK_NAME
+
+    app = _app("tiny")
+    request = SimpleNamespace(session_hash="drawing")
+    region = _page_handler(app, "on_region")
+    data = _page_inputs(region)
+    data[_block(region, "mask-drawing")] = _drawing()
+    shown, info, status = region.fn(data, request)
+    assert status.startswith("The drawing in Draw the region: the edit may change 50% of the first frame's 8×8 "
+                             "latent cells (grown by 0)"), status
+    preview = Image.open(shown["value"])
+    assert preview.size == (256, 256)  # the 64x64 frame, each pixel a 4x4 block
+    assert Image.open(Path(shown["value"]).parent.parent / DRAWN_MASK_NAME).size == (512, 512)  # as drawn
+    data[_block(region, "mask-drawing")] = None
+    data[_block(region, "mask-file")] = str(_mask_png(tmp_path / "mask.png", left=40))  # from latent column 5
+    data[_block(region, "mask-grow")] = 1  # from column 4: half
+    assert region.fn(data, request)[2].startswith("Mask file mask.png: the edit may change 50% of the first frame's "
+                                                  "8×8 latent cells (grown by 1)")
+    data[_block(region, "mask-file")] = str(_mask_png(tmp_path / "black.png", left=64))
+    shown, _, status = region.fn(data, request)
+    assert shown["value"] is None and status.startswith("**vidinvert: error: the Mask file black.png selects nothing")
+
+    edit = _page_handler(app, "on_edit")
+    data = _page_inputs(edit)
+    data[_block(edit, "mask-drawing")] = _drawing()
+    out = edit.fn(data, request, lambda *a, **k: None)
+    assert "inside the drawing in Draw the region (50% of the latent grid may change)" in out[0], out[0]
+    drawn = next(Path(path) for path in out[5] if Path(path).name == DRAWN_MASK_NAME)
+    settings = next(Path(path) for path in out[5] if path.endswith(".json"))
+    assert drawn.parent == settings.parent  # the run's folder
+    record = json.loads(settings.read_text())
+    assert record["result"]["region"] == {"mask": DRAWN_MASK_NAME, "grow": 0, "coverage": 0.5,
+                                          "sha256": hashlib.sha256(drawn.read_bytes()).hexdigest()}
+    _page_handler(app, "on_close").fn(request)
+    assert not drawn.exists()  # the session's folder went with it
 
 
 # ---- the page in a browser ------------------------------------------------------------------------------------
@@ -1032,6 +1220,30 @@ def test_a_first_frame_that_is_no_image_gives_one_line_and_writes_nothing(i2v_se
 
 
 @pytest.mark.slow
+def test_page_edits_inside_an_uploaded_mask(page, tmp_path):
+    """The sample and a Mask file (its right half white) on the demo model: the Edit region panel previews the
+    region over the first frame (and offers the frame to draw on), the edit says it kept to it, and the settings
+    JSON records the mask by name and SHA-256."""
+    mask = _mask_png(tmp_path / "mask.png")
+    page.click("#use-sample")
+    _expect()(page.locator("#status")).to_contain_text("reads 9 frames")
+    page.locator("#region-settings > button").first.click()
+    _expect()(page.locator("#mask-drawing canvas").first).to_be_visible()
+    page.locator("#mask-file input[type=file]").set_input_files(str(mask))
+    _expect()(page.locator("#status")).to_contain_text("Mask file mask.png: the edit may change 50% of the first")
+    _expect()(page.locator("#region-preview img")).to_be_visible()
+    page.wait_for_function("document.querySelector('#region-preview img').naturalWidth >= 256")
+    _expect()(page.locator("#region-info")).to_contain_text("Mask file mask.png: the edit may change 50%")
+    _open_settings(page)
+    _fill(page, "steps", STEPS)
+    _run_edit(page, EXAMPLE_PROMPT)
+    assert "inside Mask file mask.png (50% of the latent grid may change)" in _status(page), _status(page)
+    record = json.loads(_fetch(page, _downloads(page)["sample_edit.json"], tmp_path / "settings.json").read_text())
+    assert record["result"]["region"] == {"mask": "mask.png", "sha256": hashlib.sha256(mask.read_bytes()).hexdigest(),
+                                          "grow": 0, "coverage": 0.5}
+
+
+@pytest.mark.slow
 def test_a_text_to_video_page_has_no_first_frame_field(page):
     _expect()(page.locator("#use-sample")).to_be_visible()
     for elem_id in ("first-frame", "first-frame-info", "first-frame-compare"):
@@ -1057,25 +1269,6 @@ def test_a_run_disables_invert_and_edit_and_stop_is_calm(page):
     assert "Error" not in page.locator("body").inner_text()  # no red badge: a calm status
     _run_edit(page, EXAMPLE_PROMPT, timeout=240_000)  # waits for the stopped run, which goes on in the background
     _expect()(page.locator("#edit")).to_be_enabled()
-
-
-@pytest.mark.slow
-def test_a_page_reloaded_during_a_run_says_a_job_is_running(page, server, browser):
-    page.click("#use-sample")
-    _expect()(page.locator("#status")).to_contain_text("reads 9 frames")
-    _open_settings(page)
-    # 400 steps: the demo model edits 30 in about 2 s, quicker than a second page opens; the other page opens
-    # once the progress bar shows the job inside the model (inverting), so the job has started and runs on.
-    _fill(page, "steps", "400")
-    page.locator("#prompts textarea").fill(EXAMPLE_PROMPT)
-    page.click("#edit")
-    _expect()(page.locator("#progress")).to_contain_text("invert", timeout=60_000)
-    context, other = _open_page(browser, server)
-    try:
-        _expect()(other.locator("#status")).to_contain_text("A job is running on this server (editing")
-    finally:
-        context.close()
-    _expect()(page.locator("#status")).to_contain_text("Edited 9 frames", timeout=240_000)
 
 
 @pytest.mark.slow

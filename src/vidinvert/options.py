@@ -403,7 +403,8 @@ OPTIONS: tuple[Option, ...] = (
       metavar="PATH", setting="mask", label="Mask file"),
     O("box", "text", _G.box, "edit only inside this rectangle, in pixels of the source video's frames (a shorthand "
       "for a --mask)", "region", frozenset({EDIT, BATCH}), metavar="X0,Y0,X1,Y1", parse=parse_box, setting="box"),
-    O("mask-grow", "int", _G.grow, "latent cells (8 or 16 pixels each) the --mask or --box is dilated by, room for "
+    O("mask-grow", "int", _G.grow, "latent cells (the VAE's pixels per cell: 8 for published models, 4 for the demo "
+      "models) the --mask or --box is dilated by, room for "
       "the edit at its edge (%(default)s: a cell already counts when any of its pixels is white)", "region",
       frozenset({EDIT, BATCH}), metavar="N", setting="mask grow", label="Mask grow"),
     O("save-mask", "text", _O.save_mask, "also write the --mask or --box as the model edits it (its latent grid, "

@@ -3,7 +3,8 @@ text and panel, for the loaded model and edit method) and its values -> the sett
 errors naming the fields by their labels.
 
 Every page field is an option of ``options.OPTIONS`` with a ``label``; its panel is the option's group, but for the
-inputs beside the video: the prompts box and, for an image-to-video model, the Edited first frame upload. The few
+inputs beside the video: the prompts box and, for an image-to-video model, the Edited first frame upload; and the
+Mask file, an upload in its group's panel (Edit region) beside a drawing on the clip's first frame. The few
 conventions of the page alone live in ``UNSET``, ``SETTINGS_OWN``, ``BLEND_CHOICES`` and ``field_kind``: a number
 left to the model shows 0 (an empty text, the radio's "model's"), an on/off choice is a tick box. Values are mapped
 onto settings by ``options.settings_from_values``' parts, as the CLI's and the batch's are; nothing here knows the
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import SettingsError
@@ -25,7 +27,8 @@ from ..video import MIN_IMAGE_SIDE, read_frame_image
 
 PROMPT_OPTION = next(o for o in for_command(EDIT) if o.dest == "prompt")  # the prompts box: a run's list of edits
 FIRST_FRAME_OPTION = next(o for o in for_command(EDIT) if o.dest == "first_frame")  # an image upload beside the video
-INPUT_OPTIONS = (PROMPT_OPTION, FIRST_FRAME_OPTION)  # the page's inputs beside the video, not fields of a panel
+MASK_OPTION = next(o for o in for_command(EDIT) if o.dest == "mask")  # a file upload (or a drawing): Edit region
+INPUT_OPTIONS = (PROMPT_OPTION, FIRST_FRAME_OPTION, MASK_OPTION)  # the page's uploads and prompts, not typed fields
 PAGE_OPTIONS: tuple[Option, ...] = tuple(o for o in for_command(EDIT) if o.label and o not in INPUT_OPTIONS)
 OPTION = {option.dest: option for option in PAGE_OPTIONS}  # form key -> its option
 PAGE_FIELDS = tuple(OPTION)  # form keys: the options (by dest) the page shows, in table order
@@ -38,6 +41,9 @@ GROUP_LABELS = {"read": PANEL_TITLES["frames"], "inv": PANEL_TITLES["inversion"]
                 "edit": PANEL_TITLES["editing"]}  # the panel of the settings it came from
 PROMPTS_LABEL = PROMPT_OPTION.label
 FIRST_FRAME_LABEL = FIRST_FRAME_OPTION.label
+MASK_LABEL = MASK_OPTION.label
+DRAW_LABEL = "Draw the region"  # the page's other way to give a mask: white strokes on the clip's first frame
+DRAWN_MASK_NAME = "drawn-mask.png"  # a drawing, saved as a mask image in the run's folder (the JSON names it so)
 FIRST_FRAME_INFO = ("optional; the clip follows this frame (PNG or JPEG), keeping the source's motion; without one the "
                     "model follows the source's own first frame")  # the page's words: the table's help is the CLI's
 PROMPTS_INFO = f"optional with an {FIRST_FRAME_LABEL}: without a prompt it takes the Source prompt"  # an I2V page's
@@ -372,8 +378,9 @@ def settings_from_form(form: dict):
     """Form values -> ``(ReadSettings, InvertSettings, EditConfig)`` through the options table's one mapping
     (``options.read_settings``, ``invert_settings``, ``edit_config``: ``settings_from_values``' parts); missing keys
     take the defaults. Every error names the field by its label. The source prompt is both the inversion's prompt
-    and FlowEdit's source description, as on the CLI."""
-    values = {**defaults(EDIT), **option_values(form)}  # its errors name their fields already
+    and FlowEdit's source description, as on the CLI. ``form["mask"]``: the edit region's mask file
+    (``mask_from_form``), if any."""
+    values = {**defaults(EDIT), **option_values(form), "mask": _mask_path(form.get("mask"))}  # errors name fields
     built = {}
     for name, build in (("inv", invert_settings), ("read", read_settings), ("edit", edit_config)):
         try:
@@ -418,3 +425,55 @@ def first_frames_from_form(value) -> list[str]:
         raise SettingsError(f"{FIRST_FRAME_LABEL} must be an uploaded image file, got {_shown(value)}")
     read_frame_image(value, MIN_IMAGE_SIDE, MIN_IMAGE_SIDE, what=FIRST_FRAME_LABEL)
     return [value]
+
+
+# ---- the edit region: an uploaded mask file or a drawing --------------------------------------------------------
+def _mask_path(value) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise SettingsError(f"{MASK_LABEL} must be an uploaded image or video file, got {_shown(value)}")
+    return value
+
+
+def drawn_mask(value):
+    """The Draw the region editor's value (Gradio's ``{"background", "layers", "composite"}``, images as numpy
+    ``[H, W, 4]`` RGBA) -> bool numpy ``[H, W]``: where a stroke was drawn (alpha at least half, any layer; the brush
+    is white, the eraser removes strokes); ``None`` when nothing was drawn. Errors name the field."""
+    import numpy as np
+
+    if value is None:
+        return None
+    layers = value.get("layers") if isinstance(value, dict) else None
+    if not isinstance(layers, list):
+        raise SettingsError(f"{DRAW_LABEL} must be a drawing, got {_shown(value)}")
+    drawn = None
+    for layer in layers:
+        if not (isinstance(layer, np.ndarray) and layer.ndim == 3 and layer.shape[2] == 4):
+            raise SettingsError(f"{DRAW_LABEL} must be a drawing (RGBA layers), got {_shown(layer)}")
+        strokes = layer[..., 3] >= 128  # [H, W]
+        if drawn is not None and strokes.shape != drawn.shape:
+            raise SettingsError(f"{DRAW_LABEL}: its layers differ in size", "clear the drawing and draw again")
+        drawn = strokes if drawn is None else drawn | strokes
+    return drawn if drawn is not None and bool(drawn.any()) else None
+
+
+def mask_from_form(upload, drawing, folder) -> str | None:
+    """The Edit region's inputs -> the job's mask file (``RegionConfig.mask``; ``None``: the edit may change
+    everything). ``upload``: the Mask file (a path; ``None`` or empty: none); ``drawing``: the Draw the region
+    editor's value (``drawn_mask``), written as a black-and-white PNG (white = drawn) to ``folder`` /
+    ``DRAWN_MASK_NAME``, a one-image mask for every frame, fitted to the clip as the first frame it was drawn on.
+    One of them at most; errors name the fields."""
+    from PIL import Image
+
+    path = _mask_path(upload)
+    drawn = drawn_mask(drawing)
+    if drawn is None:
+        return path
+    if path is not None:
+        raise SettingsError(f"both a {MASK_LABEL} and a drawing in {DRAW_LABEL} were given",
+                            f"remove the {MASK_LABEL}, or clear the drawing")
+    target = Path(folder) / DRAWN_MASK_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(drawn.astype("uint8") * 255).convert("RGB").save(target)
+    return str(target)

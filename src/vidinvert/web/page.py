@@ -1,7 +1,9 @@
 """The Gradio page over a ``Studio``: upload a clip (or use the bundled sample), set frames and steps, invert once,
 edit with several prompts, watch the progress, download the results. With an image-to-video model, an edit may
 follow an edited first frame uploaded beside the clip; the page then shows the source's, the edited and each result's
-first frame side by side.
+first frame side by side. An edit may be kept to a region (its Edit region panel): a mask file uploaded, or white
+strokes drawn on the clip's first frame (saved as a mask image in the run's folder), previewed over that frame as the
+model will edit it.
 
 Every ``VidinvertError`` appears as the CLI's one-line ``vidinvert: error: ...``, in the page's words (fields by
 their labels, never CLI flags), and the page stays usable; warnings of a run are shown beside its result and listed
@@ -34,9 +36,9 @@ from ..models import DEMO_MODELS, TINY_MODELS, sample_video
 from ..models.registry import (EXAMPLE_HUB_ID, EXAMPLE_PROMPT,  # the one example prompt every front end gives
                                EXAMPLE_WAN_HUB_ID)
 from ..settings import MODEL_SETTINGS_FILE
-from .form import (FIRST_FRAME_INFO, FIRST_FRAME_LABEL, LABELS, PANEL_TITLES, PANELS, PROMPTS_INFO, PROMPTS_LABEL,
-                   can_flowedit, first_frames_from_form, for_method, metrics_from_form, page_fields, parse_prompts,
-                   settings_from_form)
+from .form import (DRAW_LABEL, DRAWN_MASK_NAME, FIRST_FRAME_INFO, FIRST_FRAME_LABEL, LABELS, MASK_LABEL,
+                   PANEL_TITLES, PANELS, PROMPTS_INFO, PROMPTS_LABEL, can_flowedit, first_frames_from_form, for_method,
+                   mask_from_form, metrics_from_form, page_fields, parse_prompts, settings_from_form)
 from .studio import Studio
 
 SAMPLE_VIDEO = sample_video()
@@ -46,6 +48,13 @@ REAL_MODELS = {"cogvideox": EXAMPLE_HUB_ID, "wan": EXAMPLE_WAN_HUB_ID}  # family
 FRAMES_LABEL = "Frames the job reads"  # the gallery's label, then followed by how many it reads and shows
 FIRST_FRAMES_LABEL = "First frames: source | edited | result"  # the gallery shown after an edit that followed one
 GRADIO_CACHE_CLEANUP = (3600, 6 * 3600)  # hourly, drop Gradio's copies of uploads/results older than 6 h
+EDITOR_WIDTH = 512  # pixel width of the first frame Draw the region draws on (the source's aspect kept)
+REGION_PREVIEW_WIDTH = 256  # the region's preview is enlarged (each pixel a block) to at least this width
+REGION_DIM = 0.3  # brightness the preview leaves the first frame at outside the region
+REGION_PREVIEW_LABEL = "Where the edit may change (first frame)"
+REGION_NOTE = ("Keep the edit to a region: upload a *Mask file* (an image for every frame, or a video with one frame "
+               "per source frame; white = may change, black = kept), or paint the region white in *Draw the region*. "
+               "Outside it the result keeps the source exactly.")
 
 
 def preview_frames(video: str, read, temporal_multiple: int = 1, count: int = PREVIEW_FRAMES) -> tuple[list, str, int]:
@@ -69,6 +78,69 @@ def preview_frames(video: str, read, temporal_multiple: int = 1, count: int = PR
     text = (f"{Path(video).name}: {width}×{height} at {clip.fps:g} fps; the job reads {total} frames "
             f"(source frames {clip.indices[0]}–{clip.indices[-1]}), {shown_of(len(items), total)}")
     return items, text, total
+
+
+def _first_frame_read(video: str, read, height: int | None, width: int | None, multiple: int):
+    """The first frame a job with ``read`` reads (source frame ``skip_start``) at ``height`` x ``width``: a ``Clip``
+    of that one frame (only the frames up to it are decoded)."""
+    from ..video import read_video
+
+    return read_video(video, height, width, skip_start=read.skip_start, stride=1, max_frames=1, resize=read.resize,
+                      multiple=multiple, temporal_multiple=1, min_frames=1)
+
+
+def editor_background(video: str, read):
+    """What Draw the region draws on: the first frame a job reads (``read`` with the model's defaults filled in),
+    ``EDITOR_WIDTH`` wide with the source's aspect, as uint8 ``[H, W, 3]``. A drawing is a one-image mask, fitted to
+    the clip's size by its resize rule as this frame is, so it lands where it was drawn."""
+    from ..video import to_uint8
+
+    return to_uint8(_first_frame_read(video, read, None, EDITOR_WIDTH, 2).frames)[0]
+
+
+def region_preview(video: str, read, mask: str, grow: int, model) -> tuple:
+    """The edit region of the mask file ``mask`` (dilated by ``grow`` latent cells) over the first frame the job
+    reads (``read`` with the model's defaults filled in), as the model edits it: on its latent grid, each cell a
+    block of pixels (``regions.mask_frames``), the frame dimmed outside the region. An image mask is built and checked
+    as the edit builds it (one that selects nothing is refused with the edit's message); of a mask video, the frame
+    for the first frame is shown.
+
+    Returns:
+        uint8 ``[H, W, 3]`` (enlarged to at least ``REGION_PREVIEW_WIDTH`` wide), a one-line description (what
+        share of the frame's latent cells may change) and the region's notes (e.g. that it covers the whole clip).
+    """
+    import torch
+
+    from ..regions import Region, build_region, mask_frames, read_mask, to_latent_grid
+    from ..settings import RegionConfig
+    from ..video import IMAGE_SUFFIXES, to_uint8
+
+    height, width = read.height, read.width
+    if height is None and width is None:
+        height, width = model.native_size()
+    clip = _first_frame_read(video, read, height, width, model.size_multiple)
+    frame = clip.frames[0]  # [3, H, W] in [-1, 1]
+    size = frame.shape[1:]
+    spatial, temporal = model.spatial_factor, model.temporal_factor
+    notes: list[str] = []
+    image_mask = Path(mask).suffix.lower() in IMAGE_SUFFIXES  # one mask for every frame: the first frame's verdict
+    if image_mask:
+        region = build_region(RegionConfig(mask=mask, grow=grow), clip.indices, clip.source_size, *size, read.resize,
+                              spatial, temporal, notes)
+    else:
+        pixels = read_mask(mask, clip.indices, *size, read.resize)  # [1, 1, H, W]
+        region = Region(to_latent_grid(pixels, spatial, temporal, grow), pixels, {})
+    inside = mask_frames(region, spatial, temporal)[0, :1] > 0  # [1, H, W]: the cells the edit may change
+    shown = torch.where(inside, frame, (frame + 1) * REGION_DIM - 1)  # [3, H, W]: dimmed outside
+    image = to_uint8(shown[None])[0]  # [H, W, 3]
+    scale = -(-REGION_PREVIEW_WIDTH // image.shape[1])
+    if scale > 1:  # small frames: each pixel a block, so the latent cells stay sharp
+        image = image.repeat(scale, axis=0).repeat(scale, axis=1)
+    cells = region.latent.shape[-2:]
+    text = (f"the edit may change {region.coverage:.0%} of the first frame's {cells[0]}×{cells[1]} latent cells "
+            f"(grown by {grow}); dimmed: kept as the source"
+            + ("" if image_mask else " (the mask video's frame for it; other frames follow their own)"))
+    return image, text, notes
 
 
 def first_frame_items(job, image: str, resize: str, prompts: list[str]) -> list:
@@ -104,7 +176,7 @@ def _escape(text: str) -> str:
 FLAG_LABELS = {  # CLI flags that library messages name -> the page's label for the same setting
     **{"--" + key.replace("_", "-"): label for key, label in LABELS.items()},  # form keys are the CLI's names
     "--num-inference-steps": LABELS["steps"], "--guidance-scale": LABELS["guidance"], "--no-blend": LABELS["blend"],
-    "--prompt": PROMPTS_LABEL, "--first-frame": FIRST_FRAME_LABEL,
+    "--prompt": PROMPTS_LABEL, "--first-frame": FIRST_FRAME_LABEL, "--mask": MASK_LABEL,
 }
 SERVE_FLAGS = ("--model", "--model-path", "--device", "--dtype", "--cpu-offload", "--vae-tiling", "--vae-slicing")
 # ^ options of ``vidinvert serve`` that messages may suggest: how the page's model is loaded, not on the page
@@ -132,12 +204,21 @@ def page_words(text: str) -> str:
     names = "|".join(sorted((n for n in SETTING_WORDS if "_" in n), key=len, reverse=True))
     text = re.sub(rf"\b({names})\b", lambda m: SETTING_WORDS[m.group(1)], text)
     text = re.sub(r"\b(stride)=", lambda m: SETTING_WORDS[m.group(1)] + "=", text)
+    text = region_words(text)
     return re.sub(r"([A-Z][\w ]*?) \(\1\)", r"\1", text)  # "Max frames (Max frames)": once
 
 
+def region_words(text: str) -> str:
+    """The library's words for a mask file (``regions.py``: "the mask m.png ...", "mask not found: ...") -> the
+    page's field: ``the Mask file m.png``; a drawing, saved as ``DRAWN_MASK_NAME``, is named as Draw the region's."""
+    text = re.sub(r"^mask not found\b", f"{MASK_LABEL} not found", text)
+    text = re.sub(r"\bthe mask(?: video)? ", f"the {MASK_LABEL} ", text)
+    return text.replace(f"the {MASK_LABEL} {DRAWN_MASK_NAME}", f"the drawing in {DRAW_LABEL}")
+
+
 def error_line(err: BaseException, *uploads: str | None) -> str:
-    """The CLI's one-line message for a user error (the temp paths of ``uploads``, the video and the first frame,
-    shortened to their names); a short line for anything unexpected."""
+    """The CLI's one-line message for a user error (the temp paths of ``uploads``, the video, the first frame and the
+    mask file, shortened to their names); a short line for anything unexpected."""
     if isinstance(err, VidinvertError):
         line = f"vidinvert: error: {page_words(str(err))}"
         for path in filter(None, uploads):
@@ -237,6 +318,24 @@ def write_preview(items: list, folder: Path) -> list[tuple[str, str]]:
     return files
 
 
+def write_region_preview(image, folder: Path) -> Path:
+    """The region's preview (uint8 ``[H, W, 3]``) as a PNG in ``folder`` named by its content, the previous ones
+    removed: a changed preview has a new address (no stale copy in the browser), an unchanged one keeps its file (no
+    request for it finds it missing while it is rewritten)."""
+    from PIL import Image
+
+    path = folder / f"region-{hashlib.sha256(image.tobytes()).hexdigest()[:16]}.png"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        partial = path.with_suffix(".part")
+        Image.fromarray(image).save(partial, format="PNG")
+        os.replace(partial, path)  # whole or absent, for a request that comes meanwhile
+    for old in folder.glob("region-*.png"):
+        if old != path:
+            old.unlink(missing_ok=True)
+    return path
+
+
 def _family(label: str, model=None) -> str | None:
     """The family of the page's model: the loaded one's, else as its name tells (``None`` when it does not)."""
     if model is not None:
@@ -283,19 +382,24 @@ def header(label: str, model=None) -> str:
         text += (" — the bundled demo model, trained on a synthetic world of coloured shapes: use the bundled sample "
                  f"and a prompt like '{EXAMPLE_PROMPT}'. For real videos, start the page with "
                  f"`vidinvert serve --model {real}`.")
-    if model.takes_image:
+    if model is not None and model.takes_image:
         text += (f"\n\nAn **image-to-video** model: upload an *{FIRST_FRAME_LABEL}* beside the clip and the edit "
                  "follows it, keeping the source's motion.")
     note = recommended_note(model)
     return text + (f"\n\n{note}" if note else "")
 
 
-def _warnings_box(lines: list[str]):
-    """Update of the warnings box: the lines, or hidden when there are none."""
+def _warnings_box(lines: list[str], notes: list[str] = ()):
+    """Update of the warnings box: the warning lines, then the notes, or hidden when there are none."""
     import gradio as gr
 
-    text = "\n".join(f"- vidinvert: warning: {_escape(line)}" for line in lines)
-    return gr.update(value=text, visible=bool(lines))
+    text = "\n".join([*(f"- vidinvert: warning: {_escape(line)}" for line in lines),
+                      *(f"- vidinvert: note: {_escape(line)}" for line in notes)])
+    return gr.update(value=text, visible=bool(lines) or bool(notes))
+
+
+def _counted(count: int, what: str) -> str:
+    return f"{count} {what}{'s' if count > 1 else ''}"
 
 
 FLOWEDIT_NOTE = ("With Edit method *flowedit*: the source prompt describes the video, Guidance is the target's scale, "
@@ -351,6 +455,24 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
         radio.preprocess = lambda payload: payload
         return radio
 
+    def region_widgets():
+        """The Edit region panel's own widgets: the Mask file upload, Draw the region (white strokes on the clip's
+        first frame, set when a clip is chosen) and the preview of the region with its description."""
+        gr.Markdown(REGION_NOTE)
+        with gr.Row():
+            upload = gr.File(label=MASK_LABEL, type="filepath", height=140, elem_id="mask-file")
+            # The handlers read the file themselves (``regions.read_mask``'s checks, one line naming the field);
+            # Gradio's own would refuse with a message naming no field, and leaves an empty temp file per call.
+            upload.preprocess = lambda payload: None if payload is None else getattr(payload, "path", None)
+            shown = gr.Image(label=REGION_PREVIEW_LABEL, type="filepath", interactive=False, height=220,
+                             elem_id="region-preview")
+        editor = gr.ImageEditor(label=DRAW_LABEL, type="numpy", image_mode="RGBA", sources=[], transforms=[],
+                                layers=False, brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff",
+                                                             color_mode="fixed"),
+                                height=380, elem_id="mask-drawing")
+        info = gr.Markdown("", elem_id="region-info")
+        return upload, editor, shown, info
+
     def panel_visible(group: str, method: str) -> bool:
         return any(f.visible and f.method in (None, method) for f in fields if f.group == group)
 
@@ -388,6 +510,8 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
                                       visible=panel_visible(group, "inversion")) as panels[group]:
                         if group == "flowedit":
                             gr.Markdown(FLOWEDIT_NOTE)
+                        if group == "region":
+                            mask_file, drawing, region_shown, region_info = region_widgets()
                         row: list = []
                         for field in [f for f in fields if f.group == group] + [None]:
                             if row and (field is None or field.kind == "text" or len(row) == ROW):
@@ -452,6 +576,61 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
             except Exception as err:  # noqa: BLE001 - shown in the page, the app stays usable
                 return fail(err, path)
 
+        def region_of(data, folder: Path, drawing_value) -> tuple:
+            """The preview of the form's edit region (the Mask file, or the drawing written into ``folder``) for
+            the chosen clip: ``(image update, description, the mask's path)``; no mask: nothing shown (``None``)."""
+            mask = mask_from_form(data[mask_file], drawing_value, folder)
+            if mask is None:
+                return gr.update(value=None), "", None
+            what = f"{MASK_LABEL} {Path(data[mask_file]).name}" if data[mask_file] else f"The drawing in {DRAW_LABEL}"
+            if not data[video]:
+                return gr.update(value=None), f"{what}: choose a clip to see the region over it.", mask
+            read, inv, config = settings_from_form({**values_of(data), "mask": mask})
+            read, _, _ = family_defaults(model, read, inv)
+            image, text, notes = region_preview(data[video], read, mask, config.region.grow, model)
+            notes = "".join(f" Note: {page_words(note)}." for note in notes)
+            shown = write_region_preview(image, folder / "preview")
+            return gr.update(value=str(shown)), f"{what}: {text}.{notes}", mask
+
+        def on_region(data, request: gr.Request):
+            """The Mask file uploaded or removed, the drawing changed, or Mask grow typed: the region's preview and
+            status, or one line naming the field."""
+            try:
+                uploads.note(request.session_hash, data[mask_file])
+                shown, text, mask = region_of(data, session_dir(root, request.session_hash) / "region", data[drawing])
+                return shown, _escape(text), (_status(text) if mask else gr.skip())
+            except Exception as err:  # noqa: BLE001 - shown in the page, the app stays usable
+                return gr.update(value=None), "", fail(err, data[video], data[mask_file])
+
+        def on_clip_region(data, request: gr.Request):
+            """A clip chosen or its frame settings changed: Draw the region draws on the first frame the job reads
+            (another frame clears the drawing, the same one keeps it) and the preview follows (its errors in its
+            description; the status is the clip's)."""
+            folder = session_dir(root, request.session_hash) / "region"
+            drawing_value = data[drawing]
+            try:
+                if not data[video]:
+                    editor, drawing_value = None, None
+                else:
+                    read, inv, _ = settings_from_form(values_of(data))
+                    read, _, _ = family_defaults(model, read, inv)
+                    image = editor_background(data[video], read)
+                    target = folder / f"first-frame-{hashlib.sha256(image.tobytes()).hexdigest()[:16]}.png"
+                    editor = gr.skip()
+                    if not target.is_file():
+                        from PIL import Image
+
+                        for old in folder.glob("first-frame-*.png"):
+                            old.unlink()
+                        folder.mkdir(parents=True, exist_ok=True)
+                        Image.fromarray(image).save(target)
+                        editor = {"background": str(target), "layers": [], "composite": str(target)}
+                        drawing_value = None  # the new frame's drawing is empty
+                shown, text, _ = region_of(data, folder, drawing_value)
+                return editor, shown, _escape(text)
+            except Exception as err:  # noqa: BLE001 - the clip's own errors are the status's (on_video)
+                return gr.skip(), gr.update(value=None), f"**{_escape(error_line(err, data[video], data[mask_file]))}**"
+
         def on_method(method):
             """Show the fields (and panels) of the chosen edit method, hide the other's; Invert is for inversion."""
             return ([gr.update(visible=f.visible and f.method == method) for f in by_method]
@@ -510,22 +689,26 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
             try:
                 uploads.note(request.session_hash, data[video])
                 uploads.note(request.session_hash, data[first_frame])
-                read, inv, config = settings_from_form(values_of(data))
+                uploads.note(request.session_hash, data[mask_file])
+                settings_from_form(values_of(data))  # every field checked before anything is written
                 edited = first_frames_from_form(data[first_frame])
                 # with an edited first frame the prompts are optional: each takes the source prompt (as on the CLI)
                 prompt_list = parse_prompts(data[prompts], bool(edited), takes_image) or None
                 folder = session_folder(session, root, request.session_hash)
+                mask = mask_from_form(data[mask_file], data[drawing], folder)  # a drawing: saved in the run's folder
+                read, inv, config = settings_from_form({**values_of(data), "mask": mask})
+                notes: list[str] = []
                 with run_of(request.session_hash, "Editing"):
                     results, job = studio.edit(data[video], read, inv, prompt_list, config, folder,
                                                say=say_with(progress), metrics=metrics_from_form(values_of(data)),
-                                               first_frames=edited)
+                                               first_frames=edited, notes=notes)
                     compared = gr.update(value=[], visible=False)
                     if edited:
                         items = first_frame_items(job, edited[0], read.resize, [r.prompt for r in results])
                         compared = gr.update(value=write_preview(items, folder / "first-frames"), visible=True)
             except Exception as err:  # noqa: BLE001
-                return (fail(err, data[video], data[first_frame]), "", _warnings_box([]), gr.skip(), gr.skip(),
-                        gr.skip(), gr.skip(), gr.skip(), session)
+                return (fail(err, data[video], data[first_frame], data[mask_file]), "", _warnings_box([]), gr.skip(),
+                        gr.skip(), gr.skip(), gr.skip(), gr.skip(), session)
             session["results"] = [dataclasses.asdict(r) for r in results]
             summary = job.summary
             how = " (inversion reused)" if summary.get("inversion_reused") else ""
@@ -534,15 +717,24 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
             asked = f"{len(results)} prompt{'s' if len(results) > 1 else ''}" if prompt_list else "the Source prompt"
             if edited:
                 asked += f", following the {FIRST_FRAME_LABEL} {Path(edited[0]).name}"
+            region = summary.get("region")
+            if region:
+                drawn = not data[mask_file]
+                asked += (f", inside {'the drawing in ' + DRAW_LABEL if drawn else MASK_LABEL + ' ' + region['mask']}"
+                          f" ({region['coverage']:.0%} of the latent grid may change)")
             text = (f"Edited {summary['frames']} frames at {summary['size'][1]}×{summary['size'][0]} with {asked} in "
                     f"{time.perf_counter() - started:.1f} s{how}.")
             for r, measured in zip(results, job.metrics):
                 text += f" {r.prompt if len(results) > 1 else 'Temporal'}: {measured.describe()}."
-            if job.warnings:
-                text += f" {len(job.warnings)} warning{'s' if len(job.warnings) > 1 else ''}: see below."
+            told = [_counted(len(lines), what) for lines, what in ((job.warnings, "warning"), (notes, "note")) if lines]
+            if told:
+                text += f" {' and '.join(told)}: see below."
             downloads = [str(p) for r in results for p in (r.video, r.comparison, r.settings)]
+            if region and not data[mask_file]:
+                downloads.append(mask)  # the drawing, as the settings JSON names it
             choice = gr.update(choices=[r.prompt for r in results], value=results[0].prompt, visible=len(results) > 1)
-            return (_status(text, "ok"), "", _warnings_box([page_words(line) for line in job.warnings]),
+            return (_status(text, "ok"), "", _warnings_box([page_words(line) for line in job.warnings],
+                                                           [page_words(line) for line in notes]),
                     str(results[0].comparison), str(results[0].video), downloads, choice, compared, session)
 
         def remove_session(session: str) -> None:
@@ -579,7 +771,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
 
         # This module's annotations are strings (``from __future__ import annotations``) naming a local ``gr``, which
         # Gradio cannot resolve: give it the real class, or it passes no request (and the Progress in its place).
-        for handler in (on_video, on_first_frame, on_invert, on_edit, on_close):
+        for handler in (on_video, on_first_frame, on_region, on_clip_region, on_invert, on_edit, on_close):
             handler.__annotations__["request"] = gr.Request
 
         reports, buttons = [status, progress_box, warnings_box], [invert_button, edit_button]
@@ -591,6 +783,11 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
         # (no trigger_mode="always_last" here: with it, Gradio 6.31 shows "Error" on the progress box when Stop
         # cancels an edit)
         first_frame.change(on_first_frame, first_frame, status, api_name=False, show_progress="hidden")
+        region_inputs = {video, mask_file, drawing, *form.values()}
+        gr.on([video.change, *(c.change for c in frame_fields)], on_clip_region, region_inputs,
+              [drawing, region_shown, region_info], api_name=False, trigger_mode="always_last", show_progress="hidden")
+        gr.on([mask_file.change, drawing.input, form["mask_grow"].change], on_region, region_inputs,
+              [region_shown, region_info, status], api_name=False, trigger_mode="always_last", show_progress="hidden")
         form["method"].change(on_method, form["method"], [*(form[f.key] for f in by_method),
                                                           *(panels[g] for g in method_panels), invert_button],
                               api_name=False, queue=False, show_progress="hidden")
@@ -601,7 +798,7 @@ def build_app(studio: Studio | None = None, output_root: str | os.PathLike | Non
         invert_run.then(idle, None, buttons, api_name=False, queue=False)
         edit_run = edit_button.click(lambda: busy("Editing"), None, [*reports, *buttons], api_name=False,
                                      queue=False).then(
-            on_edit, {video, first_frame, state, prompts, *form.values()},
+            on_edit, {video, first_frame, mask_file, drawing, state, prompts, *form.values()},
             [*reports, comparison, result, files, shown, first_frames, state], api_name="edit",
             concurrency_id="model", concurrency_limit=1, show_progress_on=progress_box)
         edit_run.then(idle, None, buttons, api_name=False, queue=False)

@@ -6,11 +6,15 @@ FlowEdit (``EditConfig.method == "flowedit"``) makes no inversion: its edits cac
 latents) under (video hash, frame settings, model fingerprint). Every step is an ``engine`` function; the settings
 JSON is the one ``engine`` writes for the CLI (paths reduced to file names: the page never writes server paths into a
 download). With an image-to-video model an edit may follow an edited first frame (``engine.first_frame``), as
-``vidinvert edit --first-frame`` does.
+``vidinvert edit --first-frame`` does. An edit may be kept to a region (``EditConfig.region``: a mask file, as
+``vidinvert edit --mask``): regions are cached too, under the mask's content (its SHA-256, never its path: a file
+replaced at the same path is read again), the grow and the clip's frames, so that a changed mask is never served
+from the cache of another.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -23,9 +27,11 @@ from typing import Callable
 from .. import engine
 from ..atomic import outputs_together
 from ..engine.first_frame import check_first_frame_request, paired_prompts, read_first_frames, refuse_text_to_video
+from ..engine.region import check_region_request, region_of_source
 from ..errors import VidinvertError
 from ..flowedit import flow_schedule, rows_per_step
 from ..provenance import file_sha256
+from ..regions import Region
 from ..settings import EditConfig, InvertSettings, ModelSettings, OutputSettings, ReadSettings
 from ..windows import resolve as resolve_windows, windowed
 
@@ -85,6 +91,7 @@ class Studio:
     cache_size: int = CACHE_SIZE
     _model: object = field(default=None, init=False, repr=False)
     _cache: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
+    _regions: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)  # edit regions (``region``)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
     notes: list = field(default_factory=list, init=False, repr=False)
     running: tuple[str, float] | None = field(default=None, init=False, repr=False)  # the job running now: what
@@ -189,10 +196,45 @@ class Studio:
                 self._cache.popitem(last=False)
             return source
 
+    def region(self, model, config: EditConfig, source: engine.Source,
+               notes: list[str] | None = None) -> Region | None:
+        """The edit region ``config.region`` asks for on an opened video (``engine.region.region_of_source``;
+        ``None`` when it asks for none), from the cache of regions when one was built from the same mask content
+        (its file's SHA-256) or box, grow and clip frames (source frame indices, size, resize rule) for the model's
+        latent grid; a mask folder (library callers) is read every time. Its record names the mask by file name, never
+        a server path. ``notes`` gets its notes (e.g. that it covers the whole clip), also from the cache."""
+        wanted = config.region
+        if not wanted.enabled:
+            return None
+        mask = wanted.mask
+        if mask is None:
+            what = ("box", wanted.box)
+        else:
+            what = ("mask", file_hash(mask)) if Path(mask).is_file() else None  # missing: region_of_source says so
+        clip = source.clip
+        key = (what, wanted.grow, tuple(clip.indices), clip.source_size, tuple(clip.frames.shape[2:]),
+               source.read.resize, model.spatial_factor, model.temporal_factor)
+        with self._lock:
+            if what is not None and key in self._regions:
+                self._regions.move_to_end(key)
+                region, seen = self._regions[key]
+            else:
+                seen = []
+                region = region_of_source(model, config, source, seen)
+                if what is not None:
+                    self._regions[key] = (region, seen)
+                    while len(self._regions) > max(1, self.cache_size):
+                        self._regions.popitem(last=False)
+        if notes is not None:
+            notes.extend(seen)
+        if mask is None:
+            return region
+        return dataclasses.replace(region, record={**region.record, "mask": _name_only(mask)})
+
     def edit(self, video: str, read: ReadSettings, inv: InvertSettings, prompts: list[str] | None,
              config: EditConfig, folder: Path, say: Callable[[str], None] = lambda text: None,
-             metrics: bool = OutputSettings.metrics,
-             first_frames: list[str] | None = None) -> tuple[list[EditResult], engine.JobResult]:
+             metrics: bool = OutputSettings.metrics, first_frames: list[str] | None = None,
+             notes: list[str] | None = None) -> tuple[list[EditResult], engine.JobResult]:
         """Invert (or reuse) and edit with ``prompts`` in one batch; write results, comparisons and settings JSON
         into ``folder`` (a fresh one per run); with ``metrics``, measure each result's temporal metrics too. With
         ``config.method == "flowedit"``: FlowEdit the video over ``inv.steps`` steps, no inversion (the record's
@@ -201,6 +243,11 @@ class Studio:
         ``first_frames``: edited first frames (image files) an image-to-video model follows, one for every prompt or
         one per prompt, as ``engine.run_edit`` takes them; the prompts may then be left out (each frame takes the
         source prompt). The summary's ``first_frames`` records each by file name and SHA-256.
+
+        ``config.region``: where the edit may change (a mask file or a box, ``region``); outside it the result's
+        latents are the source's, as ``vidinvert edit --mask``'s. The summary's and the settings' ``region`` name the
+        mask by file name and record its SHA-256. ``notes`` gets the notes of the region (e.g. that it covers the
+        whole clip), which the page shows with the warnings; ``result.notes`` holds them too.
 
         Returns:
             One ``EditResult`` per prompt, and the job's result (summary, warnings, record).
@@ -221,8 +268,9 @@ class Studio:
                 engine.check_edit_request(video, prompts, read, inv, config, model_settings=self.settings)
                 if flowedit and self._model is not None:
                     flow_schedule(self._model, inv.steps)  # a loaded DDIM model whose name did not tell its family
+                extra = check_region_request(config, output)  # a mask that is no file: refused before model work
                 videos, comparisons = engine.plan_edit_outputs(Path(video).stem, len(prompts), output, "edit",
-                                                               [Path(video)])
+                                                               [Path(video)], extra)
                 with self._job(f"Editing with {len(prompts)} prompt{'s' if len(prompts) > 1 else ''}"):
                     if self._model is None:
                         say("loading the model")
@@ -232,27 +280,35 @@ class Studio:
                     # what was left to the model (FlowEdit's windows too), as run_edit fills it
                     taken: list[str] = []  # the model's recommendations this edit takes: a note on the page
                     _, job_inv, config = engine.family_defaults(model, None, inv, config, taken)
+                    region_notes: list[str] = []
                     if flowedit:
                         source = self.source(video, read, say, edit_rows(len(prompts), True), job_inv)
+                        region = self.region(model, config, source, region_notes)
                     else:
                         prepared = self.prepared(video, read, inv, say, result.warnings,
                                                  edit_rows(len(prompts), False), first_frame=bool(first_frames))
                         engine.check_model_fits(model, config)
                         conditions, frame_records = self._first_frames(model, prepared, first_frames, read,
                                                                        result.notes)
+                        region = self.region(model, config, prepared.source, region_notes)
                     say(f"editing with {len(prompts)} prompt{'s' if len(prompts) > 1 else ''}")
                     if flowedit:
                         engine.flowedit_source(model, source, prompts, config, inv.steps, videos, comparisons, output,
-                                               result, window=job_inv.window, overlap=job_inv.overlap)
+                                               result, window=job_inv.window, overlap=job_inv.overlap, region=region)
                     else:
                         engine.edit_prepared(model, prepared, prompts, config, videos, comparisons, output,
-                                             result=result, first_frames=conditions)
+                                             result=result, first_frames=conditions, region=region)
                         if frame_records:
                             result.summary["first_frames"] = frame_records
                 result.summary["seconds"] = round(time.perf_counter() - started, 2)  # as run_edit: inversion included
                 result.summary.update(engine.peak_memory())
-            result.notes = [*self.notes, *result.notes] + taken
+            result.notes = [*self.notes, *result.notes, *region_notes] + taken
+            if notes is not None:
+                notes.extend(region_notes)
             read, inv, config = engine.family_defaults(model, read, inv, config)  # as run (a windowed read too)
+            if config.region.mask is not None:  # the settings name the mask by file name, as the summary does
+                config = dataclasses.replace(config, region=dataclasses.replace(
+                    config.region, mask=_name_only(config.region.mask)))
             inv = None if flowedit else inv  # FlowEdit makes no inversion: its windows are in the result's record
             engine.write_records(result, "serve", model, self.settings, read, inv, config, output, show=_name_only)
         items = [EditResult(p, v, c, s) for p, v, c, s in zip(prompts, videos, comparisons, result.settings_files)]
