@@ -206,7 +206,7 @@ def test_cli_box_records_the_region_and_saves_the_mask_video(clip, tmp_path, cap
     assert main(["edit", str(clip), "--prompt", "a blue ball", "--steps", "2", "--box", "32,0,64,64",
                  "--save-mask", str(saved), "-o", str(out), "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["region"] == {"box": [32, 0, 64, 64], "grow": 0, "coverage": 0.5}
+    assert summary["region"] == {"box": [32, 0, 64, 64], "grow": 0, "coverage": 0.5, "source_pasted": True}
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["edit"]["region"]["box"] == [32, 0, 64, 64]
     mask = read_video(saved, max_frames=100, multiple=1, temporal_multiple=1, min_frames=1).frames
@@ -292,3 +292,38 @@ def test_batch_rows_take_a_mask_beside_the_job_file_and_a_box_as_a_list(clip, tm
     before = masked.job_hash
     _png(tmp_path / "masks" / "right.png", 255 - _right_half())  # another mask at the same path: another job
     assert read_jobs(jobs_file)[0].job_hash != before
+
+
+# ---- the source's pixels put back outside the region ------------------------------------------------------------
+def test_source_alpha_is_one_in_kept_cells_and_ramps_to_zero_at_the_region():
+    from vidinvert.regions import Region, source_alpha
+
+    latent = torch.zeros(1, 2, 1, 4, 4)
+    latent[..., 2:] = 1.0  # the right half may change
+    region = Region(latent=latent, pixels=torch.zeros(5, 1, 32, 32, dtype=torch.bool), record={})
+    alpha = source_alpha(region, spatial_factor=8, temporal_factor=4, feather=8)
+    assert alpha.shape == (5, 1, 32, 32)
+    row = alpha[0, 0, 0]
+    assert (row[16:] == 0).all() and (row[:8] == 1).all()  # nothing in the region; the source far from it
+    assert (row[8:16].diff() < 0).all() and row[15] == pytest.approx(1 / 17)  # a ramp over the cell at the border
+    hard = source_alpha(region, 8, 4, feather=0)
+    assert torch.equal(hard[0, 0, 0], (torch.arange(32) < 16).float())
+
+
+def test_run_edit_pastes_the_source_pixels_outside_the_region(clip, tmp_path):
+    from vidinvert.engine import run_edit
+    from vidinvert.settings import InvertSettings, ModelSettings, OutputSettings
+
+    jobs = {}
+    for paste in (True, False):
+        config = EditConfig(region=RegionConfig(box=(32, 0, 64, 64), paste_source=paste))
+        jobs[paste] = run_edit(str(clip), ["a blue ball"], ModelSettings(name="tiny"), invert_settings=InvertSettings(steps=2),
+                               config=config, output=OutputSettings(output=str(tmp_path / f"{paste}.mp4"), progress=False))
+    pasted, plain = jobs[True], jobs[False]
+    source = pasted.prepared.source.clip.frames  # [F, 3, 64, 64]
+    assert torch.equal(pasted.latents, plain.latents)  # the edit itself is the same
+    far = slice(0, 32 - 8)  # kept columns more than one latent cell from the region
+    assert torch.equal(pasted.videos[0][..., far], source[..., far])
+    assert not torch.equal(plain.videos[0][..., far], source[..., far])  # the VAE's round trip there
+    assert torch.equal(pasted.videos[0][..., 32:], plain.videos[0][..., 32:])  # the region: the edit, untouched
+    assert pasted.summary["region"]["source_pasted"] and not plain.summary["region"]["source_pasted"]

@@ -57,7 +57,7 @@ FORM_FIELDS = {
     "guidance_2": (EditConfig, "guidance_2"), "n_max": (FlowEditConfig, "n_max"), "n_min": (FlowEditConfig, "n_min"),
     "source_guidance": (FlowEditConfig, "source_guidance"),
     "window": (InvertSettings, "window"), "overlap_fraction": (InvertSettings, "overlap"),
-    "mask_grow": (RegionConfig, "grow"),
+    "mask_grow": (RegionConfig, "grow"), "paste_source": (RegionConfig, "paste_source"),
 }
 # None in settings (left to the model or the schedule), 0 ("auto") in the form; "" for texts
 UNSET_AS_ZERO = {"frame_sample_step", "height", "width", "max_num_frames", "guidance", "guidance_2", "n_max",
@@ -734,8 +734,9 @@ def test_studio_edits_inside_a_mask_only_as_the_cli(tmp_path, model, form):
     assert not torch.equal(job.latents[:1][~kept], source[~kept])
     record = json.loads(results[0].settings.read_text())
     sha = hashlib.sha256(mask.read_bytes()).hexdigest()
-    assert record["result"]["region"] == {"mask": "mask.png", "sha256": sha, "grow": 0, "coverage": 0.5}
-    assert record["edit"]["region"] == {"mask": "mask.png", "box": None, "grow": 0}
+    assert record["result"]["region"] == {"mask": "mask.png", "sha256": sha, "grow": 0, "coverage": 0.5,
+                                          "source_pasted": True}
+    assert record["edit"]["region"] == {"mask": "mask.png", "box": None, "grow": 0, "paste_source": True}
     assert cli.summary["region"]["sha256"] == sha
     assert not [v for v in _values(record) if isinstance(v, str) and v.startswith("/")]  # no server paths
 
@@ -859,7 +860,7 @@ def test_a_drawn_region_is_previewed_saved_with_the_run_and_edits_only_there(tmp
     settings = next(Path(path) for path in out[5] if path.endswith(".json"))
     assert drawn.parent == settings.parent  # the run's folder
     record = json.loads(settings.read_text())
-    assert record["result"]["region"] == {"mask": DRAWN_MASK_NAME, "grow": 0, "coverage": 0.5,
+    assert record["result"]["region"] == {"mask": DRAWN_MASK_NAME, "grow": 0, "coverage": 0.5, "source_pasted": True,
                                           "sha256": hashlib.sha256(drawn.read_bytes()).hexdigest()}
     _page_handler(app, "on_close").fn(request)
     assert not drawn.exists()  # the session's folder went with it
@@ -1240,7 +1241,7 @@ def test_page_edits_inside_an_uploaded_mask(page, tmp_path):
     assert "inside Mask file mask.png (50% of the latent grid may change)" in _status(page), _status(page)
     record = json.loads(_fetch(page, _downloads(page)["sample_edit.json"], tmp_path / "settings.json").read_text())
     assert record["result"]["region"] == {"mask": "mask.png", "sha256": hashlib.sha256(mask.read_bytes()).hexdigest(),
-                                          "grow": 0, "coverage": 0.5}
+                                          "grow": 0, "coverage": 0.5, "source_pasted": True}
 
 
 @pytest.mark.slow

@@ -407,6 +407,10 @@ OPTIONS: tuple[Option, ...] = (
       "models) the --mask or --box is dilated by, room for "
       "the edit at its edge (%(default)s: a cell already counts when any of its pixels is white)", "region",
       frozenset({EDIT, BATCH}), metavar="N", setting="mask grow", label="Mask grow"),
+    O("paste-source", "choice", "on", "outside the --mask or --box, put the source video's own pixels back after "
+      "decoding, feathered over one latent cell at the border (off: the VAE's decoding of the source's latents, "
+      "which stay exact)", "region", frozenset({EDIT, BATCH}), ("on", "off"), setting="paste source",
+      label="Paste the source outside the region"),
     O("save-mask", "text", _O.save_mask, "also write the --mask or --box as the model edits it (its latent grid, "
       "each cell as a block of pixels, one frame per frame of the clip) to this video", "region",
       frozenset({EDIT}), metavar="PATH", setting="mask video"),
@@ -623,7 +627,8 @@ def edit_config(v: dict) -> EditConfig:
                       guidance_2=v["guidance_2"], method=v["method"],
                       flowedit=FlowEditConfig(source_prompt=v["source_prompt"], n_max=v["n_max"], n_min=v["n_min"],
                                               source_guidance=v["source_guidance"], n_avg=v["n_avg"]),
-                      region=RegionConfig(mask=v.get("mask"), box=v.get("box"), grow=v.get("mask_grow", _G.grow)))
+                      region=RegionConfig(mask=v.get("mask"), box=v.get("box"), grow=v.get("mask_grow", _G.grow),
+                                          paste_source=v.get("paste_source", "on") == "on"))
 
 
 def output_settings(v: dict) -> OutputSettings:

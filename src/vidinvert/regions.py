@@ -180,3 +180,25 @@ def clip_region(clip, model, mask: str | None = None, box: tuple[int, int, int, 
     if region is None:
         raise VidinvertError("no region given", "give mask= (a path) or box=(x0, y0, x1, y1)")
     return region
+
+
+def source_alpha(region: Region, spatial_factor: int, temporal_factor: int, feather: int) -> torch.Tensor:
+    """Where the decoded result takes the source's own pixels back: float ``[F, 1, H, W]`` in [0, 1], 1 in the
+    pixels of kept latent cells, ramping down to 0 over ``feather`` pixels towards the region (0 inside it), so the
+    decoder's mixing at the border is blended, not cut."""
+    frames = region.pixels.shape[0]
+    kept = 1.0 - region.latent[0, latent_frames_of(frames, temporal_factor)]  # [F, 1, h, w]
+    kept = kept.repeat_interleave(spatial_factor, dim=2).repeat_interleave(spatial_factor, dim=3)  # [F, 1, H, W]
+    if feather <= 0:
+        return kept
+    size = 2 * feather + 1
+    mean = F.avg_pool2d(kept, size, stride=1, padding=feather, count_include_pad=False)  # 0.5 at the border
+    return (2.0 * mean - 1.0).clamp(0.0, 1.0) * kept  # 0 at the border, 1 from ``feather`` px into the kept side
+
+
+def paste_source(videos: torch.Tensor, source: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Decoded results ``[K, F, C, H, W]`` with the source frames ``[F, C, H, W]`` put back by ``alpha``
+    ``[F, 1, H, W]`` (1: the source's pixel exactly)."""
+    alpha = alpha.to(videos.device, videos.dtype)
+    source = source.to(videos.device, videos.dtype)
+    return torch.where(alpha >= 1.0, source, alpha * source + (1.0 - alpha) * videos)

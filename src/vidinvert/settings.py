@@ -472,11 +472,14 @@ class RegionConfig:
             kept as the source.
         box: ``(x0, y0, x1, y1)``, pixels of the source frame: a rectangle that may change.
         grow: latent cells the mask is dilated by (room for the edit at the region's edge).
+        paste_source: after decoding, put the source's own pixels back outside the region, feathered over one
+            latent cell towards it (the decoder mixes latents across the border); off: the VAE's round trip there.
     """
 
     mask: str | None = None
     box: tuple[int, int, int, int] | None = None
     grow: int = MASK_GROW
+    paste_source: bool = True
 
     def __post_init__(self):
         if self.mask is not None and self.box is not None:

@@ -23,6 +23,7 @@ from ..export import side_by_side, write_video
 from ..flowedit import flow_schedule, flowedit, rows_per_step
 from ..models import model_note, open_model
 from ..models.base import VideoFamily
+from ..regions import paste_source, source_alpha
 from ..outputs import partial_path, plan_outputs, settings_path
 from ..settings import (
     DEFAULT_OVERLAP,
@@ -85,6 +86,18 @@ def _write_videos(videos: torch.Tensor, reference: torch.Tensor, fps: float, vid
                 write_video(side_by_side(reference, videos[k]), comparisons_out[k], fps=fps, force=output.force)
 
 
+def with_source_pasted(model: VideoFamily, videos: torch.Tensor, frames: torch.Tensor, region, config: EditConfig):
+    """Decoded results ``[K, F, C, H, W]`` with the source ``frames`` put back outside ``region`` (feathered over one
+    latent cell) when the region asks for it; recorded in the region's record."""
+    if region is None:
+        return videos
+    region.record["source_pasted"] = config.region.paste_source
+    if not config.region.paste_source:
+        return videos
+    alpha = source_alpha(region, model.spatial_factor, model.temporal_factor, model.spatial_factor)  # [F, 1, H, W]
+    return paste_source(videos, frames, alpha)
+
+
 def flowedit_source(model: VideoFamily, source: Source, prompts: list[str], config: EditConfig, steps: int,
                     videos_out: list[Path], comparisons_out: list[Path], output: OutputSettings,
                     result: JobResult | None = None, *, window: int | str | None = None,
@@ -104,7 +117,7 @@ def flowedit_source(model: VideoFamily, source: Source, prompts: list[str], conf
         latents = flowedit(windowed(model, windows), source.latents, config.flowedit.source_prompt, prompts, config,
                            steps=steps, progress=output.progress, stats=stats,
                            region=region.latent if region is not None else None)
-    videos = decode(model, latents)  # [K, F, C, H, W]
+    videos = with_source_pasted(model, decode(model, latents), source.clip.frames, region, config)  # [K, F, C, H, W]
     fps = output.fps or source.clip.fps or 8.0
     _write_videos(videos, source.clip.frames, fps, videos_out, comparisons_out, output)
     n_max, n_min = config.flowedit.editing_steps(steps)
@@ -153,6 +166,8 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
         latents = edit(model, inversion, prompts, config, progress=output.progress, stats=stats,
                        first_frames=first_frames, region=region.latent if region is not None else None)
     videos = decode(model, latents)  # [K, F, C, H, W]
+    if prepared.source is not None:
+        videos = with_source_pasted(model, videos, prepared.source.clip.frames, region, config)
     round_trip = decode(model, inversion.clean)[0] if reconstruct or prepared.source is None else None
     reference = prepared.source.clip.frames if prepared.source is not None else round_trip
     fps = output.fps or (prepared.source.clip.fps if prepared.source is not None else inversion.meta.fps) or 8.0
