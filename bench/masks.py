@@ -26,12 +26,19 @@ caption as ``--source-prompt``). Colour edits: red -> green, green -> blue, ... 
 (4) ``--mask-grow`` 0 / 1 / 2 on (3).
 (5) ``demo-wan``: FlowEdit with the region, for (1), (2) and (3)/(4).
 
+Every result is judged as ``vidinvert edit`` writes it: decoded, then the source's own pixels put back outside the
+region (``engine.run.with_source_pasted``, ``--paste-source on``, the default), and again as decoded
+(``--paste-source off``). Each inversion setting runs with the model's defaults (local blend on for both demo models)
+and with ``--no-blend``. "The decoder alone" decodes hand-made latents (the no-mask edit's inside the region, the
+source's outside; or only latent frame 0 changed) to separate what the VAE decoder does from what the edit does.
+
 A CLI check per model runs the real command once on one clip (source as a folder of PNGs, the follow mask video,
-``--save-mask``) and compares its output with the API's (same frames, same region).
+``--save-mask``) and compares its output with the API's (same frames, same region, source pasted).
 
     python bench/masks.py                   # 8 clips (7 crossing) per model -> bench/results/masks.{json,md}
     python bench/masks.py --quick           # both models, 3 clips (3 crossing) each, writes nothing
-    python bench/masks.py --models demo --clips 6
+    python bench/masks.py --models demo-wan # re-measure one model; the other's results stay (each with its command)
+    python bench/masks.py --render bench/results/masks.json   # re-render masks.md from the JSON
 """
 
 from __future__ import annotations
@@ -59,7 +66,6 @@ sys.path.insert(0, str(ROOT))  # the repository's training/ (world, judges)
 
 GOALS = {"kept_half_psnr_vs_source": 30.0, "follow_frames_in_target": 0.90}
 MIN_PX = 12  # object pixels a half must hold (in the source) for its colour to be judged there
-CELL_NOTE = "one latent cell"
 
 
 def _load(name: str):
@@ -100,7 +106,8 @@ def crossing_specs(count: int, seed: int):
         spec = random_spec(rng, combo, background=backgrounds[k % 3])
         (dx, dy), middle = MOTIONS[combo[2]][1], (spec.frames - 1) / 2
         jitter = float(rng.uniform(-4, 4)) if dy == 0 else 0.0
-        spec = dataclasses.replace(spec, x0=31.5 - dx * spec.speed * middle, y0=31.5 - dy * spec.speed * middle + jitter)
+        spec = dataclasses.replace(spec, x0=31.5 - dx * spec.speed * middle,
+                                   y0=31.5 - dy * spec.speed * middle + jitter)
         box = (32, 0, spec.size, spec.size) if dx > 0 else (0, 0, 32, spec.size)
         out.append((spec, box))
     return out
@@ -202,8 +209,45 @@ def seam(video: torch.Tensor, round_trip: torch.Tensor, source: torch.Tensor, ed
     kept = ~editable
     near = kept & grow(editable, band)
     far = kept & ~near
-    return {"band_vs_round_trip": psnr_on(video, round_trip, near), "rest_vs_round_trip": psnr_on(video, round_trip, far),
+    return {"band_vs_round_trip": psnr_on(video, round_trip, near),
+            "rest_vs_round_trip": psnr_on(video, round_trip, far),
             "band_vs_source": psnr_on(video, source, near), "rest_vs_source": psnr_on(video, source, far)}
+
+
+def pasted(model, video: torch.Tensor, source: torch.Tensor, region) -> torch.Tensor:
+    """``video`` ``[F, C, H, W]`` as ``vidinvert edit`` writes it: the source's own pixels put back outside the region
+    (``engine.run.with_source_pasted``, the default ``--paste-source on``); unchanged without a region."""
+    from vidinvert.engine.run import with_source_pasted
+    from vidinvert.settings import EditConfig, RegionConfig
+
+    if region is None:
+        return video
+    config = EditConfig(region=RegionConfig(box=(0, 0, 1, 1), paste_source=True))  # only its paste_source is read
+    return with_source_pasted(model, video[None], source, region, config)[0]
+
+
+def judge_clip(video: torch.Tensor, source: torch.Tensor, round_trip: torch.Tensor, alpha: torch.Tensor, target: str,
+               colour: str, protect: torch.Tensor, editable: torch.Tensor | None, band: int) -> dict:
+    """Every judge of one result ``[F, 3, H, W]``: (1) the left half against the source and the round trip, each
+    half's object colour; (3) colour per frame, centroid, shape IoU, background, the pixels outside the grow-0 follow
+    region (``protect``); with a region, its kept pixels and the seam."""
+    from training import judges
+
+    row = {"left_half_vs_source": psnr_on(video[..., :32], source[..., :32]),
+           "left_half_vs_round_trip": psnr_on(video[..., :32], round_trip[..., :32]),
+           "halves": halves_judged(video, alpha, slice(32, None), slice(0, 32), target, colour)}
+    colours = [judges.object_colour(video[i : i + 1]) for i in range(video.shape[0])]
+    row["frames_in_target"] = float(np.mean([c == target for c in colours]))
+    row["centroid_px"] = judges.centroid_distance(video, source)
+    row["shape_iou"] = judges.shape_iou(video, source)
+    row["background_psnr"] = judges.background_psnr(video, source)
+    row["protected_vs_source"] = psnr_on(video, source, protect)
+    row["protected_vs_round_trip"] = psnr_on(video, round_trip, protect)
+    if editable is not None:
+        row["kept_vs_source"] = psnr_on(video, source, ~editable)
+        row["kept_vs_round_trip"] = psnr_on(video, round_trip, ~editable)
+        row["seam"] = seam(video, round_trip, source, editable, band)
+    return row
 
 
 def mean_db(values: list[float]) -> dict:
@@ -220,7 +264,6 @@ def share(items: list[bool]) -> dict:
 # ---- the run -------------------------------------------------------------------------------------------------------
 def model_run(name: str, clips: int, crossing: int, seed: int, grows: tuple[int, ...], dilate: int, band: int,
               workdir: Path, cli: bool) -> dict:
-    from training import judges
     from training.world import caption, render
     from vidinvert.editing import edit
     from vidinvert.engine.plan import family_defaults
@@ -297,27 +340,17 @@ def model_run(name: str, clips: int, crossing: int, seed: int, grows: tuple[int,
                     outside = (region.latent < 0.5).expand_as(z)
                     clean = inversion.clean if method != "flowedit" else latents
                     latents_outside[method].append(float((z - clean.to(z.dtype)).abs()[outside].max()))
-                video = model.decode(z)[0]
+                raw = model.decode(z)[0]
+                video = pasted(model, raw, source, region)  # what the CLI writes (--paste-source on, the default)
                 editable = (editable_pixels(region.latent, sf, tf, frames) if region is not None
                             else torch.ones(frames, size, size, dtype=torch.bool))
                 row = {"clip": spec.caption, "to": prompt, "seconds": round(seconds, 2), "cpu_s": round(cpu, 2),
                        "coverage": region.coverage if region is not None else 1.0}
-                # (1): the left half kept, the right half edited
-                row["left_half_vs_source"] = psnr_on(video[..., :32], source[..., :32])
-                row["left_half_vs_round_trip"] = psnr_on(video[..., :32], round_trip[..., :32])
-                row["halves"] = halves_judged(video, alpha, slice(32, None), slice(0, 32), target, spec.colour)
-                # (3): the whole clip along the source's path
-                colours = [judges.object_colour(video[i : i + 1]) for i in range(frames)]
-                row["frames_in_target"] = float(np.mean([c == target for c in colours]))
-                row["centroid_px"] = judges.centroid_distance(video, source)
-                row["shape_iou"] = judges.shape_iou(video, source)
-                row["background_psnr"] = judges.background_psnr(video, source)
-                row["protected_vs_source"] = psnr_on(video, source, protect)  # outside the grow-0 follow region
-                row["protected_vs_round_trip"] = psnr_on(video, round_trip, protect)
+                judge = dict(source=source, round_trip=round_trip, alpha=alpha, target=target, colour=spec.colour,
+                             protect=protect, editable=editable if region is not None else None, band=band)
+                row.update(judge_clip(video, **judge))
                 if region is not None:
-                    row["kept_vs_source"] = psnr_on(video, source, ~editable)
-                    row["kept_vs_round_trip"] = psnr_on(video, round_trip, ~editable)
-                    row["seam"] = seam(video, round_trip, source, editable, band)
+                    row["paste_off"] = judge_clip(raw, **judge)  # --paste-source off: the decoder's pixels
                 per_clip[method][job].append(row)
             if method != "inversion_no_blend":  # the decoder alone: the no-mask edit's latents pasted by hand
                 clean = inversion.clean if method != "flowedit" else latents
@@ -346,8 +379,9 @@ def model_run(name: str, clips: int, crossing: int, seed: int, grows: tuple[int,
                 z = edit(model, inversion, [prompt], cfg, region=region.latent)
             else:
                 cfg = flow_config(spec.caption)
-                z = flowedit(model, latents, spec.caption, [prompt], cfg, steps=inv_settings.steps, region=region.latent)
-            video = model.decode(z)[0]
+                z = flowedit(model, latents, spec.caption, [prompt], cfg, steps=inv_settings.steps,
+                             region=region.latent)
+            video = pasted(model, model.decode(z)[0], source, region)
             row = {"clip": spec.caption, "box": list(box), "to": prompt,
                    **halves_judged(video, alpha, edited_cols, kept_cols, target, spec.colour)}
             if method != "inversion_no_blend":
@@ -357,15 +391,16 @@ def model_run(name: str, clips: int, crossing: int, seed: int, grows: tuple[int,
                 else:
                     free = edit(model, inversion, [prompt], cfg)
                 clean = inversion.clean if method != "flowedit" else latents
-                pasted = model.decode(clean * (1 - region.latent) + free * region.latent)[0]
-                row["pasted"] = halves_judged(pasted, alpha, edited_cols, kept_cols, target, spec.colour)
+                composite = model.decode(clean * (1 - region.latent) + free * region.latent)[0]
+                row["pasted"] = halves_judged(composite, alpha, edited_cols, kept_cols, target, spec.colour)
                 row["unmasked"] = halves_judged(model.decode(free)[0], alpha, edited_cols, kept_cols, target,
                                                 spec.colour)
             crossing_rows[method].append(row)
     result = {"model": name, "family": model.family, "spatial_factor": sf, "temporal_factor": tf,
               "steps": inv_settings.steps, "inversion": inv_settings.method, "settings": {
-                  "inversion_edit (inversion_no_blend: the same with blend off)": {"injection": dataclasses.asdict(config.injection), "blend": config.blend.enabled,
-                                     "guidance": config.guidance},
+                  "inversion_edit (inversion_no_blend: the same with blend off)": {
+                      "injection": dataclasses.asdict(config.injection), "blend": config.blend.enabled,
+                      "guidance": config.guidance},
                   **({"flowedit": dataclasses.asdict(flow_config("").flowedit)} if flow else {})},
               "clips": clips, "crossing_clips": crossing, "vae_round_trip": vae, "mask_read": mask_read,
               "latents_outside_max_abs_diff": {m: max(v) if v else None for m, v in latents_outside.items()},
@@ -387,11 +422,11 @@ def decoder_carry(model, clean: torch.Tensor, free: torch.Tensor, right: torch.T
     first = torch.zeros_like(right)
     first[:, 0] = right[:, 0]
     only_first = model.decode(clean * (1 - first) + free * first)[0]
-    pasted = model.decode(clean * (1 - right) + free * right)[0]
+    composite = model.decode(clean * (1 - right) + free * right)[0]
     return {"clip": clip,
             "frame0_edit_later_frames_vs_round_trip": psnr_on(only_first[1:], round_trip[1:]),
             "frame0_edit_later_left_half_vs_round_trip": psnr_on(only_first[1:, ..., :32], round_trip[1:, ..., :32]),
-            "pasted_left_half_vs_round_trip": psnr_on(pasted[..., :32], round_trip[..., :32])}
+            "pasted_left_half_vs_round_trip": psnr_on(composite[..., :32], round_trip[..., :32])}
 
 
 def cli_check(model, name, spec, config, flow_config, resize, workdir: Path, dilate: int, flow: bool) -> dict:
@@ -426,15 +461,16 @@ def cli_check(model, name, spec, config, flow_config, resize, workdir: Path, dil
     out = {}
     for method in ["inversion"] + (["flowedit"] if flow else []):
         if method == "inversion":
-            from vidinvert.engine.plan import family_defaults  # noqa: F401  (config already holds the defaults)
             inv_settings, _ = ff.defaults(model)
             inversion = invert(model, latents, steps=inv_settings.steps, method=inv_settings.method,
                                prompt=inv_settings.prompt)
-            api = model.decode(edit(model, inversion, [prompt], config, region=region.latent))[0]
+            api = pasted(model, model.decode(edit(model, inversion, [prompt], config, region=region.latent))[0],
+                         frames, region)
             extra = []
         else:
             cfg = flow_config(spec.caption)
-            api = model.decode(flowedit(model, latents, spec.caption, [prompt], cfg, steps=50, region=region.latent))[0]
+            api = pasted(model, model.decode(flowedit(model, latents, spec.caption, [prompt], cfg, steps=50,
+                                                      region=region.latent))[0], frames, region)
             extra = ["--method", "flowedit", "--source-prompt", spec.caption]
         result_path, saved_mask = workdir / f"{name}_{method}_cli.mp4", workdir / f"{name}_{method}_cli_mask.mp4"
         command = prefix + ["edit", str(folder), "--model", name, "--prompt", prompt, "--mask", str(mask_path),
@@ -451,7 +487,9 @@ def cli_check(model, name, spec, config, flow_config, resize, workdir: Path, dil
         out[method] = {"command": "vidinvert " + " ".join(f'"{a}"' if " " in a else a for a in command[len(prefix):]),
                        "psnr_cli_vs_api": psnr_on(cli_video, api),
                        "psnr_api_vs_its_h264": psnr_on(read_back(api, workdir / f"{name}_{method}_api.mp4"), api),
-                       "coverage_recorded": (recorded or {}).get("coverage"), "coverage_api": round(region.coverage, 4),
+                       "coverage_recorded": (recorded or {}).get("coverage"),
+                       "source_pasted_recorded": (recorded or {}).get("source_pasted"),
+                       "coverage_api": round(region.coverage, 4),
                        "saved_mask_pixels_differing": int((saved ^ expected).sum())}
     return out
 
@@ -466,6 +504,27 @@ def read_back(video: torch.Tensor, path: Path) -> torch.Tensor:
 
 
 # ---- summary and tables ---------------------------------------------------------------------------------------------
+def judged_summary(rows: list[dict]) -> dict:
+    """Means over clips of ``judge_clip``'s figures (shares over frames)."""
+    s = {"left_half_vs_source": mean_db([x["left_half_vs_source"] for x in rows]),
+         "left_half_vs_round_trip": mean_db([x["left_half_vs_round_trip"] for x in rows]),
+         "right_half_in_target": share(sum((x["halves"]["edited_half"] for x in rows), [])),
+         "left_half_in_source": share(sum((x["halves"]["kept_half"] for x in rows), [])),
+         "wholly_right_in_target": share(sum((x["halves"]["whole_edited"] for x in rows), [])),
+         "frames_in_target": float(np.mean([x["frames_in_target"] for x in rows])),
+         "clips_90pct_in_target": float(np.mean([x["frames_in_target"] >= 0.9 for x in rows])),
+         "centroid_px": float(np.mean([x["centroid_px"] for x in rows if math.isfinite(x["centroid_px"])])),
+         "shape_iou_median": float(np.nanmedian([x["shape_iou"] for x in rows])),
+         "background_psnr": mean_db([x["background_psnr"] for x in rows]),
+         "protected_vs_source": mean_db([x["protected_vs_source"] for x in rows]),
+         "protected_vs_round_trip": mean_db([x["protected_vs_round_trip"] for x in rows])}
+    if "seam" in rows[0]:
+        s["kept_vs_source"] = mean_db([x["kept_vs_source"] for x in rows])
+        s["kept_vs_round_trip"] = mean_db([x["kept_vs_round_trip"] for x in rows])
+        s["seam"] = {k: mean_db([x["seam"][k] for x in rows]) for k in rows[0]["seam"]}
+    return s
+
+
 def summarise(r: dict, grows: tuple[int, ...]) -> dict:
     out = {"vae_round_trip": {"psnr": mean_db([v["psnr"] for v in r["vae_round_trip"]]),
                               "left_half": mean_db([v["left_half"] for v in r["vae_round_trip"]])},
@@ -476,23 +535,9 @@ def summarise(r: dict, grows: tuple[int, ...]) -> dict:
         out[method] = {}
         for job, rows in jobs.items():
             s = {"coverage": float(np.mean([x["coverage"] for x in rows])),
-                 "left_half_vs_source": mean_db([x["left_half_vs_source"] for x in rows]),
-                 "left_half_vs_round_trip": mean_db([x["left_half_vs_round_trip"] for x in rows]),
-                 "right_half_in_target": share(sum((x["halves"]["edited_half"] for x in rows), [])),
-                 "left_half_in_source": share(sum((x["halves"]["kept_half"] for x in rows), [])),
-                 "wholly_right_in_target": share(sum((x["halves"]["whole_edited"] for x in rows), [])),
-                 "frames_in_target": float(np.mean([x["frames_in_target"] for x in rows])),
-                 "clips_90pct_in_target": float(np.mean([x["frames_in_target"] >= 0.9 for x in rows])),
-                 "centroid_px": float(np.mean([x["centroid_px"] for x in rows if math.isfinite(x["centroid_px"])])),
-                 "shape_iou_median": float(np.nanmedian([x["shape_iou"] for x in rows])),
-                 "background_psnr": mean_db([x["background_psnr"] for x in rows]),
-                 "protected_vs_source": mean_db([x["protected_vs_source"] for x in rows]),
-                 "protected_vs_round_trip": mean_db([x["protected_vs_round_trip"] for x in rows]),
-                 "cpu_s_per_edit": float(np.mean([x["cpu_s"] for x in rows]))}
-            if "seam" in rows[0]:
-                s["kept_vs_source"] = mean_db([x["kept_vs_source"] for x in rows])
-                s["kept_vs_round_trip"] = mean_db([x["kept_vs_round_trip"] for x in rows])
-                s["seam"] = {k: mean_db([x["seam"][k] for x in rows]) for k in rows[0]["seam"]}
+                 "cpu_s_per_edit": float(np.mean([x["cpu_s"] for x in rows])), **judged_summary(rows)}
+            if "paste_off" in rows[0]:
+                s["paste_off"] = judged_summary([x["paste_off"] for x in rows])
             out[method][job] = s
         c = r["crossing"][method]
         out[method]["crossing"] = {
@@ -542,46 +587,62 @@ METHOD_LABEL = {"inversion": "inversion + injection (defaults)", "inversion_no_b
 
 
 def to_markdown(results: dict) -> str:
-    cmd = results["command"]
-    m = results["machine"]
     lines = ["# Edit regions (`--mask`, `--box`, `--mask-grow`) on the demo models", "",
-             f"Every number below comes from `{cmd}` ({results['date']}; CPU, {m['torch_threads']} torch thread(s), "
-             f"{m['cpu_count']} CPUs, load average {m['load_at_start']} at the start, {m['load_at_end']} at the end; "
-             "seconds are context only, the machine was shared). Held-out clips of the synthetic world, judged by "
-             "`training/judges.py`; each edit is `vidinvert edit CLIP --prompt <caption in the new colour>` with the "
-             "model's defaults plus the region named (FlowEdit: `--method flowedit --source-prompt <source caption>`). "
-             "PSNR in dB over [-1, 1]; means over clips (min = worst clip); shares count frames (or frame halves), "
-             "their number in brackets. Per-clip values: `bench/results/masks.json`.", ""]
+             "Every number of a model's section comes from the command named at its top (CPU; seconds are context "
+             "only, the machine was shared). Held-out clips of the synthetic world, judged by `training/judges.py`; "
+             "each edit is `vidinvert edit CLIP --prompt <caption in the new colour>` with the model's defaults plus "
+             "the region named (FlowEdit: `--method flowedit --source-prompt <source caption>`); the results are "
+             "judged as the CLI writes them, the source's pixels pasted back outside the region (`--paste-source on`, "
+             "the default), and again without (`--paste-source off`) where a row says so. PSNR in dB over [-1, 1]; "
+             "means over clips (min = worst clip; \"identical\": every pixel equal); shares count frames (or frame "
+             "halves), their number in brackets. Per-clip values: `bench/results/masks.json`.", ""]
     for r in results["models"]:
         s, name = r["summary"], r["model"]
         vae = s["vae_round_trip"]
+        run = r.get("run") or results
+        m = run["machine"]
         lines += [f"## `{name}` ({r['clips']} clips; crossing: {r['crossing_clips']}; latent cell {r['spatial_factor']} "
-                  f"px, {r['temporal_factor']} frames per latent frame; {r['steps']} {r['inversion']} steps)", "",
+                  f"px, {r['temporal_factor']} frames per latent frame; {r['steps']} steps of "
+                  f"{'Euler (flow-matching)' if r.get('family') == 'wan' else r['inversion'].upper()} inversion)", "",
+                  f"Command: `{run['command']}` ({run['date']}; {m['torch_threads']} torch thread(s), {m['cpu_count']} "
+                  f"CPUs, load average {m['load_at_start']} at the start, {m['load_at_end']} at the end).", "",
                   f"VAE round trip of the sources (the ceiling of anything kept): {db(vae['psnr'])} dB whole frame, "
                   f"{db(vae['left_half'])} dB on the left half. Latents outside the region after the edit, largest "
                   "|difference| from the source's over all masked edits: " +
                   ", ".join(f"{METHOD_LABEL[k]} {v:g}" for k, v in r["latents_outside_max_abs_diff"].items()) + ".", "",
                   f"### (1) static right-half mask (`--mask right_half.png`)", "",
-                  "| job | left half vs source | left half vs VAE round trip | seam: kept band "
-                  f"{results['band']} px at the border vs round trip | rest of the kept half vs round trip | right half: "
-                  "object in the target colour | frames with the object wholly in the right half: in the target colour "
-                  "| left half: object still in the source colour |",
+                  "Seam: the kept pixels within "
+                  f"{run['band']} px of the region (\"band\") against the rest of the kept half (\"rest\"). With "
+                  "`--paste-source on` (the default) the kept side is the source's own pixels, feathered towards the "
+                  "region over one latent cell; `off`: the decoder's pixels.", "",
+                  "| job | left half vs source | left half vs VAE round trip | band / rest vs source | band / rest vs "
+                  "round trip | right half: object in the target colour | frames with the object wholly in the right "
+                  "half: in the target colour | left half: object still in the source colour |",
                   "|---|---|---|---|---|---|---|---|"]
         for method in [k for k in METHOD_LABEL if k in s]:
-            for job, label in (("none", "no mask"), ("right", "`--mask right_half.png`")):
-                x = s[method][job]
-                seam_cells = (f"{db(x['seam']['band_vs_round_trip'])} | {db(x['seam']['rest_vs_round_trip'])}"
+            for job, label, x in (("none", "no mask", s[method]["none"]),
+                                  ("right", "`--mask right_half.png`", s[method]["right"]),
+                                  ("right", "`--mask right_half.png --paste-source off`",
+                                   s[method]["right"].get("paste_off"))):
+                if x is None:
+                    continue
+                seam_cells = (f"{db(x['seam']['band_vs_source'])} / {db(x['seam']['rest_vs_source'])} | "
+                              f"{db(x['seam']['band_vs_round_trip'])} / {db(x['seam']['rest_vs_round_trip'])}"
                               if "seam" in x else "- | -")
                 lines.append(f"| {METHOD_LABEL[method]}, {label} | {db(x['left_half_vs_source'])} | "
                              f"{db(x['left_half_vs_round_trip'])} | {seam_cells} | {pct(x['right_half_in_target'])} | "
                              f"{pct(x['wholly_right_in_target'])} | {pct(x['left_half_in_source'])} |")
-        x = s["inversion"]["right"]
-        lines += ["", f"Goal: left half >= {GOALS['kept_half_psnr_vs_source']:.0f} dB against the source: "
-                  f"{met(x['left_half_vs_source']['mean'] >= GOALS['kept_half_psnr_vs_source'])} on average "
-                  f"({x['left_half_vs_source']['mean']:.1f} dB; the VAE round trip alone reaches "
-                  f"{vae['left_half']['mean']:.1f}), worst clip {x['left_half_vs_source']['min']:.1f} dB "
-                  f"({met(x['left_half_vs_source']['min'] >= GOALS['kept_half_psnr_vs_source'])} for every clip); "
-                  f"edited on the right: {pct(x['right_half_in_target'])} of frames with the object there.", "",
+        x, off = s["inversion"]["right"], s["inversion"]["right"].get("paste_off")
+        goal = GOALS["kept_half_psnr_vs_source"]
+        lines += ["", f"Goal: left half >= {goal:.0f} dB against the source (inversion + injection, the defaults): "
+                  f"{met(x['left_half_vs_source']['min'] >= goal)} on every clip, mean "
+                  f"{x['left_half_vs_source']['mean']:.1f} dB, worst clip {x['left_half_vs_source']['min']:.1f} dB" +
+                  (f"; with `--paste-source off` {met(off['left_half_vs_source']['min'] >= goal)} on every clip, "
+                   f"mean {off['left_half_vs_source']['mean']:.1f} dB, worst {off['left_half_vs_source']['min']:.1f} dB "
+                   f"(the VAE round trip alone: mean {vae['left_half']['mean']:.1f}, worst "
+                   f"{vae['left_half']['min']:.1f})" if off else "") +
+                  f". Edited on the right: {pct(x['right_half_in_target'])} of frame halves with the object there "
+                  f"(no mask: {pct(s['inversion']['none']['right_half_in_target'])}).", "",
                   "### (2) object crossing from a kept half into an edited half (`--box` of the half it enters)", "",
                   "| job | frames wholly in the edited half: recoloured | frames wholly in the kept half: recoloured | "
                   "edited-half part in the target colour | kept-half part still in the source colour | kept-half part "
@@ -614,37 +675,46 @@ def to_markdown(results: dict) -> str:
                              f"{db(d['pasted_left_half_vs_round_trip'])} |")
         mr = s["mask_read"]
         lines += ["", f"### (3) per-frame mask video following the object, and (4) `--mask-grow`", "",
-                  f"Mask: the world's object coverage dilated by {results['dilate']} px, written as H.264 mp4; read "
+                  f"Mask: the world's object coverage dilated by {run['dilate']} px, written as H.264 mp4; read "
                   f"back by the CLI's reader: IoU with the drawn mask {mr['iou_mean']:.4f} mean, {mr['iou_min']:.4f} "
-                  f"worst clip, at most {mr['pixels_differing_max']} pixels differing. \"kept\" = pixels decoded from "
+                  f"worst clip, at most {mr['pixels_differing_max']} pixels differing. \"kept\" = pixels of "
                   "kept latent cells; \"outside the grow-0 region\" = the same pixel set for every row (also the no-mask "
                   "rows); background = the judges' PSNR outside both object masks (as `bench/quality.py`).", "",
                   "| job | latent coverage | frames in target colour (goal >= 90%) | clips with >= 90% | centroid px "
-                  "| shape IoU (median) | outside the grow-0 region vs source | same vs round trip | kept vs round trip "
-                  f"| seam: kept band {results['band']} px vs round trip | rest of kept vs round trip | background vs "
-                  "source (judges) | CPU s / edit |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| shape IoU (median) | outside the grow-0 region vs source | kept vs source | band / rest vs source "
+                  "| band / rest vs round trip | background vs source (judges) | CPU s / edit |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for method in [k for k in METHOD_LABEL if k in s]:
             for job, x in s[method].items():
                 if job in ("right", "crossing", "decoder_carry"):
                     continue
-                label = "no mask" if job == "none" else f"`--mask follow.mp4 --mask-grow {job.split('_g')[1]}`"
-                kept = (f"{db(x['kept_vs_round_trip'])} | {db(x['seam']['band_vs_round_trip'])} | "
-                        f"{db(x['seam']['rest_vs_round_trip'])}" if "seam" in x else "- | - | -")
-                lines.append(f"| {METHOD_LABEL[method]}, {label} | {x['coverage']:.3f} | {x['frames_in_target']:.0%} | "
-                             f"{x['clips_90pct_in_target']:.0%} | {x['centroid_px']:.2f} | {x['shape_iou_median']:.2f} | "
-                             f"{db(x['protected_vs_source'])} | {db(x['protected_vs_round_trip'])} | {kept} | "
-                             f"{db(x['background_psnr'])} | {x['cpu_s_per_edit']:.1f} |")
+                variants = [("", x)]
+                if job == f"follow_g{run['grows'][0]}" and "paste_off" in x:
+                    variants.append((" --paste-source off", {**x, **x["paste_off"]}))
+                for suffix, y in variants:
+                    label = ("no mask" if job == "none"
+                             else f"`--mask follow.mp4 --mask-grow {job.split('_g')[1]}{suffix}`")
+                    kept = (f"{db(y['kept_vs_source'])} | {db(y['seam']['band_vs_source'])} / "
+                            f"{db(y['seam']['rest_vs_source'])} | {db(y['seam']['band_vs_round_trip'])} / "
+                            f"{db(y['seam']['rest_vs_round_trip'])}" if "seam" in y else "- | - | -")
+                    lines.append(f"| {METHOD_LABEL[method]}, {label} | {y['coverage']:.3f} | "
+                                 f"{y['frames_in_target']:.0%} | {y['clips_90pct_in_target']:.0%} | "
+                                 f"{y['centroid_px']:.2f} | {y['shape_iou_median']:.2f} | "
+                                 f"{db(y['protected_vs_source'])} | {kept} | {db(y['background_psnr'])} | "
+                                 f"{y['cpu_s_per_edit']:.1f} |")
         cli = r.get("cli_check")
         if cli:
             lines += ["", "### CLI check (one clip; the real command against the API on the same PNG frames and mask)",
                       "", "| method | command | result PSNR CLI vs API | the API's result through H.264 vs itself | "
-                      "coverage recorded / API | `--save-mask` pixels differing from the region |", "|---|---|---|---|---|---|"]
+                      "coverage recorded / API | source pasted (recorded) | `--save-mask` pixels differing from the region |",
+                      "|---|---|---|---|---|---|---|"]
             for method, c in cli.items():
                 if "error" in c:
-                    lines.append(f"| {method} | failed: {c['error'][-300:]} | | | | |")
+                    lines.append(f"| {method} | failed: {c['error'][-300:]} | | | | | |")
                     continue
                 lines.append(f"| {method} | `{c['command']}` | {c['psnr_cli_vs_api']:.1f} | "
                              f"{c['psnr_api_vs_its_h264']:.1f} | {c['coverage_recorded']} / {c['coverage_api']} | "
+                             f"{c.get('source_pasted_recorded')} | "
                              f"{c['saved_mask_pixels_differing']} |")
         lines += ["", f"Time for `{name}`: {r['seconds']:.0f} s wall, {r['cpu_seconds']:.0f} s CPU.", ""]
     return "\n".join(lines)
@@ -666,6 +736,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(BENCH / "results"), help="folder for masks.json and masks.md")
     parser.add_argument("--quick", action="store_true", help="3 clips (3 crossing) per model, writes nothing")
     parser.add_argument("--render", default=None, help="only re-render the markdown of this masks.json")
+    parser.add_argument("--fresh", action="store_true", help="drop the other models' results from --out's masks.json "
+                        "(default: keep them, each with its own command)")
     args = parser.parse_args(argv)
     common = _load("common")
     if args.render:
@@ -679,25 +751,41 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.clips, args.crossing = 3, 3
     grows = tuple(int(g) for g in args.grows.split(","))
-    started = time.perf_counter()
-    models = []
+    command = ("python bench/masks.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    results = {"goals": GOALS, "min_px": MIN_PX, "models": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            models.append(model_run(name, args.clips, args.crossing, args.seed, grows, args.dilate, args.band,
-                                    Path(tmp), not args.no_cli))
-    command = "python bench/masks.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
-    results = {"command": command.strip(), "date": time.strftime("%Y-%m-%d"), "goals": GOALS, "dilate": args.dilate,
-               "band": args.band, "grows": list(grows), "min_px": MIN_PX, "models": models,
-               "seconds": round(time.perf_counter() - started, 1), "machine": common.machine_info(load_at_start=load)}
-    raw = Path(tempfile.gettempdir()) / "masks_raw.json"
-    raw.write_text(json.dumps(common.json_safe(results), indent=1) + "\n")  # kept should the markdown fail
-    print("raw results:", raw)
-    markdown = to_markdown(results)
-    print(markdown)
-    if not args.quick:
-        for path in common.write_results("masks", results, markdown, args.out):
-            print("wrote", path)
+            load = common.load_average()
+            record = model_run(name, args.clips, args.crossing, args.seed, grows, args.dilate, args.band, Path(tmp),
+                               not args.no_cli)
+            record["run"] = {"command": command, "date": time.strftime("%Y-%m-%d"), "dilate": args.dilate,
+                             "band": args.band, "grows": list(grows), "seed": args.seed,
+                             "machine": common.machine_info(load_at_start=load)}
+            results["models"].append(record)
+            raw = Path(tempfile.gettempdir()) / f"masks_raw_{name}.json"
+            raw.write_text(json.dumps(common.json_safe(record), indent=1) + "\n")  # kept should anything fail later
+            print("raw results:", raw, flush=True)
+            if not args.quick:
+                write_merged(common, results, Path(args.out), args.fresh)
+    print(to_markdown(results))
     return results
+
+
+def write_merged(common, results: dict, out: Path, fresh: bool) -> None:
+    """Write ``masks.json`` / ``masks.md`` in ``out``: the models just measured, and (unless ``fresh``) the other
+    models of the file already there, each keeping its own command."""
+    path = out / "masks.json"
+    models = {r["model"]: r for r in results["models"]}
+    if path.is_file() and not fresh:
+        old = restore(json.loads(path.read_text()))
+        for r in old.get("models", []):
+            if r["model"] not in models and "run" in r:  # older records without their own command are dropped
+                models[r["model"]] = r
+    order = ["demo", "demo-wan"]
+    merged = {**results, "models": sorted(models.values(), key=lambda r: (order.index(r["model"])
+                                                                          if r["model"] in order else 9, r["model"]))}
+    for written in common.write_results("masks", merged, to_markdown(merged), out):
+        print("wrote", written, flush=True)
 
 
 if __name__ == "__main__":
