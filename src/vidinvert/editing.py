@@ -25,6 +25,7 @@ from .krnr import krnr, krnr_adaptive, refuse_on_flow
 from .models.base import VideoFamily, negative_prompt_for
 from .models.condition import I2V_MODELS, ImageRows
 from .progress import progress_callback
+from .regions import check_fits
 from .sampling import sample_ddim
 from .windows import windowed
 
@@ -235,7 +236,7 @@ def edit(
 
     model_fn = cfg(main_fn, Cfg(scale, with_uncond))
 
-    mask, x_shape = None, inversion.clean.shape  # [1, T, C, h, w]
+    mask = None
     if config.blend.enabled:
         mask = edit_mask(model, inversion, config.blend.source_prompt, prompts, config.blend, offset,
                          edits)  # [K, T, 1, h, w]
@@ -243,9 +244,8 @@ def edit(
             stats.mask_rows = [num_prompts + 1] * len(mask_levels(len(schedule), config.blend.levels))
             stats.blend_coverage = mask.mean(dim=(1, 2, 3, 4)).tolist()
 
-    if region is not None and tuple(region.shape) != (1, x_shape[1], 1, *x_shape[3:]):
-        raise VidinvertError(f"the region's latent grid {tuple(region.shape)} does not fit the inversion's latents "
-                             f"{tuple(x_shape)}", "build the region for this clip (regions.build_region)")
+    if region is not None:
+        check_fits(region, inversion.clean.shape)
 
     def blend_into_source(i: int, x: torch.Tensor) -> torch.Tensor:
         """Outside the mask (the user's region, and the blend mask while it blends), put the latent after step

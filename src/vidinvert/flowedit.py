@@ -28,6 +28,7 @@ from .errors import VidinvertError
 from .guidance import Cfg, cfg, conditioned, guided_texts, join_rows, needs_uncond
 from .models.base import VideoFamily, negative_prompt_for
 from .progress import progress_callback
+from .regions import check_fits
 from .sampling import check_finite
 from .schedule import Schedule
 from .settings import DEFAULT_STEPS, EditConfig, FlowEditConfig, with_model_guidance
@@ -110,9 +111,8 @@ def flowedit(
     first, sampling_from = len(schedule) - n_max, len(schedule) - n_min
     if stats is not None:
         stats.steps = n_max
-    if region is not None and tuple(region.shape) != (1, x_src.shape[1], 1, *x_src.shape[3:]):
-        raise VidinvertError(f"the region's latent grid {tuple(region.shape)} does not fit the latent "
-                             f"{tuple(x_src.shape)}", "build the region for this clip (regions.build_region)")
+    if region is not None:
+        check_fits(region, x_src.shape)
     inside = None if region is None else region.to(x_src.device).bool()  # [1, T, 1, h, w]
     z_edit = x_src.repeat(num_prompts, 1, 1, 1, 1)  # [K, T, C, h, w]
     x_tar = None  # the target latent of the n_min sampling phase

@@ -143,8 +143,8 @@ def build_region(config: RegionConfig, indices: tuple[int, ...], source_size: tu
     if not bool(latent.any()):
         raise VidinvertError(f"{what} selects nothing of the clip's {height}x{width} frames (no white pixels there)",
                              "white marks where the edit may change: draw the region in white")
-    region = Region(latent=latent, pixels=pixels, record={**record, "grow": config.grow})
-    region.record["coverage"] = round(region.coverage, 4)
+    region = Region(latent=latent, pixels=pixels,
+                    record={**record, "grow": config.grow, "coverage": round(float(latent.mean()), 4)})
     if bool(latent.all()) and notes is not None:
         notes.append(f"{what} covers the whole clip on the model's latent grid (grown by {config.grow}): the edit "
                      "may change everything, as without one")
@@ -159,13 +159,24 @@ def _folder_hash(folder: str) -> str:
     return digest.hexdigest()
 
 
+def check_fits(region: torch.Tensor, latent_shape) -> None:
+    """One-line error unless the latent-grid ``region`` ``[1, T, 1, h, w]`` fits latents ``[B, T, C, h, w]``."""
+    if tuple(region.shape) != (1, latent_shape[1], 1, *latent_shape[3:]):
+        raise VidinvertError(f"the region's latent grid {tuple(region.shape)} does not fit the latents "
+                             f"{tuple(latent_shape)}", "build the region for this clip (regions.build_region)")
+
+
+def _cells_as_pixels(region: Region, spatial_factor: int, temporal_factor: int) -> torch.Tensor:
+    """The latent-grid mask at pixel resolution: float ``[F, 1, H, W]``, one frame per pixel frame of the clip (the
+    latent frame it is decoded from), each latent cell ``spatial_factor`` pixels wide."""
+    latent = region.latent[0, latent_frames_of(region.pixels.shape[0], temporal_factor)]  # [F, 1, h, w]
+    return latent.repeat_interleave(spatial_factor, dim=2).repeat_interleave(spatial_factor, dim=3)  # [F, 1, H, W]
+
+
 def mask_frames(region: Region, spatial_factor: int, temporal_factor: int) -> torch.Tensor:
     """The latent-grid mask as frames to write (``--save-mask``): float ``[F, 3, H, W]`` in [-1, 1], white where
-    the edit may change, one frame per pixel frame of the clip (each shows the latent frame it is decoded from),
-    each latent cell ``spatial_factor`` pixels wide."""
-    frames = region.pixels.shape[0]
-    latent = region.latent[0, latent_frames_of(frames, temporal_factor)]  # [F, 1, h, w]
-    cells = latent.repeat_interleave(spatial_factor, dim=2).repeat_interleave(spatial_factor, dim=3)  # [F, 1, H, W]
+    the edit may change (``_cells_as_pixels``)."""
+    cells = _cells_as_pixels(region, spatial_factor, temporal_factor)  # [F, 1, H, W]
     return (cells * 2.0 - 1.0).expand(-1, 3, -1, -1).contiguous()  # [F, 3, H, W]
 
 
@@ -186,9 +197,7 @@ def source_alpha(region: Region, spatial_factor: int, temporal_factor: int, feat
     """Where the decoded result takes the source's own pixels back: float ``[F, 1, H, W]`` in [0, 1], 1 in the
     pixels of kept latent cells, ramping down to 0 over ``feather`` pixels towards the region (0 inside it), so the
     decoder's mixing at the border is blended, not cut."""
-    frames = region.pixels.shape[0]
-    kept = 1.0 - region.latent[0, latent_frames_of(frames, temporal_factor)]  # [F, 1, h, w]
-    kept = kept.repeat_interleave(spatial_factor, dim=2).repeat_interleave(spatial_factor, dim=3)  # [F, 1, H, W]
+    kept = 1.0 - _cells_as_pixels(region, spatial_factor, temporal_factor)  # [F, 1, H, W]
     if feather <= 0:
         return kept
     size = 2 * feather + 1

@@ -88,14 +88,18 @@ def _write_videos(videos: torch.Tensor, reference: torch.Tensor, fps: float, vid
 
 def with_source_pasted(model: VideoFamily, videos: torch.Tensor, frames: torch.Tensor, region, config: EditConfig):
     """Decoded results ``[K, F, C, H, W]`` with the source ``frames`` put back outside ``region`` (feathered over one
-    latent cell) when the region asks for it; recorded in the region's record."""
-    if region is None:
-        return videos
-    region.record["source_pasted"] = config.region.paste_source
-    if not config.region.paste_source:
+    latent cell) when the region asks for it (``region_summary`` records it)."""
+    if region is None or not config.region.paste_source:
         return videos
     alpha = source_alpha(region, model.spatial_factor, model.temporal_factor, model.spatial_factor)  # [F, 1, H, W]
     return paste_source(videos, frames, alpha)
+
+
+def region_summary(region, config: EditConfig, pasted: bool) -> dict:
+    """The summary's ``region``: the region's record and whether the source's pixels were put back (``{}``: none)."""
+    if region is None:
+        return {}
+    return {"region": {**region.record, "source_pasted": pasted and config.region.paste_source}}
 
 
 def flowedit_source(model: VideoFamily, source: Source, prompts: list[str], config: EditConfig, steps: int,
@@ -130,7 +134,7 @@ def flowedit_source(model: VideoFamily, source: Source, prompts: list[str], conf
         "transformer_calls": len(stats.batch_rows),
         "transformer_rows": sum(stats.batch_rows),
         "batch_rows": sorted(set(stats.batch_rows)),
-        **({"region": region.record} if region is not None else {}),
+        **region_summary(region, config, pasted=True),
         "edit_seconds": round(time.perf_counter() - started, 2),
     }
     if region is not None:
@@ -180,7 +184,7 @@ def edit_prepared(model: VideoFamily, prepared: Prepared, prompts: list[str], co
         "inversion_reused": prepared.reused,
         "inversion": inversion_summary(inversion, model.schedule(1).is_flow),
         **({"blend_coverage": [round(c, 4) for c in stats.blend_coverage]} if config.blend.enabled else {}),
-        **({"region": region.record} if region is not None else {}),
+        **region_summary(region, config, pasted=prepared.source is not None),
     }
     if region is not None:
         save_mask_video(region, model, output, fps)
